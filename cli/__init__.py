@@ -1,0 +1,1 @@
+"""Typer CLI for mxa-edge (installed as ``mxa_edge_cli``)."""

@@ -1,0 +1,34 @@
+"""``mxa-edge eval``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from mxa_edge_cli.options import JsonOpt, QuietOpt, SeedOpt
+from mxa_edge_cli.output import Output
+from mxa_edge_cli.render import print_metrics
+
+
+def eval_(
+    model: Path = typer.Argument(..., help="A run folder from `mxa-edge train` or an exported artifact folder."),
+    data: Optional[Path] = typer.Option(None, "--data", "-d", help="CheXpert-layout root. Default: the data the model was trained on."),
+    split: str = typer.Option("valid", "--split", help="train, valid, or a path to a CheXpert-layout CSV."),
+    n_boot: int = typer.Option(1000, "--n-boot", min=0, help="Bootstrap resamples for the 95% CIs (0: none)."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Evaluate only the first N images."),
+    seed: int = SeedOpt,
+    json_out: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+):
+    """Per-pathology AUC with 95% bootstrap CIs, macro/micro AUC, F1 and accuracy at 0.5, ECE.
+
+    Findings with one class in the split are reported as not evaluable (null in --json).
+    On phantom data, also how well the MXA ROI boxes cover the ground-truth finding boxes.
+    """
+    from mxa_edge.evaluation import evaluate_model
+
+    o = Output(json_out, quiet)
+    metrics = evaluate_model(model, data, split, n_boot=n_boot, seed=seed, limit=limit, reporter=o.reporter())
+    o.result(metrics, lambda c: print_metrics(c, metrics, f"{model} on {metrics['data']} ({split}, {metrics['n_images']} images)"))

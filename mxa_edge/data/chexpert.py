@@ -1,0 +1,279 @@
+"""CheXpert-v1.0 (and -small) as distributed: train.csv / valid.csv, labels and image paths.
+
+A split keeps CheXpert's raw label values (1.0 positive, 0.0 negative, -1.0 uncertain, NaN
+blank = not mentioned) so that the uncertainty policy is chosen later, in one place,
+by ``targets_and_mask``. Image paths in the CSV are relative to the folder that *holds* the
+dataset root (``CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg``).
+
+numpy and the standard library only: no pandas, no torch.
+"""
+
+from __future__ import annotations
+
+import csv
+import enum
+import hashlib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mxa_edge.errors import ConfigError, DatasetError
+from mxa_edge.labels import CHEXPERT_LABELS
+
+SPLITS = ("train", "valid")
+# Columns read_split needs; Sex and Age are CheXpert's too but nothing here uses them.
+REQUIRED_COLUMNS: tuple[str, ...] = ("Path", "Frontal/Lateral", "AP/PA") + CHEXPERT_LABELS
+
+# CheXpert's spellings of its four label states, parsed without float() on the hot path
+# (CheXpert's train.csv has 223k rows x 14 labels).
+_LABEL_VALUES: dict[str, float] = {
+    "": math.nan,
+    "1": 1.0,
+    "1.0": 1.0,
+    "0": 0.0,
+    "0.0": 0.0,
+    "-1": -1.0,
+    "-1.0": -1.0,
+}
+_VALID_NUMBERS = (1.0, 0.0, -1.0)
+# Rows probed to decide how the CSV's paths map onto this disk (see _path_base).
+_PATH_PROBE_ROWS = 64
+
+
+class Uncertainty(str, enum.Enum):
+    """What an uncertain (-1.0) label becomes; the CheXpert paper's U-Ones / U-Zeros / U-Ignore."""
+
+    U1 = "u1"  # uncertain -> positive (the paper's default)
+    U0 = "u0"  # uncertain -> negative
+    IGNORE = "ignore"  # uncertain -> masked out of the loss and the metrics
+
+
+@dataclass
+class ChexpertSplit:
+    """One CSV's rows after filtering; row i of every field describes the same image."""
+
+    root: Path
+    name: str
+    paths: list[Path]  # absolute image paths
+    raw: np.ndarray  # float32 (N, 14): 1.0 / 0.0 / -1.0, NaN for blank
+    views: list[str] = field(default_factory=list)  # "Frontal" / "Lateral"
+    ap_pa: list[str] = field(default_factory=list)  # "AP", "PA", "LL", ... ("" for laterals)
+    rel_paths: list[str] = field(default_factory=list)  # the CSV's Path column, verbatim
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+def read_split(root, split: str = "train", *, frontal_only: bool = True, ap_pa: str | None = None) -> ChexpertSplit:
+    """Read root/train.csv or root/valid.csv (or any CSV with CheXpert's header) into a split.
+
+    frontal_only keeps Frontal views; ap_pa ("AP", "PA", case-insensitive) keeps one projection.
+    Raises DatasetError for a missing CSV, missing columns, unknown label values or an empty result.
+    """
+    root = Path(root).expanduser().absolute()
+    csv_path, name = _csv_for(root, split)
+    rows = _read_rows(csv_path)
+    rows = _filtered(rows, csv_path, frontal_only=frontal_only, ap_pa=ap_pa)
+    base = _path_base(root, [r[0] for r in rows])
+    return ChexpertSplit(
+        root=root,
+        name=name,
+        paths=[base(rel) for rel, *_ in rows],
+        raw=np.array([r[3] for r in rows], dtype=np.float32).reshape(len(rows), len(CHEXPERT_LABELS)),
+        views=[r[1] for r in rows],
+        ap_pa=[r[2] for r in rows],
+        rel_paths=[r[0] for r in rows],
+    )
+
+
+def _csv_for(root: Path, split: str) -> tuple[Path, str]:
+    if split in SPLITS:
+        csv_path, name = root / f"{split}.csv", split
+    else:
+        csv_path = Path(split).expanduser().absolute()
+        name = csv_path.stem
+    if not csv_path.is_file():
+        raise DatasetError(
+            f"{csv_path}: CSV not found; pass the CheXpert root (the folder holding train.csv and valid.csv) "
+            f"and split 'train' or 'valid', or the path of a CSV with CheXpert's header"
+        )
+    return csv_path, name
+
+
+def _read_rows(csv_path: Path) -> list[tuple[str, str, str, list[float]]]:
+    """(Path, Frontal/Lateral, AP/PA, 14 label values) per data row; header and values validated."""
+    try:
+        # utf-8-sig: a CSV re-saved by a spreadsheet starts with a byte-order mark.
+        with csv_path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            columns = _column_indices(csv_path, header)
+            return [_parse_row(csv_path, reader.line_num, row, columns) for row in reader if row]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DatasetError(f"{csv_path}: cannot read the CSV ({exc})") from None
+
+
+def _column_indices(csv_path: Path, header: list[str] | None) -> list[int]:
+    if not header:
+        raise DatasetError(f"{csv_path}: the CSV is empty; expected CheXpert's header ({', '.join(REQUIRED_COLUMNS)})")
+    header = [h.strip() for h in header]
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing:
+        raise DatasetError(
+            f"{csv_path}: missing column(s) {', '.join(repr(c) for c in missing)}; "
+            "expected CheXpert's header: Path,Sex,Age,Frontal/Lateral,AP/PA and the 14 findings"
+        )
+    return [header.index(c) for c in REQUIRED_COLUMNS]
+
+
+def _parse_row(csv_path: Path, line: int, row: list[str], columns: list[int]) -> tuple[str, str, str, list[float]]:
+    if len(row) <= max(columns):
+        raise DatasetError(f"{csv_path}, line {line}: {len(row)} fields, fewer than the header's columns")
+    rel, view, proj = (row[i].strip() for i in columns[:3])
+    if not rel:
+        raise DatasetError(f"{csv_path}, line {line}: empty Path")
+    labels = [_label_value(csv_path, line, name, row[i]) for name, i in zip(CHEXPERT_LABELS, columns[3:])]
+    return rel, view, proj, labels
+
+
+def _label_value(csv_path: Path, line: int, column: str, text: str) -> float:
+    text = text.strip()
+    value = _LABEL_VALUES.get(text)
+    if value is not None:
+        return value
+    try:
+        value = float(text)  # other spellings of the same numbers ("1.00")
+    except ValueError:
+        value = None
+    if value not in _VALID_NUMBERS:
+        raise DatasetError(
+            f"{csv_path}, line {line}, column {column!r}: unknown label value {text!r}; "
+            "CheXpert labels are 1.0, 0.0, -1.0 or blank"
+        )
+    return value
+
+
+def _filtered(rows, csv_path: Path, *, frontal_only: bool, ap_pa: str | None):
+    kept = rows
+    if frontal_only:
+        kept = [r for r in kept if r[1].lower() == "frontal"]
+    if ap_pa is not None:
+        wanted = str(ap_pa).strip().upper()
+        kept = [r for r in kept if r[2].upper() == wanted]
+    if not kept:
+        filters = ", ".join(
+            f for f in ("frontal_only" if frontal_only else "", f"ap_pa={ap_pa!r}" if ap_pa is not None else "") if f
+        )
+        raise DatasetError(
+            f"{csv_path}: no images left ({len(rows)} rows before filtering"
+            + (f"; filters: {filters}" if filters else "")
+            + "); relax the filters or check the CSV"
+        )
+    return kept
+
+
+def _path_base(root: Path, rel_paths: list[str]):
+    """How the CSV's relative paths map to files on this disk, decided once per CSV.
+
+    CheXpert's convention is root.parent / Path. When the dataset folder was renamed, the
+    first component of Path no longer matches and root / Path-without-it is the file. The
+    choice is made from the first rows that exist under either layout (a stat per row is slow
+    on network storage with CheXpert's 223k rows); when none exist, the convention is kept.
+    """
+
+    def conventional(rel: str) -> Path:
+        return root.parent / rel
+
+    def renamed(rel: str) -> Path:
+        return root.joinpath(*Path(rel).parts[1:])
+
+    for rel in rel_paths[:_PATH_PROBE_ROWS]:
+        if conventional(rel).exists():
+            return conventional
+        if len(Path(rel).parts) > 1 and renamed(rel).exists():
+            return renamed
+    return conventional
+
+
+def targets_and_mask(
+    raw: np.ndarray, uncertainty: Uncertainty | str = Uncertainty.U1, blank: str = "negative"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Raw CheXpert values -> (targets, mask), both float32 (N, 14); targets are 0/1 only.
+
+    Blank (NaN) is a negative with mask 1, or masked (mask 0) with blank="mask". Uncertain (-1)
+    follows ``uncertainty``: U1 -> 1, U0 -> 0, IGNORE -> masked. A masked entry's target is 0.
+    """
+    policy = _uncertainty(uncertainty)
+    if blank not in ("negative", "mask"):
+        raise ConfigError(f"unknown blank-label policy {blank!r}; expected 'negative' or 'mask'")
+    raw = np.asarray(raw, dtype=np.float32)
+    is_blank = np.isnan(raw)
+    is_uncertain = raw == -1.0
+    if not (is_blank | is_uncertain | (raw == 0.0) | (raw == 1.0)).all():
+        raise ValueError("raw labels must be 1.0, 0.0, -1.0 or NaN")
+
+    targets = (raw == 1.0).astype(np.float32)
+    mask = np.ones_like(targets)
+    if policy is Uncertainty.U1:
+        targets[is_uncertain] = 1.0
+    elif policy is Uncertainty.IGNORE:
+        mask[is_uncertain] = 0.0
+    if blank == "mask":
+        mask[is_blank] = 0.0
+    return targets, mask
+
+
+def _uncertainty(value: Uncertainty | str) -> Uncertainty:
+    try:
+        return Uncertainty(value.lower() if isinstance(value, str) else value)
+    except ValueError:
+        raise ConfigError(
+            f"unknown uncertainty policy {value!r}; expected one of {', '.join(u.value for u in Uncertainty)}"
+        ) from None
+
+
+def dataset_fingerprint(split: ChexpertSplit) -> str:
+    """First 16 hex digits of a sha256 over the sorted (Path, label row) pairs.
+
+    A stable identity of *which images with which labels* a run used, for manifests: it does
+    not depend on where the dataset sits on disk or on row order. Image bytes are not hashed
+    (reading 200k+ images would take minutes), so re-encoded images with the same names and
+    labels share a fingerprint.
+    """
+    digest = hashlib.sha256()
+    digest.update(("\t".join(CHEXPERT_LABELS) + "\n").encode())
+    for rel, labels in sorted(zip(split.rel_paths, (_label_text(row) for row in split.raw))):
+        digest.update(f"{rel}\t{labels}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _label_text(row: np.ndarray) -> str:
+    # Canonical spelling so that "1" and "1.0" in the CSV give the same fingerprint.
+    return ",".join("" if np.isnan(v) else str(int(v)) for v in row)
+
+
+def find_dataset_root(path) -> Path:
+    """A CheXpert root (holds train.csv or valid.csv), given it or its parent holding exactly one."""
+    path = Path(path).expanduser().absolute()
+    if not path.is_dir():
+        raise DatasetError(
+            f"{path}: no such folder; pass the CheXpert root (the folder holding train.csv and valid.csv)"
+        )
+    if _is_root(path):
+        return path
+    candidates = sorted(child for child in path.iterdir() if child.is_dir() and _is_root(child))
+    if len(candidates) == 1:
+        return candidates[0]
+    if candidates:
+        names = ", ".join(c.name for c in candidates)
+        raise DatasetError(f"{path}: holds several CheXpert roots ({names}); pass the one to use")
+    raise DatasetError(
+        f"{path}: no train.csv or valid.csv here or in its subfolders; pass the CheXpert root "
+        "(e.g. CheXpert-v1.0-small/, the folder holding train.csv and valid.csv)"
+    )
+
+
+def _is_root(folder: Path) -> bool:
+    return any((folder / f"{split}.csv").is_file() for split in SPLITS)

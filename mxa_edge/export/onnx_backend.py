@@ -1,0 +1,202 @@
+"""ONNX export (legacy TorchScript exporter, opset 17) and ONNX Runtime INT8 (static, QDQ).
+
+Why the legacy exporter: the dynamo exporter does not name outputs from a tuple-returning
+wrapper the same way and handles the hand-built GridSample grid less predictably; the
+legacy path keeps module scopes in node names (``/backbone/.../mxa/roi/...``), which is
+how the sensitive ROI/grid nodes are found and kept in float.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from mxa_edge.errors import ConfigError
+from mxa_edge.export.base import BackendOutput, ExportOptions
+
+OPSET = 17
+PARITY_TOLERANCE = 1e-4  # max |ORT - torch| on FP32 logits
+FP32_FILE = "model.onnx"
+INT8_FILE = "model.int8.onnx"
+
+
+def export_onnx(model, example, path: Path) -> list[str]:
+    """Fused student -> ONNX at ``path`` with input ``image`` and named outputs; returns them.
+
+    ``example`` is a batch of 2 so no dimension is specialised to 1; the batch axis is dynamic.
+    """
+    import torch
+
+    from mxa_edge.export.prepare import AuxOutputs
+
+    wrapper = AuxOutputs(model).eval()
+    names = wrapper.output_names
+    axes = {"image": {0: "batch"}, **{n: {0: "batch"} for n in names}}
+    with torch.no_grad():
+        torch.onnx.export(
+            wrapper, (example,), str(path), input_names=["image"], output_names=names,
+            dynamic_axes=axes, opset_version=OPSET, dynamo=False, do_constant_folding=True,
+        )  # fmt: skip
+    _inline_shared_initializers(path)
+    return names
+
+
+def _inline_shared_initializers(path: Path) -> None:
+    """Replace ``Identity(initializer)`` nodes by copies of the initializer.
+
+    The legacy exporter de-duplicates equal parameters (e.g. the all-zero biases of freshly
+    fused convs) and feeds the duplicates through Identity nodes; ORT's quantizer then sees
+    a bias that is not an initializer and leaves it in float, which blocks the int8 conv
+    fusion at run time.
+    """
+    import onnx
+
+    m = onnx.load(str(path))
+    g = m.graph
+    inits = {i.name: i for i in g.initializer}
+    keep = []
+    for node in g.node:
+        if node.op_type == "Identity" and node.input[0] in inits:
+            copy = onnx.TensorProto()
+            copy.CopyFrom(inits[node.input[0]])
+            copy.name = node.output[0]
+            g.initializer.append(copy)
+        else:
+            keep.append(node)
+    if len(keep) != len(g.node):
+        del g.node[:]
+        g.node.extend(keep)
+        onnx.save(m, str(path))
+
+
+def check_parity(model, path: Path, example) -> float:
+    """Max |ORT - torch| over the logits; raises when above PARITY_TOLERANCE."""
+    import onnxruntime as ort
+    import torch
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(["logits"], {"image": example.numpy()})[0]
+    with torch.no_grad():
+        ref = model(example).numpy()
+    diff = float(np.abs(got - ref).max())
+    if diff > PARITY_TOLERANCE:
+        raise RuntimeError(f"ONNX Runtime FP32 logits differ from PyTorch by {diff:.2e} (> {PARITY_TOLERANCE})")
+    return diff
+
+
+def sensitive_nodes(model_path: Path, *, softmax: bool = True) -> list[str]:
+    """Names of the nodes to keep in float: the MXA ROI predictor, the grid construction
+    feeding every GridSample (walked backwards from its grid input while inside the MXA
+    block's scope, so the backbone feature map it starts from is not swept in) and,
+    optionally, Softmax. Quantizing grid coordinates to 8 bits moves the sampled box by up
+    to 1/256 of its range per step, which shows up directly in the pooled features.
+    """
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    producer = {out: node for node in graph.node for out in node.output}
+    keep: set[str] = set()
+    for node in graph.node:
+        if "/mxa/roi/" in node.name or (softmax and node.op_type == "Softmax"):
+            keep.add(node.name)
+    for node in graph.node:
+        if node.op_type != "GridSample":
+            continue
+        scope = node.name.rsplit("/", 1)[0] + "/"  # e.g. /backbone/stages.0/.../mixer/mxa/
+        stack = [node.input[1]]
+        while stack:
+            src = producer.get(stack.pop())
+            if src is None or src.name in keep or not src.name.startswith(scope):
+                continue
+            keep.add(src.name)
+            stack.extend(src.input)
+    return sorted(keep)
+
+
+class _ArrayReader:
+    """onnxruntime CalibrationDataReader over a float32 (N, 1, S, S) array, in small batches."""
+
+    def __init__(self, images: np.ndarray, batch: int = 8):
+        self.images, self.batch, self.i = images, batch, 0
+
+    def get_next(self):
+        if self.i >= len(self.images):
+            return None
+        x = self.images[self.i : self.i + self.batch]
+        self.i += self.batch
+        return {"image": np.ascontiguousarray(x, dtype=np.float32)}
+
+    def rewind(self):
+        self.i = 0
+
+
+def quantize_onnx(src: Path, dst: Path, calibration: np.ndarray, method: str, *, symmetric: bool = False,
+                  exclude_softmax: bool = True) -> dict:  # fmt: skip
+    """Static INT8 QDQ quantization of ``src`` into ``dst``; returns the settings used.
+
+    Weights: QInt8, per channel (depthwise and 1x1 convs have very different channel ranges).
+    Activations: QUInt8 by default (U8S8). On x86 with AVX-512 VNNI (this CPU) ORT's int8
+    GEMM/conv kernels take unsigned activations x signed weights natively (VPDPBUSD) without
+    the int16 saturation that U8S8 has on AVX2-only CPUs, so U8S8 is the fastest and exact
+    choice here. ``symmetric=True`` (TensorRT) uses QInt8 with zero points of 0 instead.
+    ``quant_pre_process`` is not run: its symbolic shape inference fails on this graph, and
+    ORT's own shape inference in quantize_static is enough.
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}  # fmt: skip
+    if method not in methods:
+        raise ConfigError(f"unknown calibration method {method!r}; expected one of {', '.join(methods)}")
+    excluded = sensitive_nodes(src, softmax=exclude_softmax)
+    activation = QuantType.QInt8 if symmetric else QuantType.QUInt8
+    extra = {"ActivationSymmetric": symmetric, "WeightSymmetric": True}
+    if method == "percentile":
+        extra["CalibPercentile"] = 99.99
+    if symmetric:
+        # TensorRT wants every Q/DQ it can fuse explicit; it keeps biases in float/int32 itself.
+        extra.update({"QuantizeBias": False, "DedicatedQDQPair": True, "AddQDQPairToWeight": True})
+    quantize_static(
+        str(src), str(dst), _ArrayReader(calibration), quant_format=QuantFormat.QDQ,
+        activation_type=activation, weight_type=QuantType.QInt8, per_channel=True,
+        calibrate_method=methods[method], nodes_to_exclude=excluded, extra_options=extra,
+    )  # fmt: skip
+    return {
+        "tool": "onnxruntime.quantization.quantize_static",
+        "format": "QDQ",
+        "method": method,
+        "per_channel": True,
+        "weights": "int8 symmetric",
+        "activations": "int8 symmetric" if symmetric else "uint8 asymmetric",
+        "excluded_nodes": excluded,
+        "n_calibration": int(len(calibration)),
+    }
+
+
+class OnnxBackend:
+    name = "onnx"
+    suffix = ".onnx"
+
+    def available(self) -> tuple[bool, str]:
+        try:
+            import onnx  # noqa: F401
+            import onnxruntime  # noqa: F401
+        except ImportError as exc:
+            return False, f"onnx/onnxruntime not installed ({exc})"
+        return True, ""
+
+    def export(self, model, example, out_dir: Path, opts: ExportOptions) -> BackendOutput:
+        if opts.fp16:
+            raise ConfigError("the onnx target has no fp16 option here; use --target openvino or tensorrt for fp16")
+        out_dir = Path(out_dir)
+        fp32 = out_dir / FP32_FILE
+        export_onnx(model, example, fp32)
+        opts.notes["onnx_parity_max_abs"] = check_parity(model, fp32, example)
+        if not opts.int8:
+            return BackendOutput([FP32_FILE], "onnxruntime", {"weights": "fp32", "activations": "fp32",
+                                 "inference_precision": "fp32"}, None)  # fmt: skip
+        quant = quantize_onnx(fp32, out_dir / INT8_FILE, opts.calibration, opts.calib_method)
+        fp32.unlink()  # the artifact ships one model; the FP32 reference is the run itself
+        return BackendOutput([INT8_FILE], "onnxruntime",
+                             {"weights": "int8", "activations": "uint8", "inference_precision": "int8"}, quant)  # fmt: skip

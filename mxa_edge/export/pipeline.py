@@ -1,0 +1,249 @@
+"""export_run: run folder -> verified, drift-gated artifact folder. The story, in order:
+
+1. load the run (weights hash checked) and fuse Conv+BN (checked against the unfused model);
+2. calibration set (INT8) and, with ``qat``, a short NNCF quantization-aware fine-tune;
+3. the backend writes its model file(s) into a hidden temporary folder;
+4. drift gate on the run's valid split: FP32 PyTorch vs the exported model through the
+   runtime engine; drift.json + drift.png;
+5. manifest.json (hashes of every model file, precision, calibration, FLOPs, versions);
+6. publish: the temporary folder is renamed to the requested name only when the gate
+   passes. A failing export is kept as ``<name>.rejected/`` (replacing an older one) for
+   inspection — never under the requested name — and DriftGateError is raised.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from mxa_edge.errors import ConfigError, DriftGateError, MissingDependencyError
+from mxa_edge.export.base import CALIB_METHODS, ExportOptions, get_backend
+from mxa_edge.fileio import sha256_file, write_json
+
+TARGETS = ("onnx", "openvino", "tensorrt")
+
+
+@dataclass
+class ExportResult:
+    artifact: Path | None  # the published folder (None when rejected)
+    passed: bool
+    drift: dict  # drift.json's content: per-pathology table + gate fields
+    summary: dict  # the manifest's drift summary
+    manifest: dict
+    rejected: Path | None = None  # where a failing export was kept
+    notes: dict = field(default_factory=dict)
+
+
+def default_out_dir(run_dir: Path, target: str, int8: bool, fp16: bool, qat: bool) -> Path:
+    precision = "qat-int8" if qat else "int8" if int8 else "fp16" if fp16 else "fp32"
+    return Path(run_dir) / "exports" / f"{target}-{precision}"
+
+
+def _versions() -> dict:
+    from importlib import metadata
+
+    out = {}
+    for dist in ("torch", "onnx", "onnxruntime", "openvino", "nncf", "mxa-edge"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def _check_options(target, int8, qat, fp16, calib_method, calib_size, max_macro_drop, max_drop):
+    if target not in TARGETS:
+        raise ConfigError(f"unknown export target {target!r}; expected one of {', '.join(TARGETS)}")
+    if calib_method not in CALIB_METHODS:
+        raise ConfigError(f"unknown calibration method {calib_method!r}; expected one of {', '.join(CALIB_METHODS)}")
+    if qat and not int8:
+        raise ConfigError("--qat trains an INT8 model; pass --int8 with it")
+    if fp16 and int8 and target != "tensorrt":
+        raise ConfigError("--fp16 and --int8 together are only meaningful for --target tensorrt")
+    if calib_size < 1:
+        raise ConfigError(f"--calib-size must be at least 1, got {calib_size}")
+    if max_macro_drop < -1 or max_drop < -1:
+        raise ConfigError("drift bounds are AUC drops and must be >= -1")
+
+
+def export_run(
+    run_dir,
+    target: str = "onnx",
+    out_dir=None,
+    *,
+    int8: bool = False,
+    qat: bool = False,
+    calib=None,
+    calib_size: int = 300,
+    calib_method: str = "minmax",
+    max_macro_drop: float = 0.005,
+    max_drop: float = 0.02,
+    fp16: bool = False,
+    seed: int = 0,
+    qat_epochs: int = 1,
+    n_boot: int = 1000,
+    progress: Callable[[str], None] | None = None,
+) -> ExportResult:
+    """Export a training run; see the module docstring for the steps and failure behaviour.
+
+    Raises DriftGateError (``.result`` holds the ExportResult with the drift table) when the
+    gate fails, and, for ``target="tensorrt"`` without TensorRT/CUDA here, MissingDependencyError
+    AFTER the Q/DQ ONNX and BUILD_TRT.txt are published and gated (``.result`` as well).
+    """
+    import numpy as np
+    import torch
+
+    from mxa_edge.data.arrays import load_split_arrays
+    from mxa_edge.export import drift as drift_mod
+    from mxa_edge.export.prepare import count_flops, fuse_model
+    from mxa_edge.runtime.engines import open_model_file
+    from mxa_edge.training.run_io import load_run, run_preprocess
+
+    say = progress or (lambda msg: None)
+    _check_options(target, int8, qat, fp16, calib_method, calib_size, max_macro_drop, max_drop)
+    run_dir = Path(run_dir).absolute()
+    backend = get_backend(target)
+    if target != "tensorrt":  # tensorrt always writes the ONNX + command, even without TensorRT
+        ok, reason = backend.available()
+        if not ok:
+            raise MissingDependencyError(f"cannot export to {target}: {reason}")
+
+    say("loading run")
+    model, run_manifest = load_run(run_dir)
+    spec = model.spec
+    pp = run_preprocess(run_manifest)
+    gen = torch.Generator().manual_seed(seed)
+    s = pp.image_size
+    lo, hi = pp.value_range
+    example = torch.rand(2, 1, s, s, generator=gen) * (hi - lo) + lo
+    fused = fuse_model(model, example)
+    cost = count_flops(model, s)
+
+    calib_set = None
+    opts = ExportOptions(int8=int8, fp16=fp16, calib_method=calib_method, seed=seed)
+    if int8:
+        from mxa_edge.export.calibration import select_calibration
+
+        say("selecting calibration images")
+        calib_set = select_calibration(run_manifest, calib, n=calib_size, seed=seed)
+        opts.calibration = calib_set.model_input(pp)
+
+    data = run_manifest.get("data") or {}
+    say("reading the validation split")
+    valid = load_split_arrays(
+        data["root"], "valid", pp, uncertainty=data.get("uncertainty", "u1"), blank=data.get("blank", "negative"),
+        frontal_only=data.get("frontal_only", True), ap_pa=data.get("ap_pa"),
+    )  # fmt: skip
+    valid_x = valid.model_input(slice(None), pp)
+    prob_ref = drift_mod.torch_probs(model, valid_x)
+
+    export_model = fused
+    qat_info = None
+    if qat:
+        from mxa_edge.export.qat import quantization_aware_finetune
+
+        say("quantization-aware fine-tuning")
+        export_model, qat_info = quantization_aware_finetune(
+            fused, run_manifest, opts.calibration, epochs=qat_epochs, seed=seed, progress=say
+        )
+        opts.notes["qat"] = qat_info
+
+    out_dir = Path(out_dir) if out_dir is not None else default_out_dir(run_dir, target, int8, fp16, qat)
+    out_dir = out_dir.absolute()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    try:
+        say(f"exporting to {target}")
+        if qat:
+            from mxa_edge.export.qat import export_qat
+
+            out = export_qat(export_model, example, work, target, opts)
+        else:
+            out = backend.export(export_model, example, work, opts)
+
+        say("drift gate")
+        gate_file = work / (out.gate_file or out.files[0])
+        engine = open_model_file(gate_file, out.gate_runtime or out.runtime,
+                                 precision=out.precision.get("inference_precision"))  # fmt: skip
+        prob_new = drift_mod.engine_probs(engine, valid_x)
+        del engine
+        report = drift_mod.gate(valid.targets, valid.mask, prob_ref, prob_new, max_macro_drop=max_macro_drop,
+                                max_drop=max_drop, n_boot=n_boot, seed=seed)  # fmt: skip
+        report.table.update({"target": target, "gated_file": gate_file.name, "gated_runtime": out.gate_runtime or out.runtime})
+        write_json(work / "drift.json", report.table)
+        drift_mod.plot(report, work / "drift.png", f"{spec.name} -> {target} {out.precision['weights']}")
+
+        model_files = list(out.files)
+        manifest = {
+            "format": "mxa-edge-artifact",
+            "format_version": 1,
+            "model_id": f"{spec.name}-{target}-{'qat-' if qat else ''}{out.precision['weights']}",
+            "backend": out.runtime,
+            "entry": out.files[0],
+            "files": {name: sha256_file(work / name) for name in model_files},
+            "inputs": ["image"],
+            "outputs": ["logits"] + (["roi", "attention", "attention_box"] if spec.mxa else []),
+            "labels": list(run_manifest["labels"]),
+            "thresholds": {k: float((run_manifest.get("thresholds") or {}).get(k, 0.5)) for k in run_manifest["labels"]},
+            "preprocess": pp.to_dict(),
+            "precision": out.precision,
+            "quantization": out.quantization,
+            "qat": qat_info,
+            "calibration": calib_set.summary() if calib_set is not None else None,
+            "source_run": {
+                "path": str(run_dir),
+                "weights_sha256": run_manifest.get("weights_sha256"),
+                "data_fingerprint": data.get("fingerprint"),
+            },
+            "model": spec.to_dict(),
+            # FP32 model at batch 1, torch FlopCounterMode: conv/linear/matmul only, 2 FLOPs per MAC.
+            "flops": cost["flops"],
+            "macs": cost["macs"],
+            "params": cost["params"],
+            "drift": report.summary(),
+            "export": {"target": target, "onnx_opset": 17, **opts.notes, **out.extra},
+            "versions": _versions(),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        write_json(work / "manifest.json", manifest)
+        result = ExportResult(None, report.passed, report.table, report.summary(), manifest, notes=opts.notes)
+
+        if not report.passed:
+            rejected = out_dir.with_name(out_dir.name + ".rejected")
+            if rejected.exists():
+                shutil.rmtree(rejected)
+            os.replace(work, rejected)
+            result.rejected = rejected
+            worst = ", ".join(
+                f"{k} {report.table['per_label'][k]['delta']:+.4f}" if k != "macro" else f"macro {report.table['macro_delta']:+.4f}"
+                for k in report.drifted
+            )  # fmt: skip
+            err = DriftGateError(
+                f"{target} export drifted past its bound (max drop {max_drop}, macro {max_macro_drop}): {worst}; "
+                f"not published, kept as {rejected}"
+            )
+            err.result = result
+            raise err
+
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(work, out_dir)
+        result.artifact = out_dir
+        say(f"published {out_dir}")
+    finally:
+        if work.exists():
+            shutil.rmtree(work, ignore_errors=True)
+
+    if target == "tensorrt" and not out.extra.get("engine_built"):
+        err = MissingDependencyError(
+            f"{out.extra['engine_missing_reason']}: wrote {out_dir / out.files[0]} (drift-gated through ONNX Runtime) "
+            f"and the build command in {out_dir / 'BUILD_TRT.txt'}; run it on the GPU machine"
+        )
+        err.result = result
+        raise err
+    return result

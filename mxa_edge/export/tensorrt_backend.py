@@ -1,0 +1,116 @@
+"""TensorRT: explicit-quantization Q/DQ ONNX (int8) or the FP32 ONNX (fp16) + the build command.
+
+TensorRT builds engines for one GPU on that GPU, so the portable artifact is the ONNX plus
+the exact ``trtexec`` command. INT8 uses symmetric int8 Q/DQ on activations and weights
+(TensorRT's explicit-quantization contract: zero points must be 0), per-channel weights,
+biases left for TensorRT to fold. When ``tensorrt`` imports and a CUDA device is present the
+engine is built here too; otherwise the pipeline reports MissingDependencyError after the
+ONNX and BUILD_TRT.txt are published.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mxa_edge.errors import ConfigError
+from mxa_edge.export.base import BackendOutput, ExportOptions
+from mxa_edge.export.onnx_backend import check_parity, export_onnx, quantize_onnx
+
+QDQ_FILE = "model.qdq.onnx"
+FP_FILE = "model.onnx"
+ENGINE_FILE = "model.engine"
+BUILD_FILE = "BUILD_TRT.txt"
+
+
+def trtexec_command(onnx_name: str, image_size: int, *, int8: bool, fp16: bool, max_batch: int = 32) -> str:
+    s = image_size
+    flags = (" --int8" if int8 else "") + (" --fp16" if fp16 else "")
+    return (
+        f"trtexec --onnx={onnx_name} --saveEngine={ENGINE_FILE}{flags}"
+        f" --minShapes=image:1x1x{s}x{s} --optShapes=image:8x1x{s}x{s} --maxShapes=image:{max_batch}x1x{s}x{s}"
+    )
+
+
+def tensorrt_status() -> tuple[bool, str]:
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError as exc:
+        return False, f"TensorRT is not installed ({exc.name or 'tensorrt'})"
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return False, "no CUDA device"
+    except ImportError:
+        return False, "cannot check for CUDA (torch missing)"
+    return True, ""
+
+
+def build_engine(onnx_path: Path, engine_path: Path, image_size: int, *, int8: bool, fp16: bool) -> None:
+    """Build a serialized engine with TensorRT's Python API (needs TensorRT + CUDA)."""
+    import tensorrt as trt
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(Path(onnx_path).read_bytes()):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise RuntimeError(f"TensorRT could not parse {onnx_path}: {errors}")
+    config = builder.create_builder_config()
+    if fp16:
+        config.set_flag(trt.BuilderFlag.FP16)
+    if int8:
+        config.set_flag(trt.BuilderFlag.INT8)  # explicit Q/DQ: no calibrator needed
+    s = image_size
+    profile = builder.create_optimization_profile()
+    profile.set_shape("image", (1, 1, s, s), (8, 1, s, s), (32, 1, s, s))
+    config.add_optimization_profile(profile)
+    engine = builder.build_serialized_network(network, config)
+    if engine is None:
+        raise RuntimeError("TensorRT failed to build the engine")
+    Path(engine_path).write_bytes(bytes(engine))
+
+
+class TensorRtBackend:
+    name = "tensorrt"
+    suffix = ".onnx"
+
+    def available(self) -> tuple[bool, str]:
+        return tensorrt_status()
+
+    def export(self, model, example, out_dir: Path, opts: ExportOptions) -> BackendOutput:
+        if not (opts.int8 or opts.fp16):
+            raise ConfigError("the tensorrt target needs --int8 or --fp16 (FP32 TensorRT gains nothing over ONNX Runtime)")
+        out_dir = Path(out_dir)
+        size = int(example.shape[-1])
+        fp = out_dir / FP_FILE
+        export_onnx(model, example, fp)
+        opts.notes["onnx_parity_max_abs"] = check_parity(model, fp, example)
+        quant = None
+        entry = FP_FILE
+        if opts.int8:
+            quant = quantize_onnx(fp, out_dir / QDQ_FILE, opts.calibration, opts.calib_method, symmetric=True)
+            fp.unlink()
+            entry = QDQ_FILE
+        command = trtexec_command(entry, size, int8=opts.int8, fp16=opts.fp16)
+        (out_dir / BUILD_FILE).write_text(
+            "# Build the TensorRT engine on the deployment GPU (engines are specific to GPU and TensorRT version):\n"
+            f"{command}\n"
+        )
+        files = [entry]
+        ok, reason = tensorrt_status()
+        if ok:
+            build_engine(out_dir / entry, out_dir / ENGINE_FILE, size, int8=opts.int8, fp16=opts.fp16)
+            files.append(ENGINE_FILE)
+        precision = {
+            "weights": "int8" if opts.int8 else "fp16", "activations": "int8" if opts.int8 else "fp16",
+            "inference_precision": ("int8+fp16" if opts.fp16 else "int8") if opts.int8 else "fp16",
+        }  # fmt: skip
+        return BackendOutput(
+            files, "tensorrt", precision, quant,
+            # The gate runs the ONNX through ONNX Runtime (CPU): for int8 that is the same Q/DQ
+            # arithmetic TensorRT must honour; fp16 has no CPU equivalent and is gated as FP32.
+            gate_file=entry, gate_runtime="onnxruntime",
+            extra={"trtexec": command, "engine_built": ok, "engine_missing_reason": reason or None},
+        )  # fmt: skip

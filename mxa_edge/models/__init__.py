@@ -1,0 +1,1 @@
+"""Model definitions. ``configs`` is torch-free; the other modules need the [train] extra."""

@@ -1,0 +1,76 @@
+"""EfficientViT-MultiLabel student (M0-M5), optionally with MXA blocks, built on timm.
+
+timm's ``EfficientVitMsra`` supplies the backbone (cascaded group attention in local
+windows); we only set one input channel and a 14-logit head, and wrap the attention of the
+chosen blocks with ``AttentionWithMXA``.
+"""
+
+from __future__ import annotations
+
+import torch
+from timm.models.efficientvit_msra import EfficientVitMsra
+from torch import nn
+
+from mxa_edge.models.configs import ModelSpec
+from mxa_edge.models.mxa import AttentionWithMXA, MXABlock
+from mxa_edge.preprocess import XRV_RANGE
+
+
+class MultiLabelStudent(nn.Module):
+    """Input: (B, 1, S, S) in TorchXRayVision's [-1024, 1024] range. Output: (B, 14) logits."""
+
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        self.spec = spec
+        v = spec.variant_config
+        self.backbone = EfficientVitMsra(
+            img_size=spec.image_size,
+            in_chans=1,
+            num_classes=spec.num_classes,
+            embed_dim=v.embed_dim,
+            key_dim=v.key_dim,
+            depth=v.depth,
+            num_heads=v.num_heads,
+            window_size=v.window_size,
+            kernels=v.kernels,
+        )
+        self.mxa_blocks: list[MXABlock] = []
+        if spec.mxa is not None:
+            for stage, dim in zip(self.backbone.stages, v.embed_dim):
+                blocks = list(stage.blocks)
+                chosen = blocks if spec.mxa.placement == "block" else blocks[-1:]
+                for block in chosen:
+                    mxa = MXABlock(dim, spec.mxa)
+                    # block.mixer is timm's ResidualDrop(LocalWindowAttention): keep the
+                    # attention module itself and put MXA beside it inside one residual.
+                    block.mixer = AttentionWithMXA(block.mixer.m, mxa)
+                    self.mxa_blocks.append(mxa)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Unit range inside the network; the [-1024, 1024] contract stays at the input.
+        return self.backbone(x * (1.0 / XRV_RANGE))
+
+    def forward_aux(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Logits plus every MXA box (B, K, 4) and the first (finest) MXA's spatial attention
+        map (B, 1, h, w), in the frame of its own box ``attention_box`` (B, 4)."""
+        for m in self.mxa_blocks:
+            m.capture = True
+        try:
+            logits = self.forward(x)
+        finally:
+            for m in self.mxa_blocks:
+                m.capture = False
+        out = {"logits": logits}
+        if self.mxa_blocks:
+            out["roi"] = torch.stack([m.last_box for m in self.mxa_blocks], dim=1)
+            out["attention"] = self.mxa_blocks[0].last_attention
+            out["attention_box"] = self.mxa_blocks[0].last_box
+        return out
+
+
+def build_student(spec: ModelSpec) -> MultiLabelStudent:
+    return MultiLabelStudent(spec)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

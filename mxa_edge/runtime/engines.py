@@ -1,0 +1,112 @@
+"""Inference engines over a verified artifact (no torch): ONNX Runtime and OpenVINO.
+
+``open_engine(artifact)`` picks the engine from ``artifact.backend``. Every engine takes a
+float32 batch (B, 1, S, S) in the preprocess range and returns {output name: array}:
+``logits`` plus ``roi``/``attention``/``attention_box`` when the model has MXA.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from mxa_edge.errors import ArtifactError, ConfigError, MissingDependencyError
+
+# OpenVINO precision names as the manifest stores them -> the hint value.
+_OV_PRECISION = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16", "fp16": "f16"}
+
+
+class Engine:
+    name = "engine"
+    output_names: list[str]
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+
+def _check_batch(batch: np.ndarray) -> np.ndarray:
+    batch = np.ascontiguousarray(batch, dtype=np.float32)
+    if batch.ndim != 4 or batch.shape[1] != 1:
+        raise ValueError(f"expected a float32 batch (B, 1, S, S), got shape {batch.shape}")
+    return batch
+
+
+class OrtEngine(Engine):
+    name = "onnxruntime"
+
+    def __init__(self, model_path: Path, threads: int | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise MissingDependencyError(f"onnxruntime is not installed ({exc}); pip install onnxruntime") from exc
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads or os.cpu_count() or 1
+        so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        self.session = ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def run(self, batch):
+        outs = self.session.run(self.output_names, {"image": _check_batch(batch)})
+        return dict(zip(self.output_names, outs))
+
+
+class OpenVinoEngine(Engine):
+    name = "openvino"
+
+    def __init__(self, model_path: Path, precision: str | None = "f32", threads: int | None = None, device="CPU"):
+        try:
+            from mxa_edge.export._telemetry import disable_telemetry  # stdlib only
+
+            disable_telemetry()
+            import openvino as ov
+        except ImportError as exc:
+            raise MissingDependencyError(f"openvino is not installed ({exc}); pip install openvino") from exc
+        core = ov.Core()
+        config = {"NUM_STREAMS": "1", "INFERENCE_NUM_THREADS": str(threads or os.cpu_count() or 1)}
+        if precision is not None:  # None = the plugin's default (bf16 on bf16-capable CPUs)
+            if precision not in _OV_PRECISION:
+                raise ArtifactError(f"unknown OpenVINO inference precision {precision!r} in the manifest")
+            config["INFERENCE_PRECISION_HINT"] = _OV_PRECISION[precision]
+        self.compiled = core.compile_model(core.read_model(str(model_path)), device, config)
+        self.inference_precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        self.output_names = [o.get_any_name() for o in self.compiled.outputs]
+        self.request = self.compiled.create_infer_request()
+
+    def run(self, batch):
+        res = self.request.infer({0: _check_batch(batch)})
+        return {name: np.asarray(res[out]) for name, out in zip(self.output_names, self.compiled.outputs)}
+
+
+_DEFAULT = object()
+
+
+def open_engine(artifact, threads: int | None = None, *, precision=_DEFAULT) -> Engine:
+    """An engine for a loaded artifact (``mxa_edge.runtime.artifact.load_artifact``).
+
+    OpenVINO compiles with the manifest's ``precision.inference_precision`` unless
+    ``precision`` overrides it (None = the plugin's default; benchmarks use this).
+    """
+    backend = artifact.backend
+    if backend == "onnxruntime":
+        return OrtEngine(artifact.entry, threads)
+    if backend == "openvino":
+        p = artifact.precision.get("inference_precision", "f32") if precision is _DEFAULT else precision
+        return OpenVinoEngine(artifact.entry, p, threads)
+    if backend == "tensorrt":
+        raise MissingDependencyError(
+            f"{artifact.path}: a TensorRT artifact runs only where TensorRT and CUDA are installed "
+            "(build the engine with the command in its BUILD_TRT.txt)"
+        )
+    raise ConfigError(f"{artifact.path}: unknown backend {backend!r} in the manifest")
+
+
+def open_model_file(path, runtime: str, threads: int | None = None, precision: str | None = "f32") -> Engine:
+    """An engine over a bare model file (the drift gate, before the manifest exists)."""
+    if runtime == "onnxruntime":
+        return OrtEngine(Path(path), threads)
+    if runtime == "openvino":
+        return OpenVinoEngine(Path(path), precision, threads)
+    raise ConfigError(f"no engine for runtime {runtime!r} here")

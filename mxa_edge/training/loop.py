@@ -1,0 +1,198 @@
+"""The epoch loop shared by teacher fine-tuning and student training.
+
+AdamW (timm's optimizer factory: no weight decay on norms, biases and attention biases),
+warmup then cosine to ``min_lr`` per step (timm's CosineLRScheduler), adaptive gradient
+clipping (timm), EMA of the weights (timm ModelEmaV3), selection on the validation split,
+and a checkpoint after every epoch written atomically, so ``resume`` continues a killed run
+from its last completed epoch with the same data order and augmentations (both come from
+generators seeded by (seed, epoch), not from global RNG state).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from mxa_edge.fileio import atomic_path
+from mxa_edge.progress import SILENT, Reporter
+from mxa_edge.training.augment import RandAugmentGray
+
+
+@dataclass
+class LoopSettings:
+    epochs: int
+    batch_size: int
+    lr: float
+    min_lr: float = 1e-5
+    weight_decay: float = 0.025
+    warmup_epochs: float = 1.0
+    agc_clip: float | None = 0.02
+    ema_decay: float | None = None
+    seed: int = 0
+    device: str = "cpu"
+    augment: RandAugmentGray | None = None
+    value_range: tuple[float, float] = (-1024.0, 1024.0)
+    task: str = "train"
+
+
+@dataclass
+class LoopResult:
+    best_state: dict
+    best_epoch: int
+    best_score: float
+    history: list[dict] = field(default_factory=list)
+
+
+def refresh_attention_bias_cache(model: torch.nn.Module) -> None:
+    """timm's EfficientViT caches attention biases in eval mode; after weights change under
+    it (EMA updates, loading a state dict) the cache is stale. A train/eval toggle clears it."""
+    was_training = model.training
+    model.train(True)
+    model.train(was_training)
+
+
+def _epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seed) * 1_000_003 + epoch * 101 + stream)
+
+
+def predict_logits(model, images_u8: np.ndarray, value_range, batch_size: int = 128, device: str = "cpu") -> np.ndarray:
+    """Logits (N, C) for uint8 images (N, S, S), without augmentation."""
+    model.eval()
+    out = []
+    lo, hi = value_range
+    with torch.no_grad():
+        for i in range(0, len(images_u8), batch_size):
+            x = torch.from_numpy(images_u8[i : i + batch_size]).to(device).float().div_(255.0)
+            out.append(model((x * (hi - lo) + lo)[:, None]).float().cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+
+def run_loop(
+    model: torch.nn.Module,
+    train_images: np.ndarray,
+    train_targets: np.ndarray,
+    train_mask: np.ndarray,
+    loss_fn: Callable,
+    score_fn: Callable[[torch.nn.Module], float],
+    settings: LoopSettings,
+    *,
+    kd_targets: Callable | None = None,
+    checkpoint_path: Path | None = None,
+    resume: bool = False,
+    log_path: Path | None = None,
+    reporter: Reporter = SILENT,
+    on_epoch_end: Callable | None = None,
+) -> LoopResult:
+    """Train ``model`` in place; returns the best (EMA if enabled) state by ``score_fn``.
+
+    ``kd_targets(index_tensor, augmented_batch) -> (teacher_logits, kd_mask)`` or None.
+    ``loss_fn(logits, targets, mask, teacher_logits, kd_mask) -> dict with 'loss'``.
+    """
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import CosineLRScheduler
+    from timm.utils import ModelEmaV3, dispatch_clip_grad
+
+    s = settings
+    dev = torch.device(s.device)
+    model.to(dev)
+    n = len(train_images)
+    steps_per_epoch = max(1, n // s.batch_size)  # drop the last partial batch: BN needs >1 sample
+    total_steps = steps_per_epoch * s.epochs
+    optimizer = create_optimizer_v2(model, "adamw", lr=s.lr, weight_decay=s.weight_decay)
+    warmup = int(round(s.warmup_epochs * steps_per_epoch))
+    scheduler = CosineLRScheduler(
+        optimizer, t_initial=total_steps, lr_min=s.min_lr, warmup_t=warmup, warmup_lr_init=s.lr * 0.01,
+        t_in_epochs=False,
+    )  # fmt: skip
+    ema = ModelEmaV3(model, decay=s.ema_decay) if s.ema_decay else None
+    history: list[dict] = []
+    best = {"score": -math.inf, "epoch": -1, "state": None}
+    start_epoch = 0
+
+    if resume and checkpoint_path is not None and checkpoint_path.is_file():
+        ck = torch.load(checkpoint_path, map_location=dev, weights_only=True)
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        if ema is not None and ck.get("ema") is not None:
+            ema.module.load_state_dict(ck["ema"])
+        start_epoch = int(ck["epoch"]) + 1
+        history = list(ck.get("history", []))
+        best = {"score": float(ck["best_score"]), "epoch": int(ck["best_epoch"]), "state": ck["best_state"]}
+        reporter.log(f"resumed from {checkpoint_path} after epoch {start_epoch}")
+
+    targets_t = torch.from_numpy(train_targets)
+    mask_t = torch.from_numpy(train_mask)
+    lo, hi = s.value_range
+    for epoch in range(start_epoch, s.epochs):
+        model.train()
+        order = torch.randperm(n, generator=_epoch_generator(s.seed, epoch, 0))
+        aug_gen = _epoch_generator(s.seed, epoch, 1)
+        reporter.start(f"{s.task} epoch {epoch + 1}/{s.epochs}", steps_per_epoch)
+        t0, seen, loss_sum, kd_sum = time.perf_counter(), 0, 0.0, 0.0
+        for step in range(steps_per_epoch):
+            idx = order[step * s.batch_size : (step + 1) * s.batch_size]
+            x = torch.from_numpy(train_images[idx.numpy()]).float().div_(255.0)[:, None]
+            if s.augment is not None:
+                x = s.augment(x, aug_gen)
+            x = (x * (hi - lo) + lo).to(dev, non_blocking=True)
+            teacher_logits, kd_mask = kd_targets(idx, x) if kd_targets is not None else (None, None)
+            logits = model(x)
+            out = loss_fn(logits, targets_t[idx].to(dev), mask_t[idx].to(dev), teacher_logits, kd_mask)
+            optimizer.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            if s.agc_clip:
+                dispatch_clip_grad(model.parameters(), value=s.agc_clip, mode="agc")
+            optimizer.step()
+            global_step = epoch * steps_per_epoch + step + 1
+            scheduler.step_update(global_step)
+            if ema is not None:
+                ema.update(model, step=global_step)
+            seen += len(idx)
+            loss_sum += float(out["loss"]) * len(idx)
+            kd_sum += float(out.get("kd", 0.0)) * len(idx)
+            lr = optimizer.param_groups[0]["lr"]
+            reporter.advance(
+                f"{s.task} epoch {epoch + 1}/{s.epochs}", 1, loss=float(out["loss"]), lr=lr,
+                img_s=seen / max(time.perf_counter() - t0, 1e-9),
+            )  # fmt: skip
+        reporter.finish(f"{s.task} epoch {epoch + 1}/{s.epochs}")
+        train_time = time.perf_counter() - t0
+
+        eval_model = ema.module if ema is not None else model
+        refresh_attention_bias_cache(eval_model)
+        score = float(score_fn(eval_model))
+        record = {
+            "task": s.task, "epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "kd": kd_sum / max(seen, 1),
+            "lr": optimizer.param_groups[0]["lr"], "img_per_s": seen / max(train_time, 1e-9),
+            "valid_macro_auc": None if math.isnan(score) else score,
+        }  # fmt: skip
+        history.append(record)
+        if not math.isnan(score) and score > best["score"]:
+            best = {"score": score, "epoch": epoch + 1, "state": {k: v.detach().clone() for k, v in eval_model.state_dict().items()}}
+        if best["state"] is None:  # no usable validation score (e.g. one class only): keep the latest
+            best = {"score": -math.inf, "epoch": epoch + 1, "state": {k: v.detach().clone() for k, v in eval_model.state_dict().items()}}
+        if log_path is not None:
+            with open(log_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        if checkpoint_path is not None:
+            state = {
+                "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "ema": ema.module.state_dict() if ema is not None else None, "history": history,
+                "best_score": best["score"], "best_epoch": best["epoch"], "best_state": best["state"],
+            }  # fmt: skip
+            with atomic_path(checkpoint_path) as tmp:
+                torch.save(state, tmp)
+        if on_epoch_end is not None:
+            on_epoch_end(record, best)
+        reporter.log(
+            f"{s.task} epoch {epoch + 1}: loss {record['loss']:.4f}, valid macro AUC "
+            f"{'n/a' if math.isnan(score) else f'{score:.4f}'}, {record['img_per_s']:.0f} img/s"
+        )
+    return LoopResult(best["state"], best["epoch"], best["score"], history)

@@ -1,0 +1,316 @@
+"""``mxa-edge train``: data -> teacher -> distilled MXA student -> run folder.
+
+1. Data: the CheXpert-layout root given, or the cached default phantom dataset; both
+   splits decoded once at the training resolution (``load_split_arrays``).
+2. Teacher (when KD is on): TorchXRayVision DenseNet-121, either the published chex
+   weights from a local file (``xrv``) or fine-tuned here on the training split and cached
+   (``finetune``). Its logits on the un-augmented training images are computed once and
+   reused each epoch (``kd_online`` runs it on every augmented batch instead).
+3. Student: EfficientViT-MultiLabel with MXA, trained with BCE + soft KD, selected on the
+   validation split's macro AUC.
+4. Run folder: weights (safetensors), manifest, metrics, log, curves, checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mxa_edge import __version__
+from mxa_edge.data.arrays import SplitArrays, load_split_arrays
+from mxa_edge.data.chexpert import dataset_fingerprint
+from mxa_edge.errors import ConfigError, DatasetError
+from mxa_edge.fileio import atomic_path, read_json, sha256_file, write_json
+from mxa_edge.labels import CHEXPERT_LABELS
+from mxa_edge.metrics import evaluate
+from mxa_edge.models.configs import ModelSpec, MXAConfig
+from mxa_edge.paths import cache_dir
+from mxa_edge.preprocess import Preprocess
+from mxa_edge.progress import SILENT, Reporter
+from mxa_edge.training import run_io
+from mxa_edge.training.augment import RandAugmentGray
+from mxa_edge.training.config import TrainConfig, ema_decay_for
+from mxa_edge.training.loop import LoopSettings, predict_logits, refresh_attention_bias_cache, run_loop
+from mxa_edge.training.loss import DistillationLoss, class_balanced_pos_weight
+
+TEACHER_INPUT_SIZE_XRV = 224
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _macro_auc(model, arrays: SplitArrays, pp: Preprocess, device: str) -> float:
+    logits = predict_logits(model, arrays.images, pp.value_range, device=device)
+    m = evaluate(arrays.targets, _sigmoid(logits), arrays.mask, n_boot=0)["macro_auc"]
+    return math.nan if m is None else m
+
+
+def _parse_augment(spec: str) -> RandAugmentGray | None:
+    """'rand-m5-mstd1' (timm-style: magnitude 5, magnitude std 1) or 'none'."""
+    if spec in ("none", "", None):
+        return None
+    parts = spec.split("-")
+    if parts[0] != "rand":
+        raise ConfigError(f"unknown augmentation {spec!r}; use e.g. 'rand-m5-mstd1' or 'none'")
+    kw = {"magnitude": 5.0, "magnitude_std": 1.0, "num_ops": 2}
+    for p in parts[1:]:
+        if p.startswith("mstd"):
+            kw["magnitude_std"] = float(p[4:])
+        elif p.startswith("m"):
+            kw["magnitude"] = float(p[1:])
+        elif p.startswith("n"):
+            kw["num_ops"] = int(p[1:])
+        else:
+            raise ConfigError(f"unknown augmentation part {p!r} in {spec!r}")
+    return RandAugmentGray(**kw)
+
+
+def _versions() -> dict:
+    import timm
+
+    return {"mxa-edge": __version__, "torch": torch.__version__, "timm": timm.__version__, "python": platform.python_version()}
+
+
+class _Data:
+    def __init__(self, cfg: TrainConfig, reporter: Reporter):
+        from mxa_edge.data.chexpert import find_dataset_root
+        from mxa_edge.data.default import default_phantom_root
+
+        if cfg.data is None:
+            reporter.log("no --data given: using the embedded CXR phantom dataset (generated once, then cached)")
+            self.root = default_phantom_root(progress=reporter.callback("generating phantom dataset"))
+        else:
+            self.root = find_dataset_root(Path(cfg.data))
+        self.pp = Preprocess(image_size=cfg.image_size)
+        kw = dict(uncertainty=cfg.uncertainty, blank=cfg.blank, frontal_only=cfg.frontal_only, ap_pa=cfg.ap_pa, workers=cfg.workers)
+        self.train = load_split_arrays(self.root, "train", self.pp, limit=cfg.limit_train, progress=reporter.callback("decoding train images"), **kw)
+        self.valid = load_split_arrays(self.root, "valid", self.pp, limit=cfg.limit_valid, progress=reporter.callback("decoding valid images"), **kw)
+        if len(self.train) < cfg.batch_size:
+            raise DatasetError(f"{self.root}: {len(self.train)} training images is fewer than one batch ({cfg.batch_size}); lower --batch-size")
+        self.fingerprint = {"train": dataset_fingerprint(self.train.split), "valid": dataset_fingerprint(self.valid.split)}
+
+    def record(self, cfg: TrainConfig) -> dict:
+        return {
+            "root": str(self.root.resolve()), "uncertainty": cfg.uncertainty, "blank": cfg.blank,
+            "frontal_only": cfg.frontal_only, "ap_pa": cfg.ap_pa, "fingerprint": self.fingerprint,
+            "n_train": len(self.train), "n_valid": len(self.valid),
+        }  # fmt: skip
+
+
+# ---------------------------------------------------------------- teacher
+
+
+def _teacher_cache_key(cfg: TrainConfig, data: _Data, init_sha: str | None) -> str:
+    key = json.dumps(
+        {"v": 1, "data": data.fingerprint["train"], "valid": data.fingerprint["valid"], "size": cfg.image_size,
+         "epochs": cfg.teacher_epochs, "lr": cfg.teacher_lr, "bs": cfg.batch_size, "seed": cfg.seed,
+         "init": init_sha, "uncertainty": cfg.uncertainty, "blank": cfg.blank},
+        sort_keys=True,
+    )  # fmt: skip
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def finetune_teacher(cfg: TrainConfig, data: _Data, reporter: Reporter):
+    """Fine-tune (or load from cache) the 14-head xrv DenseNet-121; returns (Teacher, info)."""
+    from safetensors.torch import load_file, save_file
+
+    from mxa_edge.models.teacher import Teacher, finetune_init
+
+    init_path = Path(cfg.teacher_weights) if cfg.teacher_weights else None
+    init_sha = sha256_file(init_path) if init_path else None
+    key = _teacher_cache_key(cfg, data, init_sha)
+    cached = cache_dir() / "teachers" / f"densenet121-{key}.safetensors"
+    with torch.random.fork_rng():
+        torch.manual_seed(cfg.seed)
+        densenet = finetune_init(init_path)
+    info = {"kind": "finetune", "init": str(init_path) if init_path else "scratch", "cache": str(cached), "input_size": cfg.image_size}
+    if cached.is_file():
+        densenet.load_state_dict(load_file(str(cached)))
+        meta = cached.with_suffix(".json")
+        info.update(read_json(meta) if meta.is_file() else {})
+        reporter.log(f"teacher: reusing fine-tuned DenseNet-121 from {cached}")
+        return Teacher(densenet, "finetune"), info
+    reporter.log(f"teacher: fine-tuning DenseNet-121 ({info['init']}) for {cfg.teacher_epochs} epochs")
+    settings = LoopSettings(
+        epochs=cfg.teacher_epochs, batch_size=cfg.batch_size, lr=cfg.teacher_lr, min_lr=cfg.min_lr,
+        weight_decay=1e-4, warmup_epochs=min(0.5, cfg.teacher_epochs / 4), agc_clip=None, ema_decay=None,
+        seed=cfg.seed + 17, device=cfg.device, augment=_parse_augment(cfg.augment), value_range=data.pp.value_range,
+        task="teacher",
+    )  # fmt: skip
+    loss = DistillationLoss(alpha=0.0)
+    result = run_loop(
+        densenet, data.train.images, data.train.targets, data.train.mask,
+        lambda lg, t, m, tl, km: loss(lg, t, m), lambda mdl: _macro_auc(mdl, data.valid, data.pp, cfg.device),
+        settings, reporter=reporter,
+    )  # fmt: skip
+    densenet.load_state_dict(result.best_state)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(cached) as tmp:
+        save_file({k: v.contiguous().cpu() for k, v in densenet.state_dict().items()}, str(tmp))
+    info.update({"valid_macro_auc": result.best_score, "best_epoch": result.best_epoch})
+    write_json(cached.with_suffix(".json"), {k: v for k, v in info.items() if k != "cache"})
+    return Teacher(densenet, "finetune"), info
+
+
+def build_teacher(cfg: TrainConfig, data: _Data, reporter: Reporter):
+    if not cfg.kd or cfg.teacher == "none":
+        return None, {"kind": "none"}
+    if cfg.teacher == "xrv":
+        from mxa_edge.models.teacher import load_xrv_teacher
+
+        path = Path(cfg.teacher_weights) if cfg.teacher_weights else None
+        return load_xrv_teacher(path), {"kind": "xrv", "weights": str(path) if path else "xrv cache", "input_size": TEACHER_INPUT_SIZE_XRV}
+    if cfg.teacher == "finetune":
+        return finetune_teacher(cfg, data, reporter)
+    raise ConfigError(f"unknown teacher {cfg.teacher!r}; expected finetune, xrv or none")
+
+
+def _teacher_logits(teacher, x: torch.Tensor, input_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if x.shape[-1] != input_size:
+        # The published xrv weights expect 224 px (xrv resizes the same way in fix_resolution).
+        x = torch.nn.functional.interpolate(x, size=(input_size, input_size), mode="bilinear", align_corners=False)
+    return teacher(x)
+
+
+def make_kd_targets(cfg: TrainConfig, data: _Data, teacher, info: dict, reporter: Reporter):
+    if teacher is None:
+        return None, None
+    teacher.to(cfg.device)
+    size = info.get("input_size", cfg.image_size)
+    if cfg.kd_online:
+        return (lambda idx, x: _teacher_logits(teacher, x, size)), None
+    reporter.log("teacher: computing soft labels for the training images (once, un-augmented)")
+    lo, hi = data.pp.value_range
+    outs, mask = [], None
+    cb = reporter.callback("teacher soft labels")
+    with torch.no_grad():
+        for i in range(0, len(data.train), 128):
+            x = torch.from_numpy(data.train.images[i : i + 128]).float().div_(255.0)[:, None] * (hi - lo) + lo
+            logits, mask = _teacher_logits(teacher, x.to(cfg.device), size)
+            outs.append(logits.cpu())
+            cb(min(i + 128, len(data.train)), len(data.train))
+    cached, kd_mask = torch.cat(outs), mask.cpu()
+    dev = torch.device(cfg.device)
+    return (lambda idx, x: (cached[idx].to(dev), kd_mask.to(dev))), cached.numpy()
+
+
+# ---------------------------------------------------------------- student
+
+
+def _spec(cfg: TrainConfig) -> ModelSpec:
+    mxa = MXAConfig(placement=cfg.mxa_placement) if cfg.mxa else None
+    return ModelSpec(variant=cfg.model, image_size=cfg.image_size, mxa=mxa)
+
+
+def _plot_curves(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    for task, style in (("teacher", "--"), ("student", "-")):
+        rows = [r for r in history if r["task"] == task]
+        if not rows:
+            continue
+        ep = [r["epoch"] for r in rows]
+        axes[0].plot(ep, [r["loss"] for r in rows], style, marker="o", label=task)
+        axes[1].plot(ep, [r["valid_macro_auc"] if r["valid_macro_auc"] is not None else float("nan") for r in rows], style, marker="o", label=task)
+        axes[2].plot(ep, [r["lr"] for r in rows], style, label=task)
+    for ax, title in zip(axes, ("training loss", "validation macro AUC", "learning rate (end of epoch)")):
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def train(cfg: TrainConfig, reporter: Reporter = SILENT) -> dict:
+    """Run the whole training job; returns the summary also written to metrics.json."""
+    t_start = time.perf_counter()
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but CUDA is not available here; use --device cpu")
+    out = Path(cfg.out)
+    if (out / run_io.MANIFEST).exists() and not cfg.resume:
+        raise ConfigError(f"{out}: already holds a finished run; pass --resume to continue it or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    data = _Data(cfg, reporter)
+    spec = _spec(cfg)
+    teacher, teacher_info = build_teacher(cfg, data, reporter)
+    kd_fn, _ = make_kd_targets(cfg, data, teacher, teacher_info, reporter)
+    if teacher is not None:
+        teacher_probs = _sigmoid(predict_logits(teacher.densenet if teacher.kind == "finetune" else _XrvAdapter(teacher), data.valid.images, data.pp.value_range, device=cfg.device))
+        teacher_info["valid_macro_auc"] = evaluate(data.valid.targets, teacher_probs, data.valid.mask, n_boot=0)["macro_auc"]
+
+    with torch.random.fork_rng():  # seeded init without leaving the global RNG changed
+        torch.manual_seed(cfg.seed)
+        from mxa_edge.models.student import build_student
+
+        student = build_student(spec)
+    pos_weight = class_balanced_pos_weight(torch.from_numpy(data.train.targets), torch.from_numpy(data.train.mask)) if cfg.class_balanced else None
+    loss = DistillationLoss(alpha=cfg.kd_alpha if teacher is not None else 0.0, temperature=cfg.kd_temperature, pos_weight=pos_weight).to(cfg.device)
+    steps = max(1, len(data.train) // cfg.batch_size) * cfg.epochs
+    settings = LoopSettings(
+        epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.effective_lr(), min_lr=cfg.min_lr,
+        weight_decay=cfg.weight_decay, warmup_epochs=cfg.warmup_epochs, agc_clip=cfg.agc_clip,
+        ema_decay=ema_decay_for(steps, cfg.ema_decay) if cfg.ema else None, seed=cfg.seed, device=cfg.device,
+        augment=_parse_augment(cfg.augment), value_range=data.pp.value_range, task="student",
+    )  # fmt: skip
+    log_path = out / "log.jsonl"
+    if not cfg.resume and log_path.exists():
+        log_path.unlink()
+    result = run_loop(
+        student, data.train.images, data.train.targets, data.train.mask, loss,
+        lambda m: _macro_auc(m, data.valid, data.pp, cfg.device), settings,
+        kd_targets=kd_fn, checkpoint_path=out / run_io.CHECKPOINT, resume=cfg.resume, log_path=log_path,
+        reporter=reporter,
+    )  # fmt: skip
+    student.load_state_dict(result.best_state)
+    refresh_attention_bias_cache(student)
+    weights_sha = run_io.save_weights(student, out / run_io.WEIGHTS)
+
+    reporter.log("evaluating the selected weights on the validation split (bootstrap CIs)")
+    probs = _sigmoid(predict_logits(student, data.valid.images, data.pp.value_range, device=cfg.device))
+    metrics = evaluate(data.valid.targets, probs, data.valid.mask, n_boot=cfg.n_boot, seed=cfg.seed)
+    metrics["selected_epoch"] = result.best_epoch
+    metrics["teacher"] = {k: v for k, v in teacher_info.items() if k in ("kind", "valid_macro_auc", "init", "weights")}
+    metrics["train_seconds"] = time.perf_counter() - t_start
+    write_json(out / run_io.METRICS, metrics)
+    history = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.exists() else result.history
+    _plot_curves(history, out / "curves.png")
+
+    manifest = {
+        "format": "mxa-edge-run", "format_version": 1, "labels": list(CHEXPERT_LABELS),
+        "preprocess": data.pp.to_dict(), "model": spec.to_dict(), "model_name": spec.name,
+        "weights": run_io.WEIGHTS, "weights_sha256": weights_sha,
+        "thresholds": {label: 0.5 for label in CHEXPERT_LABELS},
+        "data": data.record(cfg), "train_config": cfg.to_dict(),
+        "teacher": {k: v for k, v in teacher_info.items() if k != "cache"},
+        "ema_decay": settings.ema_decay, "effective_lr": settings.lr,
+        "selected_epoch": result.best_epoch, "versions": _versions(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }  # fmt: skip
+    write_json(out / run_io.MANIFEST, manifest)
+    return {"run": str(out), "metrics": metrics, "manifest": manifest}
+
+
+class _XrvAdapter(torch.nn.Module):
+    """Teacher -> plain logits module for evaluation (drops the KD mask, resizes to 224)."""
+
+    def __init__(self, teacher):
+        super().__init__()
+        self.teacher = teacher
+
+    def forward(self, x):
+        return _teacher_logits(self.teacher, x, TEACHER_INPUT_SIZE_XRV)[0]

@@ -1,0 +1,352 @@
+"""Tests for mxa_edge.metrics, with scikit-learn as the reference implementation."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from mxa_edge import metrics
+from mxa_edge.labels import CHEXPERT_LABELS
+
+sk = pytest.importorskip("sklearn.metrics")
+
+C = len(CHEXPERT_LABELS)
+
+
+def _data(n=300, c=C, seed=0, signal=1.0, rounding=1):
+    """Random multi-label data with heavy score ties (rounded) and a random mask."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random((n, c)) < 0.3).astype(float)
+    logits = signal * (2 * y - 1) + rng.normal(size=(n, c))
+    p = np.round(1 / (1 + np.exp(-logits)), rounding)
+    m = (rng.random((n, c)) < 0.8).astype(float)
+    return y, p, m
+
+
+def _sk_auc(y, p, m, c):
+    keep = m[:, c] == 1
+    return sk.roc_auc_score(y[keep, c], p[keep, c])
+
+
+# ---------------------------------------------------------------------- auc_per_label
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("rounding", [1, 2, 6])
+def test_auc_per_label_matches_sklearn_with_ties_and_mask(seed, rounding):
+    y, p, m = _data(seed=seed, rounding=rounding)
+    auc = metrics.auc_per_label(y, p, m)
+    assert auc.shape == (C,)
+    expected = np.array([_sk_auc(y, p, m, c) for c in range(C)])
+    np.testing.assert_allclose(auc, expected, rtol=0, atol=1e-12)
+
+
+def test_auc_without_mask_and_with_logits():
+    y, p, _ = _data(seed=3)
+    logits = np.log(p + 1e-3) - np.log(1 - p + 1e-3)
+    expected = [sk.roc_auc_score(y[:, c], p[:, c]) for c in range(C)]
+    np.testing.assert_allclose(metrics.auc_per_label(y, p), expected, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(metrics.auc_per_label(y, logits), expected, rtol=0, atol=1e-12)
+
+
+def test_masked_cells_are_never_read():
+    y, p, m = _data(seed=4)
+    y_dirty, p_dirty = y.copy(), p.copy()
+    y_dirty[m == 0] = np.nan  # blank label
+    y_dirty[(m == 0) & (p > 0.5)] = -1  # uncertain label
+    p_dirty[m == 0] = np.nan
+    np.testing.assert_array_equal(metrics.auc_per_label(y_dirty, p_dirty, m), metrics.auc_per_label(y, p, m))
+
+
+def test_single_class_label_is_nan():
+    y, p, m = _data(seed=5)
+    y[:, 2] = 0  # one class only
+    m[:, 4] = 0  # no rows at all
+    y[m[:, 6] == 1, 6] = 1  # one class among unmasked rows, the other only in masked rows
+    y[m[:, 6] == 0, 6] = 0
+    auc = metrics.auc_per_label(y, p, m)
+    assert np.isnan(auc[[2, 4, 6]]).all()
+    assert np.isfinite(np.delete(auc, [2, 4, 6])).all()
+
+
+# ---------------------------------------------------------------------- evaluate
+
+
+def test_evaluate_is_json_ready_and_macro_excludes_nan_labels():
+    y, p, m = _data(seed=6)
+    y[:, 2] = 0
+    m[:, 4] = 0
+    out = metrics.evaluate(y, p, m, n_boot=200)
+    json.dumps(out, allow_nan=False)  # never NaN in JSON
+
+    names = list(CHEXPERT_LABELS)
+    bad = {names[2], names[4]}
+    assert set(out["per_label"]) == set(names)
+    assert out["labels_evaluated"] == [n for n in names if n not in bad]
+    for n in bad:
+        assert out["per_label"][n]["auc"] is None
+        assert out["per_label"][n]["auc_ci"] is None
+    assert out["per_label"][names[4]]["accuracy"] is None
+    assert out["per_label"][names[4]]["n_pos"] == out["per_label"][names[4]]["n_neg"] == 0
+
+    auc = metrics.auc_per_label(y, p, m)
+    assert out["macro_auc"] == pytest.approx(np.nanmean(auc), abs=1e-12)
+    assert isinstance(out["macro_auc"], float)
+    lo, hi = out["macro_auc_ci"]
+    assert lo <= out["macro_auc"] <= hi
+    assert out["n_images"] == len(y)
+
+
+def test_evaluate_micro_f1_accuracy_match_sklearn():
+    y, p, m = _data(seed=7)
+    out = metrics.evaluate(y, p, m, n_boot=0, threshold=0.5)
+    keep = m == 1
+    assert out["micro_auc"] == pytest.approx(sk.roc_auc_score(y[keep], p[keep]), abs=1e-12)
+
+    f1s, accs = [], []
+    for c, name in enumerate(CHEXPERT_LABELS):
+        k = keep[:, c]
+        pred = (p[k, c] >= 0.5).astype(int)
+        f1s.append(sk.f1_score(y[k, c], pred))
+        accs.append(sk.accuracy_score(y[k, c], pred))
+        row = out["per_label"][name]
+        assert row["f1"] == pytest.approx(f1s[-1], abs=1e-12)
+        assert row["accuracy"] == pytest.approx(accs[-1], abs=1e-12)
+        assert row["n_pos"] == int(y[k, c].sum()) and row["n_neg"] == int((1 - y[k, c]).sum())
+        assert row["auc_ci"] is None  # n_boot=0 skips the bootstrap
+    assert out["f1_macro"] == pytest.approx(np.mean(f1s), abs=1e-12)
+    assert out["accuracy"] == pytest.approx(np.mean(accs), abs=1e-12)
+    assert out["macro_auc_ci"] is None
+
+
+def test_evaluate_all_labels_single_class_gives_none():
+    y = np.zeros((10, 3))
+    p = np.linspace(0, 1, 30).reshape(10, 3)
+    out = metrics.evaluate(y, p, labels=["a", "b", "c"], n_boot=50)
+    json.dumps(out, allow_nan=False)
+    assert out["macro_auc"] is None and out["macro_auc_ci"] is None
+    assert out["micro_auc"] is None and out["f1_macro"] is None
+    assert out["labels_evaluated"] == []
+    assert out["accuracy"] is not None and out["ece"] is not None
+
+
+def test_labels_required_unless_14_columns():
+    y, p, m = _data(c=3)
+    with pytest.raises(ValueError, match="pass labels"):
+        metrics.evaluate(y, p, m, n_boot=0)
+    out = metrics.evaluate(y, p, m, labels=["x", "y", "z"], n_boot=0)
+    assert list(out["per_label"]) == ["x", "y", "z"]
+    with pytest.raises(ValueError, match="columns"):
+        metrics.evaluate(y, p, m, labels=["x", "y"], n_boot=0)
+
+
+# ---------------------------------------------------------------------- calibration
+
+
+def test_ece_hand_computed():
+    # Four cells at 0.9 with one positive, two cells at 0.1 with none; one masked row of junk.
+    y = np.array([[1, 0], [0, 0], [0, 0], [np.nan, -1]])
+    p = np.array([[0.9, 0.9], [0.9, 0.9], [0.1, 0.1], [np.nan, 0.5]])
+    m = np.array([[1, 1], [1, 1], [1, 1], [0, 0]])
+    expected = (4 * abs(0.9 - 0.25) + 2 * abs(0.1 - 0.0)) / 6
+    out = metrics.evaluate(y, p, m, labels=["a", "b"], n_boot=0)
+    assert out["ece"] == pytest.approx(expected, abs=1e-12)
+
+    curve = metrics.reliability_curve(y, p, m)
+    assert curve["ece"] == pytest.approx(expected, abs=1e-12)
+    assert curve["n"] == 6 and sum(curve["counts"]) == 6
+    assert curve["counts"][1] == 2 and curve["counts"][13] == 4  # 0.1 -> bin 1, 0.9 -> bin 13 of 15
+    assert curve["mean_predicted"][13] == pytest.approx(0.9)
+    assert curve["observed_frequency"][13] == pytest.approx(0.25)
+    assert curve["mean_predicted"][0] is None and curve["observed_frequency"][0] is None
+    assert len(curve["bin_centers"]) == 15 and curve["bin_centers"][0] == pytest.approx(1 / 30)
+    json.dumps(curve, allow_nan=False)
+
+
+def test_reliability_curve_edges_go_to_end_bins():
+    curve = metrics.reliability_curve(np.array([[0.0], [1.0]]), np.array([[0.0], [1.0]]), n_bins=4)
+    assert curve["counts"] == [1, 0, 0, 1]
+    assert curve["ece"] == 0.0
+
+
+def test_ece_calibrated_small_overconfident_large():
+    rng = np.random.default_rng(8)
+    true_p = rng.random((3000, C))
+    y = (rng.random(true_p.shape) < true_p).astype(float)
+    calibrated = metrics.evaluate(y, true_p, n_boot=0)["ece"]
+    overconfident = np.where(true_p > 0.5, 0.99, 0.01)
+    over = metrics.evaluate(y, overconfident, n_boot=0)["ece"]
+    assert calibrated < 0.02
+    assert over > 0.2
+
+
+def test_calibration_rejects_non_probabilities():
+    y, p, _ = _data(c=2)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        metrics.reliability_curve(y, p * 3)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        metrics.evaluate(y, p - 2, labels=["a", "b"], n_boot=0)
+
+
+# ---------------------------------------------------------------------- bootstrap
+
+
+def test_bootstrap_matches_naive_resampling():
+    y, p, m = _data(n=60, seed=9)
+    n_boot = 40
+    boot = metrics.bootstrap_auc(y, p, m, n_boot=n_boot, seed=11)
+    assert boot.shape == (C, n_boot)
+    idx = np.random.default_rng(11).integers(0, len(y), size=(n_boot, len(y)))
+    for b in range(n_boot):
+        yb, pb, mb = y[idx[b]], p[idx[b]], m[idx[b]]
+        for c in range(C):
+            keep = mb[:, c] == 1
+            if len(np.unique(yb[keep, c])) < 2:
+                assert np.isnan(boot[c, b])
+            else:
+                assert boot[c, b] == pytest.approx(sk.roc_auc_score(yb[keep, c], pb[keep, c]), abs=1e-12)
+
+
+def test_bootstrap_seeded_and_rare_label_gives_nan_resamples():
+    y, p, m = _data(n=200, seed=10)
+    y[:, 0] = 0
+    y[0, 0], m[0, 0] = 1, 1  # a single positive: absent from ~37% of resamples
+    a = metrics.bootstrap_auc(y, p, m, n_boot=300, seed=3)
+    np.testing.assert_array_equal(a, metrics.bootstrap_auc(y, p, m, n_boot=300, seed=3))
+    assert 0.2 < np.isnan(a[0]).mean() < 0.55
+    assert np.isfinite(a[1:]).all()
+    assert metrics.bootstrap_auc(y, p, m, n_boot=0).shape == (C, 0)
+
+
+def test_bootstrap_ci_contains_point_and_shrinks_with_more_data():
+    widths = []
+    for n in (100, 2000):
+        y, p, m = _data(n=n, seed=12, rounding=3)
+        out = metrics.evaluate(y, p, m, n_boot=300, seed=0)
+        for row in out["per_label"].values():
+            lo, hi = row["auc_ci"]
+            assert lo <= row["auc"] <= hi
+        lo, hi = out["macro_auc_ci"]
+        assert lo <= out["macro_auc"] <= hi
+        widths.append(hi - lo)
+    assert widths[1] < widths[0] / 2
+
+
+def test_bootstrap_is_fast():
+    y, p, m = _data(n=400, seed=13, rounding=3)
+    start = time.perf_counter()
+    boot = metrics.bootstrap_auc(y, p, m, n_boot=1000, seed=0)
+    assert time.perf_counter() - start < 2.0
+    assert boot.shape == (C, 1000)
+
+
+# ---------------------------------------------------------------------- paired delta
+
+
+def test_paired_delta_identical_predictions_is_exactly_zero():
+    y, p, m = _data(seed=14)
+    out = metrics.paired_auc_delta(y, p, p.copy(), m, n_boot=200)
+    json.dumps(out, allow_nan=False)
+    for row in out["per_label"].values():
+        assert row["delta"] == 0.0
+        assert row["delta_ci"] == [0.0, 0.0]
+        assert row["agreement_at_threshold"] == 1.0
+        assert row["auc_ref"] == row["auc_new"]
+    assert out["macro_delta"] == 0.0 and out["macro_delta_ci"] == [0.0, 0.0]
+    assert out["agreement_at_threshold"] == 1.0
+
+
+def test_paired_delta_detects_degraded_model():
+    rng = np.random.default_rng(15)
+    y, _, m = _data(n=400, seed=15)
+    logits = 1.5 * (2 * y - 1) + rng.normal(size=y.shape)
+    ref = 1 / (1 + np.exp(-logits))
+    new = 1 / (1 + np.exp(-(logits + rng.normal(scale=2.0, size=y.shape))))
+    out = metrics.paired_auc_delta(y, ref, new, m, n_boot=500, seed=1)
+    assert out["macro_delta"] < 0
+    lo, hi = out["macro_delta_ci"]
+    assert lo <= out["macro_delta"] <= hi < 0
+    excluded = [row["delta_ci"][1] < 0 for row in out["per_label"].values()]
+    assert sum(excluded) >= 10
+
+    auc_ref = metrics.auc_per_label(y, ref, m)
+    auc_new = metrics.auc_per_label(y, new, m)
+    name = CHEXPERT_LABELS[3]
+    assert out["per_label"][name]["delta"] == pytest.approx(auc_new[3] - auc_ref[3], abs=1e-12)
+    keep = m[:, 3] == 1
+    agree = np.mean((ref[keep, 3] >= 0.5) == (new[keep, 3] >= 0.5))
+    assert out["per_label"][name]["agreement_at_threshold"] == pytest.approx(agree)
+    assert out["agreement_at_threshold"] == pytest.approx(np.mean(((ref >= 0.5) == (new >= 0.5))[m == 1]))
+
+
+def test_paired_delta_unevaluable_label_is_none():
+    y, p, m = _data(seed=16)
+    y[:, 5] = 1
+    out = metrics.paired_auc_delta(y, p, np.clip(p + 0.05, 0, 1), m, n_boot=50)
+    json.dumps(out, allow_nan=False)
+    row = out["per_label"][CHEXPERT_LABELS[5]]
+    assert row["auc_ref"] is None and row["delta"] is None and row["delta_ci"] is None
+    assert row["agreement_at_threshold"] is not None
+    assert CHEXPERT_LABELS[5] not in out["labels_evaluated"]
+
+
+# ---------------------------------------------------------------------- boxes
+
+
+def test_box_coverage_hand_computed():
+    pred = [[0.0, 0.0, 0.5, 0.5], [0.0, 0.0, 1.0, 1.0], [0.6, 0.6, 0.8, 0.8], [0.1, 0.2, 0.3, 0.4]]
+    gt = [[0.25, 0.25, 0.75, 0.75], [0.2, 0.2, 0.4, 0.4], [0.1, 0.1, 0.3, 0.3], [0.1, 0.2, 0.3, 0.4]]
+    # Coverage: quarter of gt inside; all inside; none; identical boxes.
+    # Hit: centre (0.5, 0.5) on the pred edge counts; yes; no; yes.
+    # IoU: 0.0625 / 0.4375 = 1/7; 0.04 / 1; 0; 1.
+    out = metrics.box_coverage(pred, gt)
+    assert out["n"] == 4
+    assert out["mean_coverage"] == pytest.approx((0.25 + 1 + 0 + 1) / 4)
+    assert out["hit_rate"] == pytest.approx(3 / 4)
+    assert out["mean_iou"] == pytest.approx((1 / 7 + 0.04 + 0 + 1) / 4)
+    json.dumps(out, allow_nan=False)
+
+
+def test_box_coverage_errors_and_empty():
+    assert metrics.box_coverage(np.zeros((0, 4)), np.zeros((0, 4)))["mean_coverage"] is None
+    with pytest.raises(ValueError, match=r"\(2, 4\).*\(1, 4\)"):
+        metrics.box_coverage([[0, 0, 1, 1]] * 2, [[0, 0, 1, 1]])
+    with pytest.raises(ValueError, match="x1 <= x2"):
+        metrics.box_coverage([[0.5, 0, 0.2, 1]], [[0, 0, 1, 1]])
+    with pytest.raises(ValueError, match="zero area"):
+        metrics.box_coverage([[0, 0, 1, 1]], [[0.2, 0.2, 0.2, 0.5]])
+    with pytest.raises(ValueError, match=r"\(1, 3\)"):
+        metrics.box_coverage([[0, 0, 1]], [[0, 0, 1, 1]])
+
+
+# ---------------------------------------------------------------------- input errors
+
+
+def test_shape_mismatch_names_the_shapes():
+    y, p, m = _data(n=20)
+    with pytest.raises(ValueError, match=r"\(19, 14\).*\(20, 14\)"):
+        metrics.auc_per_label(y, p[:19])
+    with pytest.raises(ValueError, match=r"mask has shape \(20, 13\)"):
+        metrics.evaluate(y, p, m[:, :13])
+    with pytest.raises(ValueError, match=r"prob_new has shape \(20, 13\)"):
+        metrics.paired_auc_delta(y, p, p[:, :13])
+    with pytest.raises(ValueError, match=r"2-D.*\(20,\)"):
+        metrics.auc_per_label(y[:, 0], p[:, 0])
+
+
+def test_bad_values_are_rejected_with_a_fix():
+    y, p, m = _data(n=20)
+    y[3, 2] = -1
+    with pytest.raises(ValueError, match="mask=0"):
+        metrics.auc_per_label(y, p)
+    y[3, 2] = 0
+    p[1, 1] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        metrics.auc_per_label(y, p)
+    with pytest.raises(ValueError, match="mask must"):
+        metrics.auc_per_label(y, np.nan_to_num(p), m * 2)
+    with pytest.raises(ValueError, match="n_boot"):
+        metrics.bootstrap_auc(y, np.nan_to_num(p), n_boot=-1)

@@ -1,0 +1,145 @@
+"""The phantom generator writes a complete, deterministic CheXpert-layout dataset."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mxa_edge.data.phantom import (
+    FINDINGS,
+    generate_phantom_dataset,
+    render_phantom,
+    sample_labels,
+)
+from mxa_edge.labels import CHEXPERT_COLUMNS, CHEXPERT_LABELS
+
+N_TRAIN, N_VALID = 200, 100
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return generate_phantom_dataset(tmp_path_factory.mktemp("a"), n_train=N_TRAIN, n_valid=N_VALID, seed=1)
+
+
+def _read(path):
+    with open(path, newline="") as f:
+        return list(csv.reader(f))
+
+
+def _labels(rows):
+    return [dict(zip(CHEXPERT_COLUMNS, r)) for r in rows[1:]]
+
+
+def test_csv_headers_and_sizes(dataset):
+    for name, n in (("train.csv", N_TRAIN), ("valid.csv", N_VALID)):
+        rows = _read(dataset / name)
+        assert ",".join(rows[0]) == ",".join(CHEXPERT_COLUMNS)
+        assert len(rows) == n + 1
+    assert _read(dataset / "boxes.csv")[0] == ["Path", "label", "x1", "y1", "x2", "y2"]
+
+
+def test_train_label_values(dataset):
+    rows = _labels(_read(dataset / "train.csv"))
+    cells = [r[label] for r in rows for label in CHEXPERT_LABELS]
+    assert set(cells) <= {"1.0", "0.0", "-1.0", ""}
+    assert "-1.0" in cells and "" in cells and "0.0" in cells
+    for label in CHEXPERT_LABELS:
+        assert any(r[label] in ("1.0", "-1.0") for r in rows), f"no positive {label}"
+    assert any(r["Frontal/Lateral"] == "Lateral" for r in rows)
+    assert {r["Sex"] for r in rows} <= {"Male", "Female"}
+    assert all(18 <= int(r["Age"]) <= 90 for r in rows)
+    for r in rows:
+        assert r["AP/PA"] in (("AP", "PA") if r["Frontal/Lateral"] == "Frontal" else ("",))
+        assert r["Path"].endswith("_frontal.jpg" if r["Frontal/Lateral"] == "Frontal" else "_lateral.jpg")
+        if r["No Finding"] == "1.0":
+            assert not any(r[label] in ("1.0", "-1.0") for label in CHEXPERT_LABELS[1:])
+
+
+def test_valid_has_no_uncertain_or_blank(dataset):
+    rows = _labels(_read(dataset / "valid.csv"))
+    assert {r[label] for r in rows for label in CHEXPERT_LABELS} <= {"1.0", "0.0"}
+
+
+def test_every_path_is_a_256_grayscale_image(dataset):
+    for name in ("train.csv", "valid.csv"):
+        for r in _labels(_read(dataset / name)):
+            assert r["Path"].startswith(dataset.name + "/" + name[:-4] + "/")
+            with Image.open(dataset.parent / r["Path"]) as im:
+                assert im.mode == "L" and im.size == (256, 256)
+
+
+def test_boxes_reference_frontal_images_and_are_normalised(dataset):
+    frontal = {r["Path"]: r for name in ("train.csv", "valid.csv") for r in _labels(_read(dataset / name))
+               if r["Frontal/Lateral"] == "Frontal"}
+    boxes = _read(dataset / "boxes.csv")[1:]
+    assert boxes
+    seen = set()
+    for path, label, *xy in boxes:
+        x1, y1, x2, y2 = map(float, xy)
+        assert path in frontal and (dataset.parent / path).is_file()
+        assert frontal[path][label] in ("1.0", "-1.0"), (path, label)
+        assert 0.0 <= x1 < x2 <= 1.0 and 0.0 <= y1 < y2 <= 1.0
+        seen.add((path, label))
+    for path, r in frontal.items():  # every positive finding of a frontal image has its box
+        for label in CHEXPERT_LABELS:
+            if r[label] in ("1.0", "-1.0"):
+                assert (path, label) in seen
+
+
+def _digest(root, rel_paths):
+    return [hashlib.sha256((root.parent / p).read_bytes()).hexdigest() for p in rel_paths]
+
+
+def test_same_seed_same_bytes_other_seed_differs(dataset, tmp_path):
+    again = generate_phantom_dataset(tmp_path / "b", n_train=N_TRAIN, n_valid=N_VALID, seed=1)
+    for name in ("train.csv", "valid.csv", "boxes.csv"):
+        assert (again / name).read_bytes() == (dataset / name).read_bytes()
+    sample = [r[0] for r in _read(dataset / "train.csv")[1::37]] + [r[0] for r in _read(dataset / "valid.csv")[1::29]]
+    assert _digest(again, sample) == _digest(dataset, sample)
+    other = generate_phantom_dataset(tmp_path / "c", n_train=30, n_valid=0, seed=2)
+    assert (other / "train.csv").read_bytes() != (dataset / "train.csv").read_bytes()[: len((other / "train.csv").read_bytes())]
+    first = [r[0] for r in _read(other / "train.csv")[1:4]]
+    assert _digest(other, first) != _digest(dataset, first)
+
+
+def test_progress_and_atomic_csvs(tmp_path):
+    calls = []
+    root = generate_phantom_dataset(tmp_path, n_train=3, n_valid=2, seed=0, progress=lambda d, t: calls.append((d, t)))
+    assert calls[-1] == (5, 5) and len(calls) == 5
+    assert sorted(p.name for p in root.glob("*.csv")) == ["boxes.csv", "train.csv", "valid.csv"]
+    assert not list(root.glob(".*tmp*"))
+
+
+@pytest.mark.parametrize(
+    "label", ["Cardiomegaly", "Lung Lesion", "Consolidation", "Pneumothorax", "Pleural Effusion",
+              "Pleural Other", "Fracture", "Support Devices", "Edema", "Atelectasis", "Pneumonia",
+              "Enlarged Cardiomediastinum", "Lung Opacity"],
+)
+def test_finding_changes_pixels_inside_its_box(label):
+    diffs = []
+    for seed in range(3):
+        base, _ = render_phantom(np.random.default_rng(seed), 256, {})
+        img, boxes = render_phantom(np.random.default_rng(seed), 256, {label: 1.0})
+        (_, x1, y1, x2, y2), = [b for b in boxes if b[0] == label]
+        assert 0 <= x1 < x2 <= 256 and 0 <= y1 < y2 <= 256
+        d = np.abs(img.astype(np.float32) - base.astype(np.float32))
+        inside = np.zeros(d.shape, bool)
+        inside[int(y1):int(np.ceil(y2)), int(x1):int(np.ceil(x2))] = True
+        diffs.append((d[inside].mean(), d[~inside].mean()))
+    inside_mean, outside_mean = np.mean(diffs, axis=0)
+    assert inside_mean > 0.5 and inside_mean > 3 * outside_mean, diffs
+
+
+def test_sample_labels_rates_are_chexpert_like():
+    rng = np.random.default_rng(0)
+    rows = [sample_labels(rng) for _ in range(4000)]
+    for label in CHEXPERT_LABELS:
+        rate = np.mean([r[label] in (1.0, -1.0) for r in rows])
+        assert abs(rate - FINDINGS[label].prevalence) < max(0.06, 0.35 * FINDINGS[label].prevalence), (label, rate)
+    for r in rows:
+        if any(r[s] in (1.0, -1.0) for s in ("Edema", "Consolidation", "Pneumonia", "Atelectasis", "Lung Lesion")):
+            assert r["Lung Opacity"] in (1.0, -1.0)
