@@ -71,7 +71,8 @@ class OpenVinoEngine(Engine):
                 raise ArtifactError(f"unknown OpenVINO inference precision {precision!r} in the manifest")
             config["INFERENCE_PRECISION_HINT"] = _OV_PRECISION[precision]
         self.compiled = core.compile_model(core.read_model(str(model_path)), device, config)
-        self.inference_precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")  # an ov.Type
+        self.inference_precision = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
         self.output_names = [o.get_any_name() for o in self.compiled.outputs]
         self.request = self.compiled.create_infer_request()
 

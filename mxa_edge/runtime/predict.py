@@ -1,0 +1,242 @@
+"""Predict the 14 CheXpert findings on radiograph files with an exported artifact (no torch).
+
+    from mxa_edge.runtime.predict import Predictor
+
+    predictor = Predictor("runs/m0/exports/openvino-int8")
+    for item in predictor.predict_files(["a.png", "b.dcm"]):
+        if isinstance(item, PredictionError):
+            print(item.file, item.problem)
+        else:
+            print(item.file, item.positives, item.roi_boxes)
+
+The flow per image: ``load_radiograph`` (PNG / JPEG / single-frame DICOM -> gray [0, 1]) ->
+the artifact's own ``Preprocess`` (centre square crop, resize, [-1024, 1024]) -> batch ->
+engine (ONNX Runtime or OpenVINO, chosen by the manifest) -> sigmoid of the logits -> 14
+probabilities; a finding is positive when its probability reaches the manifest's threshold.
+The MXA ROI boxes (one per MXA block, the last from the deepest) and the spatial attention
+map's box come out of the model in the centre-crop frame and are mapped back to pixel
+coordinates of the ORIGINAL image with ``Preprocess.box_to_image``.
+
+Preprocessing is read from the artifact's manifest only: nothing here can make inference
+differ from what the model was trained and drift-checked with. The artifact's hashes are
+verified before the model is loaded (``load_artifact``).
+
+What the model cannot tell you: it was trained on frontal (PA/AP) chest radiographs. A lateral
+view, a radiograph of another body part, or a photograph of a screen still gets 14
+probabilities; nothing in the output flags such an image as out of scope. Whoever runs
+predict must make sure the inputs are frontal chest radiographs.
+
+Only numpy, Pillow, pydicom (for DICOM files) and the engine's runtime are imported here.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from mxa_edge.errors import InputImageError
+from mxa_edge.imageio import SUPPORTED_SUFFIXES, is_supported_image, load_radiograph
+
+_GLOB_CHARS = frozenset("*?[")
+
+
+@dataclass
+class PredictionResult:
+    """The model's answer for one image. Boxes are [x1, y1, x2, y2] in original image pixels."""
+
+    file: str
+    width: int
+    height: int
+    model_id: str
+    probabilities: dict[str, float]  # label -> probability, in the artifact's label order
+    thresholds: dict[str, float]  # label -> threshold the positives were decided with
+    positives: list[str]  # labels at or above their threshold, most probable first
+    roi_boxes: list[list[float]]  # one per MXA block, shallow to deep (last = deepest); [] without MXA
+    attention_box: list[float] | None = None  # the frame of ``attention`` in image pixels
+    attention: np.ndarray | None = field(default=None, repr=False)  # (h, w) spatial attention map
+    image: np.ndarray | None = field(default=None, repr=False)  # the decoded gray image, when kept
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary (no arrays)."""
+        return {
+            "file": self.file,
+            "model_id": self.model_id,
+            "width": self.width,
+            "height": self.height,
+            "probabilities": dict(self.probabilities),
+            "positives": list(self.positives),
+            "thresholds": dict(self.thresholds),
+            "roi_boxes": [list(b) for b in self.roi_boxes],
+            "attention_box": list(self.attention_box) if self.attention_box is not None else None,
+        }
+
+    def ranked(self) -> list[tuple[str, float]]:
+        """(label, probability), most probable first."""
+        return sorted(self.probabilities.items(), key=lambda kv: -kv[1])
+
+
+@dataclass
+class PredictionError:
+    """An input that could not be predicted, with a one-line reason a person can act on."""
+
+    file: str
+    problem: str
+
+    def to_dict(self) -> dict:
+        return {"file": self.file, "error": self.problem}
+
+
+# --- inputs ----------------------------------------------------------------------------------
+
+
+def expand_inputs(specs: Iterable) -> tuple[list[Path], list[str]]:
+    """Files, folders and glob patterns -> (image files in order, specs that matched nothing).
+
+    A named file is kept whatever its suffix (a bad file then fails with its own message); a
+    name that does not exist is kept too, so it is reported as "file not found". Folders are
+    searched recursively and globs expanded (``**`` allowed); from those, only files with a
+    supported suffix (.png, .jpg, .jpeg, .dcm, .dicom) are taken, sorted. Duplicates are
+    dropped, the first occurrence kept. Raises InputImageError when nothing at all is found.
+    """
+    specs = [str(s) for s in specs]
+    files: list[Path] = []
+    empty: list[str] = []
+    for spec in specs:
+        path = Path(spec).expanduser()
+        if path.is_dir():
+            found = _images_under(path)
+        elif path.exists() or not (_GLOB_CHARS & set(spec)):
+            found = [path]
+        else:
+            found = []
+            for match in sorted(glob.glob(os.path.expanduser(spec), recursive=True)):
+                m = Path(match)
+                if m.is_dir():
+                    found.extend(_images_under(m))
+                elif m.is_file() and is_supported_image(m):
+                    found.append(m)
+        if not found:
+            empty.append(spec)
+        files.extend(found)
+    seen: set[Path] = set()
+    unique = []
+    for f in files:
+        key = f.absolute()
+        if key not in seen:
+            seen.add(key)
+            unique.append(f)
+    if not unique:
+        raise InputImageError(
+            ", ".join(specs) or "(no inputs)",
+            f"no images found (looked for {', '.join(SUPPORTED_SUFFIXES)} files); check the paths or patterns",
+        )
+    return unique, empty
+
+
+def _images_under(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and is_supported_image(p))
+
+
+# --- model ------------------------------------------------------------------------------------
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """Numerically stable logistic function, float64 in, float64 out."""
+    x = np.asarray(logits, dtype=np.float64)
+    out = np.empty_like(x)
+    pos = x >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
+    ex = np.exp(x[~pos])
+    out[~pos] = ex / (1.0 + ex)
+    return out
+
+
+class Predictor:
+    """An exported artifact, verified and loaded once, applied to image files.
+
+    ``threads``: inference threads (default: all cores). Raises ArtifactError for a missing,
+    incomplete or tampered artifact and MissingDependencyError when its runtime is absent.
+    """
+
+    def __init__(self, artifact_path, threads: int | None = None):
+        from mxa_edge.runtime.artifact import load_artifact
+        from mxa_edge.runtime.engines import open_engine
+
+        self.artifact = load_artifact(artifact_path)  # hashes checked before anything loads
+        self.preprocess = self.artifact.preprocess
+        self.labels = self.artifact.labels
+        self.thresholds = self.artifact.thresholds
+        self.model_id = str(self.artifact.manifest.get("model_id") or Path(artifact_path).name)
+        self.engine = open_engine(self.artifact, threads)
+
+    def predict_files(self, paths: Iterable, batch_size: int = 8, *, keep_image: bool = False
+                      ) -> Iterator[PredictionResult | PredictionError]:  # fmt: skip
+        """One PredictionResult or PredictionError per path, in the order given.
+
+        Images are decoded one at a time and run ``batch_size`` at a time; a file that cannot
+        be read yields a PredictionError and the others go on. ``keep_image`` keeps the decoded
+        gray image on each result (for overlays).
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        pending: list[PredictionError | tuple[Path, np.ndarray]] = []
+        n_images = 0
+        for path in paths:
+            path = Path(path)
+            try:
+                gray = load_radiograph(path)
+            except InputImageError as exc:
+                pending.append(PredictionError(str(path), exc.problem))
+                continue
+            pending.append((path, gray))
+            n_images += 1
+            if n_images == batch_size:
+                yield from self._flush(pending, keep_image)
+                pending, n_images = [], 0
+        yield from self._flush(pending, keep_image)
+
+    def predict_arrays(self, images: list[np.ndarray], names: list[str] | None = None) -> list[PredictionResult]:
+        """Predict gray float images (H, W) in [0, 1], as ``load_radiograph`` returns them."""
+        names = names or [f"<array {i}>" for i in range(len(images))]
+        return self._run([Path(n) for n in names], list(images), keep_image=False)
+
+    def _flush(self, pending, keep_image: bool) -> Iterator[PredictionResult | PredictionError]:
+        loaded = [p for p in pending if not isinstance(p, PredictionError)]
+        results = iter(self._run([p for p, _ in loaded], [g for _, g in loaded], keep_image) if loaded else [])
+        for item in pending:
+            yield item if isinstance(item, PredictionError) else next(results)
+
+    def _run(self, paths: list[Path], grays: list[np.ndarray], keep_image: bool) -> list[PredictionResult]:
+        batch = np.stack([self.preprocess(g) for g in grays]).astype(np.float32, copy=False)
+        out = self.engine.run(batch)
+        probs = sigmoid(out["logits"])
+        roi = out.get("roi")
+        att, att_box = out.get("attention"), out.get("attention_box")
+        results = []
+        for i, (path, gray) in enumerate(zip(paths, grays)):
+            h, w = gray.shape
+            p = {label: float(probs[i, j]) for j, label in enumerate(self.labels)}
+            positives = [k for k, v in sorted(p.items(), key=lambda kv: -kv[1]) if v >= self.thresholds[k]]
+            boxes = self._to_pixels(roi[i], h, w) if roi is not None else []
+            a_box = self._to_pixels(att_box[i][None], h, w)[0] if att_box is not None else None
+            results.append(PredictionResult(
+                file=str(path), width=int(w), height=int(h), model_id=self.model_id, probabilities=p,
+                thresholds=dict(self.thresholds), positives=positives, roi_boxes=boxes, attention_box=a_box,
+                attention=np.asarray(att[i, 0], dtype=np.float32) if att is not None else None,
+                image=gray if keep_image else None,
+            ))  # fmt: skip
+        return results
+
+    def _to_pixels(self, boxes: np.ndarray, h: int, w: int) -> list[list[float]]:
+        """Normalized crop-frame boxes (K, 4) -> image pixels, ordered corners, inside the image."""
+        b = np.clip(np.asarray(boxes, dtype=np.float64), 0.0, 1.0)
+        b = np.concatenate([np.minimum(b[:, :2], b[:, 2:]), np.maximum(b[:, :2], b[:, 2:])], axis=1)
+        px = self.preprocess.box_to_image(b, h, w)
+        px[:, [0, 2]] = np.clip(px[:, [0, 2]], 0.0, w)
+        px[:, [1, 3]] = np.clip(px[:, [1, 3]], 0.0, h)
+        return [[round(float(v), 2) for v in row] for row in px]

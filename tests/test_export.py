@@ -1,0 +1,293 @@
+"""Export: ONNX / OpenVINO / TensorRT(Q/DQ) artifacts, INT8 drift gate, calibration, QAT.
+
+Real ONNX Runtime, OpenVINO and NNCF throughout (no mocks). One tiny M0-at-64px run is
+trained once per session for a few dozen SGD steps on a phantom dataset so its AUCs are
+above chance; every export test reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from mxa_edge.errors import ArtifactError, DriftGateError, MissingDependencyError  # noqa: E402
+
+SIZE = 64
+# Loose gate for a 100-image validation set: per-label AUCs of a tiny model move a few
+# points with any perturbation; the default bounds are for real validation sets.
+LOOSE = {"max_macro_drop": 0.03, "max_drop": 0.10}
+
+
+def make_tiny_run(tmp: Path, *, steps: int = 30, seed: int = 0) -> Path:
+    from mxa_edge.data.arrays import load_split_arrays
+    from mxa_edge.data.chexpert import dataset_fingerprint
+    from mxa_edge.data.phantom import generate_phantom_dataset
+    from mxa_edge.fileio import write_json
+    from mxa_edge.labels import CHEXPERT_LABELS
+    from mxa_edge.models.configs import ModelSpec
+    from mxa_edge.models.student import MultiLabelStudent
+    from mxa_edge.preprocess import Preprocess
+    from mxa_edge.training.run_io import save_weights
+
+    root = generate_phantom_dataset(tmp / "data", n_train=160, n_valid=100, size=80, seed=seed)
+    pp = Preprocess(image_size=SIZE)
+    train = load_split_arrays(root, "train", pp)
+    valid = load_split_arrays(root, "valid", pp)
+    torch.manual_seed(seed)
+    model = MultiLabelStudent(ModelSpec("m0", SIZE))
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    rng = np.random.default_rng(seed)
+    model.train()
+    for _ in range(steps):
+        idx = rng.choice(len(train), 16, replace=False)
+        x = torch.from_numpy(train.model_input(idx, pp))
+        y = torch.from_numpy(train.targets[idx])
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    run = tmp / "run"
+    run.mkdir()
+    sha = save_weights(model, run / "weights.safetensors")
+    write_json(run / "manifest.json", {
+        "labels": list(CHEXPERT_LABELS), "preprocess": pp.to_dict(), "model": model.spec.to_dict(),
+        "weights_sha256": sha,
+        "data": {"root": str(root), "uncertainty": "u1", "blank": "negative", "frontal_only": True, "ap_pa": None,
+                 "fingerprint": {"train": dataset_fingerprint(train.split), "valid": dataset_fingerprint(valid.split)}},
+        "versions": {"torch": torch.__version__},
+    })  # fmt: skip
+    return run
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    # Cached on disk under the session's base temp: test_runtime_engines imports this fixture,
+    # which registers it a second time, and training twice would double the suite's time.
+    base = tmp_path_factory.getbasetemp() / "tiny-shared"
+    if not (base / "run" / "manifest.json").is_file():
+        base.mkdir(exist_ok=True)
+        make_tiny_run(base)
+    return base / "run"
+
+
+def _export(run, target, name, *, reuse: bool = False, **kw):
+    """export_run with test defaults; ``reuse`` returns the artifact path if already published."""
+    from mxa_edge.export import export_run
+
+    if reuse and (run / "exports" / name / "manifest.json").is_file():
+        return run / "exports" / name
+
+    kw.setdefault("calib_size", 24)
+    kw.setdefault("n_boot", 200)
+    for k, v in LOOSE.items():
+        kw.setdefault(k, v)
+    result = export_run(run, target, run / "exports" / name, **kw)
+    return result.artifact if reuse else result
+
+
+def _model_and_input(run, batch):
+    from mxa_edge.training.run_io import load_run
+
+    model, _ = load_run(run)
+    x = torch.rand(batch, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(batch)) * 2048 - 1024
+    return model, x
+
+
+def test_capability_table_lists_every_target():
+    from mxa_edge.export import CAPABILITIES
+    from mxa_edge.export.pipeline import TARGETS
+
+    assert [c.name for c in CAPABILITIES] == list(TARGETS)
+
+
+def test_onnx_fp32_dynamic_batch_parity_and_aux_outputs(tiny_run):
+    from mxa_edge.runtime.artifact import load_artifact
+    from mxa_edge.runtime.engines import open_engine
+
+    res = _export(tiny_run, "onnx", "onnx-fp32")
+    art = load_artifact(res.artifact)
+    assert art.backend == "onnxruntime" and art.entry.name == "model.onnx"
+    assert res.passed and res.summary["macro_delta"] == pytest.approx(0.0, abs=1e-6)
+    assert (res.artifact / "drift.json").is_file() and (res.artifact / "drift.png").is_file()
+    m = art.manifest
+    assert m["flops"] == 2 * m["macs"] > 0 and m["params"] > 0
+    assert m["precision"]["weights"] == "fp32" and m["quantization"] is None
+    engine = open_engine(art, threads=1)
+    for batch in (1, 3):
+        model, x = _model_and_input(tiny_run, batch)
+        out = engine.run(x.numpy())
+        with torch.no_grad():
+            ref = model.forward_aux(x)
+        assert np.abs(out["logits"] - ref["logits"].numpy()).max() < 1e-4
+        assert out["roi"].shape == (batch, 3, 4)
+        assert out["attention"].shape[:2] == (batch, 1)
+        assert out["attention_box"].shape == (batch, 4)
+        roi = out["roi"]
+        assert np.all(roi >= 0) and np.all(roi <= 1)
+        assert np.all(roi[..., 2] > roi[..., 0]) and np.all(roi[..., 3] > roi[..., 1])
+
+
+def _quantized_grid_tensors(model_proto):
+    """Tensors on each GridSample's grid path (back to the first node outside its MXA scope)
+    that pass through a QuantizeLinear. The backbone feature map entering the ROI predictor
+    may be quantized (it is an ordinary backbone activation); nothing computed inside the
+    MXA block on the way to the grid may be."""
+    graph = model_proto.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    bad, n_grids = [], 0
+    for node in graph.node:
+        if node.op_type != "GridSample":
+            continue
+        n_grids += 1
+        scope = node.name.rsplit("/", 1)[0] + "/"
+        stack, seen = [node.input[1]], set()
+        while stack:
+            src = producer.get(stack.pop())
+            if src is None or src.name in seen:
+                continue
+            seen.add(src.name)
+            if src.op_type in ("QuantizeLinear", "DequantizeLinear"):
+                origin = producer.get(src.input[0])
+                if src.op_type == "QuantizeLinear" and origin is not None and origin.name.startswith(scope):
+                    bad.append(src.input[0])
+                stack.append(src.input[0])
+            elif src.name.startswith(scope):
+                stack.extend(src.input)
+    return n_grids, bad
+
+
+def test_onnx_int8_passes_gate_and_keeps_grid_in_float(tiny_run):
+    res = _export(tiny_run, "onnx", "onnx-int8", int8=True)
+    assert res.passed
+    m = res.manifest
+    assert m["precision"]["weights"] == "int8"
+    assert m["calibration"]["n"] == 24 and len(m["calibration"]["fingerprint"]) == 16
+    assert m["quantization"]["per_channel"] and m["quantization"]["excluded_nodes"]
+    proto = onnx.load(str(res.artifact / m["entry"]))
+    types = {n.op_type for n in proto.graph.node}
+    assert "QuantizeLinear" in types and "DequantizeLinear" in types
+    n_grids, quantized = _quantized_grid_tensors(proto)
+    assert n_grids == 3 and quantized == []
+
+
+def test_openvino_fp32_records_f32_and_int8_passes(tiny_run):
+    from mxa_edge.runtime.artifact import load_artifact
+    from mxa_edge.runtime.engines import open_engine
+
+    fp = _export(tiny_run, "openvino", "ov-fp32")
+    art = load_artifact(fp.artifact)
+    assert art.precision["inference_precision"] == "f32"
+    assert sorted(art.manifest["files"]) == ["model.bin", "model.xml"]
+    assert fp.summary["macro_delta"] == pytest.approx(0.0, abs=1e-3)
+    engine = open_engine(art, threads=1)
+    assert engine.inference_precision in ("f32", "float32")
+    q = _export(tiny_run, "openvino", "ov-int8", int8=True)
+    assert q.passed
+    assert len(q.manifest["quantization"]["grid_inputs_in_float"]) == 3
+
+
+def test_gate_failure_publishes_nothing(tiny_run):
+    target = tiny_run / "exports" / "must-not-exist"
+    with pytest.raises(DriftGateError) as info:
+        _export(tiny_run, "onnx", "must-not-exist", max_macro_drop=-1.0, max_drop=-1.0)
+    assert not target.exists()
+    assert "No Finding" in str(info.value) or "macro" in str(info.value)
+    result = info.value.result
+    assert not result.passed and result.artifact is None
+    assert (result.rejected / "drift.json").is_file()
+    assert result.drift["per_label"]
+
+
+def test_black_calibration_set_fails_the_gate(tiny_run, tmp_path):
+    from PIL import Image
+
+    calib = tmp_path / "black"
+    calib.mkdir()
+    black = np.zeros((80, 80), np.uint8)
+    black[0, 0] = 1  # a uniform image is refused by imageio as blank; this one is "almost black"
+    Image.fromarray(black).save(calib / "black.png")
+    with pytest.raises(DriftGateError):
+        _export(tiny_run, "onnx", "bad-calib", int8=True, calib=calib, calib_method="minmax",
+                max_macro_drop=0.005, max_drop=0.02)
+    assert not (tiny_run / "exports" / "bad-calib").exists()
+
+
+def test_qat_is_refused_clearly(tiny_run):
+    from mxa_edge.errors import ConfigError
+    from mxa_edge.export import export_run
+
+    with pytest.raises(ConfigError, match="qat"):
+        export_run(tiny_run, "onnx", int8=True, qat=True)
+
+
+def test_tensorrt_writes_qdq_onnx_and_command(tiny_run):
+    from mxa_edge.export.tensorrt_backend import tensorrt_status
+
+    ok, reason = tensorrt_status()
+    if ok:
+        pytest.skip("TensorRT is installed here; this test covers the no-TensorRT path")
+    with pytest.raises(MissingDependencyError) as info:
+        _export(tiny_run, "tensorrt", "trt-int8", int8=True)
+    msg = str(info.value)
+    assert "\n" not in msg and "BUILD_TRT.txt" in msg and "model.qdq.onnx" in msg
+    res = info.value.result
+    art = res.artifact
+    assert res.passed and (art / "model.qdq.onnx").is_file()
+    cmd = (art / "BUILD_TRT.txt").read_text()
+    assert "trtexec --onnx=model.qdq.onnx --saveEngine=model.engine --int8" in cmd
+    assert f"--minShapes=image:1x1x{SIZE}x{SIZE}" in cmd
+    proto = onnx.load(str(art / "model.qdq.onnx"))
+    zero_points = [i for i in proto.graph.initializer if i.name.endswith("_zero_point")]
+    assert zero_points and all(onnx.numpy_helper.to_array(z).dtype == np.int8 for z in zero_points)
+    assert all(not onnx.numpy_helper.to_array(z).any() for z in zero_points)  # symmetric
+    sess = ort.InferenceSession(str(art / "model.qdq.onnx"), providers=["CPUExecutionProvider"])
+    assert sess.run(["logits"], {"image": np.zeros((2, 1, SIZE, SIZE), np.float32)})[0].shape == (2, 14)
+
+
+def test_tensorrt_engine_build():
+    from mxa_edge.export.tensorrt_backend import tensorrt_status
+
+    ok, reason = tensorrt_status()
+    if not ok:
+        pytest.skip(f"TensorRT is not installed: {reason}; the engine build needs TensorRT and a CUDA GPU")
+
+
+def test_stratified_calibration_covers_rare_labels(tiny_run):
+    from mxa_edge.export.calibration import select_calibration, stratified_indices
+    from mxa_edge.training.run_io import read_manifest
+
+    targets = np.zeros((100, 3), np.float32)
+    targets[:2, 0] = 1  # rare
+    targets[:60, 2] = 1
+    idx = stratified_indices(targets, 10, np.random.default_rng(0))
+    assert {0, 1} <= set(idx.tolist()) and len(idx) == 10
+    manifest = read_manifest(tiny_run)
+    a = select_calibration(manifest, None, n=20, seed=3)
+    b = select_calibration(manifest, None, n=20, seed=3)
+    assert a.fingerprint == b.fingerprint and a.images.shape == (20, SIZE, SIZE)
+
+
+def test_tampered_artifact_is_refused(tiny_run, tmp_path):
+    from mxa_edge.runtime.artifact import load_artifact
+
+    art = _export(tiny_run, "onnx", "onnx-fp32", reuse=True)
+    copy = tmp_path / "art"
+    shutil.copytree(art, copy)
+    entry = copy / "model.onnx"
+    data = bytearray(entry.read_bytes())
+    data[-10] ^= 0xFF
+    entry.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="model.onnx"):
+        load_artifact(copy)
+    entry.unlink()
+    with pytest.raises(ArtifactError, match="missing"):
+        load_artifact(copy)

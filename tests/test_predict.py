@@ -1,0 +1,315 @@
+"""predict: exported artifact + image files -> probabilities, pixel ROI boxes, CSV, overlays.
+
+The artifacts are made once per session by the real export pipeline (``export_run``) from a
+tiny M0+MXA run at 64 px trained for a few SGD steps on phantoms (enough to move the
+probabilities away from 0.5, so the parity checks compare something). The CLI runs in
+subprocesses; the real-image test runs it with ``import torch`` made to fail.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mxa_edge.errors import InputImageError
+from mxa_edge.labels import CHEXPERT_LABELS
+
+SIZE = 64
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+# The export's drift gate is not what these tests check; bounds wide enough for a tiny model.
+ANY_DRIFT = {"max_macro_drop": 1.0, "max_drop": 1.0, "n_boot": 0}
+
+
+def _cli(*args, env_extra: dict | None = None, pythonpath: Path | None = None) -> subprocess.CompletedProcess:
+    import os
+
+    env = dict(os.environ)
+    env.pop("MXA_EDGE_DEBUG", None)
+    env.update(env_extra or {})
+    if pythonpath is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(pythonpath), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    code = "import sys; from mxa_edge_cli.app import main; sys.argv[0] = 'mxa-edge'; main()"
+    return subprocess.run([sys.executable, "-c", code, "predict", *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=180)  # fmt: skip
+
+
+def _write_png(path: Path, h: int, w: int, seed: int = 0) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = 80 + 60 * np.sin(xx / 9.0) * np.cos(yy / 13.0) + rng.normal(0, 10, (h, w))
+    Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), mode="L").save(path)
+    return path
+
+
+# --- session artifacts ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def predict_run(tmp_path_factory) -> Path:
+    torch = pytest.importorskip("torch")
+    from mxa_edge.data.arrays import load_split_arrays
+    from mxa_edge.data.chexpert import dataset_fingerprint
+    from mxa_edge.data.phantom import generate_phantom_dataset
+    from mxa_edge.fileio import write_json
+    from mxa_edge.models.configs import ModelSpec
+    from mxa_edge.models.student import MultiLabelStudent
+    from mxa_edge.preprocess import Preprocess
+    from mxa_edge.training.run_io import save_weights
+
+    tmp = tmp_path_factory.mktemp("predict")
+    root = generate_phantom_dataset(tmp / "data", n_train=48, n_valid=24, size=96, seed=0)
+    pp = Preprocess(image_size=SIZE)
+    train = load_split_arrays(root, "train", pp)
+    valid = load_split_arrays(root, "valid", pp)
+    torch.manual_seed(0)
+    model = MultiLabelStudent(ModelSpec("m0", SIZE))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    rng = np.random.default_rng(0)
+    model.train()
+    for _ in range(8):
+        idx = rng.choice(len(train), 16, replace=False)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(
+            model(torch.from_numpy(train.model_input(idx, pp))), torch.from_numpy(train.targets[idx]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    run = tmp / "run"
+    run.mkdir()
+    sha = save_weights(model, run / "weights.safetensors")
+    write_json(run / "manifest.json", {
+        "labels": list(CHEXPERT_LABELS), "preprocess": pp.to_dict(), "model": model.spec.to_dict(),
+        "weights_sha256": sha,
+        "data": {"root": str(root), "uncertainty": "u1", "blank": "negative", "frontal_only": True, "ap_pa": None,
+                 "fingerprint": {"train": dataset_fingerprint(train.split), "valid": dataset_fingerprint(valid.split)}},
+        "versions": {"torch": torch.__version__},
+    })  # fmt: skip
+    return run
+
+
+@pytest.fixture(scope="session")
+def onnx_fp32(predict_run) -> Path:
+    pytest.importorskip("onnx")
+    from mxa_edge.export import export_run
+
+    return export_run(predict_run, "onnx", predict_run.parent / "onnx-fp32", **ANY_DRIFT).artifact
+
+
+@pytest.fixture(scope="session")
+def onnx_int8(predict_run) -> Path:
+    pytest.importorskip("onnx")
+    from mxa_edge.export import export_run
+
+    return export_run(predict_run, "onnx", predict_run.parent / "onnx-int8", int8=True, calib_size=16, **ANY_DRIFT).artifact
+
+
+@pytest.fixture(scope="session")
+def two_images(tmp_path_factory) -> list[Path]:
+    d = tmp_path_factory.mktemp("valid-images")
+    return [_write_png(d / "wide.png", 90, 160, seed=1), _write_png(d / "tall.png", 150, 100, seed=2)]
+
+
+# --- inputs (no model needed) --------------------------------------------------------------
+
+
+def test_expand_inputs_files_dirs_globs(tmp_path):
+    from mxa_edge.runtime.predict import expand_inputs
+
+    (tmp_path / "a" / "deep").mkdir(parents=True)
+    for rel in ("a/2.png", "a/1.jpg", "a/deep/3.dcm", "a/notes.txt", "b.jpeg"):
+        (tmp_path / rel).write_bytes(b"x")
+    files, empty = expand_inputs([tmp_path / "a", str(tmp_path / "*.jpeg"), tmp_path / "b.jpeg", tmp_path / "missing.png"])
+    assert [f.relative_to(tmp_path).as_posix() for f in files] == ["a/1.jpg", "a/2.png", "a/deep/3.dcm", "b.jpeg", "missing.png"]
+    assert empty == []
+    files, empty = expand_inputs([tmp_path / "a", str(tmp_path / "*.gif")])
+    assert empty == [str(tmp_path / "*.gif")]
+    with pytest.raises(InputImageError, match="no images found"):
+        expand_inputs([str(tmp_path / "nothing-*.png")])
+
+
+def test_overlay_keeps_aspect_ratio_and_caps_size():
+    from mxa_edge.runtime.overlay import colormap, render_overlay
+    from mxa_edge.runtime.predict import PredictionResult
+
+    cm = colormap(np.linspace(0, 1, 11))
+    assert cm.shape == (11, 3) and cm.dtype == np.uint8 and not np.array_equal(cm[0], cm[-1])
+    gray = np.tile(np.linspace(0, 1, 3000, dtype=np.float32), (2000, 1))
+    probs = {k: i / 14 for i, k in enumerate(CHEXPERT_LABELS)}
+    res = PredictionResult(
+        file="x.png", width=3000, height=2000, model_id="m", probabilities=probs, thresholds=dict.fromkeys(probs, 0.5),
+        positives=[k for k, v in probs.items() if v >= 0.5], roi_boxes=[[500, 0, 2500, 2000], [1000, 500, 2000, 1500]],
+        attention_box=[500, 0, 2500, 2000], attention=np.random.default_rng(0).random((7, 7), dtype=np.float32),
+    )  # fmt: skip
+    img = render_overlay(gray, res, max_side=1024)
+    assert img.size == (1024, 683) and img.mode == "RGB"
+    arr = np.asarray(img)
+    assert (arr[..., 0] != arr[..., 2]).any()  # colour (heatmap, boxes) was drawn on the gray image
+
+
+# --- the model: parity with PyTorch --------------------------------------------------------
+
+
+def test_fp32_artifact_matches_pytorch(predict_run, onnx_fp32, two_images):
+    import torch
+
+    from mxa_edge.imageio import load_radiograph
+    from mxa_edge.runtime.predict import PredictionResult, Predictor, sigmoid
+    from mxa_edge.training.run_io import load_run, run_preprocess
+
+    model, manifest = load_run(predict_run)
+    pp = run_preprocess(manifest)
+    grays = [load_radiograph(p) for p in two_images]
+    with torch.no_grad():
+        ref = model.forward_aux(torch.from_numpy(np.stack([pp(g) for g in grays])))
+    ref_probs = sigmoid(ref["logits"].numpy())
+    assert np.ptp(ref_probs) > 1e-3  # the model is not constant: the comparison means something
+
+    results = list(Predictor(onnx_fp32, threads=1).predict_files(two_images, batch_size=1))
+    assert all(isinstance(r, PredictionResult) for r in results)
+    got = np.array([[r.probabilities[k] for k in CHEXPERT_LABELS] for r in results])
+    assert np.abs(got - ref_probs).max() < 1e-3
+    for r, g, roi in zip(results, grays, ref["roi"].numpy()):
+        assert (r.height, r.width) == g.shape
+        assert np.allclose(r.roi_boxes, pp.box_to_image(roi, *g.shape), atol=0.5)
+        assert r.positives == [k for k, _ in r.ranked() if r.probabilities[k] >= r.thresholds[k]]
+
+
+@pytest.mark.slow
+def test_int8_artifact_close_to_pytorch(predict_run, onnx_int8, two_images):
+    import torch
+
+    from mxa_edge.imageio import load_radiograph
+    from mxa_edge.runtime.predict import Predictor, sigmoid
+    from mxa_edge.training.run_io import load_run, run_preprocess
+
+    model, manifest = load_run(predict_run)
+    pp = run_preprocess(manifest)
+    with torch.no_grad():
+        ref = sigmoid(model(torch.from_numpy(np.stack([pp(load_radiograph(p)) for p in two_images]))).numpy())
+    got = np.array([[r.probabilities[k] for k in CHEXPERT_LABELS] for r in Predictor(onnx_int8).predict_files(two_images)])
+    assert np.abs(got - ref).mean() < 0.05
+
+
+# --- the CLI -------------------------------------------------------------------------------
+
+
+def test_cli_real_images_without_torch(onnx_fp32, tmp_path):
+    images = SHARED / "data" / "real-samples" / "images"
+    if not images.is_dir():
+        pytest.skip("../shared is absent: real images are not part of the repo")
+    blocker = tmp_path / "no-torch"
+    (blocker / "torch").mkdir(parents=True)
+    (blocker / "torch" / "__init__.py").write_text("raise ImportError('torch is blocked in this test')\n")
+    proc = _cli(images, "--model", onnx_fp32, "--json", pythonpath=blocker)
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout)
+    files = sorted(p for p in images.iterdir() if p.is_file())
+    assert sorted(Path(r["file"]).name for r in results) == [p.name for p in files]
+    for r in results:
+        probs = r["probabilities"]
+        assert list(probs) == list(CHEXPERT_LABELS)
+        assert all(0.0 <= v <= 1.0 for v in probs.values())
+        assert r["positives"] == [k for k in sorted(probs, key=lambda k: -probs[k]) if probs[k] >= r["thresholds"][k]]
+        assert len(r["roi_boxes"]) == 3  # M0 with MXA per stage: one box per stage
+        for x1, y1, x2, y2 in r["roi_boxes"]:
+            assert 0 <= x1 < x2 <= r["width"] and 0 <= y1 < y2 <= r["height"], (r["file"], r["roi_boxes"])
+        assert r["model_id"].startswith("efficientvit-multilabel-m0-mxa-64")
+
+
+def _multiframe_dicom(path: Path) -> Path:
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality = "CR"
+    ds.Rows, ds.Columns, ds.NumberOfFrames = 32, 32, 3
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = np.random.default_rng(0).integers(0, 4095, (3, 32, 32), dtype=np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def _huge_png_header(path: Path, w: int = 100_000, h: int = 100_000) -> Path:
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
+    chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk)
+    return path
+
+
+def test_cli_bad_files_reported_rest_predicted(onnx_fp32, two_images, tmp_path):
+    from PIL import Image
+
+    d = tmp_path / "batch"
+    d.mkdir()
+    ok = [d / p.name for p in two_images]
+    for src, dst in zip(two_images, ok):
+        dst.write_bytes(src.read_bytes())
+    jpg = d / "full.jpg"
+    Image.open(two_images[0]).save(jpg, quality=90)
+    bad = {
+        "empty.png": b"",
+        "truncated.png": two_images[1].read_bytes()[:200],
+        "truncated.jpg": jpg.read_bytes()[: len(jpg.read_bytes()) // 3],
+        "random.jpg": np.random.default_rng(0).bytes(4096),
+        "notes.dcm": b"this is a text file, not DICOM\n" * 10,
+    }
+    for name, data in bad.items():
+        (d / name).write_bytes(data)
+    jpg.unlink()
+    bad_paths = [d / n for n in bad] + [_multiframe_dicom(d / "cine.dcm"), _huge_png_header(d / "huge.png")]
+
+    proc = _cli(d, "--model", onnx_fp32, "--json")
+    assert proc.returncode == 3, proc.stderr
+    assert "Traceback" not in proc.stderr
+    error_lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(error_lines) == len(bad_paths), proc.stderr
+    for p in bad_paths:
+        assert sum(line.startswith(f"error: {p}: ") for line in error_lines) == 1, (p, proc.stderr)
+    results = json.loads(proc.stdout)
+    assert sorted(r["file"] for r in results) == sorted(map(str, ok))
+
+
+def test_cli_csv_and_overlay(onnx_fp32, two_images, tmp_path):
+    from PIL import Image
+
+    out_csv, overlays = tmp_path / "out" / "predictions.csv", tmp_path / "overlays"
+    proc = _cli(*two_images, "--model", onnx_fp32, "--csv", out_csv, "--overlay", overlays, "--batch", "1", "--threads", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert "Probability" in proc.stdout  # the human table went to stdout
+    with out_csv.open(newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["file", *CHEXPERT_LABELS, "positives"]
+    assert len(rows) == 1 + len(two_images)
+    assert [r[0] for r in rows[1:]] == [str(p) for p in two_images]
+    assert all(0.0 <= float(v) <= 1.0 for r in rows[1:] for v in r[1:15])
+    assert not [p for p in out_csv.parent.iterdir() if p.name != out_csv.name]  # no temp file left behind
+    for src in two_images:
+        with Image.open(src) as a, Image.open(overlays / f"{src.stem}.overlay.png") as b:
+            b.load()
+            assert b.format == "PNG"
+            assert abs(b.width / b.height - a.width / a.height) < 0.02
+
+
+def test_cli_nothing_found_and_bad_artifact(onnx_fp32, tmp_path):
+    proc = _cli(tmp_path / "*.png", "--model", onnx_fp32)
+    assert proc.returncode == 3 and "no images found" in proc.stderr and "Traceback" not in proc.stderr
+    img = _write_png(tmp_path / "x.png", 64, 64)
+    proc = _cli(img, "--model", tmp_path)
+    assert proc.returncode == 6 and "not an mxa-edge artifact" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,57 @@
+"""Runtime side (no torch needed at run time): artifact verification and both engines."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+from test_export import SIZE, _export, tiny_run  # noqa: E402,F401  (session fixture shared)
+
+from mxa_edge.errors import ArtifactError, ConfigError  # noqa: E402
+
+
+def test_runtime_modules_do_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, mxa_edge.runtime.artifact, mxa_edge.runtime.engines; "
+            "sys.exit(1 if 'torch' in sys.modules else 0)")  # fmt: skip
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_engines_agree_with_manifest(tiny_run):
+    from mxa_edge.runtime.artifact import load_artifact
+    from mxa_edge.runtime.engines import OpenVinoEngine, OrtEngine, open_engine
+
+    ort_art = load_artifact(_export(tiny_run, "onnx", "onnx-fp32", reuse=True))
+    ov_art = load_artifact(_export(tiny_run, "openvino", "ov-fp32", reuse=True))
+    assert isinstance(open_engine(ort_art), OrtEngine)
+    ov = open_engine(ov_art, threads=1)
+    assert isinstance(ov, OpenVinoEngine) and ov.inference_precision in ("f32", "float32")
+    x = np.random.default_rng(0).uniform(-1024, 1024, (2, 1, SIZE, SIZE)).astype(np.float32)
+    a, b = open_engine(ort_art).run(x), ov.run(x)
+    assert set(a) == set(b) == {"logits", "roi", "attention", "attention_box"}
+    assert np.abs(a["logits"] - b["logits"]).max() < 1e-3
+    assert ov_art.thresholds["Cardiomegaly"] == 0.5 and ov_art.preprocess.image_size == SIZE
+    with pytest.raises(ValueError):
+        open_engine(ort_art).run(x[:, 0])
+
+
+def test_bad_manifests(tmp_path):
+    from mxa_edge.runtime.artifact import load_artifact
+
+    with pytest.raises(ArtifactError, match="no manifest.json"):
+        load_artifact(tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps({"format": "mxa-edge-artifact", "format_version": 99}))
+    with pytest.raises(ArtifactError, match="format_version"):
+        load_artifact(tmp_path)
+
+
+def test_unknown_target_is_a_config_error(tiny_run):
+    from mxa_edge.export import export_run
+
+    with pytest.raises(ConfigError):
+        export_run(tiny_run, "coreml")

