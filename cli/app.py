@@ -13,7 +13,7 @@ import sys
 import typer
 
 from mxa_edge import __version__
-from mxa_edge_cli.commands import bench, data, eval as eval_cmd, export, predict, train
+from mxa_edge_cli.commands import bench, data, eval as eval_cmd, export, predict, report, train
 
 app = typer.Typer(
     name="mxa-edge",
@@ -45,6 +45,7 @@ app.command("eval")(eval_cmd.eval_)
 app.command("export")(export.export)
 app.command("bench")(bench.bench)
 app.command("predict")(predict.predict)
+app.command("report")(report.report)
 
 
 def main() -> None:

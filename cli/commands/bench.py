@@ -2,11 +2,128 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import List, Optional
+
 import typer
 
+from mxa_edge_cli.options import QuietOpt
+from mxa_edge_cli.output import Output, _json_safe
 
-def bench():
-    """Benchmark FLOPs, size and latency of a run and its exported artifacts across backends."""
-    from mxa_edge.errors import MxaError
 
-    raise MxaError("bench is not available in this build yet")
+def _batches(text: str) -> list[int]:
+    from mxa_edge.errors import ConfigError
+
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"--batch takes comma-separated positive integers such as 1,8; got {text!r}") from None
+    if not values or min(values) < 1:
+        raise ConfigError(f"--batch takes comma-separated positive integers such as 1,8; got {text!r}")
+    return values
+
+
+def bench(
+    paths: List[Path] = typer.Argument(..., help="Run folders (PyTorch + every export under RUN/exports) and/or artifact folders."),
+    batch: str = typer.Option("1,8", "--batch", "-b", help="Batch sizes: latency at the smallest, throughput at the largest."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Threads for every backend. Default: the physical cores."),
+    seconds: float = typer.Option(3.0, "--seconds", min=0.01, help="Measured time per row and batch size, split over interleaved rounds."),
+    warmup: float = typer.Option(1.0, "--warmup", min=0.0, help="Warm-up time per row and batch size before measuring."),
+    rounds: int = typer.Option(5, "--rounds", min=1, help="Interleaved rounds; figures are medians over rounds."),
+    json_file: Optional[Path] = typer.Option(None, "--json", help="Write everything (rows, machine, settings, compute bound) to this JSON file."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG of batch-1 latency (log x) against macro AUC."),
+    export_missing: Optional[bool] = typer.Option(
+        None, "--export-missing/--no-export-missing",
+        help="Create a run's missing ONNX/OpenVINO FP32/INT8 exports (drift-gated with the export defaults). Default: on when torch is installed.",
+    ),  # fmt: skip
+    quiet: bool = QuietOpt,
+):
+    """Benchmark a run and its exports across backends: FLOPs, size, latency, throughput, AUC.
+
+    Rows: PyTorch eager FP32, ONNX Runtime FP32/INT8, OpenVINO FP32 (f32 hint), OpenVINO at the
+    CPU's default precision (bf16 where the CPU has it), OpenVINO INT8, TensorRT FP16/INT8 and
+    PyTorch CUDA bf16 (or why they cannot run here). Every row runs on the same pinned threads,
+    interleaved in rounds so load from other jobs hits all rows alike; figures are medians
+    over rounds and speedups are paired round by round against the run's PyTorch FP32 row.
+    """
+    from mxa_edge.bench import plot_latency_auc, run_bench
+
+    o = Output(False, quiet)
+    rep = o.reporter()
+    result = run_bench(
+        paths, batches=_batches(batch), threads=threads, seconds=seconds, warmup=warmup, rounds=rounds,
+        export_missing=export_missing, reporter=rep,
+    )  # fmt: skip
+    if json_file is not None:
+        json_file.parent.mkdir(parents=True, exist_ok=True)
+        json_file.write_text(json.dumps(_json_safe(result), indent=2) + "\n")
+        o.info(f"wrote {json_file}")
+    if plot is not None:
+        written = plot_latency_auc(result, plot)
+        if written is None:
+            o.warn("no plot written: matplotlib is not installed or no row has both a latency and an AUC")
+        else:
+            o.info(f"wrote {written}")
+    o.result(result, lambda c: render(c, result))
+
+
+def _f(x, fmt: str = "{:.2f}") -> str:
+    return "—" if x is None else fmt.format(x)
+
+
+def _status(row: dict) -> str:
+    s = row["status"]
+    if s == "pass":
+        return "[green]pass[/]"
+    if s == "unavailable":
+        return f"[dim]unavailable ({row.get('reason')})[/]"
+    if s == "failed":
+        return f"[red]failed ({row.get('reason')})[/]"
+    return f"[yellow]{s}[/]"
+
+
+def render(console, result: dict) -> None:
+    from rich.table import Table
+
+    st = result["settings"]
+    lb, tb = st["latency_batch"], st["throughput_batch"]
+    groups: dict[str, list[dict]] = {}
+    for r in result["rows"]:
+        groups.setdefault(r["group"], []).append(r)
+    for rows in groups.values():
+        t = Table(title=f"{rows[0]['model']}  ({rows[0].get('image_size') or '?'} px)", title_justify="left")
+        cols = ("Backend", "Precision", "Status", "Params (M)", "GFLOPs", "Size (MB)", f"p50 b{lb} (ms)", "p90", "p99",
+                f"img/s b{tb}", "Speedup", "GFLOP/s", "% peak", "Macro AUC", "Worst Δ")  # fmt: skip
+        for c in cols:
+            t.add_column(c, justify="left" if c in ("Backend", "Precision", "Status") else "right", overflow="fold")
+        for r in rows:
+            worst = f"{r['worst_delta']:+.3f} {r['worst_label']}" if r.get("worst_delta") is not None else "—"
+            t.add_row(
+                r["backend"], r["precision"], _status(r), _f(r["params"] / 1e6 if r.get("params") else None),
+                _f(r.get("gflops"), "{:.3f}"), _f(r.get("size_mb"), "{:.1f}"), _f(r["p50_ms"]), _f(r["p90_ms"]),
+                _f(r["p99_ms"]), _f(r["throughput_img_s"], "{:.0f}"), _f(r["speedup"], "{:.2f}x"),
+                _f(r["achieved_gflops"], "{:.1f}"), _f(r["fraction_of_peak"] * 100 if r["fraction_of_peak"] else None, "{:.1f}%"),
+                _f(r.get("macro_auc"), "{:.3f}"), worst,
+            )  # fmt: skip
+        console.print(t)
+    m, cb = result["machine"], result["compute_bound"]
+    flags = " ".join(k for k, v in m["flags"].items() if v)
+    console.print(
+        f"{m['cpu_model']}, {m['physical_cores']} physical / {m['logical_cores']} logical cores, {flags}; "
+        f"{st['threads']} threads, {st['seconds']} s per row and batch in {st['rounds']} interleaved rounds (medians); "
+        f"load average {', '.join(f'{x:.1f}' for x in m['load_average'] or [])}"
+    )
+    meas = cb["measured"]
+    peaks = ", ".join(f"{k} {meas[k]['gflops']:.0f}" for k in ("fp32", "bf16", "int8") if k in meas)
+    console.print(f"peak GFLOP/s measured ({meas['fp32']['method']}; int8: {meas['int8']['method']}): {peaks}")
+    th = cb["theoretical"]
+    if th.get("available"):
+        console.print(f"theoretical: fp32 {th['fp32']:.0f}, bf16 {th['bf16']:.0f}, int8 {th['int8']:.0f} GFLOP/s — {th['assumption']}")
+    best = cb.get("best_int8")
+    if best:
+        console.print(
+            f"best INT8: {best['row']} at {best['achieved_gflops']:.1f} GFLOP/s = {best['ratio_to_measured_peak']:.1%} of the "
+            f"measured int8 peak ({best['bound_img_s']:.0f} img/s bound), "
+            f"{_f(best['ratio_to_theoretical_peak'] and best['ratio_to_theoretical_peak'] * 100, '{:.1f}%')} of theoretical"
+        )
