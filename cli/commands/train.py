@@ -76,8 +76,13 @@ def train(
     augment: str = typer.Option("rand-m5-mstd1", "--augment", help="Grayscale-safe RandAugment ('rand-m<mag>-mstd<std>-n<ops>') or 'none'."),
     no_ema: bool = typer.Option(False, "--no-ema", help="Select the raw weights instead of their exponential moving average."),
     seed: int = SeedOpt,
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last completed epoch."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint (same batches and augmentations)."),
+    checkpoint_every: int = typer.Option(20, "--checkpoint-every", min=0, help="Steps between mid-epoch checkpoints (0: only at epoch ends)."),
+    amp: str = typer.Option("auto", "--amp", help="Mixed precision: auto (bf16 autocast on CUDA, off on CPU), bf16, or off."),
+    channels_last: bool = typer.Option(False, "--channels-last", help="Channels-last memory format (faster convolutions on recent GPUs)."),
+    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the student (first steps are slower while it compiles)."),
     device: Device = typer.Option(Device.cpu, "--device", help="cpu or cuda."),
+    devices: int = typer.Option(1, "--devices", min=1, help="Processes for DistributedDataParallel, started with torch's own launcher (one per GPU with --device cuda; gloo on CPU)."),
     json_out: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ):
@@ -91,10 +96,28 @@ def train(
     from mxa_edge.training.config import TrainConfig
     from mxa_edge.training.pipeline import train as run_training
 
+    if amp not in ("auto", "bf16", "off"):
+        raise typer.BadParameter("expected auto, bf16 or off", param_hint="--amp")
     if resume and out is None:
         raise typer.BadParameter("--resume needs --out (the run folder to continue)", param_hint="--resume")
-    o = Output(json_out, quiet)
     out = out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    if devices > 1:
+        import os
+        import sys
+
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise typer.BadParameter("already running under torchrun; drop --devices", param_hint="--devices")
+        from mxa_edge.training.distributed import launch
+
+        raw, argv = sys.argv[1:], []
+        for i, a in enumerate(raw):  # drop "--devices N" / "--devices=N"
+            if a.startswith("--devices") or (i > 0 and raw[i - 1] == "--devices"):
+                continue
+            argv.append(a)
+        if "--out" not in argv and "-o" not in argv:
+            argv += ["--out", str(out)]  # every rank must agree on the run folder
+        raise typer.Exit(launch(devices, argv))
+    o = Output(json_out, quiet)
     cfg = TrainConfig(
         data=str(data) if data else None, out=str(out), model=model.value, image_size=image_size, epochs=epochs,
         batch_size=batch_size, lr=lr, mxa=not no_mxa, mxa_placement=mxa_placement.value, kd=not no_kd,
@@ -102,9 +125,12 @@ def train(
         teacher_epochs=teacher_epochs, kd_alpha=kd_alpha, kd_temperature=kd_temperature, kd_online=kd_online,
         uncertainty=uncertainty.value, blank="mask" if blank_mask else "negative", frontal_only=not include_lateral,
         ap_pa=ap_pa, class_balanced=class_balanced, augment=augment, ema=not no_ema, seed=seed, resume=resume,
-        device=device.value,
+        device=device.value, checkpoint_every=checkpoint_every, amp=amp, channels_last=channels_last,
+        compile=compile_model,
     )  # fmt: skip
     result = run_training(cfg, o.reporter())
+    if "metrics" not in result:  # a non-zero DDP rank: rank 0 reports
+        return
     metrics = result["metrics"]
 
     def render(console):

@@ -34,6 +34,13 @@ class SplitArrays:
         return to_model_range(self.images[index], preprocess)
 
 
+def _head(s: ChexpertSplit, limit: int) -> ChexpertSplit:
+    return ChexpertSplit(
+        root=s.root, name=s.name, paths=s.paths[:limit], raw=s.raw[:limit], views=s.views[:limit],
+        ap_pa=s.ap_pa[:limit], rel_paths=s.rel_paths[:limit],
+    )  # fmt: skip
+
+
 def to_model_range(images_u8: np.ndarray, preprocess: Preprocess) -> np.ndarray:
     return scale_to_range(images_u8.astype(np.float32) / 255.0, preprocess.value_range)[:, None]
 
@@ -56,14 +63,27 @@ def load_split_arrays(
     limit: int | None = None,
     progress=None,
     workers: int = 2,
+    cache: bool | None = None,
 ) -> SplitArrays:
-    """Read a split's CSV and decode its images; ``progress(n_done, n_total)`` if given."""
+    """Read a split's CSV and decode its images; ``progress(n_done, n_total)`` if given.
+
+    ``cache``: None uses the preprocessed image cache when one exists (``mxa-edge data
+    cache``), True builds it first when missing, False always decodes.
+    """
+    from mxa_edge.data.cache import build_cache, open_cached
+
     s = read_split(Path(root), split, frontal_only=frontal_only, ap_pa=ap_pa)
+    if cache is not False:
+        if cache:
+            build_cache(s, preprocess, workers=workers, progress=progress)
+        cached = open_cached(s, preprocess)
+        if cached is not None:
+            rows = slice(0, limit) if limit is not None else slice(None)
+            s = _head(s, limit) if limit is not None and limit < len(s) else s
+            targets, mask = targets_and_mask(s.raw, uncertainty, blank=blank)
+            return SplitArrays(s, cached[rows], targets, mask)
     if limit is not None and limit < len(s):
-        s = ChexpertSplit(
-            root=s.root, name=s.name, paths=s.paths[:limit], raw=s.raw[:limit], views=s.views[:limit],
-            ap_pa=s.ap_pa[:limit], rel_paths=s.rel_paths[:limit],
-        )  # fmt: skip
+        s = _head(s, limit)
     images = np.empty((len(s), preprocess.image_size, preprocess.image_size), dtype=np.uint8)
     # Decoding releases the GIL in Pillow, so a small thread pool uses both cores.
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:

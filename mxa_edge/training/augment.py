@@ -45,9 +45,15 @@ class RandAugmentGray:
         self.magnitude = magnitude
         self.magnitude_std = magnitude_std
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """x: (B, 1, H, W) floats in [0, 1] -> augmented, same shape and range."""
-        b = x.shape[0]
+    def __call__(self, x: torch.Tensor, generator: torch.Generator, rows: slice | None = None, batch_size: int | None = None) -> torch.Tensor:
+        """x: (B, 1, H, W) floats in [0, 1] -> augmented, same shape and range.
+
+        Under DDP each rank holds ``rows`` of a global batch of ``batch_size``: parameters
+        are drawn for the whole global batch from the shared generator and sliced, so the
+        augmentations are the same as in a single-process run.
+        """
+        b = batch_size or x.shape[0]
+        rows = rows if rows is not None else slice(None)
         dev = x.device
         # Choose num_ops distinct ops per image: argsort of random keys.
         keys = torch.rand(b, len(OPS), generator=generator)
@@ -55,9 +61,10 @@ class RandAugmentGray:
         chosen.scatter_(1, keys.argsort(dim=1)[:, : self.num_ops], True)
         mag = (self.magnitude + self.magnitude_std * torch.randn(b, len(OPS), generator=generator)).clamp(0, 10) / 10
         sign = torch.where(torch.rand(b, len(OPS), generator=generator) < 0.5, -1.0, 1.0)
-        amount = {op: (chosen[:, i] * mag[:, i] * sign[:, i] * _MAX[op]).to(dev) for i, op in enumerate(OPS)}
+        amount = {op: (chosen[:, i] * mag[:, i] * sign[:, i] * _MAX[op])[rows].to(dev) for i, op in enumerate(OPS)}
+        noise = torch.randn((b, *x.shape[1:]), generator=generator)[rows].to(dev)
         x = self._geometric(x, amount)
-        x = self._intensity(x, amount, generator)
+        x = self._intensity(x, amount, noise)
         return x.clamp(0.0, 1.0)
 
     @staticmethod
@@ -79,7 +86,7 @@ class RandAugmentGray:
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
     @staticmethod
-    def _intensity(x: torch.Tensor, a: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
+    def _intensity(x: torch.Tensor, a: dict[str, torch.Tensor], noise: torch.Tensor) -> torch.Tensor:
         v = lambda t: t.view(-1, 1, 1, 1)  # noqa: E731
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
         x = (x - mean) * (1.0 + v(a["contrast"])) + mean
@@ -88,7 +95,5 @@ class RandAugmentGray:
         if bool(a["sharpness"].any()):
             blurred = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
             x = x + v(a["sharpness"]) * (x - blurred)  # >0 sharpens, <0 blurs
-        if bool(a["noise"].any()):
-            noise = torch.randn(x.shape, generator=generator).to(x.device)
-            x = x + v(a["noise"].abs()) * noise
+        x = x + v(a["noise"].abs()) * noise
         return x

@@ -42,11 +42,22 @@ class TrainConfig:
     limit_train: int | None = None
     limit_valid: int | None = None
     resume: bool = False
+    checkpoint_every: int = 20  # steps between mid-epoch checkpoints (0: epoch ends only)
+    amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | bf16 | off
+    channels_last: bool = False
+    compile: bool = False
     n_boot: int = 1000
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def amp_dtype(self) -> str | None:
+        """bf16 autocast on CUDA by default; on CPU fp32 unless asked (CPU autocast is slow
+        for these small depthwise-heavy models)."""
+        if self.amp == "auto":
+            return "bf16" if self.device == "cuda" else None
+        return None if self.amp == "off" else self.amp
 
     def effective_lr(self) -> float:
         # Square-root scaling from the paper's 1e-3 at batch 512: linear scaling leaves

@@ -40,6 +40,12 @@ class LoopSettings:
     augment: RandAugmentGray | None = None
     value_range: tuple[float, float] = (-1024.0, 1024.0)
     task: str = "train"
+    # Mid-epoch checkpoints (steps); 0 = only at epoch ends. A SIGKILL then loses at most
+    # this many steps, and the resumed run replays the same batches and augmentations.
+    checkpoint_every: int = 0
+    amp: str | None = None  # "bf16": autocast the forward pass (CUDA); None: full fp32
+    channels_last: bool = False
+    compile: bool = False
 
 
 @dataclass
@@ -102,6 +108,20 @@ def run_loop(
     s = settings
     dev = torch.device(s.device)
     model.to(dev)
+    if s.channels_last:
+        model.to(memory_format=torch.channels_last)
+    # torch.compile wraps the module; the wrapper shares parameters, so optimizer, EMA and
+    # checkpoints keep working on ``model`` itself.
+    from mxa_edge.training import distributed as ddp
+
+    world, rank = ddp.world_size(), ddp.rank()
+    if s.batch_size % world:
+        from mxa_edge.errors import ConfigError
+
+        raise ConfigError(f"batch size {s.batch_size} must be divisible by the number of processes ({world})")
+    forward = ddp.wrap(model, s.device)
+    forward = torch.compile(forward) if s.compile else forward
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(s.amp or "", None)
     n = len(train_images)
     steps_per_epoch = max(1, n // s.batch_size)  # drop the last partial batch: BN needs >1 sample
     total_steps = steps_per_epoch * s.epochs
@@ -116,16 +136,34 @@ def run_loop(
     best = {"score": -math.inf, "epoch": -1, "state": None}
     start_epoch = 0
 
+    start_step = 0
+    resume_state = None
     if resume and checkpoint_path is not None and checkpoint_path.is_file():
         ck = torch.load(checkpoint_path, map_location=dev, weights_only=True)
         model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
         if ema is not None and ck.get("ema") is not None:
             ema.module.load_state_dict(ck["ema"])
-        start_epoch = int(ck["epoch"]) + 1
         history = list(ck.get("history", []))
         best = {"score": float(ck["best_score"]), "epoch": int(ck["best_epoch"]), "state": ck["best_state"]}
-        reporter.log(f"resumed from {checkpoint_path} after epoch {start_epoch}")
+        start_epoch, start_step = int(ck["epoch"]), int(ck.get("next_step", steps_per_epoch))
+        if start_step >= steps_per_epoch:  # the checkpoint closed its epoch
+            start_epoch, start_step = start_epoch + 1, 0
+        else:
+            resume_state = ck
+        reporter.log(f"resumed from {checkpoint_path}: epoch {start_epoch + 1}, step {start_step}")
+
+    def save_checkpoint(epoch: int, next_step: int, aug_gen: torch.Generator | None, partial: dict) -> None:
+        if checkpoint_path is None:
+            return
+        state = {
+            "epoch": epoch, "next_step": next_step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "ema": ema.module.state_dict() if ema is not None else None, "history": history,
+            "best_score": best["score"], "best_epoch": best["epoch"], "best_state": best["state"],
+            "aug_generator": aug_gen.get_state() if aug_gen is not None else None, "partial": partial,
+        }  # fmt: skip
+        with atomic_path(checkpoint_path) as tmp:
+            torch.save(state, tmp)
 
     targets_t = torch.from_numpy(train_targets)
     mask_t = torch.from_numpy(train_mask)
@@ -134,17 +172,32 @@ def run_loop(
         model.train()
         order = torch.randperm(n, generator=_epoch_generator(s.seed, epoch, 0))
         aug_gen = _epoch_generator(s.seed, epoch, 1)
+        first_step, partial = 0, {"seen": 0, "loss_sum": 0.0, "kd_sum": 0.0}
+        if resume_state is not None and epoch == start_epoch:
+            first_step = start_step
+            aug_gen.set_state(resume_state["aug_generator"])
+            partial = dict(resume_state["partial"])
         reporter.start(f"{s.task} epoch {epoch + 1}/{s.epochs}", steps_per_epoch)
-        t0, seen, loss_sum, kd_sum = time.perf_counter(), 0, 0.0, 0.0
-        for step in range(steps_per_epoch):
-            idx = order[step * s.batch_size : (step + 1) * s.batch_size]
+        reporter.advance(f"{s.task} epoch {epoch + 1}/{s.epochs}", first_step)
+        t0 = time.perf_counter()
+        seen, loss_sum, kd_sum = partial["seen"], partial["loss_sum"], partial["kd_sum"]
+        seen_here = 0
+        for step in range(first_step, steps_per_epoch):
+            # The global batch comes from the shared seeded order; this rank takes every
+            # world-th row of it (all of it when not distributed).
+            mine = slice(rank, None, world)
+            idx = order[step * s.batch_size : (step + 1) * s.batch_size][mine]
             x = torch.from_numpy(train_images[idx.numpy()]).float().div_(255.0)[:, None]
             if s.augment is not None:
-                x = s.augment(x, aug_gen)
+                x = s.augment(x, aug_gen, rows=mine, batch_size=s.batch_size)
             x = (x * (hi - lo) + lo).to(dev, non_blocking=True)
+            if s.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             teacher_logits, kd_mask = kd_targets(idx, x) if kd_targets is not None else (None, None)
-            logits = model(x)
-            out = loss_fn(logits, targets_t[idx].to(dev), mask_t[idx].to(dev), teacher_logits, kd_mask)
+            with torch.autocast(dev.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
+                logits = forward(x)
+            # The loss in fp32 whatever the forward precision.
+            out = loss_fn(logits.float(), targets_t[idx].to(dev), mask_t[idx].to(dev), teacher_logits, kd_mask)
             optimizer.zero_grad(set_to_none=True)
             out["loss"].backward()
             if s.agc_clip:
@@ -154,23 +207,28 @@ def run_loop(
             scheduler.step_update(global_step)
             if ema is not None:
                 ema.update(model, step=global_step)
-            seen += len(idx)
-            loss_sum += float(out["loss"]) * len(idx)
-            kd_sum += float(out.get("kd", 0.0)) * len(idx)
+            n_global = len(idx) * world
+            seen += n_global
+            seen_here += n_global
+            loss_sum += float(ddp.all_reduce_mean(out["loss"].detach())) * n_global
+            kd_sum += float(ddp.all_reduce_mean(torch.as_tensor(out.get("kd", 0.0)))) * n_global
             lr = optimizer.param_groups[0]["lr"]
             reporter.advance(
                 f"{s.task} epoch {epoch + 1}/{s.epochs}", 1, loss=float(out["loss"]), lr=lr,
-                img_s=seen / max(time.perf_counter() - t0, 1e-9),
+                img_s=seen_here / max(time.perf_counter() - t0, 1e-9),
             )  # fmt: skip
+            if s.checkpoint_every and (step + 1) % s.checkpoint_every == 0 and step + 1 < steps_per_epoch and rank == 0:
+                save_checkpoint(epoch, step + 1, aug_gen, {"seen": seen, "loss_sum": loss_sum, "kd_sum": kd_sum})
         reporter.finish(f"{s.task} epoch {epoch + 1}/{s.epochs}")
         train_time = time.perf_counter() - t0
 
         eval_model = ema.module if ema is not None else model
         refresh_attention_bias_cache(eval_model)
-        score = float(score_fn(eval_model))
+        # Only rank 0 selects and saves; the other ranks skip validation.
+        score = float(score_fn(eval_model)) if rank == 0 else math.nan
         record = {
             "task": s.task, "epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "kd": kd_sum / max(seen, 1),
-            "lr": optimizer.param_groups[0]["lr"], "img_per_s": seen / max(train_time, 1e-9),
+            "lr": optimizer.param_groups[0]["lr"], "img_per_s": seen_here / max(train_time, 1e-9),
             "valid_macro_auc": None if math.isnan(score) else score,
         }  # fmt: skip
         history.append(record)
@@ -178,17 +236,11 @@ def run_loop(
             best = {"score": score, "epoch": epoch + 1, "state": {k: v.detach().clone() for k, v in eval_model.state_dict().items()}}
         if best["state"] is None:  # no usable validation score (e.g. one class only): keep the latest
             best = {"score": -math.inf, "epoch": epoch + 1, "state": {k: v.detach().clone() for k, v in eval_model.state_dict().items()}}
-        if log_path is not None:
+        if log_path is not None and rank == 0:
             with open(log_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
-        if checkpoint_path is not None:
-            state = {
-                "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "ema": ema.module.state_dict() if ema is not None else None, "history": history,
-                "best_score": best["score"], "best_epoch": best["epoch"], "best_state": best["state"],
-            }  # fmt: skip
-            with atomic_path(checkpoint_path) as tmp:
-                torch.save(state, tmp)
+        if rank == 0:
+            save_checkpoint(epoch, steps_per_epoch, None, {})
         if on_epoch_end is not None:
             on_epoch_end(record, best)
         reporter.log(

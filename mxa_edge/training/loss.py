@@ -32,13 +32,21 @@ class DistillationLoss(nn.Module):
         self.register_buffer("pos_weight", pos_weight if pos_weight is not None else None, persistent=False)
 
     def supervised(self, logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        from mxa_edge.training.distributed import all_reduce_sum, world_size
+
         cell = F.binary_cross_entropy_with_logits(logits, targets, pos_weight=self.pos_weight, reduction="none")
-        return (cell * mask).sum() / mask.sum().clamp(min=1.0)
+        # Under DDP: normalise by the GLOBAL count of unmasked cells, times the world size
+        # because DDP averages gradients over ranks; equals the single-process loss.
+        count = all_reduce_sum(mask.sum()).clamp(min=1.0)
+        return (cell * mask).sum() / count * world_size()
 
     def distillation(self, logits: torch.Tensor, teacher_logits: torch.Tensor, kd_mask: torch.Tensor) -> torch.Tensor:
+        from mxa_edge.training.distributed import all_reduce_mean
+
         tau = self.temperature
         p_t = torch.sigmoid(teacher_logits.detach() / tau)
-        w = (1.0 - p_t.mean(dim=0)).detach() * kd_mask  # (C,)
+        # w_j from the global batch (ranks hold equal shares, so the mean of means is exact).
+        w = (1.0 - all_reduce_mean(p_t.mean(dim=0))).detach() * kd_mask  # (C,)
         per_label = F.binary_cross_entropy_with_logits(logits / tau, p_t, reduction="none").mean(dim=0)
         return (w * per_label).sum() / logits.shape[1] * tau * tau
 

@@ -238,16 +238,32 @@ def _plot_curves(history: list[dict], path: Path) -> None:
 
 def train(cfg: TrainConfig, reporter: Reporter = SILENT) -> dict:
     """Run the whole training job; returns the summary also written to metrics.json."""
+    from mxa_edge.training import distributed as ddp
+
     t_start = time.perf_counter()
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda was asked for but CUDA is not available here; use --device cpu")
     out = Path(cfg.out)
     if (out / run_io.MANIFEST).exists() and not cfg.resume:
         raise ConfigError(f"{out}: already holds a finished run; pass --resume to continue it or choose another --out")
+    device = ddp.init_from_env(cfg.device)
+    if device != cfg.device:  # this rank's GPU under torchrun
+        from dataclasses import replace
+
+        cfg = replace(cfg, device=device)
+    if not ddp.is_main():
+        reporter = SILENT
     out.mkdir(parents=True, exist_ok=True)
-    data = _Data(cfg, reporter)
+    # Rank 0 generates the default dataset and fine-tunes (or finds) the cached teacher
+    # first; the other ranks then read both from the cache.
+    if ddp.is_main():
+        data = _Data(cfg, reporter)
+        teacher, teacher_info = build_teacher(cfg, data, reporter)
+    ddp.barrier()
+    if not ddp.is_main():
+        data = _Data(cfg, reporter)
+        teacher, teacher_info = build_teacher(cfg, data, reporter)
     spec = _spec(cfg)
-    teacher, teacher_info = build_teacher(cfg, data, reporter)
     kd_fn, _ = make_kd_targets(cfg, data, teacher, teacher_info, reporter)
     if teacher is not None:
         teacher_probs = _sigmoid(predict_logits(teacher.densenet if teacher.kind == "finetune" else _XrvAdapter(teacher), data.valid.images, data.pp.value_range, device=cfg.device))
@@ -266,6 +282,8 @@ def train(cfg: TrainConfig, reporter: Reporter = SILENT) -> dict:
         weight_decay=cfg.weight_decay, warmup_epochs=cfg.warmup_epochs, agc_clip=cfg.agc_clip,
         ema_decay=ema_decay_for(steps, cfg.ema_decay) if cfg.ema else None, seed=cfg.seed, device=cfg.device,
         augment=_parse_augment(cfg.augment), value_range=data.pp.value_range, task="student",
+        checkpoint_every=cfg.checkpoint_every, amp=cfg.amp_dtype(), channels_last=cfg.channels_last,
+        compile=cfg.compile,
     )  # fmt: skip
     log_path = out / "log.jsonl"
     if not cfg.resume and log_path.exists():
@@ -276,6 +294,10 @@ def train(cfg: TrainConfig, reporter: Reporter = SILENT) -> dict:
         kd_targets=kd_fn, checkpoint_path=out / run_io.CHECKPOINT, resume=cfg.resume, log_path=log_path,
         reporter=reporter,
     )  # fmt: skip
+    if not ddp.is_main():
+        ddp.barrier()
+        ddp.shutdown()
+        return {"run": str(out), "rank": ddp.rank()}
     student.load_state_dict(result.best_state)
     refresh_attention_bias_cache(student)
     weights_sha = run_io.save_weights(student, out / run_io.WEIGHTS)
@@ -298,10 +320,14 @@ def train(cfg: TrainConfig, reporter: Reporter = SILENT) -> dict:
         "data": data.record(cfg), "train_config": cfg.to_dict(),
         "teacher": {k: v for k, v in teacher_info.items() if k != "cache"},
         "ema_decay": settings.ema_decay, "effective_lr": settings.lr,
+        "precision": {"amp": settings.amp or "off", "channels_last": settings.channels_last, "compile": settings.compile},
         "selected_epoch": result.best_epoch, "versions": _versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }  # fmt: skip
+    manifest["distributed"] = {"world_size": ddp.world_size(), "backend": "nccl" if cfg.device.startswith("cuda") else "gloo"} if ddp.world_size() > 1 else None
     write_json(out / run_io.MANIFEST, manifest)
+    ddp.barrier()
+    ddp.shutdown()
     return {"run": str(out), "metrics": metrics, "manifest": manifest}
 
 
