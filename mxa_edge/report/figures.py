@@ -1,0 +1,115 @@
+"""Figures for the report, as PNG data URIs: ROC small multiples and the reliability diagram.
+
+matplotlib's object API (``Figure``, rendered by Agg on ``savefig``) — no pyplot, no global
+backend switch. ROC points are computed here with numpy (ties form one step, as sklearn).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+
+REF_COLOUR = "#1f5fa8"
+NEW_COLOUR = "#d9641e"
+
+
+def png_data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _figure_png(fig, dpi: int) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def roc_points(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(fpr, tpr) from (0, 0) to (1, 1), one point per distinct score; needs both classes."""
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # last index of each tied group
+    tps = np.cumsum(y)[last]
+    fps = (last + 1) - tps
+    return np.r_[0.0, fps / fps[-1]], np.r_[0.0, tps / tps[-1]]
+
+
+def label_counts(targets: np.ndarray, mask: np.ndarray, c: int) -> tuple[int, int]:
+    m = mask[:, c] == 1
+    n_pos = int(np.sum(targets[m, c] == 1))
+    return n_pos, int(m.sum()) - n_pos
+
+
+def roc_grid(labels, targets, mask, curves: list, aucs: list[dict], cols: int = 4) -> bytes:
+    """One panel per finding; ``curves`` are Scores (probs may be None), ``aucs`` their per-label AUC."""
+    from matplotlib.figure import Figure
+
+    rows = -(-len(labels) // cols)
+    fig = Figure(figsize=(cols * 2.55, rows * 2.55), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    styles = [dict(color=REF_COLOUR, lw=1.6), dict(color=NEW_COLOUR, lw=1.4, ls="--")]
+    for k, ax in enumerate(axes.flat):
+        if k >= len(labels):
+            ax.set_axis_off()
+            continue
+        name = labels[k]
+        n_pos, n_neg = label_counts(targets, mask, k)
+        ax.plot([0, 1], [0, 1], color="#bbbbbb", lw=0.8)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.01)
+        ax.set_aspect("equal")
+        ax.tick_params(labelsize=6)
+        ax.set_title(f"{name}", fontsize=8)
+        if k % cols == 0:
+            ax.set_ylabel("sensitivity", fontsize=7)
+        if k // cols == rows - 1 or k + cols >= len(labels):
+            ax.set_xlabel("1 − specificity", fontsize=7)
+        if n_pos == 0 or n_neg == 0:
+            ax.text(0.5, 0.5, f"not evaluable\n{n_pos} positive, {n_neg} negative", ha="center", va="center",
+                    fontsize=8, color="#a00000", transform=ax.transAxes)  # fmt: skip
+            continue
+        m = mask[:, k] == 1
+        y = targets[m, k]
+        for scores, auc, style in zip(curves, aucs, styles):
+            if scores.probs is None:
+                continue
+            fpr, tpr = roc_points(y, scores.probs[m, k])
+            tag = "FP32" if style is styles[0] else "exported"
+            ax.plot(fpr, tpr, label=f"{tag} {auc[name]:.3f}", **style)
+        ax.legend(loc="lower right", fontsize=6, frameon=False, title=f"n+ {n_pos}, n− {n_neg}", title_fontsize=6)
+    return _figure_png(fig, dpi=90)
+
+
+def reliability_diagram(curves: list, reliabilities: list[dict | None]) -> bytes:
+    """Observed frequency against mean predicted probability (all evaluated cells pooled)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 5.2), layout="constrained")
+    ax, hist = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot([0, 1], [0, 1], color="#999999", lw=0.8, ls=":", label="perfect calibration")
+    colours = [REF_COLOUR, NEW_COLOUR]
+    markers = ["o", "s"]
+    width = None
+    for i, (scores, rel) in enumerate(zip(curves, reliabilities)):
+        if scores.probs is None or rel is None:
+            continue
+        x = np.array([v if v is not None else np.nan for v in rel["mean_predicted"]])
+        y = np.array([v if v is not None else np.nan for v in rel["observed_frequency"]])
+        ok = np.isfinite(x) & np.isfinite(y)
+        tag = "FP32" if i == 0 else "exported"
+        ax.plot(x[ok], y[ok], marker=markers[i], ms=4, color=colours[i], lw=1.3,
+                label=f"{tag}: ECE {rel['ece']:.3f}")  # fmt: skip
+        edges = np.asarray(rel["bin_edges"])
+        width = (edges[1] - edges[0]) * 0.45
+        offset = -width / 2 if i == 0 else width / 2
+        hist.bar(np.asarray(rel["bin_centers"]) + offset, rel["counts"], width=width, color=colours[i], alpha=0.8)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("observed frequency")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title("Reliability (all findings pooled, 15 bins)", fontsize=10)
+    hist.set_yscale("symlog")
+    hist.set_xlabel("predicted probability")
+    hist.set_ylabel("cells")
+    return _figure_png(fig, dpi=90)

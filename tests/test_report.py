@@ -1,0 +1,274 @@
+"""mxa-edge report: one self-contained HTML page per exported artifact.
+
+A tiny run is trained once (real training pipeline, 1 epoch, no teacher) on a copy of the
+session's phantom dataset whose validation split has NO Fracture positives, so one finding is
+one-class; it is exported with the real ``export_run`` (ONNX, loose gate). The page is checked
+as HTML (structure, nothing external) and, where Debian's chromium is installed, in a real
+headless browser (DOM, console, screenshot).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("onnx")
+pytest.importorskip("matplotlib")
+
+from conftest import tiny_config  # noqa: E402
+
+from mxa_edge.labels import CHEXPERT_LABELS  # noqa: E402
+
+ONE_CLASS = "Fracture"
+N_BOOT = 100
+
+
+def _one_class_copy(root: Path, dest: Path) -> Path:
+    """``root`` with every Fracture label in valid.csv set to 0: images shared by symlink."""
+    new = dest / root.name
+    new.mkdir(parents=True)
+    for sub in ("train", "valid"):
+        (new / sub).symlink_to(root / sub, target_is_directory=True)
+    for name in ("train.csv", "boxes.csv"):
+        shutil.copy(root / name, new / name)
+    with (root / "valid.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    with (new / "valid.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        for row in rows:
+            w.writerow({**row, ONE_CLASS: "0.0"})
+    return new
+
+
+@pytest.fixture(scope="module")
+def artifact(phantom_root, tmp_path_factory) -> Path:
+    from mxa_edge.export import export_run
+    from mxa_edge.training.pipeline import train
+
+    base = tmp_path_factory.mktemp("report")
+    root = _one_class_copy(phantom_root, base / "data")
+    run = base / "run"
+    # One SGD step is enough: the report is under test, not the model.
+    train(tiny_config(root, run, epochs=1, kd=False, teacher="none", n_boot=0, limit_train=32))
+    return export_run(run, "onnx", max_macro_drop=1, max_drop=1, n_boot=50).artifact
+
+
+@pytest.fixture(scope="module")
+def report(artifact, tmp_path_factory) -> Path:
+    from mxa_edge.report import build_report
+
+    out = tmp_path_factory.mktemp("html") / "report.html"
+    return build_report(artifact, out=out, gallery=3, n_boot=N_BOOT)
+
+
+class _Page(HTMLParser):
+    """Tags with their attributes, table rows per table id, and the text."""
+
+    def __init__(self):
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+        self.tables: dict[str, list[str]] = {}
+        self._table: list[str | None] = []
+        self._section: list[str] = []
+        self._row: list[str] | None = None
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        self.tags.append((tag, a))
+        if tag == "table":
+            self._table.append(a.get("id"))
+            if a.get("id"):
+                self.tables[a["id"]] = []
+        elif tag in ("tbody", "thead", "tfoot"):
+            self._section.append(tag)
+        elif tag == "tr" and self._table and self._table[-1] and self._section and self._section[-1] == "tbody":
+            self._row = []
+
+    def handle_endtag(self, tag):
+        if tag == "table" and self._table:
+            self._table.pop()
+        elif tag in ("tbody", "thead", "tfoot") and self._section:
+            self._section.pop()
+        elif tag == "tr" and self._row is not None:
+            self.tables[self._table[-1]].append(" ".join(self._row))
+            self._row = None
+
+    def handle_data(self, data):
+        self.text.append(data)
+        if self._row is not None:
+            self._row.append(data.strip())
+
+
+def _parse(html: str) -> _Page:
+    p = _Page()
+    p.feed(html)
+    return p
+
+
+def _assert_self_contained(html: str, page: _Page) -> None:
+    assert not re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", html, re.I), "external src/href"
+    assert not re.search(r"url\(\s*['\"]?\s*(?:https?:)?//", html, re.I), "external url() in CSS"
+    assert "@import" not in html
+    tags = {t for t, _ in page.tags}
+    assert not tags & {"script", "link", "iframe", "object", "embed"}
+    imgs = [a.get("src", "") for t, a in page.tags if t == "img"]
+    assert imgs and all(s.startswith("data:image/png;base64,") for s in imgs)
+
+
+def test_report_structure(report, artifact):
+    from mxa_edge.report.records import artifact_sha256
+    from mxa_edge.runtime.artifact import load_artifact
+
+    html = report.read_text(encoding="utf-8")
+    page = _parse(html)
+    _assert_self_contained(html, page)
+
+    rows = page.tables["pathology-table"]
+    assert len(rows) == 14
+    for name, row in zip(CHEXPERT_LABELS, rows):
+        assert row.startswith(name)
+    fracture = rows[CHEXPERT_LABELS.index(ONE_CLASS)]
+    assert "not evaluable" in fracture and "no positives" in fracture
+    evaluable = [r for r in rows if "not evaluable" not in r]
+    assert evaluable and all(r.endswith("PASS") for r in evaluable)  # gate bound 1: nothing can fail
+    assert all(re.search(r"\d\.\d{3} – \d\.\d{3}", r) for r in evaluable)  # per-model AUC CIs present
+
+    ids = {a.get("id") for _, a in page.tags}
+    assert {"identity", "per-pathology", "roc", "calibration", "bench", "gallery", "export-settings"} <= ids
+    text = " ".join(page.text)
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    assert artifact_sha256(load_artifact(artifact)) in text
+    assert manifest["model_id"] in text and manifest["source_run"]["weights_sha256"] in text
+    assert manifest["source_run"]["data_fingerprint"]["valid"] in text
+    assert "same images as the drift gate" in text
+    assert "no benchmark supplied: run `mxa-edge bench ... --json" in text
+    assert "ECE" in text
+    # FP32 and exported both scored here: no "unavailable" gap, 3 gallery overlays + ROC + reliability.
+    assert "curves unavailable" not in text
+    assert sum(1 for t, _ in page.tags if t == "img") == 2 + 3
+    assert "Dashed cyan" in text
+    # The manifest, pretty-printed in a <details>.
+    assert any(t == "details" for t, _ in page.tags) and '"format": "mxa-edge-artifact"' in html.replace("&quot;", '"')
+    # Written atomically: nothing else left beside it, readable by others.
+    assert [p.name for p in report.parent.iterdir()] == ["report.html"]
+    assert report.stat().st_mode & 0o044
+
+
+def test_cli_with_bench_json_rendered_defensively(artifact, tmp_path):
+    """`mxa-edge report --bench --json` through the CLI; the bench file has odd and missing fields."""
+    from typer.testing import CliRunner
+
+    from mxa_edge_cli.app import app
+
+    bench = tmp_path / "bench.json"
+    bench.write_text(json.dumps({
+        "rows": [
+            {"backend": "onnxruntime", "precision": "fp32", "status": "pass",
+             "latency_ms": {"p50": 1.25, "p90": 1.5, "p99": 2.0}, "throughput_img_s": 800.0, "gflops": 0.012, "macro_auc": 0.49},
+            {"backend": "tensorrt", "precision": "int8", "status": "failed: TensorRT is not installed"},
+            "not a row",
+        ],
+        "compute_bound": {"peak_gflops": 100.0, "bound_img_s": 8333.3},
+        "machine": {"cpu": "test cpu", "cores": 2},
+        "schema": 1,
+    }))  # fmt: skip
+    out = tmp_path / "cli.html"
+    args = ["report", str(artifact), "--bench", str(bench), "--out", str(out), "--gallery", "0", "--n-boot", "0", "--json"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    payload = json.loads(res.stdout)
+    assert payload["report"] == str(out) and payload["bytes"] == out.stat().st_size
+
+    html = out.read_text()
+    page = _parse(html)
+    _assert_self_contained(html, page)
+    assert len(page.tables["bench-table"]) == 2
+    text = " ".join(page.text)
+    for needle in ("latency_ms.p50", "1.25", "failed: TensorRT is not installed", "peak_gflops", "test cpu", "row 2 is a str"):
+        assert needle in text
+    assert "no benchmark supplied" not in text
+    assert "curves unavailable" not in text
+
+
+def test_bad_bench_and_bad_data_are_user_errors(artifact, tmp_path):
+    from mxa_edge.errors import ConfigError, DatasetError
+    from mxa_edge.report import build_report
+
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="not a JSON file"):
+        build_report(artifact, bench=tmp_path / "bad.json", out=tmp_path / "r.html")
+    with pytest.raises(DatasetError):
+        build_report(artifact, data=tmp_path / "nowhere", out=tmp_path / "r.html")
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_gaps_are_stated_when_the_source_run_is_gone(artifact, tmp_path):
+    """An artifact copied away from its run: FP32 curves unavailable with why; without --data no images."""
+    from mxa_edge.report import build_report
+
+    moved = tmp_path / "artifact"
+    shutil.copytree(artifact, moved)
+    m = json.loads((moved / "manifest.json").read_text())
+    data_root = json.loads((Path(m["source_run"]["path"]) / "manifest.json").read_text())["data"]["root"]
+    m["source_run"]["path"] = str(tmp_path / "gone-run")
+    (moved / "manifest.json").write_text(json.dumps(m))
+
+    text = " ".join(_parse(build_report(moved, out=tmp_path / "a.html", gallery=0, n_boot=0).read_text()).text)
+    assert "pass --data" in text and "is not on this machine" in text
+    assert "not evaluable" in text  # the table still comes from drift.json
+
+    html = build_report(moved, data=data_root, out=tmp_path / "b.html", gallery=1, n_boot=0).read_text()
+    page = _parse(html)
+    text = " ".join(page.text)
+    assert "FP32 (PyTorch, source run) curves unavailable" in text and "not on this machine" in text
+    assert sum(1 for t, _ in page.tags if t == "img") == 2 + 1  # exported ROC + reliability still drawn
+    assert len(page.tables["pathology-table"]) == 14
+
+
+def _chromium() -> str:
+    for name in ("/usr/bin/chromium", "chromium"):
+        path = shutil.which(name)
+        if path:
+            return path
+    pytest.skip("Chromium is absent: install Debian's chromium package to run the browser check")
+
+
+def test_report_opens_in_headless_chromium(report, tmp_path):
+    exe = _chromium()
+    flags = [
+        exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
+    ]  # fmt: skip
+    url = report.absolute().as_uri()
+    env = {**os.environ, "HOME": str(tmp_path)}
+    dom = subprocess.run(flags + ["--dump-dom", url], capture_output=True, text=True, timeout=90, env=env)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    page = _parse(dom.stdout)
+    assert len(page.tables["pathology-table"]) == 14
+    assert "not evaluable" in " ".join(page.text)
+    for bad in ("Failed to load resource", "Uncaught", "net::ERR_", "Refused to load"):
+        assert bad not in dom.stderr, [ln for ln in dom.stderr.splitlines() if bad in ln]
+
+    png = tmp_path / "report.png"
+    shot = subprocess.run(flags + [f"--screenshot={png}", "--window-size=1280,3000", "--hide-scrollbars", url],
+                          capture_output=True, text=True, timeout=90, env=env)  # fmt: skip
+    assert shot.returncode == 0 and png.is_file(), shot.stderr[-2000:]
+    from PIL import Image
+
+    with Image.open(png) as im:
+        assert im.size == (1280, 3000)
+        gray = im.convert("L")
+        lo, hi = gray.getextrema()
+        assert hi - lo > 100 and len(gray.getcolors(1 << 16) or range(300)) > 50  # rendered, not blank
