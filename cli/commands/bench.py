@@ -72,15 +72,20 @@ def _f(x, fmt: str = "{:.2f}") -> str:
     return "—" if x is None else fmt.format(x)
 
 
-def _status(row: dict) -> str:
+_SHORT = {"PyTorch eager": "PyTorch", "ONNX Runtime": "ORT", "PyTorch CUDA": "Torch CUDA"}
+
+
+def _status(row: dict, notes: list[str]) -> str:
     s = row["status"]
     if s == "pass":
         return "[green]pass[/]"
+    notes.append(f"{row['backend']} {row['precision']}: {s} — {row.get('reason')}")
+    mark = f"[{len(notes)}]"
     if s == "unavailable":
-        return f"[dim]unavailable ({row.get('reason')})[/]"
+        return f"[dim]n/a {mark}[/]"
     if s == "failed":
-        return f"[red]failed ({row.get('reason')})[/]"
-    return f"[yellow]{s}[/]"
+        return f"[red]failed {mark}[/]"
+    return f"[yellow]rejected {mark}[/]"  # exported but failed validation (drift gate)
 
 
 def render(console, result: dict) -> None:
@@ -92,21 +97,33 @@ def render(console, result: dict) -> None:
     for r in result["rows"]:
         groups.setdefault(r["group"], []).append(r)
     for rows in groups.values():
-        t = Table(title=f"{rows[0]['model']}  ({rows[0].get('image_size') or '?'} px)", title_justify="left")
-        cols = ("Backend", "Precision", "Status", "Params (M)", "GFLOPs", "Size (MB)", f"p50 b{lb} (ms)", "p90", "p99",
-                f"img/s b{tb}", "Speedup", "GFLOP/s", "% peak", "Macro AUC", "Worst Δ")  # fmt: skip
+        # Params and GFLOPs are the model's (counted once on the FP32 model): in the title.
+        head = next((r for r in rows if r.get("gflops")), rows[0])
+        t = Table(
+            title=f"{head['model']} — {_f(head.get('params') and head['params'] / 1e6)} M params, "
+            f"{_f(head.get('gflops'), '{:.3f}')} GFLOPs at {head.get('image_size') or '?'} px",
+            title_justify="left",
+        )
+        t.caption = (f"latency at batch {lb} (ms), throughput at batch {tb}; speedup = PyTorch FP32 p50 / row p50 "
+                     "(paired per round); % peak = achieved GFLOP/s / measured peak at the row's precision")  # fmt: skip
+        cols = ("Backend", "Precision", "Status", "MB", "p50/p90/p99", "img/s", "speedup", "%peak", "AUC", "worst Δ")
         for c in cols:
-            t.add_column(c, justify="left" if c in ("Backend", "Precision", "Status") else "right", overflow="fold")
+            t.add_column(c, justify="left" if c in ("Backend", "Precision", "Status", "worst Δ") else "right",
+                         min_width=17 if c == "p50/p90/p99" else None)  # fmt: skip
+        notes: list[str] = []
         for r in rows:
-            worst = f"{r['worst_delta']:+.3f} {r['worst_label']}" if r.get("worst_delta") is not None else "—"
+            worst = f"{r['worst_delta']:+.3f} {r['worst_label'][:12]}" if r.get("worst_delta") is not None else "—"
+            lat = f"{r['p50_ms']:.2f}/{r['p90_ms']:.2f}/{r['p99_ms']:.2f}" if r["p50_ms"] is not None else "—"
             t.add_row(
-                r["backend"], r["precision"], _status(r), _f(r["params"] / 1e6 if r.get("params") else None),
-                _f(r.get("gflops"), "{:.3f}"), _f(r.get("size_mb"), "{:.1f}"), _f(r["p50_ms"]), _f(r["p90_ms"]),
-                _f(r["p99_ms"]), _f(r["throughput_img_s"], "{:.0f}"), _f(r["speedup"], "{:.2f}x"),
-                _f(r["achieved_gflops"], "{:.1f}"), _f(r["fraction_of_peak"] * 100 if r["fraction_of_peak"] else None, "{:.1f}%"),
+                _SHORT.get(r["backend"], r["backend"]), r["precision"].replace(" (f32 hint)", "").replace(" (CPU default)", " default"),
+                _status(r, notes), _f(r.get("size_mb"), "{:.1f}"), lat,
+                _f(r["throughput_img_s"], "{:.0f}"), _f(r["speedup"], "{:.2f}x"),
+                _f(r["fraction_of_peak"] * 100 if r["fraction_of_peak"] else None, "{:.1f}%"),
                 _f(r.get("macro_auc"), "{:.3f}"), worst,
             )  # fmt: skip
         console.print(t)
+        for i, n in enumerate(notes, 1):
+            console.print(f"  [{i}] {n}", highlight=False, markup=False)
     m, cb = result["machine"], result["compute_bound"]
     flags = " ".join(k for k, v in m["flags"].items() if v)
     console.print(

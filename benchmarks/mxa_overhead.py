@@ -1,0 +1,122 @@
+"""What MXA costs: params, GFLOPs and batch-1 latency of MXA ("stage", "block") vs no MXA.
+
+    python benchmarks/mxa_overhead.py [--model m5] [--image-size 224] [--threads N] [--seconds 4]
+                                      [--backends pytorch,ort-fp32,ort-int8,ov-f32,ov-int8]
+
+The issue's target: at most +10% latency from MXA, FP32 and INT8. Three students of the same
+variant and resolution are built with untrained weights (latency does not depend on them):
+no MXA, MXA at the last block of each stage ("stage", the default) and MXA beside every
+attention ("block"). Each is Conv+BN fused and exported with the project's own backends
+(ONNX Runtime FP32 and INT8, OpenVINO FP32 and INT8; INT8 calibrated on --calib uniform
+random images in the model's range, which sets ranges but not speed; no drift gate: there
+is nothing trained to check). Params and FLOPs come from ``count_flops`` (conv/linear/matmul,
+2 FLOPs per MAC). Latency: every (placement, backend) pair runs in the same interleaved
+rounds on the same pinned threads; the MXA/no-MXA ratio is taken round by round (median of
+paired ratios), so machine-load drift cancels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mxa_edge.bench.machine import physical_cores
+from mxa_edge.bench.timing import measure_interleaved, paired_ratio
+from mxa_edge.export.base import ExportOptions, get_backend
+from mxa_edge.export.prepare import AuxOutputs, count_flops, fuse_model
+from mxa_edge.models.configs import MXAConfig, ModelSpec
+from mxa_edge.models.student import build_student
+from mxa_edge.runtime.engines import open_model_file
+
+PLACEMENTS = {"none": None, "stage": "stage", "block": "block"}
+BACKENDS = {"pytorch": None, "ort-fp32": ("onnx", False), "ort-int8": ("onnx", True),
+            "ov-f32": ("openvino", False), "ov-int8": ("openvino", True)}  # fmt: skip
+
+
+def build(variant: str, size: int, placement: str | None, seed: int):
+    spec = ModelSpec(variant, size, mxa=MXAConfig(placement=placement) if placement else None)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = build_student(spec).eval()
+    return model
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="m5")
+    ap.add_argument("--image-size", type=int, default=224)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--seconds", type=float, default=4.0, help="measured seconds per (placement, backend)")
+    ap.add_argument("--warmup", type=float, default=1.0)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--calib", type=int, default=16, help="calibration images for the INT8 exports")
+    ap.add_argument("--backends", default=",".join(BACKENDS))
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    threads = args.threads or physical_cores()
+    torch.set_num_threads(threads)
+    chosen = [b for b in args.backends.split(",") if b]
+    unknown = set(chosen) - set(BACKENDS)
+    if unknown:
+        ap.error(f"unknown backends {sorted(unknown)}; choose from {', '.join(BACKENDS)}")
+    s = args.image_size
+    rng = np.random.default_rng(args.seed)
+    calib = rng.uniform(-1024, 1024, (args.calib, 1, s, s)).astype(np.float32)
+    x = rng.uniform(-1024, 1024, (1, 1, s, s)).astype(np.float32)
+    xt = torch.from_numpy(x)
+
+    cost, fns = {}, {}
+    with tempfile.TemporaryDirectory(prefix="mxa-overhead-") as tmp:
+        for pname, placement in PLACEMENTS.items():
+            model = build(args.model, s, placement, args.seed)
+            cost[pname] = count_flops(model, s)
+            example = torch.from_numpy(rng.uniform(-1024, 1024, (2, 1, s, s)).astype(np.float32))
+            fused = fuse_model(model, example)
+            for bname in chosen:
+                if BACKENDS[bname] is None:
+                    wrapped = AuxOutputs(fused).eval()
+
+                    def run(m=wrapped):
+                        with torch.inference_mode():
+                            return m(xt)
+
+                    fns[(pname, bname)] = run
+                    continue
+                target, int8 = BACKENDS[bname]
+                print(f"· exporting {pname} -> {bname}", file=sys.stderr)
+                out_dir = Path(tmp) / f"{pname}-{bname}"
+                out_dir.mkdir()
+                opts = ExportOptions(int8=int8, calibration=calib if int8 else None, seed=args.seed)
+                out = get_backend(target).export(fused, example, out_dir, opts)
+                eng = open_model_file(out_dir / out.files[0], out.runtime, threads,
+                                      precision=out.precision.get("inference_precision"))  # fmt: skip
+                fns[(pname, bname)] = lambda e=eng: e.run(x)
+
+        res = measure_interleaved({f"{p}|{b}": f for (p, b), f in fns.items()}, 1, args.seconds, args.warmup, args.rounds)
+
+    base = cost["none"]
+    print(f"\n{args.model} at {s} px, {threads} threads, batch 1, {args.seconds} s per cell in {args.rounds} interleaved "
+          "rounds; ratios = median of paired per-round ratios vs no MXA")  # fmt: skip
+    print(f"{'placement':<10}{'params (M)':>11}{'x':>7}{'GFLOPs':>9}{'x':>7}")
+    for p, c in cost.items():
+        print(f"{p:<10}{c['params'] / 1e6:>11.3f}{c['params'] / base['params']:>7.3f}{c['flops'] / 1e9:>9.3f}"
+              f"{c['flops'] / base['flops']:>7.3f}")  # fmt: skip
+    print(f"\n{'backend':<10}" + "".join(f"{p + ' ms':>12}" for p in PLACEMENTS) + f"{'stage/none':>12}{'block/none':>12}")
+    for b in chosen:
+        ms = [res[f"{p}|{b}"].median("p50_ms") for p in PLACEMENTS]
+        ratios = [paired_ratio(res[f"{p}|{b}"], res[f"none|{b}"], "p50_ms") for p in ("stage", "block")]
+        flag = "  <- over +10%" if any(r and r > 1.10 for r in ratios) else ""
+        print(f"{b:<10}" + "".join(f"{m:>12.2f}" if m else f"{'failed':>12}" for m in ms)
+              + "".join(f"{r:>12.3f}" if r else f"{'—':>12}" for r in ratios) + flag)  # fmt: skip
+    for key, m in res.items():
+        if m.error:
+            print(f"{key}: {m.error}")
+
+
+if __name__ == "__main__":
+    main()

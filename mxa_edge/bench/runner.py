@@ -1,0 +1,325 @@
+"""run_bench: every backend of every model variant given, measured side by side.
+
+The story, in order:
+
+1. resolve the paths: a run folder gives its PyTorch FP32 model, every artifact under
+   RUN/exports/ (creating the missing standard ones with ``export_missing``), and TensorRT /
+   CUDA rows that say why they cannot run here; an artifact folder gives just itself;
+2. machine record and the compute bound (measured GEMM peaks + theoretical peaks);
+3. open every subject once on the pinned threads (a failure becomes a ``failed`` row);
+4. for each batch size: warm-up, then interleaved fixed-duration rounds (``timing.py``);
+5. rows: latency at the smallest batch, throughput at the largest, speedups over the same
+   run's PyTorch FP32 row paired round by round, achieved GFLOP/s and fraction of peak.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from mxa_edge.bench import subjects as S
+from mxa_edge.bench.machine import machine_record, physical_cores
+from mxa_edge.bench.peak import compute_bound
+from mxa_edge.bench.timing import measure_interleaved, paired_ratio
+from mxa_edge.errors import ArtifactError, ConfigError
+from mxa_edge.progress import SILENT, Reporter
+
+# (target, int8) -> the folder name export_run uses by default (RUN/exports/<target>-<precision>).
+STANDARD_EXPORTS = (("onnx", False), ("onnx", True), ("openvino", False), ("openvino", True))
+_ORDER = {("PyTorch eager", "fp32"): 0, ("ONNX Runtime", "fp32"): 1, ("ONNX Runtime", "int8"): 2, ("OpenVINO", "fp32"): 3,
+          ("OpenVINO", "bf16"): 4, ("OpenVINO", "int8"): 5, ("TensorRT", "fp16"): 6, ("TensorRT", "int8"): 7,
+          ("PyTorch CUDA", "bf16"): 8}  # fmt: skip
+
+
+def _is_run(path: Path) -> bool:
+    return (path / "weights.safetensors").is_file() and (path / "manifest.json").is_file()
+
+
+def _is_artifact(path: Path) -> bool:
+    try:
+        return json.loads((path / "manifest.json").read_text()).get("format") == "mxa-edge-artifact"
+    except (OSError, ValueError):
+        return False
+
+
+def _export_name(target: str, int8: bool) -> str:
+    return f"{target}-{'int8' if int8 else 'fp32'}"
+
+
+def _run_artifacts(run_dir: Path) -> list[tuple[Path, bool]]:
+    """(folder, rejected) for every artifact under RUN/exports; a published folder hides an
+    older ``.rejected`` one of the same name."""
+    exports = run_dir / "exports"
+    if not exports.is_dir():
+        return []
+    found = []
+    for d in sorted(exports.iterdir()):
+        if d.name.startswith(".") or not d.is_dir() or not (d / "manifest.json").is_file():
+            continue
+        rejected = d.name.endswith(".rejected")
+        if rejected and (d.with_name(d.name[: -len(".rejected")]) / "manifest.json").is_file():
+            continue
+        found.append((d, rejected))
+    return found
+
+
+def _export_missing(run_dir: Path, export_kwargs: dict, reporter: Reporter) -> list[S.Subject]:
+    """Create the standard exports that are neither published nor rejected yet; a failing
+    export (other than its drift gate) becomes a ``failed`` row."""
+    from mxa_edge.errors import DriftGateError
+    from mxa_edge.export import export_run
+
+    failed = []
+    for target, int8 in STANDARD_EXPORTS:
+        name = _export_name(target, int8)
+        out = run_dir / "exports" / name
+        if (out / "manifest.json").is_file() or (out.with_name(name + ".rejected") / "manifest.json").is_file():
+            continue
+        reporter.log(f"exporting {run_dir.name} -> {name}")
+        try:
+            export_run(run_dir, target, out, int8=int8, progress=None, **export_kwargs)
+        except DriftGateError:
+            pass  # kept as NAME.rejected; reported as "exported but failed validation"
+        except Exception as exc:
+            failed.append(S.Subject(
+                key=f"{run_dir}::export-{name}", group=str(run_dir), backend="OpenVINO" if target == "openvino" else "ONNX Runtime",
+                precision="INT8" if int8 else "FP32", compute="int8" if int8 else "fp32", model=name, image_size=None,
+                status=S.FAILED, reason=f"export failed: {type(exc).__name__}: {exc}",
+            ))  # fmt: skip
+    return failed
+
+
+def _run_subjects(run_dir: Path, export_missing: bool, export_kwargs: dict, reporter: Reporter) -> list[S.Subject]:
+    from mxa_edge.fileio import read_json
+    from mxa_edge.training.run_io import read_manifest
+
+    group = str(run_dir)
+    manifest = read_manifest(run_dir)
+    metrics = read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else None
+    name = manifest.get("model_name") or run_dir.name
+    out: list[S.Subject] = []
+    cost: dict = {}
+    if S.torch_installed():
+        from mxa_edge.export.prepare import count_flops
+        from mxa_edge.training.run_io import load_run
+
+        model, _ = load_run(run_dir)
+        cost = count_flops(model, int(manifest["preprocess"]["image_size"]))  # as export_run counts it
+        del model
+        out.append(S.pytorch_subject(run_dir, manifest, metrics, cost, group))
+        if export_missing:
+            out += _export_missing(run_dir, export_kwargs, reporter)
+    else:
+        out.append(S.Subject(key=f"{group}::pytorch-fp32", group=group, backend="PyTorch eager", precision="FP32",
+                             compute="fp32", model=name, image_size=manifest["preprocess"]["image_size"],
+                             status=S.UNAVAILABLE, reason="torch is not installed (pip install 'mxa-edge[train]')",
+                             reference=True))  # fmt: skip
+    for folder, rejected in _run_artifacts(run_dir):
+        rows = S.artifact_subjects(folder, group, rejected)
+        if not cost and rows and rows[0].flops is not None:
+            cost = {"flops": rows[0].flops, "params": rows[0].params}
+        out += rows
+    have_trt = {s.precision for s in out if s.backend == "TensorRT"}
+    ok, reason = S.tensorrt_status()
+    for precision in ("FP16", "INT8"):
+        if precision not in have_trt:
+            why = reason if not ok else f"no tensorrt-{precision.lower()} export under {run_dir / 'exports'}"
+            out.append(S.tensorrt_placeholder(group, precision, name, why, cost))
+    out.append(S.cuda_subject(run_dir, manifest, cost, group))
+    return out
+
+
+def _artifact_group(path: Path) -> str:
+    try:
+        src = json.loads((path / "manifest.json").read_text()).get("source_run", {}).get("path")
+    except (OSError, ValueError, AttributeError):
+        src = None
+    return str(Path(src)) if src else str(path)
+
+
+def collect_subjects(paths: Sequence, export_missing: bool | None = None, export_kwargs: dict | None = None,
+                     reporter: Reporter = SILENT) -> list[S.Subject]:  # fmt: skip
+    """Subjects for the given run and artifact folders (see the module docstring)."""
+    if export_missing is None:
+        export_missing = S.torch_installed()
+    if export_missing and not S.torch_installed():
+        raise ConfigError("--export-missing needs torch (pip install 'mxa-edge[train]'); pass --no-export-missing")
+    subjects: list[S.Subject] = []
+    seen: set[str] = set()
+    for p in paths:
+        p = Path(p).absolute()
+        if _is_run(p):
+            new = _run_subjects(p, export_missing, dict(export_kwargs or {}), reporter)
+        elif _is_artifact(p):
+            new = S.artifact_subjects(p, _artifact_group(p), rejected=p.name.endswith(".rejected"))
+        elif not p.exists():
+            raise ArtifactError(f"{p}: no such folder; pass a run folder from `mxa-edge train` or an artifact from `mxa-edge export`")
+        else:
+            raise ArtifactError(f"{p}: neither a training run (weights.safetensors + manifest.json) nor an exported artifact")
+        for s in new:
+            if s.key not in seen:
+                seen.add(s.key)
+                subjects.append(s)
+    return subjects
+
+
+def _apply_info(s: S.Subject, info: dict) -> None:
+    ip = info.get("inference_precision")
+    if ip:
+        s.notes.append(f"OpenVINO INFERENCE_PRECISION_HINT: {ip}")
+        if s.precision == "CPU default":
+            s.precision = f"{ip} (CPU default)"
+            s.compute = "bf16" if "bf16" in ip else "fp16" if "16" in ip else "fp32"
+    s.notes += info.get("notes", [])
+
+
+def _sort_key(s: S.Subject):
+    return (s.group, _ORDER.get((s.backend, s.compute), 50), s.precision, s.key)
+
+
+def run_bench(
+    paths: Sequence,
+    batches: Sequence[int] = (1, 8),
+    threads: int | None = None,
+    seconds: float = 3.0,
+    warmup: float = 1.0,
+    rounds: int = 5,
+    export_missing: bool | None = None,
+    export_kwargs: dict | None = None,
+    peak_quick: bool = False,
+    seed: int = 0,
+    reporter: Reporter = SILENT,
+) -> dict:
+    """Benchmark runs and artifacts; returns {settings, machine, compute_bound, rows}.
+
+    ``seconds`` is each row's measured time per batch size, split over ``rounds`` interleaved
+    rounds; figures are medians over rounds. ``threads`` defaults to the physical cores.
+    ``export_missing`` (default: when torch is installed) creates the standard ONNX/OpenVINO
+    FP32/INT8 exports of a run that lacks them, through ``export_run(**export_kwargs)``.
+    """
+    batches = sorted({int(b) for b in batches})
+    if not batches or batches[0] < 1:
+        raise ConfigError(f"batch sizes must be positive integers, got {batches}")
+    if seconds <= 0 or warmup < 0 or rounds < 1:
+        raise ConfigError("--seconds must be > 0, --warmup >= 0 and rounds >= 1")
+    threads = int(threads or physical_cores())
+    if threads < 1:
+        raise ConfigError(f"--threads must be at least 1, got {threads}")
+
+    torch_threads = None
+    if S.torch_installed():
+        import torch
+
+        torch_threads = torch.get_num_threads()
+    try:
+        subjects = collect_subjects(paths, export_missing, export_kwargs, reporter)
+        subjects.sort(key=_sort_key)
+        reporter.log(f"measuring the CPU's peak FLOP/s on {threads} threads")
+        machine = machine_record()
+        bound = compute_bound(min(threads, machine["physical_cores"] or threads), quick=peak_quick)
+
+        binders = {}
+        for s in subjects:
+            if s.open is None or s.status in (S.FAILED, S.UNAVAILABLE):
+                continue
+            try:
+                bind, info = s.open(threads)
+            except Exception as exc:  # a backend that cannot load here is a row, not a crash
+                s.status, s.reason = S.FAILED, f"{type(exc).__name__}: {exc}"
+                continue
+            _apply_info(s, info)
+            binders[s.key] = (s, bind)
+
+        rng = np.random.default_rng(seed)
+        results: dict[int, dict] = {}
+        for b in batches:
+            fns = {}
+            for key, (s, bind) in binders.items():
+                x = rng.uniform(-1024.0, 1024.0, (b, 1, s.image_size, s.image_size)).astype(np.float32)
+                fns[key] = bind(x)
+            task = f"batch {b}: {len(fns)} backends x {rounds} rounds"
+            reporter.start(task, rounds)
+            results[b] = measure_interleaved(fns, b, seconds, warmup, rounds,
+                                             on_round=lambda done, total: reporter.advance(task))  # fmt: skip
+            reporter.finish(task)
+    finally:
+        if torch_threads is not None:
+            import torch
+
+            torch.set_num_threads(torch_threads)
+
+    rows = _rows(subjects, results, batches, bound)
+    return {
+        "settings": {"batches": batches, "latency_batch": batches[0], "throughput_batch": batches[-1],
+                     "threads": threads, "seconds": seconds, "warmup": warmup, "rounds": rounds, "seed": seed,
+                     "input": "uniform random in the model's [-1024, 1024] range",
+                     "statistic": "median over interleaved rounds (per-round p50/p90/p99 and img/s)"},  # fmt: skip
+        "machine": machine,
+        "compute_bound": _bound_summary(bound, rows),
+        "rows": rows,
+    }
+
+
+def _rows(subjects, results, batches, bound) -> list[dict]:
+    lat_b, thr_b = batches[0], batches[-1]
+    refs = {s.group: s.key for s in subjects if s.reference and s.key in results[lat_b]}
+    measured_peak = bound["measured"]
+    theo = bound["theoretical"]
+    rows = []
+    for s in subjects:
+        by_batch = {}
+        for b in batches:
+            m = results[b].get(s.key)
+            if m is None:
+                continue
+            if m.error and s.status != S.FAILED:
+                s.status, s.reason = S.FAILED, m.error
+            by_batch[str(b)] = m.summary()
+        row = s.row()
+        row["by_batch"] = by_batch
+        lat = by_batch.get(str(lat_b)) or {}
+        thr = by_batch.get(str(thr_b)) or {}
+        measured = s.status in (S.PASS, S.REJECTED) and lat.get("p50_ms") is not None
+        row.update({"p50_ms": lat.get("p50_ms"), "p90_ms": lat.get("p90_ms"), "p99_ms": lat.get("p99_ms"),
+                    "throughput_img_s": thr.get("img_s"), "speedup": None, "speedup_throughput": None,
+                    "achieved_gflops": None, "fraction_of_peak": None, "fraction_of_theoretical": None})  # fmt: skip
+        ref = refs.get(s.group)
+        if measured and ref is not None:
+            row["speedup"] = paired_ratio(results[lat_b][ref], results[lat_b][s.key], "p50_ms")
+            if s.key in results[thr_b] and ref in results[thr_b]:
+                row["speedup_throughput"] = paired_ratio(results[thr_b][s.key], results[thr_b][ref], "img_s")
+        if measured and s.flops and row["throughput_img_s"]:
+            achieved = s.flops * row["throughput_img_s"] / 1e9
+            row["achieved_gflops"] = achieved
+            peak_key = "bf16" if s.compute in ("bf16", "fp16") else s.compute
+            if measured_peak.get(peak_key, {}).get("gflops"):
+                row["peak_gflops"] = measured_peak[peak_key]["gflops"]
+                row["fraction_of_peak"] = achieved / row["peak_gflops"]
+            if theo.get("available"):
+                row["fraction_of_theoretical"] = achieved / theo[peak_key]
+        rows.append(row)
+    return rows
+
+
+def _bound_summary(bound: dict, rows: list[dict]) -> dict:
+    out = dict(bound)
+    out["how"] = (
+        "compute bound of a row = model FLOPs / the CPU's peak FLOP/s at the row's precision; achieved GFLOP/s = "
+        "FLOPs per image (FP32 model, conv/linear/matmul only) x throughput at the largest batch; fraction_of_peak "
+        "uses the measured GEMM peak, fraction_of_theoretical the theoretical one"
+    )
+    int8 = [r for r in rows if r["compute"] == "int8" and r.get("fraction_of_peak")]
+    if int8:
+        best = max(int8, key=lambda r: r["achieved_gflops"])
+        out["best_int8"] = {
+            "row": f"{best['backend']} {best['precision']}", "model": best["model"],
+            "achieved_gflops": best["achieved_gflops"], "throughput_img_s": best["throughput_img_s"],
+            "bound_img_s": best["peak_gflops"] * 1e9 / best["flops"],
+            "ratio_to_measured_peak": best["fraction_of_peak"], "ratio_to_theoretical_peak": best["fraction_of_theoretical"],
+        }  # fmt: skip
+    else:
+        out["best_int8"] = None
+    return out
