@@ -221,12 +221,40 @@ def test_black_calibration_set_fails_the_gate(tiny_run, tmp_path):
     assert not (tiny_run / "exports" / "bad-calib").exists()
 
 
-def test_qat_is_refused_clearly(tiny_run):
+@pytest.mark.slow
+def test_qat_onnx_end_to_end_reports_drift_beside_ptq(tiny_run):
+    """NNCF fake-quantizers, one distillation epoch on TRAIN, Q/DQ ONNX, the same gate."""
+    ptq = load_manifest_of(_export(tiny_run, "onnx", "onnx-int8", int8=True, reuse=True))
+    res = _export(tiny_run, "onnx", "onnx-qat", qat=True, qat_epochs=1)
+    assert res.passed
+    m = res.manifest
+    assert m["model_id"].endswith("-onnx-qat-int8") and m["precision"]["weights"] == "int8"
+    qat = m["qat"]
+    assert qat["epochs"] == 1 and qat["lr"] == 1e-5 and len(qat["losses"]) == 1
+    assert all(np.isfinite(qat["losses"][0][k]) for k in ("loss", "distill", "bce"))
+    assert m["calibration"]["n"] == 24
+    proto = onnx.load(str(res.artifact / m["entry"]))
+    types = {n.op_type for n in proto.graph.node}
+    assert "QuantizeLinear" in types and "DequantizeLinear" in types
+    n_grids, quantized = _quantized_grid_tensors(proto)
+    assert n_grids == 3 and quantized == []
+    # The two INT8 routes side by side, on the same validation images and bounds.
+    print(f"\nmacro AUC delta: PTQ {ptq['drift']['macro_delta']:+.4f}, QAT {m['drift']['macro_delta']:+.4f}")
+    assert m["drift"]["n_images"] == ptq["drift"]["n_images"]
+
+
+def test_qat_option_errors(tiny_run):
     from mxa_edge.errors import ConfigError
     from mxa_edge.export import export_run
 
     with pytest.raises(ConfigError, match="qat"):
-        export_run(tiny_run, "onnx", int8=True, qat=True)
+        export_run(tiny_run, "tensorrt", qat=True)
+    with pytest.raises(ConfigError, match="epoch"):
+        export_run(tiny_run, "onnx", qat=True, qat_epochs=0)
+
+
+def load_manifest_of(artifact: Path) -> dict:
+    return json.loads((artifact / "manifest.json").read_text())
 
 
 def test_tensorrt_writes_qdq_onnx_and_command(tiny_run):

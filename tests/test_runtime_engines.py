@@ -55,3 +55,31 @@ def test_unknown_target_is_a_config_error(tiny_run):
 
     with pytest.raises(ConfigError):
         export_run(tiny_run, "coreml")
+
+
+def test_openvino_compile_cache_and_read_only_fallback(tiny_run, tmp_path, monkeypatch):
+    import os
+
+    from mxa_edge.runtime.artifact import load_artifact
+    from mxa_edge.runtime.engines import open_engine, openvino_cache_dir
+
+    art = load_artifact(_export(tiny_run, "openvino", "ov-fp32", reuse=True))
+    monkeypatch.setenv("MXA_EDGE_CACHE", str(tmp_path / "cache"))
+    first, second = open_engine(art, threads=1), open_engine(art, threads=1)
+    assert first.cache_dir == tmp_path / "cache" / "openvino" and any(first.cache_dir.iterdir())
+    assert not first.loaded_from_cache and second.loaded_from_cache
+    x = np.zeros((1, 1, SIZE, SIZE), np.float32)
+    assert np.array_equal(first.run(x)["logits"], second.run(x)["logits"])
+    # A cache folder that cannot be created (read-only home): no caching, same results.
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("MXA_EDGE_CACHE", str(blocker / "cache"))
+    assert openvino_cache_dir() is None
+    third = open_engine(art, threads=1)
+    assert third.cache_dir is None and not third.loaded_from_cache
+    assert np.array_equal(third.run(x)["logits"], first.run(x)["logits"])
+    if os.geteuid() != 0:  # root ignores permission bits
+        ro = tmp_path / "ro"
+        ro.mkdir(mode=0o500)
+        monkeypatch.setenv("MXA_EDGE_CACHE", str(ro))
+        assert openvino_cache_dir() is None

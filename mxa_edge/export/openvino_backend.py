@@ -25,6 +25,10 @@ BIN = "model.bin"
 # the GridSample itself), and the CBAM sigmoid gates. Softmax is ignored by type.
 IGNORED_PATTERNS = (r".*/mxa/roi/.*", r".*/mxa/[^/]+$", r".*/mxa/(channel|spatial)/Sigmoid.*")
 IGNORED_TYPES = ("Softmax",)
+# Accuracy control compiles and validates the model once per ranked layer group and once per
+# revert; uncapped it ran >11 min on the 64 px test model with a bad calibration set.
+AC_MAX_ITERATIONS = 8
+AC_RANKING_SUBSET = 50
 
 
 def _nncf_dataset(images: np.ndarray, batch: int = 1):
@@ -42,20 +46,19 @@ def quantize_ir(ov_model, calibration: np.ndarray, method: str, *, model_type: s
     ``method`` maps onto NNCF's range estimators: minmax -> MinMax (NNCF's default for
     activations is a mean of per-batch min/max, which is close), percentile -> quantile
     estimators, entropy has no NNCF equivalent and uses the default (recorded as such).
+
+    Why these settings (batch-1 latency vs the f32 IR, 2 threads, interleaved medians as in
+    benchmarks/export_speed.py): ``model_type=None`` (NNCF's CNN
+    rules) crashes in NNCF's quantizer propagation on the windowed attention (KeyError on a
+    Gather); TRANSFORMER keeps Softmax in float by itself, so dropping it from the ignored
+    types changes nothing; PERFORMANCE (symmetric activations) is no faster than MIXED
+    (M0/128 0.99x vs 0.95x, M5/224 1.52x vs 1.49x) and drifted more on M5/224.
     """
     disable_telemetry()
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
-    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
-    if method not in ("minmax", "entropy", "percentile"):
-        raise ConfigError(f"unknown calibration method {method!r}")
-    if method == "minmax":
-        estimator = RangeEstimatorParametersSet.MINMAX
-    elif method == "percentile":
-        estimator = _quantile_estimator()
-    else:
-        estimator = None
+    estimator = _estimator(method)
     advanced = AdvancedQuantizationParameters()
     if estimator is not None:
         advanced.activations_range_estimator_params = estimator
@@ -76,6 +79,78 @@ def quantize_ir(ov_model, calibration: np.ndarray, method: str, *, model_type: s
         "n_calibration": int(len(calibration)),
     }
     return quantized, settings
+
+
+def quantize_ir_with_accuracy_control(ov_model, calibration: np.ndarray, validation, method: str, max_drop: float):
+    """NNCF PTQ that reverts the layers hurting macro AUC most to float until the macro AUC on
+    ``validation`` (images, targets, mask: the run's valid split) drops by at most ``max_drop``
+    from the FP32 IR's. Returns the quantized model (``quantized_ops`` tells what stayed INT8).
+    """
+    disable_telemetry()
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters, AdvancedQuantizationParameters
+
+    from mxa_edge.metrics import auc_per_label
+
+    images, targets, mask = validation
+    items = [(np.ascontiguousarray(images[i : i + 1], dtype=np.float32), i) for i in range(len(images))]
+
+    def macro_auc(compiled, data):
+        """(macro AUC, per-image values for NNCF's ranking subset). AUC has no per-image value,
+        so each image gets minus its masked BCE (higher is better, like the metric)."""
+        rows, logits = [], []
+        out = compiled.outputs[0]  # logits
+        for x, i in data:
+            logits.append(compiled(x)[out])
+            rows.append(i)
+        rows = np.asarray(rows)
+        prob = 1.0 / (1.0 + np.exp(-np.clip(np.concatenate(logits).astype(np.float64), -60, 60)))
+        y, m = targets[rows], mask[rows]
+        eps = 1e-7
+        bce = -(y * np.log(prob + eps) + (1 - y) * np.log(1 - prob + eps))
+        per_image = -(bce * m).sum(1) / np.maximum(m.sum(1), 1.0)
+        with np.errstate(all="ignore"):
+            auc = float(np.nanmean(auc_per_label(y, prob, m))) if len(rows) > 1 else float("nan")
+        return auc, per_image.tolist()
+
+    advanced = AdvancedQuantizationParameters()
+    estimator = _estimator(method)
+    if estimator is not None:
+        advanced.activations_range_estimator_params = estimator
+    scope = nncf.IgnoredScope(patterns=list(IGNORED_PATTERNS), types=list(IGNORED_TYPES), validate=False)
+    quantized = nncf.quantize_with_accuracy_control(
+        ov_model, _nncf_dataset(calibration), nncf.Dataset(items, lambda item: item[0]), validation_fn=macro_auc,
+        max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE, subset_size=len(calibration),
+        model_type=nncf.ModelType.TRANSFORMER, preset=nncf.QuantizationPreset.MIXED, ignored_scope=scope,
+        advanced_quantization_parameters=advanced,
+        advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
+            max_num_iterations=AC_MAX_ITERATIONS, ranking_subset_size=min(AC_RANKING_SUBSET, len(images)),
+            num_ranking_workers=1,
+        ),
+    )  # fmt: skip
+    return quantized
+
+
+def quantized_ops(ov_model) -> set[str]:
+    """Friendly names of the ops fed by a FakeQuantize (what runs in INT8)."""
+    names = set()
+    for op in ov_model.get_ordered_ops():
+        if op.get_type_name() == "FakeQuantize":
+            for target in op.output(0).get_target_inputs():
+                names.add(target.get_node().get_friendly_name())
+    return names
+
+
+def _estimator(method: str):
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
+    if method not in ("minmax", "entropy", "percentile"):
+        raise ConfigError(f"unknown calibration method {method!r}")
+    if method == "minmax":
+        return RangeEstimatorParametersSet.MINMAX
+    if method == "percentile":
+        return _quantile_estimator()
+    return None
 
 
 def _quantile_estimator():
@@ -137,3 +212,34 @@ class OpenVinoBackend:
         ov.save_model(ov_model, str(out_dir / XML), compress_to_fp16=opts.fp16)
         onnx_path.unlink()
         return BackendOutput([XML, BIN], "openvino", precision, quant)
+
+    def export_with_accuracy_control(self, model, example, out_dir: Path, opts: ExportOptions, validation,
+                                     max_drop: float, first: BackendOutput) -> BackendOutput:  # fmt: skip
+        """INT8 retry after ``first`` (this backend's plain INT8 export, still in ``out_dir``)
+        failed the drift gate: ``quantize_with_accuracy_control`` against the macro AUC on
+        ``validation``; the manifest lists the ops it reverted to float."""
+        disable_telemetry()
+        import openvino as ov
+
+        out_dir = Path(out_dir)
+        onnx_path = out_dir / "_fp32.onnx"
+        export_onnx(model, example, onnx_path)
+        plain = ov.Core().read_model(str(out_dir / XML))
+        quant = dict(first.quantization)
+        controlled = quantize_ir_with_accuracy_control(ov.Core().read_model(str(onnx_path)), opts.calibration,
+                                                       validation, opts.calib_method, max_drop)  # fmt: skip
+        quant["accuracy_control"] = {
+            "tool": "nncf.quantize_with_accuracy_control",
+            "metric": "macro AUC on the run's valid split",
+            "max_drop": float(max_drop),
+            "max_iterations": AC_MAX_ITERATIONS,
+            "ranking_subset_size": min(AC_RANKING_SUBSET, len(validation[0])),
+            "reverted_to_float": sorted(quantized_ops(plain) - quantized_ops(controlled)),
+        }
+        quant["grid_inputs_in_float"] = sensitive_ops_in_float(controlled)
+        for name in (XML, BIN):
+            (out_dir / name).unlink(missing_ok=True)
+        ov.save_model(controlled, str(out_dir / XML), compress_to_fp16=False)
+        onnx_path.unlink()
+        return BackendOutput([XML, BIN], "openvino", {"weights": "int8", "activations": "int8",
+                             "inference_precision": "f32"}, quant)  # fmt: skip

@@ -1,10 +1,15 @@
 """export_run: run folder -> verified, drift-gated artifact folder. The story, in order:
 
 1. load the run (weights hash checked) and fuse Conv+BN (checked against the unfused model);
-2. calibration set (INT8); ``qat`` is refused in this version (ConfigError);
-3. the backend writes its model file(s) into a hidden temporary folder;
+2. calibration set (INT8, also QAT's range initialisation);
+3. the backend writes its model file(s) into a hidden temporary folder; with ``qat`` the
+   fake-quantized model is first fine-tuned on the TRAIN split, distilled from the FP32
+   model (``qat.py``), and exported as is instead of post-training quantized;
 4. drift gate on the run's valid split: FP32 PyTorch vs the exported model through the
    runtime engine; drift.json + drift.png;
+   OpenVINO INT8 (PTQ) that fails is re-quantized once with NNCF accuracy control (macro
+   AUC on the valid split, ``max_drop = max_macro_drop``) and gated again; the manifest's
+   ``quantization.accuracy_control`` lists the ops reverted to float and the first gate;
 5. manifest.json (hashes of every model file, precision, calibration, FLOPs, versions);
 6. publish: the temporary folder is renamed to the requested name only when the gate
    passes. A failing export is kept as ``<name>.rejected/`` (replacing an older one) for
@@ -56,14 +61,17 @@ def _versions() -> dict:
     return out
 
 
-def _check_options(target, int8, qat, fp16, calib_method, calib_size, max_macro_drop, max_drop):
+def _check_options(target, int8, qat, fp16, calib_method, calib_size, max_macro_drop, max_drop, qat_epochs=1):
     if target not in TARGETS:
         raise ConfigError(f"unknown export target {target!r}; expected one of {', '.join(TARGETS)}")
     if calib_method not in CALIB_METHODS:
         raise ConfigError(f"unknown calibration method {calib_method!r}; expected one of {', '.join(CALIB_METHODS)}")
-    if qat:
-        # Not in this version: NNCF torch QAT + distillation fine-tune is planned (see calib/README.md).
-        raise ConfigError("--qat is not available in this version; use post-training --int8 (drift-gated)")
+    if qat and target == "tensorrt":
+        raise ConfigError("--qat exports to onnx or openvino; TensorRT wants symmetric Q/DQ, use --target tensorrt --int8")
+    if qat and fp16:
+        raise ConfigError("--qat gives an INT8 model; drop --fp16")
+    if qat_epochs < 1:
+        raise ConfigError(f"--qat needs at least 1 fine-tuning epoch, got {qat_epochs}")
     if fp16 and int8 and target != "tensorrt":
         raise ConfigError("--fp16 and --int8 together are only meaningful for --target tensorrt")
     if calib_size < 1:
@@ -87,6 +95,7 @@ def export_run(
     fp16: bool = False,
     seed: int = 0,
     qat_epochs: int = 1,
+    qat_lr: float = 1e-5,
     n_boot: int = 1000,
     progress: Callable[[str], None] | None = None,
 ) -> ExportResult:
@@ -106,7 +115,8 @@ def export_run(
     from mxa_edge.training.run_io import load_run, run_preprocess
 
     say = progress or (lambda msg: None)
-    _check_options(target, int8, qat, fp16, calib_method, calib_size, max_macro_drop, max_drop)
+    _check_options(target, int8, qat, fp16, calib_method, calib_size, max_macro_drop, max_drop, qat_epochs)
+    int8 = int8 or qat  # QAT is INT8 quantization-aware training: --qat alone means INT8
     run_dir = Path(run_dir).absolute()
     backend = get_backend(target)
     if target != "tensorrt":  # tensorrt always writes the ONNX + command, even without TensorRT
@@ -150,17 +160,42 @@ def export_run(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
     try:
-        say(f"exporting to {target}")
-        out = backend.export(fused, example, work, opts)
+        if qat:
+            from mxa_edge.export.qat import export_qat, qat_finetune
 
-        say("drift gate")
-        gate_file = work / (out.gate_file or out.files[0])
-        engine = open_model_file(gate_file, out.gate_runtime or out.runtime,
-                                 precision=out.precision.get("inference_precision"))  # fmt: skip
-        prob_new = drift_mod.engine_probs(engine, valid_x)
-        del engine
-        report = drift_mod.gate(valid.targets, valid.mask, prob_ref, prob_new, max_macro_drop=max_macro_drop,
-                                max_drop=max_drop, n_boot=n_boot, seed=seed)  # fmt: skip
+            say("reading the training split (QAT)")
+            train = load_split_arrays(
+                data["root"], "train", pp, uncertainty=data.get("uncertainty", "u1"),
+                blank=data.get("blank", "negative"), frontal_only=data.get("frontal_only", True), ap_pa=data.get("ap_pa"),
+            )  # fmt: skip
+            qmodel, qat_info = qat_finetune(fused, example, opts.calibration, train, pp, epochs=qat_epochs, lr=qat_lr,
+                                            seed=seed, say=say)  # fmt: skip
+            say(f"exporting the QAT model to {target}")
+            out = export_qat(qmodel, example, work, target)
+        else:
+            say(f"exporting to {target}")
+            out = backend.export(fused, example, work, opts)
+
+        def run_gate(out):
+            say("drift gate")
+            gate_file = work / (out.gate_file or out.files[0])
+            engine = open_model_file(gate_file, out.gate_runtime or out.runtime,
+                                     precision=out.precision.get("inference_precision"))  # fmt: skip
+            prob_new = drift_mod.engine_probs(engine, valid_x)
+            del engine
+            report = drift_mod.gate(valid.targets, valid.mask, prob_ref, prob_new, max_macro_drop=max_macro_drop,
+                                    max_drop=max_drop, n_boot=n_boot, seed=seed)  # fmt: skip
+            return gate_file, report
+
+        gate_file, report = run_gate(out)
+        if not report.passed and target == "openvino" and int8 and not qat:
+            say("INT8 drifted: retrying with NNCF accuracy control (reverting the worst layers to float)")
+            first = report.summary()
+            out = backend.export_with_accuracy_control(
+                fused, example, work, opts, (valid_x, valid.targets, valid.mask), max_macro_drop, out,
+            )  # fmt: skip
+            out.quantization["accuracy_control"]["first_gate"] = first
+            gate_file, report = run_gate(out)
         report.table.update({"target": target, "gated_file": gate_file.name, "gated_runtime": out.gate_runtime or out.runtime})
         write_json(work / "drift.json", report.table)
         drift_mod.plot(report, work / "drift.png", f"{spec.name} -> {target} {out.precision['weights']}")

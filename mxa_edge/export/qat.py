@@ -1,0 +1,218 @@
+"""Quantization-aware fine-tuning (QAT) with NNCF PyTorch, distilled from the FP32 model.
+
+The story:
+1. ``nncf.quantize`` on the fused FP32 model with the calibration set gives a copy with
+   trainable fake-quantizers (ranges initialised as in PTQ). Same float islands as PTQ: the
+   MXA ROI predictor, the grid construction and GridSample, the CBAM sigmoid gates, Softmax.
+2. Fine-tune ``epochs`` on the run's TRAIN split (never valid: the drift gate measures there):
+   loss = BCE(QAT logits, FP32 probabilities) + ground-truth BCE over labelled cells, AdamW
+   at a small learning rate, no augmentation.
+3. ``export_qat`` writes the fine-tuned model for the target: ONNX with QuantizeLinear /
+   DequantizeLinear pairs (ONNX Runtime), or an OpenVINO IR with FakeQuantize ops (NNCF's
+   native export, which OpenVINO reads exactly). The pipeline then runs the usual drift gate.
+
+Fine-tuning runs in eval mode: after Conv+BN fusion the network has no BatchNorm or dropout
+left, so train and eval compute the same function, and eval keeps the op sequence NNCF
+traced (timm's EfficientViT takes another path for its attention biases in train mode).
+Those biases come from a cache built without gradient, so they stay fixed; every conv and
+linear weight, bias and quantizer range is trained.
+
+NNCF compiles a small C++ extension on first use (under ``~/.cache/torch_extensions``); on a
+busy 2-core machine that takes over NNCF's default 60 s limit, so the limit is raised here
+unless the user set ``NNCF_EXTENSION_LOAD_TIMEOUT``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from mxa_edge.errors import MissingDependencyError
+from mxa_edge.export._telemetry import disable_telemetry
+from mxa_edge.export.base import BackendOutput
+
+# NNCF torch op names are module scopes joined by "/" plus "<function>/<call index>".
+IGNORED_PATTERNS = (
+    r".*/mxa/roi/.*",  # the ROI predictor
+    r".*/mxa/[^/]+/\d+$",  # ops directly in the MXA block: grid construction and grid_sample
+    r".*/mxa/(channel|spatial)/sigmoid/\d+$",  # CBAM gates
+)
+IGNORED_TYPES = ("softmax",)
+EXTENSION_TIMEOUT_S = "600"
+
+
+def _nncf():
+    os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", EXTENSION_TIMEOUT_S)
+    disable_telemetry()
+    try:
+        import nncf
+        import nncf.torch  # noqa: F401
+    except ImportError as exc:
+        raise MissingDependencyError(f"QAT needs NNCF with its PyTorch backend ({exc}); pip install nncf") from exc
+    return nncf
+
+
+def prime_attention_cache(model, example) -> None:
+    """Rebuild timm's eval-mode attention-bias cache without autograd history (a cache built
+    inside a graph would be freed by the first backward and break the second)."""
+    import torch
+
+    model.train()
+    model.eval()
+    with torch.no_grad():
+        model(example[:1])
+
+
+def qat_finetune(
+    fused,
+    example,
+    calibration: np.ndarray,
+    train,
+    preprocess,
+    *,
+    epochs: int = 1,
+    lr: float = 1e-5,
+    batch_size: int = 32,
+    seed: int = 0,
+    say: Callable[[str], None] = lambda msg: None,
+):
+    """(fake-quantized fine-tuned copy of ``fused``, manifest ``qat`` block).
+
+    ``train`` is the run's TRAIN split as ``mxa_edge.data.arrays`` split arrays (uint8 images,
+    targets, mask); ``calibration`` the float32 (N, 1, S, S) calibration images.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    nncf = _nncf()
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
+
+    say(f"QAT: inserting fake-quantizers (NNCF, {len(calibration)} calibration images)")
+    data = nncf.Dataset([torch.from_numpy(np.ascontiguousarray(calibration[i : i + 1])) for i in range(len(calibration))])
+    scope = nncf.IgnoredScope(patterns=list(IGNORED_PATTERNS), types=list(IGNORED_TYPES), validate=False)
+    # Bias correction and SmoothQuant are PTQ repairs (and take most of quantize's time in
+    # torch); fine-tuning adjusts biases and weights itself.
+    advanced = AdvancedQuantizationParameters(
+        disable_bias_correction=True, smooth_quant_alphas=AdvancedSmoothQuantParameters(convolution=-1, matmul=-1),
+    )  # fmt: skip
+    qmodel = nncf.quantize(
+        fused, data, subset_size=len(calibration), model_type=nncf.ModelType.TRANSFORMER, ignored_scope=scope,
+        preset=nncf.QuantizationPreset.MIXED, advanced_parameters=advanced,
+    )  # fmt: skip
+    prime_attention_cache(qmodel, example)
+    prime_attention_cache(fused, example)
+    say(f"QAT: fine-tuning {epochs} epoch(s) on {len(train.images)} training images, lr {lr:g}")
+
+    params = [p for p in qmodel.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(seed)
+    n = len(train.images)
+    steps = max(1, n // batch_size)
+    mask_all = torch.from_numpy(train.mask)
+    targets_all = torch.from_numpy(train.targets)
+    history = []
+    for epoch in range(epochs):
+        order = torch.randperm(n, generator=gen)
+        sums = {"loss": 0.0, "distill": 0.0, "bce": 0.0}
+        for step in range(steps):
+            idx = order[step * batch_size : (step + 1) * batch_size].numpy()
+            x = torch.from_numpy(train.model_input(idx, preprocess))
+            with torch.no_grad():
+                soft = torch.sigmoid(fused(x))
+            logits = qmodel(x)
+            distill = F.binary_cross_entropy_with_logits(logits, soft)
+            mask = mask_all[idx]
+            cell = F.binary_cross_entropy_with_logits(logits, targets_all[idx], reduction="none")
+            bce = (cell * mask).sum() / mask.sum().clamp(min=1.0)
+            loss = distill + bce
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            for k, v in (("loss", loss), ("distill", distill), ("bce", bce)):
+                sums[k] += float(v.detach())
+        record = {"epoch": epoch + 1, **{k: v / steps for k, v in sums.items()}}
+        history.append(record)
+        say(f"QAT epoch {epoch + 1}/{epochs}: loss {record['loss']:.4f} (distill {record['distill']:.4f}, "
+            f"bce {record['bce']:.4f})")  # fmt: skip
+    prime_attention_cache(qmodel, example)
+    info = {
+        "tool": f"nncf.quantize (torch) {nncf.__version__} + fine-tuning",
+        "epochs": int(epochs),
+        "lr": float(lr),
+        "batch_size": int(batch_size),
+        "steps_per_epoch": int(steps),
+        "n_train": int(n),
+        "optimizer": "AdamW (weight decay 0)",
+        "loss": "BCE(logits, FP32 probabilities) + ground-truth BCE over labelled cells",
+        "losses": history,
+        "model_type": "transformer",
+        "preset": "mixed (symmetric weights, asymmetric activations)",
+        "bias_correction": False,
+        "smooth_quant": False,
+        "ignored_patterns": list(IGNORED_PATTERNS),
+        "ignored_types": list(IGNORED_TYPES),
+        "n_calibration": int(len(calibration)),
+    }
+    return qmodel, info
+
+
+def _set_export_mode(qmodel, mode: str) -> int:
+    from nncf.torch.quantization.layers import BaseQuantizer, QuantizerExportMode
+
+    value = {"qdq": QuantizerExportMode.ONNX_QUANTIZE_DEQUANTIZE_PAIRS, "fq": QuantizerExportMode.FAKE_QUANTIZE}[mode]
+    n = 0
+    for module in qmodel.modules():
+        if isinstance(module, BaseQuantizer):
+            module.set_export_mode(value)
+            n += 1
+    return n
+
+
+def qat_logits_max_diff(qmodel, path: Path, example, runtime: str) -> float:
+    """Max |exported - torch QAT| on the logits: recorded, not enforced (Q/DQ kernels round
+    and requantize differently from NNCF's fake-quantizers; the drift gate is the check)."""
+    import torch
+
+    from mxa_edge.runtime.engines import open_model_file
+
+    engine = open_model_file(path, runtime, threads=1, precision="f32")
+    got = engine.run(example.numpy())["logits"]
+    with torch.no_grad():
+        ref = qmodel(example).numpy()
+    return float(np.abs(got - ref).max())
+
+
+def export_qat(qmodel, example, out_dir: Path, target: str) -> BackendOutput:
+    """Write the QAT model for ``target`` ("onnx" or "openvino") into ``out_dir``."""
+    from mxa_edge.export.onnx_backend import INT8_FILE, export_onnx
+
+    out_dir = Path(out_dir)
+    if target == "onnx":
+        n = _set_export_mode(qmodel, "qdq")
+        export_onnx(qmodel, example, out_dir / INT8_FILE)
+        diff = qat_logits_max_diff(qmodel, out_dir / INT8_FILE, example, "onnxruntime")
+        quant = {"tool": "nncf QAT, exported as ONNX QuantizeLinear/DequantizeLinear", "format": "QDQ",
+                 "n_quantizers": n, "export_vs_torch_max_abs": diff}  # fmt: skip
+        return BackendOutput([INT8_FILE], "onnxruntime",
+                             {"weights": "int8", "activations": "uint8", "inference_precision": "int8"}, quant)  # fmt: skip
+    if target == "openvino":
+        import openvino as ov
+
+        from mxa_edge.export.openvino_backend import BIN, XML, sensitive_ops_in_float
+
+        n = _set_export_mode(qmodel, "fq")
+        onnx_path = out_dir / "_qat.onnx"
+        export_onnx(qmodel, example, onnx_path)  # FakeQuantize in OpenVINO's ONNX domain
+        ov_model = ov.Core().read_model(str(onnx_path))
+        ov.save_model(ov_model, str(out_dir / XML), compress_to_fp16=False)
+        onnx_path.unlink()
+        diff = qat_logits_max_diff(qmodel, out_dir / XML, example, "openvino")
+        quant = {"tool": "nncf QAT, exported as OpenVINO FakeQuantize", "n_quantizers": n,
+                 "grid_inputs_in_float": sensitive_ops_in_float(ov.Core().read_model(str(out_dir / XML))),
+                 "export_vs_torch_max_abs": diff}  # fmt: skip
+        return BackendOutput([XML, BIN], "openvino",
+                             {"weights": "int8", "activations": "int8", "inference_precision": "f32"}, quant)  # fmt: skip
+    raise ValueError(f"QAT export supports onnx and openvino, not {target!r}")
