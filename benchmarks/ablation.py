@@ -84,6 +84,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n-boot", type=int, default=1000)
     ap.add_argument("--skip-train", action="store_true", help="reuse runs already in --out")
+    ap.add_argument("--no-latency", action="store_true", help="skip the latency part (e.g. while the machine is busy)")
     args = ap.parse_args()
 
     runs = {}
@@ -131,9 +132,10 @@ def main() -> None:
         vals = [metrics[n]["per_label"][label]["auc"] for n in runs]
         print(f"{LABEL_ABBREVIATIONS[label]:<6}" + "".join(f"{v:>10.3f}" if v is not None else f"{'n/a':>10}" for v in vals))
 
-    print("\nMXA cost over the baseline (PyTorch eager, batch 1, interleaved medians)")
     cost = {}
-    for variant, size in ((args.model, args.image_size), ("m5", 224)):
+    if not args.no_latency:
+        print("\nMXA cost over the baseline (PyTorch eager, batch 1, interleaved medians)")
+    for variant, size in () if args.no_latency else ((args.model, args.image_size), ("m5", 224)):
         r = latency_ratios(variant, size)
         cost[f"{variant}@{size}"] = r
         for k in ("stage", "block"):
