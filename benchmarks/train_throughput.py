@@ -9,6 +9,8 @@ Measured in the same interleaved rounds (so load from other jobs hits all alike)
   (``mxa_edge.data.arrays.decode_resized``, what ``load_split_arrays`` runs once per image)
   from a phantom dataset written to a temporary folder, with 1 and 2 decoding threads, to
   128 and 224 px;
+- cache read: a random batch from the memory-mapped uint8 cache that ``mxa-edge data cache``
+  writes (``mxa_edge.data.cache``), what training reads when a cache exists;
 - memory+augment: the per-step path of the training loop on images already decoded to
   uint8: index a batch, scale to [0, 1], ``RandAugmentGray`` (rand-m5-mstd1, 2 ops), scale
   to the model's range (as ``run_loop`` does), at 128 and 224 px;
@@ -54,6 +56,22 @@ def decode_stage(paths, size: int, workers: int, batch: int):
         return list(pool.map(lambda p: decode_resized(p, pp), chunk))
 
     return run, pool
+
+
+def cache_stage(root, size: int, batch: int, seed: int):
+    from mxa_edge.data.cache import build_cache, open_cached
+
+    pp = Preprocess(image_size=size)
+    split = read_split(root, "train")
+    build_cache(split, pp, base=root.parent / "cache")
+    images = open_cached(split, pp, base=root.parent / "cache")
+    gen = torch.Generator().manual_seed(seed)
+
+    def run():
+        idx = torch.randint(0, len(images), (batch,), generator=gen).numpy()
+        return np.asarray(images[idx])
+
+    return run
 
 
 def augment_stage(size: int, batch: int, seed: int):
@@ -118,6 +136,7 @@ def main(argv=None) -> None:
                 run, pool = decode_stage(paths, size, workers, args.batch)
                 stages[f"decode {size}px, {workers} thread{'s' if workers > 1 else ''}"] = run
                 pools.append(pool)
+            stages[f"cache read {size}px"] = cache_stage(root, size, args.batch, args.seed)
             stages[f"memory+augment {size}px"] = augment_stage(size, args.batch, args.seed)
             stages[f"train step {name}"] = train_stage(variant, size, args.batch, args.seed)
         res = measure_interleaved(stages, args.batch, args.seconds, args.warmup, args.rounds)

@@ -214,7 +214,7 @@ def run_loop(
             kd_sum += float(ddp.all_reduce_mean(torch.as_tensor(out.get("kd", 0.0)))) * n_global
             lr = optimizer.param_groups[0]["lr"]
             reporter.advance(
-                f"{s.task} epoch {epoch + 1}/{s.epochs}", 1, loss=float(out["loss"]), lr=lr,
+                f"{s.task} epoch {epoch + 1}/{s.epochs}", 1, loss=float(out["loss"].detach()), lr=lr,
                 img_s=seen_here / max(time.perf_counter() - t0, 1e-9),
             )  # fmt: skip
             if s.checkpoint_every and (step + 1) % s.checkpoint_every == 0 and step + 1 < steps_per_epoch and rank == 0:
