@@ -8,6 +8,8 @@ how the sensitive ROI/grid nodes are found and kept in float.
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -164,11 +166,15 @@ def quantize_onnx(src: Path, dst: Path, calibration: np.ndarray, method: str, *,
     if symmetric:
         # TensorRT wants every Q/DQ it can fuse explicit; it keeps biases in float/int32 itself.
         extra.update({"QuantizeBias": False, "DedicatedQDQPair": True, "AddQDQPairToWeight": True})
-    quantize_static(
-        str(src), str(dst), _ArrayReader(calibration), quant_format=QuantFormat.QDQ,
-        activation_type=activation, weight_type=QuantType.QInt8, per_channel=True,
-        calibrate_method=methods[method], nodes_to_exclude=excluded, extra_options=extra,
-    )  # fmt: skip
+    # Histogram calibrators (entropy, percentile) stack the collected tensors, so every batch
+    # must have the same size: feed them one image at a time. They also print progress to
+    # stdout, which belongs to results (--json): send it to stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        quantize_static(
+            str(src), str(dst), _ArrayReader(calibration, batch=8 if method == "minmax" else 1),
+            quant_format=QuantFormat.QDQ, activation_type=activation, weight_type=QuantType.QInt8, per_channel=True,
+            calibrate_method=methods[method], nodes_to_exclude=excluded, extra_options=extra,
+        )  # fmt: skip
     return {
         "tool": "onnxruntime.quantization.quantize_static",
         "format": "QDQ",

@@ -18,7 +18,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -174,21 +176,18 @@ def export_run(
             out = export_qat(qmodel, example, work, target)
         else:
             say(f"exporting to {target}")
-            import logging
-        import warnings
-
-        # NNCF logs every node it leaves in float at INFO, and the legacy ONNX tracer warns
-        # about timm's window-size branch (a constant for a fixed input size): neither is
-        # actionable for the user. Scoped to this call; the caller's settings are restored.
-        nncf_logger = logging.getLogger("nncf")
-        level = nncf_logger.level
-        nncf_logger.setLevel(logging.WARNING)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", torch.jit.TracerWarning)
-                out = backend.export(fused, example, work, opts)
-        finally:
-            nncf_logger.setLevel(level)
+            # NNCF logs every node it leaves in float at INFO, and the legacy ONNX tracer warns
+            # about timm's window-size branch (a constant for a fixed input size): neither is
+            # actionable for the user. Scoped to this call; the caller's settings are restored.
+            nncf_logger = logging.getLogger("nncf")
+            level = nncf_logger.level
+            nncf_logger.setLevel(logging.WARNING)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                    out = backend.export(fused, example, work, opts)
+            finally:
+                nncf_logger.setLevel(level)
 
         def run_gate(out):
             say("drift gate")
