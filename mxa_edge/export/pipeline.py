@@ -161,6 +161,21 @@ def export_run(
     out_dir = out_dir.absolute()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    # NNCF logs every node it leaves in float at INFO level, on stdout (which belongs to
+    # --json results); quiet it for this call and restore the caller's level afterwards.
+    if (target == "openvino" and int8) or qat:
+        # NNCF sets its logger to INFO when first imported: import it (telemetry off first)
+        # before quieting it, or the import would undo the setting.
+        from mxa_edge.export._telemetry import disable_telemetry
+
+        disable_telemetry()
+        try:
+            import nncf  # noqa: F401
+        except ImportError:
+            pass  # the backend reports the missing dependency
+    nncf_logger = logging.getLogger("nncf")
+    nncf_level = nncf_logger.level
+    nncf_logger.setLevel(logging.WARNING)
     try:
         if qat:
             from mxa_edge.export.qat import export_qat, qat_finetune
@@ -176,18 +191,11 @@ def export_run(
             out = export_qat(qmodel, example, work, target)
         else:
             say(f"exporting to {target}")
-            # NNCF logs every node it leaves in float at INFO, and the legacy ONNX tracer warns
-            # about timm's window-size branch (a constant for a fixed input size): neither is
-            # actionable for the user. Scoped to this call; the caller's settings are restored.
-            nncf_logger = logging.getLogger("nncf")
-            level = nncf_logger.level
-            nncf_logger.setLevel(logging.WARNING)
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", torch.jit.TracerWarning)
-                    out = backend.export(fused, example, work, opts)
-            finally:
-                nncf_logger.setLevel(level)
+            # The legacy ONNX tracer warns about timm's window-size branch (a constant for a
+            # fixed input size): not actionable for the user. Scoped to this call.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                out = backend.export(fused, example, work, opts)
 
         def run_gate(out):
             say("drift gate")
@@ -271,6 +279,7 @@ def export_run(
         result.artifact = out_dir
         say(f"published {out_dir}")
     finally:
+        nncf_logger.setLevel(nncf_level)
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)
 
