@@ -27,45 +27,9 @@ LOOSE = {"max_macro_drop": 0.03, "max_drop": 0.10}
 
 
 def make_tiny_run(tmp: Path, *, steps: int = 30, seed: int = 0) -> Path:
-    from mxa_edge.data.arrays import load_split_arrays
-    from mxa_edge.data.chexpert import dataset_fingerprint
-    from mxa_edge.data.phantom import generate_phantom_dataset
-    from mxa_edge.fileio import write_json
-    from mxa_edge.labels import CHEXPERT_LABELS
-    from mxa_edge.models.configs import ModelSpec
-    from mxa_edge.models.student import MultiLabelStudent
-    from mxa_edge.preprocess import Preprocess
-    from mxa_edge.training.run_io import save_weights
+    from conftest import quick_run
 
-    root = generate_phantom_dataset(tmp / "data", n_train=160, n_valid=100, size=80, seed=seed)
-    pp = Preprocess(image_size=SIZE)
-    train = load_split_arrays(root, "train", pp)
-    valid = load_split_arrays(root, "valid", pp)
-    torch.manual_seed(seed)
-    model = MultiLabelStudent(ModelSpec("m0", SIZE))
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    rng = np.random.default_rng(seed)
-    model.train()
-    for _ in range(steps):
-        idx = rng.choice(len(train), 16, replace=False)
-        x = torch.from_numpy(train.model_input(idx, pp))
-        y = torch.from_numpy(train.targets[idx])
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    run = tmp / "run"
-    run.mkdir()
-    sha = save_weights(model, run / "weights.safetensors")
-    write_json(run / "manifest.json", {
-        "labels": list(CHEXPERT_LABELS), "preprocess": pp.to_dict(), "model": model.spec.to_dict(),
-        "weights_sha256": sha,
-        "data": {"root": str(root), "uncertainty": "u1", "blank": "negative", "frontal_only": True, "ap_pa": None,
-                 "fingerprint": {"train": dataset_fingerprint(train.split), "valid": dataset_fingerprint(valid.split)}},
-        "versions": {"torch": torch.__version__},
-    })  # fmt: skip
-    return run
+    return quick_run(tmp, size=SIZE, steps=steps, seed=seed)
 
 
 @pytest.fixture(scope="session")

@@ -56,45 +56,11 @@ def _write_png(path: Path, h: int, w: int, seed: int = 0) -> Path:
 
 @pytest.fixture(scope="session")
 def predict_run(tmp_path_factory) -> Path:
-    torch = pytest.importorskip("torch")
-    from mxa_edge.data.arrays import load_split_arrays
-    from mxa_edge.data.chexpert import dataset_fingerprint
-    from mxa_edge.data.phantom import generate_phantom_dataset
-    from mxa_edge.fileio import write_json
-    from mxa_edge.models.configs import ModelSpec
-    from mxa_edge.models.student import MultiLabelStudent
-    from mxa_edge.preprocess import Preprocess
-    from mxa_edge.training.run_io import save_weights
+    pytest.importorskip("torch")
+    from conftest import quick_run
 
     tmp = tmp_path_factory.mktemp("predict")
-    root = generate_phantom_dataset(tmp / "data", n_train=48, n_valid=24, size=96, seed=0)
-    pp = Preprocess(image_size=SIZE)
-    train = load_split_arrays(root, "train", pp)
-    valid = load_split_arrays(root, "valid", pp)
-    torch.manual_seed(0)
-    model = MultiLabelStudent(ModelSpec("m0", SIZE))
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    rng = np.random.default_rng(0)
-    model.train()
-    for _ in range(8):
-        idx = rng.choice(len(train), 16, replace=False)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(
-            model(torch.from_numpy(train.model_input(idx, pp))), torch.from_numpy(train.targets[idx]))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    run = tmp / "run"
-    run.mkdir()
-    sha = save_weights(model, run / "weights.safetensors")
-    write_json(run / "manifest.json", {
-        "labels": list(CHEXPERT_LABELS), "preprocess": pp.to_dict(), "model": model.spec.to_dict(),
-        "weights_sha256": sha,
-        "data": {"root": str(root), "uncertainty": "u1", "blank": "negative", "frontal_only": True, "ap_pa": None,
-                 "fingerprint": {"train": dataset_fingerprint(train.split), "valid": dataset_fingerprint(valid.split)}},
-        "versions": {"torch": torch.__version__},
-    })  # fmt: skip
-    return run
+    return quick_run(tmp, size=SIZE, n_train=48, n_valid=24, source_size=96, steps=8, lr=3e-3, seed=0)
 
 
 @pytest.fixture(scope="session")
