@@ -26,7 +26,7 @@ import torch
 
 from mxa_edge.data.arrays import load_split_arrays
 from mxa_edge.labels import LABEL_ABBREVIATIONS
-from mxa_edge.metrics import paired_auc_delta
+from mxa_edge.metrics import paired_auc_delta, sigmoid
 from mxa_edge.models.configs import ModelSpec, MXAConfig
 from mxa_edge.models.student import build_student
 from mxa_edge.training.config import TrainConfig
@@ -110,7 +110,7 @@ def main() -> None:
     probs = {}
     for name, out in runs.items():
         model, _ = load_run(out)
-        probs[name] = 1 / (1 + np.exp(-predict_logits(model, valid.images, pp.value_range)))
+        probs[name] = sigmoid(predict_logits(model, valid.images, pp.value_range))
     metrics = {name: json.loads((out / "metrics.json").read_text()) for name, out in runs.items()}
 
     print(f"\nAblation on {d['root']} ({len(valid)} validation images), {args.model} @ {args.image_size}px, {args.epochs} epochs, seed {args.seed}")

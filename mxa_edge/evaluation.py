@@ -12,13 +12,9 @@ import numpy as np
 
 from mxa_edge.data.arrays import SplitArrays, load_split_arrays
 from mxa_edge.errors import ArtifactError
-from mxa_edge.metrics import box_coverage, evaluate
+from mxa_edge.metrics import box_coverage, evaluate, sigmoid
 from mxa_edge.preprocess import Preprocess
 from mxa_edge.progress import SILENT, Reporter
-
-
-def _sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-x))
 
 
 def read_boxes(root: Path) -> dict[str, list[tuple[str, np.ndarray]]]:
@@ -86,7 +82,7 @@ def evaluate_model(
         logits, rois = _artifact_outputs(model_path, arrays, pp)
     else:
         logits, rois = _run_outputs(model_path, arrays, pp)
-    metrics = evaluate(arrays.targets, _sigmoid(logits), arrays.mask, n_boot=n_boot, seed=seed)
+    metrics = evaluate(arrays.targets, sigmoid(logits), arrays.mask, n_boot=n_boot, seed=seed)
     metrics.update({"model": str(model_path), "data": str(root), "split": split})
     if rois is not None:
         loc = roi_localization(rois, arrays, read_boxes(root))

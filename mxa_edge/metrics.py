@@ -44,6 +44,18 @@ _BOOT_CHUNK_CELLS = 4_000_000
 # --------------------------------------------------------------------------------------
 
 
+def sigmoid(logits) -> np.ndarray:
+    """Logits -> probabilities, float64, without overflow for any logit (the one definition:
+    training, evaluation, the drift gate, the report and predict all use it)."""
+    x = np.asarray(logits, dtype=np.float64)
+    out = np.empty_like(x)
+    pos = x >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
+    ex = np.exp(x[~pos])
+    out[~pos] = ex / (1.0 + ex)
+    return out
+
+
 def _as_2d(name: str, x: ArrayLike) -> np.ndarray:
     a = np.asarray(x, dtype=np.float64)
     if a.ndim != 2:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from mxa_edge.labels import LABEL_ABBREVIATIONS
+from mxa_edge.metrics import sigmoid
 
 
 @dataclass
@@ -36,8 +37,6 @@ class DriftReport:
         }  # fmt: skip
 
 
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))
 
 
 def torch_probs(model, images: np.ndarray, batch: int = 32) -> np.ndarray:

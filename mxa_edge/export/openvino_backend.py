@@ -90,7 +90,7 @@ def quantize_ir_with_accuracy_control(ov_model, calibration: np.ndarray, validat
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters, AdvancedQuantizationParameters
 
-    from mxa_edge.metrics import auc_per_label
+    from mxa_edge.metrics import auc_per_label, sigmoid
 
     images, targets, mask = validation
     items = [(np.ascontiguousarray(images[i : i + 1], dtype=np.float32), i) for i in range(len(images))]
@@ -104,7 +104,7 @@ def quantize_ir_with_accuracy_control(ov_model, calibration: np.ndarray, validat
             logits.append(compiled(x)[out])
             rows.append(i)
         rows = np.asarray(rows)
-        prob = 1.0 / (1.0 + np.exp(-np.clip(np.concatenate(logits).astype(np.float64), -60, 60)))
+        prob = sigmoid(np.concatenate(logits))
         y, m = targets[rows], mask[rows]
         eps = 1e-7
         bce = -(y * np.log(prob + eps) + (1 - y) * np.log(1 - prob + eps))

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from mxa_edge.errors import ArtifactError, MissingDependencyError, MxaError
+from mxa_edge.metrics import sigmoid
 from mxa_edge.runtime.artifact import Artifact
 
 BATCH = 32
@@ -50,8 +51,6 @@ class Validation:
         return self.fingerprint == self.gate_fingerprint
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(np.asarray(x, dtype=np.float64), -60, 60)))
 
 
 def source_run_manifest(artifact: Artifact) -> tuple[Path | None, dict | None, str | None]:
@@ -125,7 +124,7 @@ def exported_scores(artifact: Artifact, arrays, drift: dict | None) -> Scores:
         return s
     pp = artifact.preprocess
     logits = [engine.run(arrays.model_input(slice(i, i + BATCH), pp))["logits"] for i in range(0, len(arrays), BATCH)]
-    s.probs = _sigmoid(np.concatenate(logits))
+    s.probs = sigmoid(np.concatenate(logits))
     return s
 
 
@@ -162,5 +161,5 @@ def fp32_scores(artifact: Artifact, arrays, run_dir: Path | None, run_manifest: 
     with torch.no_grad():
         for i in range(0, len(arrays), BATCH):
             out.append(model(torch.from_numpy(arrays.model_input(slice(i, i + BATCH), pp))).numpy())
-    s.probs = _sigmoid(np.concatenate(out))
+    s.probs = sigmoid(np.concatenate(out))
     return s

@@ -41,6 +41,7 @@ import numpy as np
 
 from mxa_edge.errors import InputImageError
 from mxa_edge.imageio import SUPPORTED_SUFFIXES, is_supported_image, load_radiograph
+from mxa_edge.metrics import sigmoid  # re-exported: numpy-only, the one definition
 
 _GLOB_CHARS = frozenset("*?[")
 
@@ -145,15 +146,6 @@ def _images_under(folder: Path) -> list[Path]:
 # --- model ------------------------------------------------------------------------------------
 
 
-def sigmoid(logits: np.ndarray) -> np.ndarray:
-    """Numerically stable logistic function, float64 in, float64 out."""
-    x = np.asarray(logits, dtype=np.float64)
-    out = np.empty_like(x)
-    pos = x >= 0
-    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
-    ex = np.exp(x[~pos])
-    out[~pos] = ex / (1.0 + ex)
-    return out
 
 
 class Predictor:

@@ -29,7 +29,7 @@ from mxa_edge.data.chexpert import dataset_fingerprint
 from mxa_edge.errors import ConfigError, DatasetError
 from mxa_edge.fileio import atomic_path, read_json, sha256_file, write_json
 from mxa_edge.labels import CHEXPERT_LABELS
-from mxa_edge.metrics import evaluate
+from mxa_edge.metrics import evaluate, sigmoid
 from mxa_edge.models.configs import ModelSpec, MXAConfig
 from mxa_edge.paths import cache_dir
 from mxa_edge.preprocess import Preprocess
@@ -43,13 +43,9 @@ from mxa_edge.training.loss import DistillationLoss, class_balanced_pos_weight
 TEACHER_INPUT_SIZE_XRV = 224
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
-
-
 def _macro_auc(model, arrays: SplitArrays, pp: Preprocess, device: str) -> float:
     logits = predict_logits(model, arrays.images, pp.value_range, device=device)
-    m = evaluate(arrays.targets, _sigmoid(logits), arrays.mask, n_boot=0)["macro_auc"]
+    m = evaluate(arrays.targets, sigmoid(logits), arrays.mask, n_boot=0)["macro_auc"]
     return math.nan if m is None else m
 
 
@@ -266,7 +262,7 @@ def train(cfg: TrainConfig, reporter: Reporter = SILENT) -> dict:
     spec = _spec(cfg)
     kd_fn, _ = make_kd_targets(cfg, data, teacher, teacher_info, reporter)
     if teacher is not None:
-        teacher_probs = _sigmoid(predict_logits(teacher.densenet if teacher.kind == "finetune" else _XrvAdapter(teacher), data.valid.images, data.pp.value_range, device=cfg.device))
+        teacher_probs = sigmoid(predict_logits(teacher.densenet if teacher.kind == "finetune" else _XrvAdapter(teacher), data.valid.images, data.pp.value_range, device=cfg.device))
         teacher_info["valid_macro_auc"] = evaluate(data.valid.targets, teacher_probs, data.valid.mask, n_boot=0)["macro_auc"]
 
     with torch.random.fork_rng():  # seeded init without leaving the global RNG changed
@@ -303,7 +299,7 @@ def train(cfg: TrainConfig, reporter: Reporter = SILENT) -> dict:
     weights_sha = run_io.save_weights(student, out / run_io.WEIGHTS)
 
     reporter.log("evaluating the selected weights on the validation split (bootstrap CIs)")
-    probs = _sigmoid(predict_logits(student, data.valid.images, data.pp.value_range, device=cfg.device))
+    probs = sigmoid(predict_logits(student, data.valid.images, data.pp.value_range, device=cfg.device))
     metrics = evaluate(data.valid.targets, probs, data.valid.mask, n_boot=cfg.n_boot, seed=cfg.seed)
     metrics["selected_epoch"] = result.best_epoch
     metrics["teacher"] = {k: v for k, v in teacher_info.items() if k in ("kind", "valid_macro_auc", "init", "weights")}
