@@ -23,6 +23,8 @@ class ExportOptions:
     calib_method: str = "minmax"
     calibration: np.ndarray | None = None  # float32 (N, 1, S, S) in the model's range
     seed: int = 0
+    # Torch module names kept in float in an INT8 export (sensitivity.choose_float_layers).
+    float_layers: list[str] = field(default_factory=list)
     # Filled in by the backend for the manifest.
     notes: dict = field(default_factory=dict)
 

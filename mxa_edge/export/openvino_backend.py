@@ -39,8 +39,16 @@ def _nncf_dataset(images: np.ndarray, batch: int = 1):
     return nncf.Dataset(items)
 
 
+def float_patterns(onnx_nodes) -> list[str]:
+    """IgnoredScope patterns for ONNX Conv/Gemm/MatMul node names: OpenVINO keeps the node
+    name on the bias Add and names the convolution itself ``<node>/WithoutBiases``."""
+    import re
+
+    return ["^" + re.escape(name) + "(/.*)?$" for name in onnx_nodes]
+
+
 def quantize_ir(ov_model, calibration: np.ndarray, method: str, *, model_type: str | None = "transformer",
-                seed: int = 0):  # fmt: skip
+                seed: int = 0, float_nodes=()):  # fmt: skip
     """NNCF PTQ of an OpenVINO model; returns (quantized model, settings for the manifest).
 
     ``method`` maps onto NNCF's range estimators: minmax -> MinMax (NNCF's default for
@@ -53,6 +61,7 @@ def quantize_ir(ov_model, calibration: np.ndarray, method: str, *, model_type: s
     Gather); TRANSFORMER keeps Softmax in float by itself, so dropping it from the ignored
     types changes nothing; PERFORMANCE (symmetric activations) is no faster than MIXED
     (M0/128 0.99x vs 0.95x, M5/224 1.52x vs 1.49x) and drifted more on M5/224.
+    ``float_nodes``: ONNX node names of the layers the sensitivity analysis keeps in float.
     """
     disable_telemetry()
     import nncf
@@ -62,7 +71,8 @@ def quantize_ir(ov_model, calibration: np.ndarray, method: str, *, model_type: s
     advanced = AdvancedQuantizationParameters()
     if estimator is not None:
         advanced.activations_range_estimator_params = estimator
-    scope = nncf.IgnoredScope(patterns=list(IGNORED_PATTERNS), types=list(IGNORED_TYPES), validate=False)
+    patterns = list(IGNORED_PATTERNS) + float_patterns(float_nodes)
+    scope = nncf.IgnoredScope(patterns=patterns, types=list(IGNORED_TYPES), validate=False)
     mtype = nncf.ModelType.TRANSFORMER if model_type == "transformer" else None
     quantized = nncf.quantize(
         ov_model, _nncf_dataset(calibration), subset_size=len(calibration), model_type=mtype,
@@ -76,51 +86,72 @@ def quantize_ir(ov_model, calibration: np.ndarray, method: str, *, model_type: s
         "model_type": model_type,
         "ignored_patterns": list(IGNORED_PATTERNS),
         "ignored_types": list(IGNORED_TYPES),
+        "float_nodes": sorted(float_nodes),
         "n_calibration": int(len(calibration)),
     }
     return quantized, settings
 
 
-def quantize_ir_with_accuracy_control(ov_model, calibration: np.ndarray, validation, method: str, max_drop: float):
-    """NNCF PTQ that reverts the layers hurting macro AUC most to float until the macro AUC on
-    ``validation`` (images, targets, mask: the run's valid split) drops by at most ``max_drop``
-    from the FP32 IR's. Returns the quantized model (``quantized_ops`` tells what stayed INT8).
+def gate_score(targets, mask, prob_ref, max_macro_drop: float, max_drop: float):
+    """The drift gate as one number for NNCF: min(macro AUC change / max_macro_drop, worst
+    per-pathology change / max_drop), against ``prob_ref`` (the FP32 model). 0 for the FP32
+    model; the gate passes at >= -1, so accuracy control runs with an absolute max_drop of 1."""
+    from mxa_edge.metrics import auc_per_label
+
+    with np.errstate(all="ignore"):
+        auc_ref = auc_per_label(targets, prob_ref, mask)
+
+    def score(prob) -> float:
+        with np.errstate(all="ignore"):
+            delta = auc_per_label(targets, prob, mask) - auc_ref
+        if np.all(np.isnan(delta)):
+            return float("nan")
+        return float(min(np.nanmean(delta) / max(max_macro_drop, 1e-6), np.nanmin(delta) / max(max_drop, 1e-6)))
+
+    return score
+
+
+def quantize_ir_with_accuracy_control(ov_model, calibration: np.ndarray, validation, method: str, max_macro_drop: float,
+                                      max_drop: float, prob_ref: np.ndarray, float_nodes=()):  # fmt: skip
+    """NNCF PTQ that reverts quantizers to float, the ones that move the logits most first
+    (NNCF's ranking by normalised MSE of the logits), until the drift gate's score
+    (``gate_score``: macro AND per-pathology bounds) on ``validation`` (images, targets, mask:
+    the run's valid split) passes. Returns the quantized model (``quantized_ops`` tells what
+    stayed INT8).
     """
     disable_telemetry()
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters, AdvancedQuantizationParameters
 
-    from mxa_edge.metrics import auc_per_label, sigmoid
+    from mxa_edge.metrics import sigmoid
 
     images, targets, mask = validation
     items = [(np.ascontiguousarray(images[i : i + 1], dtype=np.float32), i) for i in range(len(images))]
+    score = gate_score(targets, mask, prob_ref, max_macro_drop, max_drop)
 
-    def macro_auc(compiled, data):
-        """(macro AUC, per-image values for NNCF's ranking subset). AUC has no per-image value,
-        so each image gets minus its masked BCE (higher is better, like the metric)."""
+    def validate(compiled, data):
+        """(gate score, per-image logits). Per-image logits (not per-image metric values)
+        put NNCF in its logits mode: quantizers are ranked by how much they move them."""
         rows, logits = [], []
         out = compiled.outputs[0]  # logits
         for x, i in data:
-            logits.append(compiled(x)[out])
+            logits.append(np.asarray(compiled(x)[out]))
             rows.append(i)
-        rows = np.asarray(rows)
-        prob = sigmoid(np.concatenate(logits))
-        y, m = targets[rows], mask[rows]
-        eps = 1e-7
-        bce = -(y * np.log(prob + eps) + (1 - y) * np.log(1 - prob + eps))
-        per_image = -(bce * m).sum(1) / np.maximum(m.sum(1), 1.0)
-        with np.errstate(all="ignore"):
-            auc = float(np.nanmean(auc_per_label(y, prob, m))) if len(rows) > 1 else float("nan")
-        return auc, per_image.tolist()
+        if len(rows) < len(items):  # a subset (NNCF probes the mode with one item): no AUC
+            return float("nan"), [[row] for row in logits]
+        order = np.argsort(rows)
+        prob = sigmoid(np.concatenate(logits)[order].astype(np.float64))
+        return score(prob), [[row] for row in logits]
 
     advanced = AdvancedQuantizationParameters()
     estimator = _estimator(method)
     if estimator is not None:
         advanced.activations_range_estimator_params = estimator
-    scope = nncf.IgnoredScope(patterns=list(IGNORED_PATTERNS), types=list(IGNORED_TYPES), validate=False)
+    patterns = list(IGNORED_PATTERNS) + float_patterns(float_nodes)
+    scope = nncf.IgnoredScope(patterns=patterns, types=list(IGNORED_TYPES), validate=False)
     quantized = nncf.quantize_with_accuracy_control(
-        ov_model, _nncf_dataset(calibration), nncf.Dataset(items, lambda item: item[0]), validation_fn=macro_auc,
-        max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE, subset_size=len(calibration),
+        ov_model, _nncf_dataset(calibration), nncf.Dataset(items, lambda item: item[0]), validation_fn=validate,
+        max_drop=1.0, drop_type=nncf.DropType.ABSOLUTE, subset_size=len(calibration),
         model_type=nncf.ModelType.TRANSFORMER, preset=nncf.QuantizationPreset.MIXED, ignored_scope=scope,
         advanced_quantization_parameters=advanced,
         advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
@@ -199,7 +230,10 @@ class OpenVinoBackend:
         # conversion tool is the part that starts telemetry sessions.
         ov_model = ov.Core().read_model(str(onnx_path))
         if opts.int8:
-            ov_model, quant = quantize_ir(ov_model, opts.calibration, opts.calib_method, seed=opts.seed)
+            from mxa_edge.export.sensitivity import float_node_names
+
+            ov_model, quant = quantize_ir(ov_model, opts.calibration, opts.calib_method, seed=opts.seed,
+                                          float_nodes=float_node_names(onnx_path, opts.float_layers))  # fmt: skip
             quant["grid_inputs_in_float"] = sensitive_ops_in_float(ov_model)
             precision = {"weights": "int8", "activations": "int8", "inference_precision": "f32"}
         elif opts.fp16:
@@ -214,10 +248,13 @@ class OpenVinoBackend:
         return BackendOutput([XML, BIN], "openvino", precision, quant)
 
     def export_with_accuracy_control(self, model, example, out_dir: Path, opts: ExportOptions, validation,
-                                     max_drop: float, first: BackendOutput) -> BackendOutput:  # fmt: skip
+                                     max_macro_drop: float, max_drop: float, prob_ref: np.ndarray,
+                                     first: BackendOutput) -> BackendOutput:  # fmt: skip
         """INT8 retry after ``first`` (this backend's plain INT8 export, still in ``out_dir``)
-        failed the drift gate: ``quantize_with_accuracy_control`` against the macro AUC on
-        ``validation``; the manifest lists the ops it reverted to float."""
+        failed the drift gate: ``quantize_with_accuracy_control`` against the gate's own score
+        on ``validation``; the manifest lists the ops it reverted to float."""
+        from mxa_edge.export.sensitivity import float_node_names
+
         disable_telemetry()
         import openvino as ov
 
@@ -226,11 +263,15 @@ class OpenVinoBackend:
         export_onnx(model, example, onnx_path)
         plain = ov.Core().read_model(str(out_dir / XML))
         quant = dict(first.quantization)
-        controlled = quantize_ir_with_accuracy_control(ov.Core().read_model(str(onnx_path)), opts.calibration,
-                                                       validation, opts.calib_method, max_drop)  # fmt: skip
+        controlled = quantize_ir_with_accuracy_control(
+            ov.Core().read_model(str(onnx_path)), opts.calibration, validation, opts.calib_method, max_macro_drop,
+            max_drop, prob_ref, float_node_names(onnx_path, opts.float_layers),
+        )  # fmt: skip
         quant["accuracy_control"] = {
             "tool": "nncf.quantize_with_accuracy_control",
-            "metric": "macro AUC on the run's valid split",
+            "metric": "drift gate score on the run's valid split: min(macro change / max macro drop, "
+                      "worst pathology change / max drop); passes at >= -1",
+            "max_macro_drop": float(max_macro_drop),
             "max_drop": float(max_drop),
             "max_iterations": AC_MAX_ITERATIONS,
             "ranking_subset_size": min(AC_RANKING_SUBSET, len(validation[0])),

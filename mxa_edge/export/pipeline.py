@@ -1,14 +1,15 @@
 """export_run: run folder -> verified, drift-gated artifact folder. The story, in order:
 
 1. load the run (weights hash checked) and fuse Conv+BN (checked against the unfused model);
-2. calibration set (INT8, also QAT's range initialisation);
+2. calibration set (INT8, also QAT's range initialisation); for PTQ, the label-free
+   sensitivity analysis on it picks the few layers kept in float (``sensitivity.py``);
 3. the backend writes its model file(s) into a hidden temporary folder; with ``qat`` the
    fake-quantized model is first fine-tuned on the TRAIN split, distilled from the FP32
    model (``qat.py``), and exported as is instead of post-training quantized;
 4. drift gate on the run's valid split: FP32 PyTorch vs the exported model through the
    runtime engine; drift.json + drift.png;
-   OpenVINO INT8 (PTQ) that fails is re-quantized once with NNCF accuracy control (macro
-   AUC on the valid split, ``max_drop = max_macro_drop``) and gated again; the manifest's
+   OpenVINO INT8 (PTQ) that fails is re-quantized once with NNCF accuracy control (on the
+   gate's own score over the valid split) and gated again; the manifest's
    ``quantization.accuracy_control`` lists the ops reverted to float and the first gate;
 5. manifest.json (hashes of every model file, precision, calibration, FLOPs, versions);
 6. publish: the temporary folder is renamed to the requested name only when the gate
@@ -33,6 +34,7 @@ from mxa_edge.export.base import CALIB_METHODS, ExportOptions, get_backend
 from mxa_edge.fileio import sha256_file, write_json
 
 TARGETS = ("onnx", "openvino", "tensorrt")
+DEFAULT_NOISE_BUDGET = 0.08  # = sensitivity.DEFAULT_BUDGET (kept import-free for the CLI)
 
 
 @dataclass
@@ -63,7 +65,8 @@ def _versions() -> dict:
     return out
 
 
-def _check_options(target, int8, qat, fp16, calib_method, calib_size, max_macro_drop, max_drop, qat_epochs=1):
+def _check_options(target, int8, qat, fp16, calib_method, calib_size, max_macro_drop, max_drop, qat_epochs=1,
+                   max_noise=DEFAULT_NOISE_BUDGET):  # fmt: skip
     if target not in TARGETS:
         raise ConfigError(f"unknown export target {target!r}; expected one of {', '.join(TARGETS)}")
     if calib_method not in CALIB_METHODS:
@@ -78,6 +81,8 @@ def _check_options(target, int8, qat, fp16, calib_method, calib_size, max_macro_
         raise ConfigError("--fp16 and --int8 together are only meaningful for --target tensorrt")
     if calib_size < 1:
         raise ConfigError(f"--calib-size must be at least 1, got {calib_size}")
+    if not max_noise > 0:
+        raise ConfigError(f"--max-noise must be > 0 (a ratio of logit spreads; large values keep every layer INT8), got {max_noise}")
     if max_macro_drop < -1 or max_drop < -1:
         raise ConfigError("drift bounds are AUC drops and must be >= -1")
 
@@ -99,6 +104,7 @@ def export_run(
     qat_epochs: int = 1,
     qat_lr: float = 1e-5,
     n_boot: int = 1000,
+    max_noise: float = DEFAULT_NOISE_BUDGET,
     progress: Callable[[str], None] | None = None,
 ) -> ExportResult:
     """Export a training run; see the module docstring for the steps and failure behaviour.
@@ -117,7 +123,7 @@ def export_run(
     from mxa_edge.training.run_io import load_run, run_preprocess
 
     say = progress or (lambda msg: None)
-    _check_options(target, int8, qat, fp16, calib_method, calib_size, max_macro_drop, max_drop, qat_epochs)
+    _check_options(target, int8, qat, fp16, calib_method, calib_size, max_macro_drop, max_drop, qat_epochs, max_noise)
     int8 = int8 or qat  # QAT is INT8 quantization-aware training: --qat alone means INT8
     run_dir = Path(run_dir).absolute()
     backend = get_backend(target)
@@ -145,6 +151,13 @@ def export_run(
         say("selecting calibration images")
         calib_set = select_calibration(run_manifest, calib, n=calib_size, seed=seed)
         opts.calibration = calib_set.model_input(pp)
+        if not qat:  # QAT learns around the quantization noise instead
+            from mxa_edge.export.sensitivity import choose_float_layers
+
+            say("layer sensitivity (which layers stay float)")
+            chosen = choose_float_layers(fused, opts.calibration, max_noise, progress=say)
+            opts.float_layers = chosen.layers
+            opts.notes["mixed_precision"] = chosen.summary()
 
     data = run_manifest.get("data") or {}
     say("reading the validation split")
@@ -213,7 +226,7 @@ def export_run(
             say("INT8 drifted: retrying with NNCF accuracy control (reverting the worst layers to float)")
             first = report.summary()
             out = backend.export_with_accuracy_control(
-                fused, example, work, opts, (valid_x, valid.targets, valid.mask), max_macro_drop, out,
+                fused, example, work, opts, (valid_x, valid.targets, valid.mask), max_macro_drop, max_drop, prob_ref, out,
             )  # fmt: skip
             out.quantization["accuracy_control"]["first_gate"] = first
             gate_file, report = run_gate(out)
@@ -235,7 +248,9 @@ def export_run(
             "thresholds": {k: float((run_manifest.get("thresholds") or {}).get(k, 0.5)) for k in run_manifest["labels"]},
             "preprocess": pp.to_dict(),
             "precision": out.precision,
-            "quantization": out.quantization,
+            "quantization": None if out.quantization is None else {
+                **out.quantization, **({"mixed_precision": opts.notes["mixed_precision"]} if "mixed_precision" in opts.notes else {}),
+            },
             "qat": qat_info,
             "calibration": calib_set.summary() if calib_set is not None else None,
             "source_run": {
@@ -249,7 +264,8 @@ def export_run(
             "macs": cost["macs"],
             "params": cost["params"],
             "drift": report.summary(),
-            "export": {"target": target, "onnx_opset": 17, **opts.notes, **out.extra},
+            "export": {"target": target, "onnx_opset": 17, **{k: v for k, v in opts.notes.items() if k != "mixed_precision"},
+                       **out.extra},
             "versions": _versions(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }

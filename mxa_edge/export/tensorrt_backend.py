@@ -90,7 +90,8 @@ class TensorRtBackend:
         quant = None
         entry = FP_FILE
         if opts.int8:
-            quant = quantize_onnx(fp, out_dir / QDQ_FILE, opts.calibration, opts.calib_method, symmetric=True)
+            quant = quantize_onnx(fp, out_dir / QDQ_FILE, opts.calibration, opts.calib_method, symmetric=True,
+                                  float_layers=opts.float_layers)  # fmt: skip
             fp.unlink()
             entry = QDQ_FILE
         command = trtexec_command(entry, size, int8=opts.int8, fp16=opts.fp16)
