@@ -8,6 +8,8 @@ drift gate and deployment run the same arithmetic.
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -74,10 +76,11 @@ def quantize_ir(ov_model, calibration: np.ndarray, method: str, *, model_type: s
     patterns = list(IGNORED_PATTERNS) + float_patterns(float_nodes)
     scope = nncf.IgnoredScope(patterns=patterns, types=list(IGNORED_TYPES), validate=False)
     mtype = nncf.ModelType.TRANSFORMER if model_type == "transformer" else None
-    quantized = nncf.quantize(
-        ov_model, _nncf_dataset(calibration), subset_size=len(calibration), model_type=mtype,
-        ignored_scope=scope, advanced_parameters=advanced, preset=nncf.QuantizationPreset.MIXED,
-    )  # fmt: skip
+    with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars: stdout carries --json results
+        quantized = nncf.quantize(
+            ov_model, _nncf_dataset(calibration), subset_size=len(calibration), model_type=mtype,
+            ignored_scope=scope, advanced_parameters=advanced, preset=nncf.QuantizationPreset.MIXED,
+        )  # fmt: skip
     settings = {
         "tool": f"nncf.quantize {nncf.__version__}",
         "method": method if method != "entropy" else "entropy (no NNCF equivalent: default estimator)",
@@ -149,16 +152,17 @@ def quantize_ir_with_accuracy_control(ov_model, calibration: np.ndarray, validat
         advanced.activations_range_estimator_params = estimator
     patterns = list(IGNORED_PATTERNS) + float_patterns(float_nodes)
     scope = nncf.IgnoredScope(patterns=patterns, types=list(IGNORED_TYPES), validate=False)
-    quantized = nncf.quantize_with_accuracy_control(
-        ov_model, _nncf_dataset(calibration), nncf.Dataset(items, lambda item: item[0]), validation_fn=validate,
-        max_drop=1.0, drop_type=nncf.DropType.ABSOLUTE, subset_size=len(calibration),
-        model_type=nncf.ModelType.TRANSFORMER, preset=nncf.QuantizationPreset.MIXED, ignored_scope=scope,
-        advanced_quantization_parameters=advanced,
-        advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
-            max_num_iterations=AC_MAX_ITERATIONS, ranking_subset_size=min(AC_RANKING_SUBSET, len(images)),
-            num_ranking_workers=1,
-        ),
-    )  # fmt: skip
+    with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars: stdout carries --json results
+        quantized = nncf.quantize_with_accuracy_control(
+            ov_model, _nncf_dataset(calibration), nncf.Dataset(items, lambda item: item[0]), validation_fn=validate,
+            max_drop=1.0, drop_type=nncf.DropType.ABSOLUTE, subset_size=len(calibration),
+            model_type=nncf.ModelType.TRANSFORMER, preset=nncf.QuantizationPreset.MIXED, ignored_scope=scope,
+            advanced_quantization_parameters=advanced,
+            advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
+                max_num_iterations=AC_MAX_ITERATIONS, ranking_subset_size=min(AC_RANKING_SUBSET, len(images)),
+                num_ranking_workers=1,
+            ),
+        )  # fmt: skip
     return quantized
 
 
