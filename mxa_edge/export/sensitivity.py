@@ -35,6 +35,7 @@ import numpy as np
 DEFAULT_BUDGET = 0.08
 ALWAYS_FLOAT = (".mxa.roi.",)  # the ROI predictor stays float in every backend (grid precision)
 MAX_IMAGES = 64  # sensitivity is a ratio of stds: 64 images pin it well and keep it fast
+MIN_IMAGES = 8  # fewer, or images the model cannot tell apart: no spread to measure against
 
 
 @dataclass
@@ -45,9 +46,12 @@ class FloatLayers:
     budget: float
     n_quantizable: int
     sensitivity: dict[str, float] = field(default_factory=dict)  # layer alone -> noise ratio
+    skipped: str | None = None  # why no analysis ran (every layer then stays INT8)
 
     def summary(self, top: int = 10) -> dict:
         worst = sorted(self.sensitivity.items(), key=lambda kv: -kv[1])[:top]
+        if self.skipped:
+            return {"method": "skipped", "reason": self.skipped, "float_layers": []}
         return {
             "method": "fake-quant sensitivity on the calibration images (label-free)",
             "budget": self.budget, "noise_all_int8": round(self.noise_int8, 4),
@@ -165,6 +169,10 @@ def choose_float_layers(model, calibration: np.ndarray, budget: float = DEFAULT_
         for h in handles:
             h.remove()
         ref = model(x).double().numpy()
+        if len(x) < MIN_IMAGES or float(ref.std(0).min()) < 1e-6:
+            why = (f"{len(x)} calibration images (< {MIN_IMAGES})" if len(x) < MIN_IMAGES
+                   else "the model's logits do not vary over the calibration images")  # fmt: skip
+            return FloatLayers([], float("nan"), float("nan"), budget, len(modules), skipped=why)
 
         def noise(layers) -> float:
             with _FakeQuant(modules, ranges, layers):
