@@ -180,13 +180,12 @@ def _export_run(
         say("selecting calibration images")
         calib_set = select_calibration(run_manifest, calib, n=calib_size, seed=seed)
         opts.calibration = calib_set.model_input(pp)
-        if not qat:  # QAT learns around the quantization noise instead
-            from mxa_edge.export.sensitivity import choose_float_layers
+        from mxa_edge.export.sensitivity import choose_float_layers
 
-            say("layer sensitivity (which layers stay float)")
-            chosen = choose_float_layers(fused, opts.calibration, max_noise, progress=say)
-            opts.float_layers = chosen.layers
-            opts.notes["mixed_precision"] = chosen.summary()
+        say("layer sensitivity (which layers stay float)")
+        chosen = choose_float_layers(fused, opts.calibration, max_noise, progress=say)
+        opts.float_layers = chosen.layers
+        opts.notes["mixed_precision"] = chosen.summary()
 
     data = run_manifest.get("data") or {}
     say("reading the validation split")
@@ -228,7 +227,8 @@ def _export_run(
                 blank=data.get("blank", "negative"), frontal_only=data.get("frontal_only", True), ap_pa=data.get("ap_pa"),
             )  # fmt: skip
             qmodel, qat_info = qat_finetune(fused, example, opts.calibration, train, pp, epochs=qat_epochs, lr=qat_lr,
-                                            seed=seed, say=say)  # fmt: skip
+                                            seed=seed, say=say, float_layers=opts.float_layers)  # fmt: skip
+            qat_info["mixed_precision"] = opts.notes.pop("mixed_precision", None)
             say(f"exporting the QAT model to {target}")
             out = export_qat(qmodel, example, work, target)
         else:
