@@ -215,12 +215,13 @@ def artifact_subjects(path: Path, group: str, rejected: bool = False) -> list[Su
         return open_
 
     backend = art.backend
+    label = weights.upper() + (" QAT" if m.get("qat") else "")  # PTQ and QAT exports side by side
     if backend == "onnxruntime":
-        return [Subject(key=str(path), backend="ONNX Runtime", precision=weights.upper(), compute=compute, status=status,
+        return [Subject(key=str(path), backend="ONNX Runtime", precision=label, compute=compute, status=status,
                         reason=reason, open=engine_open(), **meta)]  # fmt: skip
     if backend == "openvino":
         hint = art.precision.get("inference_precision", "f32")
-        rows = [Subject(key=str(path), backend="OpenVINO", precision=f"{weights.upper()} ({hint} hint)", compute=compute,
+        rows = [Subject(key=str(path), backend="OpenVINO", precision=f"{label} ({hint} hint)", compute=compute,
                         status=status, reason=reason, open=engine_open(), **meta)]  # fmt: skip
         if compute == "fp32":
             d = Subject(key=f"{path}::default", backend="OpenVINO", precision="CPU default", compute="bf16",
