@@ -97,9 +97,14 @@ def test_float_bypass_keeps_residual_adds_in_float(tiny_model_and_images, tmp_pa
             continue
         for name in node.input:
             src_node = producer.get(name)
-            if src_node is not None and src_node.op_type == "DequantizeLinear":
-                assert src_node.input[0] in inits or producer[src_node.input[0]].op_type != "QuantizeLinear", (
-                    f"{node.name} ({node.op_type}) reads a quantized activation"
+            if src_node is None or src_node.op_type != "DequantizeLinear" or src_node.input[0] in inits:
+                continue
+            q = producer[src_node.input[0]]
+            if q.op_type == "QuantizeLinear":
+                # Allowed only for an int8 op's own output (keeps ORT's QLinearConv fusion).
+                origin = producer.get(q.input[0])
+                assert origin is not None and origin.op_type in QUANTIZED_OP_TYPES, (
+                    f"{node.name} ({node.op_type}) reads a quantized copy of {q.input[0]}"
                 )
     head = [n for n in graph.node if n.name == "/backbone/head/Gemm"][0]
     assert head.input[1] in inits  # float weights straight from the initializer, no DequantizeLinear
