@@ -111,3 +111,13 @@ def test_pediatric_pneumonia_end_to_end(tmp_path):
     evaluable = {k for k, v in metrics["per_label"].items() if v["auc"] is not None}
     assert evaluable == {"No Finding", "Pneumonia"}
     assert metrics["macro_auc"] is not None
+
+    # Export works from a run on real data too: INT8 calibrated on its real training images,
+    # gated on its real validation images (the two findings the dataset labels).
+    from mxa_edge.export import export_run
+
+    res = export_run(tmp_path / "peds", "onnx", int8=True, calib_size=24, n_boot=100, max_macro_drop=0.05, max_drop=0.1)
+    assert res.passed and (res.artifact / "manifest.json").is_file()
+    gated = {k for k, v in res.drift["per_label"].items() if v["delta"] is not None}
+    assert gated == {"No Finding", "Pneumonia"}
+    assert res.manifest["calibration"]["n"] == 24
