@@ -137,6 +137,9 @@ def render(console, result: dict) -> None:
     th = cb["theoretical"]
     if th.get("available"):
         console.print(f"theoretical: fp32 {th['fp32']:.0f}, bf16 {th['bf16']:.0f}, int8 {th['int8']:.0f} GFLOP/s — {th['assumption']}")
+    if cb.get("above_measured_peak"):
+        over = cb["above_measured_peak"]
+        console.print(f"above 100% of the measured peak: {', '.join(over['rows'])} — {over['why']}")
     best = cb.get("best_int8")
     if best:
         console.print(
