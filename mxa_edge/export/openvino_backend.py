@@ -96,9 +96,10 @@ def quantize_ir(ov_model, calibration: np.ndarray, method: str, *, model_type: s
 
 
 def gate_score(targets, mask, prob_ref, max_macro_drop: float, max_drop: float):
-    """The drift gate as one number for NNCF: min(macro AUC change / max_macro_drop, worst
-    per-pathology change / max_drop), against ``prob_ref`` (the FP32 model). 0 for the FP32
-    model; the gate passes at >= -1, so accuracy control runs with an absolute max_drop of 1."""
+    """The drift gate as one number for NNCF: 1 + min(macro AUC change / max_macro_drop, worst
+    per-pathology change / max_drop), against ``prob_ref`` (the FP32 model). 1 for the FP32
+    model, 0 at the gate's bound, so accuracy control runs with an absolute max_drop of 1.
+    (The offset of 1 keeps it off zero: NNCF also computes the relative drop, dividing by it.)"""
     from mxa_edge.metrics import auc_per_label
 
     with np.errstate(all="ignore"):
@@ -109,7 +110,7 @@ def gate_score(targets, mask, prob_ref, max_macro_drop: float, max_drop: float):
             delta = auc_per_label(targets, prob, mask) - auc_ref
         if np.all(np.isnan(delta)):
             return float("nan")
-        return float(min(np.nanmean(delta) / max(max_macro_drop, 1e-6), np.nanmin(delta) / max(max_drop, 1e-6)))
+        return 1.0 + float(min(np.nanmean(delta) / max(max_macro_drop, 1e-6), np.nanmin(delta) / max(max_drop, 1e-6)))
 
     return score
 
@@ -273,8 +274,8 @@ class OpenVinoBackend:
         )  # fmt: skip
         quant["accuracy_control"] = {
             "tool": "nncf.quantize_with_accuracy_control",
-            "metric": "drift gate score on the run's valid split: min(macro change / max macro drop, "
-                      "worst pathology change / max drop); passes at >= -1",
+            "metric": "drift gate score on the run's valid split: 1 + min(macro change / max macro drop, "
+                      "worst pathology change / max drop); passes at >= 0",
             "max_macro_drop": float(max_macro_drop),
             "max_drop": float(max_drop),
             "max_iterations": AC_MAX_ITERATIONS,
