@@ -75,10 +75,12 @@ class OpenVinoEngine(Engine):
     """``cache=True`` compiles through OpenVINO's model cache (``openvino_cache_dir``): the
     INT8 model of the default run compiles in ~1.5 s the first time, ~0.3 s after.
 
-    The model keeps its dynamic batch axis. Reshaping to a static batch would cut the per-call
-    overhead of small models (M0 128 px, batch 1: 1.6-2.5x faster), but for INT8 IRs OpenVINO
-    then compiles different arithmetic (logits moved by up to 0.12 on the default run), which
-    the drift gate, run with the dynamic model, would not have checked.
+    The model keeps its dynamic batch axis, and the drift gate checks exactly that. A static
+    batch cuts OpenVINO's per-node shape work on every call (default run, M0 128 px, 2
+    threads: 1.66x faster f32 and 1.55x faster INT8 at batch 1, logits identical to the
+    dynamic model's for today's mixed-precision INT8; full INT8 once moved them by 0.12), but
+    reading, reshaping and compiling a reshaped model doubles the cold start of a one-image
+    ``predict`` (0.53 s -> 1.0 s, ``benchmarks/predict_cold_start.py``), the common case.
     """
 
     name = "openvino"
