@@ -202,9 +202,32 @@ def test_qat_onnx_end_to_end_reports_drift_beside_ptq(tiny_run):
     assert "QuantizeLinear" in types and "DequantizeLinear" in types
     n_grids, quantized = _quantized_grid_tensors(proto)
     assert n_grids == 3 and quantized == []
+    # Weights stored as int8 (folded), not float + QuantizeLinear: about the PTQ file's size.
+    inits = {i.name for i in proto.graph.initializer}
+    assert m["quantization"]["int8_weight_initializers"] > 0
+    assert not [n.name for n in proto.graph.node if n.op_type == "QuantizeLinear" and n.input[0] in inits]
+    ptq_size = (Path(ptq["_dir"]) / ptq["entry"]).stat().st_size
+    assert (res.artifact / m["entry"]).stat().st_size < 1.3 * ptq_size
     # The two INT8 routes side by side, on the same validation images and bounds.
     print(f"\nmacro AUC delta: PTQ {ptq['drift']['macro_delta']:+.4f}, QAT {m['drift']['macro_delta']:+.4f}")
     assert m["drift"]["n_images"] == ptq["drift"]["n_images"]
+
+
+@pytest.mark.slow
+def test_qat_openvino_stores_int8_weights(tiny_run):
+    """The QAT IR keeps its FakeQuantize on activations but stores weights as int8 constants
+    (OpenVINO's weight compression), so its .bin is about the PTQ IR's, and it passes the gate."""
+    import openvino as ov
+
+    res = _export(tiny_run, "openvino", "ov-qat", qat=True, qat_epochs=1)
+    assert res.passed
+    model = ov.Core().read_model(str(res.artifact / "model.xml"))
+    consts = [op for op in model.get_ops() if op.get_type_name() == "Constant"]
+    int8 = [c for c in consts if c.get_output_element_type(0).get_type_name() in ("i8", "u8")]
+    assert len(int8) >= 20 and any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
+    f32_bytes = sum(c.get_byte_size() for c in consts if c.get_output_element_type(0).get_type_name() == "f32")
+    assert sum(c.get_byte_size() for c in int8) > f32_bytes  # the bulk of the weights is int8
+    assert res.manifest["quantization"]["export_vs_torch_max_abs"] < 0.5
 
 
 def test_qat_option_errors(tiny_run):
@@ -218,7 +241,49 @@ def test_qat_option_errors(tiny_run):
 
 
 def load_manifest_of(artifact: Path) -> dict:
-    return json.loads((artifact / "manifest.json").read_text())
+    return {**json.loads((artifact / "manifest.json").read_text()), "_dir": str(artifact)}
+
+
+def test_fold_weight_quantizers_keeps_the_arithmetic(tmp_path):
+    """QuantizeLinear on a float weight (per-channel and per-tensor, int8 and uint8) folded into
+    an int8 initializer: same ONNX Runtime outputs, smaller file, no float weight left."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from mxa_edge.export.qat import fold_weight_quantizers
+
+    rng = np.random.default_rng(0)
+    w1 = rng.normal(0, 0.2, (8, 3, 3, 3)).astype(np.float32)
+    s1 = (np.abs(w1).reshape(8, -1).max(1) / 127).astype(np.float32)
+    w2 = rng.normal(0, 0.2, (4, 8, 1, 1)).astype(np.float32)
+    inits = [numpy_helper.from_array(a, n) for a, n in [
+        (w1, "w1"), (s1, "s1"), (np.zeros(8, np.int8), "z1"),
+        (w2, "w2"), (np.array(0.003, np.float32), "s2"), (np.array(128, np.uint8), "z2"),
+        (np.array(0.05, np.float32), "sa"), (np.array(128, np.uint8), "za")]]  # fmt: skip
+    nodes = [
+        helper.make_node("QuantizeLinear", ["w1", "s1", "z1"], ["w1q"], axis=0),
+        helper.make_node("DequantizeLinear", ["w1q", "s1", "z1"], ["w1d"], axis=0),
+        helper.make_node("QuantizeLinear", ["x", "sa", "za"], ["xq"]),  # an activation: stays
+        helper.make_node("DequantizeLinear", ["xq", "sa", "za"], ["xd"]),
+        helper.make_node("Conv", ["xd", "w1d"], ["h"], pads=[1, 1, 1, 1]),
+        helper.make_node("QuantizeLinear", ["w2", "s2", "z2"], ["w2q"]),
+        helper.make_node("DequantizeLinear", ["w2q", "s2", "z2"], ["w2d"]),
+        helper.make_node("Conv", ["h", "w2d"], ["y"]),
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 6, 6])], inits)  # fmt: skip
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    x = rng.normal(0, 2, (1, 3, 6, 6)).astype(np.float32)
+    before = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    size = path.stat().st_size
+    assert fold_weight_quantizers(path) == 2
+    after = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert np.array_equal(before, after)
+    proto = onnx.load(str(path))
+    dtypes = {i.name: onnx.numpy_helper.to_array(i).dtype for i in proto.graph.initializer}
+    assert dtypes["w1q"] == np.int8 and dtypes["w2q"] == np.uint8 and "w1" not in dtypes and "w2" not in dtypes
+    assert [n.op_type for n in proto.graph.node].count("QuantizeLinear") == 1
+    assert path.stat().st_size < size
 
 
 def test_tensorrt_writes_qdq_onnx_and_command(tiny_run):
