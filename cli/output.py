@@ -6,9 +6,13 @@ Results go to stdout; progress bars and log lines go to stderr, so
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
+import os
 import sys
+import warnings
 from typing import Callable
 
 from rich.console import Console
@@ -39,6 +43,22 @@ class Output:
 
     def reporter(self) -> Reporter:
         return Reporter() if (self.quiet or self.json_mode) else RichReporter(self.err)
+
+    @contextlib.contextmanager
+    def libraries(self):
+        """Around library calls that pull in NNCF, ONNX Runtime or torch: with --quiet, their
+        progress bars, warnings and log lines (none of them errors) are dropped. Our own errors
+        are raised out of this block and printed after it."""
+        if not self.quiet:
+            yield
+            return
+        with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            logging.disable(logging.WARNING)
+            try:
+                yield
+            finally:
+                logging.disable(logging.NOTSET)
 
 
 def _json_safe(obj):

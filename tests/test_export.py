@@ -230,6 +230,24 @@ def test_qat_openvino_stores_int8_weights(tiny_run):
     assert res.manifest["quantization"]["export_vs_torch_max_abs"] < 0.5
 
 
+def test_cli_quiet_export_prints_nothing_and_json_stays_clean(tiny_run):
+    """--quiet drops NNCF's progress bars and library warnings; --json keeps stdout parseable
+    (NNCF prints its bars to stdout, which the export sends to stderr)."""
+    import subprocess
+    import sys
+
+    cli = [sys.executable, "-m", "mxa_edge_cli.app", "export", str(tiny_run), "--target", "openvino", "--int8",
+           "--calib-size", "24", "--n-boot", "0", "--max-macro-drop", "0.03", "--max-drop", "0.1"]  # fmt: skip
+    out = subprocess.run(cli + ["--out", str(tiny_run / "exports" / "cli-quiet"), "--quiet"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "" and out.stderr == ""
+    assert (tiny_run / "exports" / "cli-quiet" / "manifest.json").is_file()
+    out = subprocess.run(cli + ["--out", str(tiny_run / "exports" / "cli-json"), "--json"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    payload = json.loads(out.stdout)
+    assert payload["passed"] and payload["manifest"]["precision"]["weights"] == "int8"
+
+
 def test_qat_option_errors(tiny_run):
     from mxa_edge.errors import ConfigError
     from mxa_edge.export import export_run

@@ -51,10 +51,11 @@ def bench(
 
     o = Output(False, quiet)
     rep = o.reporter()
-    result = run_bench(
-        paths, batches=_batches(batch), threads=threads, seconds=seconds, warmup=warmup, rounds=rounds,
-        export_missing=export_missing, reporter=rep,
-    )  # fmt: skip
+    with o.libraries():
+        result = run_bench(
+            paths, batches=_batches(batch), threads=threads, seconds=seconds, warmup=warmup, rounds=rounds,
+            export_missing=export_missing, reporter=rep,
+        )  # fmt: skip
     if json_file is not None:
         json_file.parent.mkdir(parents=True, exist_ok=True)
         json_file.write_text(json.dumps(_json_safe(result), indent=2) + "\n")

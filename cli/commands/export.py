@@ -54,11 +54,12 @@ def export(
 
     o = Output(json_out, quiet)
     try:
-        result = export_run(
-            run, target.value, out, int8=int8, qat=qat, fp16=fp16, calib=calib, calib_size=calib_size,
-            calib_method=calib_method.value, max_macro_drop=max_macro_drop, max_drop=max_drop, n_boot=n_boot,
-            max_noise=max_noise, seed=seed, progress=o.info,
-        )  # fmt: skip
+        with o.libraries():
+            result = export_run(
+                run, target.value, out, int8=int8, qat=qat, fp16=fp16, calib=calib, calib_size=calib_size,
+                calib_method=calib_method.value, max_macro_drop=max_macro_drop, max_drop=max_drop, n_boot=n_boot,
+                max_noise=max_noise, seed=seed, progress=o.info,
+            )  # fmt: skip
     except (DriftGateError, MissingDependencyError) as exc:
         res = getattr(exc, "result", None)
         if res is not None:

@@ -128,7 +128,8 @@ def train(
         device=device.value, checkpoint_every=checkpoint_every, amp=amp, channels_last=channels_last,
         compile=compile_model,
     )  # fmt: skip
-    result = run_training(cfg, o.reporter())
+    with o.libraries():
+        result = run_training(cfg, o.reporter())
     if "metrics" not in result:  # a non-zero DDP rank: rank 0 reports
         return
     metrics = result["metrics"]
