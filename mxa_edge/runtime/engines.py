@@ -77,10 +77,11 @@ class OpenVinoEngine(Engine):
 
     The model keeps its dynamic batch axis, and the drift gate checks exactly that. A static
     batch cuts OpenVINO's per-node shape work on every call (default run, M0 128 px, 2
-    threads: 1.66x faster f32 and 1.55x faster INT8 at batch 1, logits identical to the
-    dynamic model's for today's mixed-precision INT8; full INT8 once moved them by 0.12), but
-    reading, reshaping and compiling a reshaped model doubles the cold start of a one-image
-    ``predict`` (0.53 s -> 1.0 s, ``benchmarks/predict_cold_start.py``), the common case.
+    threads: 1.66x faster f32 and 1.55x faster INT8 at batch 1), but for INT8 IRs OpenVINO
+    may then compile different arithmetic: identical logits on the default run's
+    mixed-precision INT8, 0.015 apart on the 64 px test model, 0.12 on an earlier full-INT8
+    default run. A static engine would need its own gate. It would also double the cold start
+    of a one-image ``predict`` (0.53 s -> 1.0 s, ``benchmarks/predict_cold_start.py``).
     """
 
     name = "openvino"
