@@ -169,6 +169,9 @@ def test_gate_failure_publishes_nothing(tiny_run):
     assert not result.passed and result.artifact is None
     assert (result.rejected / "drift.json").is_file()
     assert result.drift["per_label"]
+    # The same name exported within its bounds: published, and the superseded rejection removed.
+    ok = _export(tiny_run, "onnx", "must-not-exist")
+    assert ok.passed and target.is_dir() and not result.rejected.exists()
 
 
 def test_black_calibration_set_fails_the_gate(tiny_run, tmp_path):

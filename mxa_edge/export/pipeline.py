@@ -323,6 +323,10 @@ def _export_run(
         os.replace(work, out_dir)
         result.artifact = out_dir
         say(f"published {out_dir}")
+        stale = out_dir.with_name(out_dir.name + ".rejected")
+        if stale.is_dir():  # an earlier attempt under this name, now superseded (bench would list it)
+            shutil.rmtree(stale, ignore_errors=True)
+            say(f"removed the superseded {stale.name}")
     finally:
         nncf_logger.setLevel(nncf_level)
         if work.exists():
