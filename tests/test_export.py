@@ -336,7 +336,7 @@ def test_tensorrt_engine_build():
 
     ok, reason = tensorrt_status()
     if not ok:
-        pytest.skip(f"TensorRT is not installed: {reason}; the engine build needs TensorRT and a CUDA GPU")
+        pytest.skip(f"{reason}: building a TensorRT engine needs TensorRT and a CUDA GPU")
 
 
 def test_stratified_calibration_covers_rare_labels(tiny_run):
