@@ -170,8 +170,8 @@ def _apply_info(s: S.Subject, info: dict) -> None:
     ip = info.get("inference_precision")
     if ip:
         s.notes.append(f"OpenVINO INFERENCE_PRECISION_HINT: {ip}")
-        if s.precision == "CPU default":
-            s.precision = f"{ip} (CPU default)"
+        if s.precision.startswith("CPU default"):
+            s.precision = s.precision.replace("CPU default", f"{ip} (CPU default)", 1)
             s.compute = "bf16" if "bf16" in ip else "fp16" if "16" in ip else "fp32"
     s.notes += info.get("notes", [])
 

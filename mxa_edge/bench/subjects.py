@@ -216,15 +216,17 @@ def artifact_subjects(path: Path, group: str, rejected: bool = False) -> list[Su
 
     backend = art.backend
     label = weights.upper() + (" QAT" if m.get("qat") else "")  # PTQ and QAT exports side by side
+    fixed = (m.get("export") or {}).get("static_batch")  # mxa-edge export --static-batch N
+    fixed = f", static batch {fixed}" if fixed else ""
     if backend == "onnxruntime":
         return [Subject(key=str(path), backend="ONNX Runtime", precision=label, compute=compute, status=status,
                         reason=reason, open=engine_open(), **meta)]  # fmt: skip
     if backend == "openvino":
         hint = art.precision.get("inference_precision", "f32")
-        rows = [Subject(key=str(path), backend="OpenVINO", precision=f"{label} ({hint} hint)", compute=compute,
+        rows = [Subject(key=str(path), backend="OpenVINO", precision=f"{label} ({hint} hint){fixed}", compute=compute,
                         status=status, reason=reason, open=engine_open(), **meta)]  # fmt: skip
         if compute == "fp32":
-            d = Subject(key=f"{path}::default", backend="OpenVINO", precision="CPU default", compute="bf16",
+            d = Subject(key=f"{path}::default", backend="OpenVINO", precision=f"CPU default{fixed}", compute="bf16",
                         status=status, reason=reason, open=engine_open(None, True), **meta)  # fmt: skip
             d.notes.append("same IR compiled without a precision hint; AUC is the f32 gate's (this precision was not gated)")
             rows.append(d)

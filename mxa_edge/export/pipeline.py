@@ -68,7 +68,7 @@ def _versions() -> dict:
 
 
 def _check_options(target, int8, qat, fp16, calib_method, calib_size, max_macro_drop, max_drop, qat_epochs=1,
-                   max_noise=DEFAULT_NOISE_BUDGET):  # fmt: skip
+                   max_noise=DEFAULT_NOISE_BUDGET, static_batch=None):  # fmt: skip
     if target not in TARGETS:
         raise ConfigError(f"unknown export target {target!r}; expected one of {', '.join(TARGETS)}")
     if calib_method not in CALIB_METHODS:
@@ -87,6 +87,9 @@ def _check_options(target, int8, qat, fp16, calib_method, calib_size, max_macro_
         raise ConfigError(f"--max-noise must be > 0 (a ratio of logit spreads; large values keep every layer INT8), got {max_noise}")
     if max_macro_drop < -1 or max_drop < -1:
         raise ConfigError("drift bounds are AUC drops and must be >= -1")
+    if static_batch is not None and (target != "openvino" or static_batch < 1):
+        raise ConfigError(f"--static-batch takes a batch size >= 1 and applies to --target openvino, "
+                          f"got {static_batch} for {target}")  # fmt: skip
 
 
 def export_run(
@@ -107,6 +110,7 @@ def export_run(
     qat_lr: float = 1e-5,
     n_boot: int = 1000,
     max_noise: float = DEFAULT_NOISE_BUDGET,
+    static_batch: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> ExportResult:
     """Export a training run; see the module docstring for the steps and failure behaviour.
@@ -139,6 +143,7 @@ def _export_run(
     qat_lr: float = 1e-5,
     n_boot: int = 1000,
     max_noise: float = DEFAULT_NOISE_BUDGET,
+    static_batch: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> ExportResult:
     """The body of export_run (stdout already redirected)."""
@@ -152,7 +157,8 @@ def _export_run(
     from mxa_edge.training.run_io import load_run, run_preprocess
 
     say = progress or (lambda msg: None)
-    _check_options(target, int8, qat, fp16, calib_method, calib_size, max_macro_drop, max_drop, qat_epochs, max_noise)
+    _check_options(target, int8, qat, fp16, calib_method, calib_size, max_macro_drop, max_drop, qat_epochs, max_noise,
+                   static_batch)  # fmt: skip
     int8 = int8 or qat  # QAT is INT8 quantization-aware training: --qat alone means INT8
     run_dir = Path(run_dir).absolute()
     backend = get_backend(target)
@@ -239,6 +245,17 @@ def _export_run(
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)
                 out = backend.export(fused, example, work, opts)
 
+        def fix_batch(out):
+            # --static-batch: the IR itself gets the fixed batch, so the gate checks (and the
+            # engine compiles, from the file) exactly that model; see OpenVinoEngine.
+            if static_batch is not None:
+                from mxa_edge.export.openvino_backend import fix_ir_batch
+
+                say(f"fixing the IR's batch at {static_batch}")
+                out.extra["static_batch"] = fix_ir_batch(work / out.files[0], static_batch)
+
+        fix_batch(out)
+
         def run_gate(out):
             say("drift gate")
             gate_file = work / (out.gate_file or out.files[0])
@@ -258,6 +275,7 @@ def _export_run(
                 fused, example, work, opts, (valid_x, valid.targets, valid.mask), max_macro_drop, max_drop, prob_ref, out,
             )  # fmt: skip
             out.quantization["accuracy_control"]["first_gate"] = first
+            fix_batch(out)
             gate_file, report = run_gate(out)
         report.table.update({"target": target, "gated_file": gate_file.name, "gated_runtime": out.gate_runtime or out.runtime})
         write_json(work / "drift.json", report.table)

@@ -75,13 +75,12 @@ class OpenVinoEngine(Engine):
     """``cache=True`` compiles through OpenVINO's model cache (``openvino_cache_dir``): the
     INT8 model of the default run compiles in ~1.5 s the first time, ~0.3 s after.
 
-    The model keeps its dynamic batch axis, and the drift gate checks exactly that. A static
-    batch cuts OpenVINO's per-node shape work on every call (default run, M0 128 px, 2
-    threads: 1.66x faster f32 and 1.55x faster INT8 at batch 1), but for INT8 IRs OpenVINO
-    may then compile different arithmetic: identical logits on the default run's
-    mixed-precision INT8, 0.015 apart on the 64 px test model, 0.12 on an earlier full-INT8
-    default run. A static engine would need its own gate. It would also double the cold start
-    of a one-image ``predict`` (0.53 s -> 1.0 s, ``benchmarks/predict_cold_start.py``).
+    The engine compiles the IR as it is: a dynamic batch axis by default, or the batch fixed
+    at export (``mxa-edge export --static-batch N``, ``fix_ir_batch``), which the drift gate
+    checked. It never reshapes at load time: for INT8 IRs OpenVINO may compile different
+    arithmetic once the shape is fixed (identical logits on the default run's INT8, 0.015
+    apart on the 64 px test model), and read + reshape + compile doubles the cold start of a
+    one-image ``predict`` (0.53 s -> 1.0 s).
     """
 
     name = "openvino"
@@ -111,10 +110,28 @@ class OpenVinoEngine(Engine):
         self.loaded_from_cache = bool(self.cache_dir is not None and self.compiled.get_property("LOADED_FROM_CACHE"))
         self.output_names = [o.get_any_name() for o in self.compiled.outputs]
         self.request = self.compiled.create_infer_request()
+        dim = self.compiled.inputs[0].get_partial_shape()[0]
+        # An IR exported with --static-batch N takes exactly N images per call.
+        self.fixed_batch = dim.get_length() if dim.is_static else None
+
+    def _infer(self, batch):
+        res = self.request.infer({0: batch})
+        return {name: np.asarray(res[out]) for name, out in zip(self.output_names, self.compiled.outputs)}
 
     def run(self, batch):
-        res = self.request.infer({0: _check_batch(batch)})
-        return {name: np.asarray(res[out]) for name, out in zip(self.output_names, self.compiled.outputs)}
+        batch = _check_batch(batch)
+        n = self.fixed_batch
+        if n is None or len(batch) == n:
+            return self._infer(batch)
+        # Fixed-batch IR: chunks of n, the last one zero-padded (images are independent at
+        # inference: no batch statistics), padding rows dropped from the outputs.
+        parts = []
+        for i in range(0, len(batch), n):
+            chunk = batch[i : i + n]
+            if len(chunk) < n:
+                chunk = np.concatenate([chunk, np.zeros((n - len(chunk), *batch.shape[1:]), np.float32)])
+            parts.append(self._infer(chunk))
+        return {k: np.concatenate([p[k] for p in parts])[: len(batch)] for k in self.output_names}
 
 
 _DEFAULT = object()
