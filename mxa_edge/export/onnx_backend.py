@@ -222,7 +222,7 @@ def quantize_onnx(src: Path, dst: Path, calibration: np.ndarray, method: str, *,
     # Histogram calibrators (entropy, percentile) stack the collected tensors, so every batch
     # must have the same size: feed them one image at a time. They also print progress to
     # stdout, which belongs to results (--json): send it to stderr.
-    with contextlib.redirect_stdout(sys.stderr):
+    with contextlib.redirect_stdout(sys.stderr), _without_preprocess_advice():
         quantize_static(
             str(src), str(dst), _ArrayReader(calibration, batch=8 if method == "minmax" else 1),
             quant_format=QuantFormat.QDQ, activation_type=activation, weight_type=QuantType.QInt8, per_channel=True,
@@ -242,6 +242,24 @@ def quantize_onnx(src: Path, dst: Path, calibration: np.ndarray, method: str, *,
         "excluded_nodes": excluded,
         "n_calibration": int(len(calibration)),
     }
+
+
+@contextlib.contextmanager
+def _without_preprocess_advice():
+    """quantize_static logs (root logger, WARNING) advice to run quant_pre_process, which is
+    left out on purpose (see quantize_onnx): drop that message, and only that, for the call."""
+    import logging
+
+    class Drop(logging.Filter):
+        def filter(self, record):
+            return "pre-processing before quantization" not in record.getMessage()
+
+    root, drop = logging.getLogger(), Drop()
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
 
 
 class OnnxBackend:
