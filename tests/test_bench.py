@@ -176,3 +176,21 @@ def test_bad_arguments_are_user_errors(tmp_path):
         run_bench([tmp_path], **QUICK)
     with pytest.raises(ConfigError):
         run_bench([tmp_path], batches=(0,), **QUICK)
+
+
+def test_cli_on_a_run_writes_json_and_plot_beside_it(result, bench_run):
+    """`mxa-edge bench RUN` with no --json/--plot: RUN/bench.json and RUN/bench.png."""
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from mxa_edge_cli.app import app
+
+    args = ["bench", str(bench_run), "--no-export-missing", "--seconds", "0.2", "--warmup", "0.05", "--rounds", "2",
+            "--threads", "1", "--batch", "1,2", "--quiet"]  # fmt: skip
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    data = json.loads((bench_run / "bench.json").read_text())
+    backends = {r["backend"] for r in data["rows"]}
+    assert {"PyTorch eager", "ONNX Runtime", "OpenVINO", "TensorRT"} <= backends
+    with Image.open(bench_run / "bench.png") as im:
+        assert im.format == "PNG"

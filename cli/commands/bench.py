@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import List, Optional
 
@@ -31,8 +30,8 @@ def bench(
     seconds: float = typer.Option(3.0, "--seconds", min=0.01, help="Measured time per row and batch size, split over interleaved rounds."),
     warmup: float = typer.Option(1.0, "--warmup", min=0.0, help="Warm-up time per row and batch size before measuring."),
     rounds: int = typer.Option(5, "--rounds", min=1, help="Interleaved rounds; figures are medians over rounds."),
-    json_file: Optional[Path] = typer.Option(None, "--json", help="Write everything (rows, machine, settings, compute bound) to this JSON file."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG of batch-1 latency (log x) against macro AUC."),
+    json_file: Optional[Path] = typer.Option(None, "--json", help="Write everything (rows, machine, settings, compute bound) to this JSON file. Default for a single run folder: RUN/bench.json."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG of batch-1 latency (log x) against macro AUC. Default for a single run folder: RUN/bench.png."),
     export_missing: Optional[bool] = typer.Option(
         None, "--export-missing/--no-export-missing",
         help="Create a run's missing ONNX/OpenVINO FP32/INT8 exports (drift-gated with the export defaults). Default: on when torch is installed.",
@@ -56,9 +55,12 @@ def bench(
             paths, batches=_batches(batch), threads=threads, seconds=seconds, warmup=warmup, rounds=rounds,
             export_missing=export_missing, reporter=rep,
         )  # fmt: skip
+    if json_file is None and plot is None and len(paths) == 1 and (paths[0] / "weights.safetensors").is_file():
+        json_file, plot = paths[0] / "bench.json", paths[0] / "bench.png"  # a run's results beside it
     if json_file is not None:
-        json_file.parent.mkdir(parents=True, exist_ok=True)
-        json_file.write_text(json.dumps(_json_safe(result), indent=2) + "\n")
+        from mxa_edge.fileio import write_json
+
+        write_json(json_file, _json_safe(result))
         o.info(f"wrote {json_file}")
     if plot is not None:
         written = plot_latency_auc(result, plot)

@@ -37,7 +37,9 @@ def plot_latency_auc(result: dict, path) -> Path | None:
     if len(models) > 1:
         ax.legend(fontsize=7)
     fig.tight_layout()
+    from mxa_edge.fileio import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:  # no half-written PNG if the process dies
+        fig.savefig(tmp, dpi=120, format="png")
     return path
