@@ -187,6 +187,9 @@ def test_openvino_static_batch_is_gated_and_runs_any_batch(tiny_run):
     assert [r.precision for r in rows] == ["INT8 (f32 hint), static batch 2"]
     with pytest.raises(ConfigError, match="static-batch"):
         _export(tiny_run, "onnx", "onnx-b2", static_batch=2)
+    from mxa_edge.export.pipeline import default_out_dir
+
+    assert default_out_dir(tiny_run, "openvino", True, False, False, 2).name == "openvino-int8-b2"  # beside the dynamic one
 
 
 def test_gate_failure_publishes_nothing(tiny_run):

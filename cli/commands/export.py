@@ -36,7 +36,7 @@ def export(
     max_macro_drop: float = typer.Option(0.005, "--max-macro-drop", help="Refuse to publish when the macro AUC drops by more than this."),
     max_drop: float = typer.Option(0.02, "--max-drop", help="Refuse to publish when any pathology's AUC drops by more than this."),
     max_noise: float = typer.Option(0.08, "--max-noise", help="INT8 PTQ: keep the most quantization-sensitive layers in float until the simulated logit noise (std of the INT8-FP32 logit change over the logit spread, worst finding, on the calibration images) is at most this. A large value (e.g. 9) keeps every layer INT8."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Artifact folder. Default: RUN/exports/<target>-<precision>."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Artifact folder. Default: RUN/exports/<target>-<precision>[-b<N> with --static-batch N]."),
     n_boot: int = typer.Option(1000, "--n-boot", min=0, help="Paired bootstrap resamples for the AUC-change CIs."),
     static_batch: Optional[int] = typer.Option(None, "--static-batch", min=1, help="OpenVINO: fix the IR's batch at N (gated as fixed). Faster per call for small models (default run, batch 1: about 1.6x); the engine then runs any batch in chunks of N."),
     seed: int = SeedOpt,

@@ -50,9 +50,10 @@ class ExportResult:
     notes: dict = field(default_factory=dict)
 
 
-def default_out_dir(run_dir: Path, target: str, int8: bool, fp16: bool, qat: bool) -> Path:
+def default_out_dir(run_dir: Path, target: str, int8: bool, fp16: bool, qat: bool, static_batch: int | None = None) -> Path:
     precision = "qat-int8" if qat else "int8" if int8 else "fp16" if fp16 else "fp32"
-    return Path(run_dir) / "exports" / f"{target}-{precision}"
+    fixed = f"-b{static_batch}" if static_batch else ""  # beside, not over, the dynamic-batch export
+    return Path(run_dir) / "exports" / f"{target}-{precision}{fixed}"
 
 
 def _versions() -> dict:
@@ -204,7 +205,7 @@ def _export_run(
     prob_ref = drift_mod.torch_probs(fused, valid_x)
 
     qat_info = None
-    out_dir = Path(out_dir) if out_dir is not None else default_out_dir(run_dir, target, int8, fp16, qat)
+    out_dir = Path(out_dir) if out_dir is not None else default_out_dir(run_dir, target, int8, fp16, qat, static_batch)
     out_dir = out_dir.absolute()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
