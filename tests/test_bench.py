@@ -96,6 +96,18 @@ def test_speedup_gflops_and_auc_come_from_the_right_sources(result, bench_run):
     assert torch_row["gflops"] == pytest.approx(_row(result, "ONNX Runtime", "FP32")["gflops"])
 
 
+def test_fastest_gated_export_is_the_minimum_over_passing_exports(result, bench_run):
+    """The recommendation never names PyTorch, a rejected export or an ungated precision."""
+    fast = result["fastest"][str(bench_run)]
+    eligible = [r for r in result["rows"] if r["status"] == PASS and r.get("path") and r["p50_ms"] is not None
+                and "CPU default" not in r["precision"] and r["backend"] != "PyTorch eager"]  # fmt: skip
+    assert eligible
+    assert fast["latency"]["p50_ms"] == min(r["p50_ms"] for r in eligible)
+    assert fast["throughput"]["throughput_img_s"] == max(r["throughput_img_s"] for r in eligible)
+    named = {fast["latency"]["row"], fast["throughput"]["row"]}
+    assert not any(n.startswith("PyTorch") or "CPU default" in n for n in named)
+
+
 def test_machine_record_and_compute_bound(result):
     m = result["machine"]
     for key in ("cpu_model", "logical_cores", "physical_cores", "flags", "ram_gb", "os", "python", "versions", "gpu"):

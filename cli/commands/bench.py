@@ -143,6 +143,13 @@ def render(console, result: dict) -> None:
     if cb.get("above_measured_peak"):
         over = cb["above_measured_peak"]
         console.print(f"above 100% of the measured peak: {', '.join(over['rows'])} — {over['why']}")
+    for group, fast in (result.get("fastest") or {}).items():
+        lat, thr = fast.get("latency"), fast.get("throughput")
+        if lat:
+            line = f"fastest gated export at batch {lb}: [bold]{lat['row']}[/] ({lat['p50_ms']:.2f} ms p50)"
+            if thr:
+                line += f"; most img/s at batch {tb}: [bold]{thr['row']}[/] ({thr['throughput_img_s']:.0f} img/s)"
+            console.print(line + (f" — {Path(group).name}" if len(result["fastest"]) > 1 else ""))
     best = cb.get("best_int8")
     if best:
         console.print(

@@ -259,8 +259,29 @@ def run_bench(
                      "statistic": "median over interleaved rounds (per-round p50/p90/p99 and img/s)"},  # fmt: skip
         "machine": machine,
         "compute_bound": _bound_summary(bound, rows),
+        "fastest": fastest_gated(rows),
         "rows": rows,
     }
+
+
+def fastest_gated(rows: list[dict]) -> dict:
+    """Per model (row group): the exported artifact with the lowest latency and the one with
+    the highest throughput, among those that passed the drift gate at the arithmetic they
+    ran (leaving out PyTorch, and OpenVINO's CPU-default precision, which no gate checked)."""
+    out: dict = {}
+    for r in rows:
+        if (r["status"] != S.PASS or r["p50_ms"] is None or r.get("path") is None or r["backend"].startswith("PyTorch")
+                or "CPU default" in r["precision"] or r.get("macro_auc") is None):  # fmt: skip
+            continue
+        best = out.setdefault(r["group"], {"latency": None, "throughput": None})
+        name = {"row": f"{r['backend']} {r['precision']}", "path": r["path"], "p50_ms": r["p50_ms"],
+                "throughput_img_s": r["throughput_img_s"], "macro_auc": r["macro_auc"], "worst_delta": r.get("worst_delta")}  # fmt: skip
+        if best["latency"] is None or r["p50_ms"] < best["latency"]["p50_ms"]:
+            best["latency"] = name
+        if r["throughput_img_s"] and (best["throughput"] is None
+                                      or r["throughput_img_s"] > best["throughput"]["throughput_img_s"]):  # fmt: skip
+            best["throughput"] = name
+    return out
 
 
 def _rows(subjects, results, batches, bound) -> list[dict]:
