@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import sys
@@ -93,6 +94,19 @@ def _check_options(target, int8, qat, fp16, calib_method, calib_size, max_macro_
                           f"got {static_batch} for {target}")  # fmt: skip
 
 
+def _stdout_to_stderr(fn):
+    """Third-party progress bars (NNCF's statistics collection and QAT, ORT's histogram
+    calibrators) print to stdout, which belongs to results (--json): send them to stderr."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with contextlib.redirect_stdout(sys.stderr):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@_stdout_to_stderr
 def export_run(
     run_dir,
     target: str = "onnx",
@@ -120,34 +134,6 @@ def export_run(
     gate fails, and, for ``target="tensorrt"`` without TensorRT/CUDA here, MissingDependencyError
     AFTER the Q/DQ ONNX and BUILD_TRT.txt are published and gated (``.result`` as well).
     """
-    # Third-party progress bars (NNCF's statistics collection and QAT, ORT's histogram
-    # calibrators) print to stdout, which belongs to results (--json): send them to stderr.
-    with contextlib.redirect_stdout(sys.stderr):
-        return _export_run(**locals())
-
-
-def _export_run(
-    run_dir,
-    target: str = "onnx",
-    out_dir=None,
-    *,
-    int8: bool = False,
-    qat: bool = False,
-    calib=None,
-    calib_size: int = 300,
-    calib_method: str = "minmax",
-    max_macro_drop: float = 0.005,
-    max_drop: float = 0.02,
-    fp16: bool = False,
-    seed: int = 0,
-    qat_epochs: int = 1,
-    qat_lr: float = 1e-5,
-    n_boot: int = 1000,
-    max_noise: float = DEFAULT_NOISE_BUDGET,
-    static_batch: int | None = None,
-    progress: Callable[[str], None] | None = None,
-) -> ExportResult:
-    """The body of export_run (stdout already redirected)."""
     import numpy as np
     import torch
 
