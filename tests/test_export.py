@@ -141,6 +141,14 @@ def test_onnx_int8_passes_gate_and_keeps_grid_in_float(tiny_run):
     assert "QuantizeLinear" in types and "DequantizeLinear" in types
     n_grids, quantized = _quantized_grid_tensors(proto)
     assert n_grids == 3 and quantized == []
+    # Attention products (activation x activation MatMuls) read float inputs; convs run int8.
+    producer = {o: n for n in proto.graph.node for o in n.output}
+    matmuls = [n for n in proto.graph.node if n.op_type == "MatMul"]
+    assert matmuls and all(producer.get(i) is None or producer[i].op_type != "DequantizeLinear"
+                           for n in matmuls for i in n.input)  # fmt: skip
+    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
+    assert sum(producer.get(n.input[0]) is not None and producer[n.input[0]].op_type == "DequantizeLinear"
+               for n in convs) > len(convs) // 2  # fmt: skip
 
 
 def test_openvino_fp32_records_f32_and_int8_passes(tiny_run):

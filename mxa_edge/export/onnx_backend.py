@@ -116,6 +116,18 @@ def sensitive_nodes(model_path: Path, *, softmax: bool = True) -> list[str]:
     return sorted(keep)
 
 
+def activation_matmuls(model_path: Path) -> list[str]:
+    """MatMul nodes with no constant input: the attention products (q.k^T, attn.v). Left in
+    float: quantizing both of their inputs per call costs more than the int8 product saves
+    (default run, ORT, batch 1: 0.75x of FP32 with them quantized, 0.94x without; batch 8:
+    0.58x vs 0.84x), and OpenVINO's NNCF leaves them float as well."""
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    constant = {i.name for i in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    return sorted(n.name for n in graph.node if n.op_type == "MatMul" and not any(i in constant for i in n.input))
+
+
 class _ArrayReader:
     """onnxruntime CalibrationDataReader over a float32 (N, 1, S, S) array, in small batches."""
 
@@ -184,9 +196,11 @@ def quantize_onnx(src: Path, dst: Path, calibration: np.ndarray, method: str, *,
                   exclude_softmax: bool = True, float_layers=()) -> dict:  # fmt: skip
     """Static INT8 QDQ quantization of ``src`` into ``dst``; returns the settings used.
 
-    Only Conv, MatMul and Gemm run in INT8 (the ops with int8 kernels that pay); element-wise
-    ops stay float and read float inputs (``float_bypass``). ``float_layers`` (torch module
-    names, from ``sensitivity.choose_float_layers``) are kept in float as well.
+    Only Conv, Gemm and weight MatMuls run in INT8 (the ops with int8 kernels that pay);
+    element-wise ops and the attention's activation x activation MatMuls
+    (``activation_matmuls``) stay float and read float inputs (``float_bypass``).
+    ``float_layers`` (torch module names, from ``sensitivity.choose_float_layers``) are kept
+    in float as well.
 
     Weights: QInt8, per channel (depthwise and 1x1 convs have very different channel ranges).
     Activations: QUInt8 by default (U8S8). On x86 with AVX-512 VNNI (this CPU) ORT's int8
@@ -198,8 +212,9 @@ def quantize_onnx(src: Path, dst: Path, calibration: np.ndarray, method: str, *,
 
     Measured alternatives (batch 1, 2 threads, vs ORT FP32): S8S8 (symmetric int8
     activations) is 2x slower than U8S8 on this CPU; per-tensor weights and quantizing
-    Softmax are within noise of this default. INT8 pays off only on larger models (M5/224:
-    1.97x); on M0 it is slower (0.8x) because the int8 convs run in NHWC and ORT inserts a
+    Softmax are within noise of this default. With the attention products in float, INT8 is
+    1.20x FP32 at batch 1 and 1.29x at batch 8 on M5/224 (1.03x / 1.19x with them
+    quantized), but 0.94x on M0/128: there the int8 convs run in NHWC and ORT inserts a
     Transpose pair around each one that the window-attention reshapes keep from cancelling
     (213 Transposes in the M0/128 INT8 graph).
     """
@@ -211,7 +226,8 @@ def quantize_onnx(src: Path, dst: Path, calibration: np.ndarray, method: str, *,
         raise ConfigError(f"unknown calibration method {method!r}; expected one of {', '.join(methods)}")
     from mxa_edge.export.sensitivity import QUANTIZED_OP_TYPES, float_node_names
 
-    excluded = sorted(set(sensitive_nodes(src, softmax=exclude_softmax)) | set(float_node_names(src, float_layers)))
+    excluded = sorted(set(sensitive_nodes(src, softmax=exclude_softmax)) | set(float_node_names(src, float_layers))
+                      | set(activation_matmuls(src)))  # fmt: skip
     activation = QuantType.QInt8 if symmetric else QuantType.QUInt8
     extra = {"ActivationSymmetric": symmetric, "WeightSymmetric": True}
     if method == "percentile":
@@ -238,6 +254,7 @@ def quantize_onnx(src: Path, dst: Path, calibration: np.ndarray, method: str, *,
         "weights": "int8 symmetric",
         "activations": "int8 symmetric" if symmetric else "uint8 asymmetric",
         "op_types": list(QUANTIZED_OP_TYPES),
+        "activation_matmuls": "float (attention products; see activation_matmuls)",
         "float_bypass_inputs": rewired,
         "excluded_nodes": excluded,
         "n_calibration": int(len(calibration)),
