@@ -216,8 +216,8 @@ def artifact_subjects(path: Path, group: str, rejected: bool = False) -> list[Su
 
     backend = art.backend
     label = weights.upper() + (" QAT" if m.get("qat") else "")  # PTQ and QAT exports side by side
-    fixed = (m.get("export") or {}).get("static_batch")  # mxa-edge export --static-batch N
-    fixed = f", static batch {fixed}" if fixed else ""
+    static_batch = (m.get("export") or {}).get("static_batch")  # mxa-edge export --static-batch N
+    fixed = f", static batch {static_batch}" if static_batch else ""
     if backend == "onnxruntime":
         return [Subject(key=str(path), backend="ONNX Runtime", precision=label, compute=compute, status=status,
                         reason=reason, open=engine_open(), **meta)]  # fmt: skip

@@ -116,6 +116,16 @@ def sensitive_nodes(model_path: Path, *, softmax: bool = True) -> list[str]:
     return sorted(keep)
 
 
+def constant_tensors(graph) -> dict:
+    """Name -> TensorProto of every constant value of an ONNX graph: its initializers and the
+    outputs of its Constant nodes (the torch exporter writes scales and shapes as those)."""
+    values = {i.name: i for i in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            values[node.output[0]] = node.attribute[0].t
+    return values
+
+
 def activation_matmuls(model_path: Path) -> list[str]:
     """MatMul nodes with no constant input: the attention products (q.k^T, attn.v). Left in
     float: quantizing both of their inputs per call costs more than the int8 product saves
@@ -124,7 +134,7 @@ def activation_matmuls(model_path: Path) -> list[str]:
     import onnx
 
     graph = onnx.load(str(model_path), load_external_data=False).graph
-    constant = {i.name for i in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    constant = constant_tensors(graph)
     return sorted(n.name for n in graph.node if n.op_type == "MatMul" and not any(i in constant for i in n.input))
 
 

@@ -201,12 +201,11 @@ def fold_weight_quantizers(path: Path) -> int:
     import onnx
     from onnx import numpy_helper
 
+    from mxa_edge.export.onnx_backend import constant_tensors
+
     model = onnx.load(str(path))
     graph = model.graph
-    values = {i.name: i for i in graph.initializer}
-    for node in graph.node:  # the torch exporter also emits scales as Constant nodes
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-            values[node.output[0]] = node.attribute[0].t
+    values = constant_tensors(graph)
     consumers: dict[str, int] = {}
     for node in graph.node:
         for name in node.input:
