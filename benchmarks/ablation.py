@@ -21,7 +21,6 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from mxa_edge.data.arrays import load_split_arrays
@@ -68,9 +67,11 @@ def latency_ratios(variant: str, size: int, rounds: int = 7, iters: int = 20) ->
     for k, m in models.items():
         cost = count_flops(m, size)
         out[k] = {
-            "params": cost["params"], "gflops": cost["flops"] / 1e9, "latency_ms": statistics.median(times[k]) * 1e3,
+            "params": cost["params"],
+            "gflops": cost["flops"] / 1e9,
+            "latency_ms": statistics.median(times[k]) * 1e3,
             "latency_ratio": statistics.median(times[k]) / base,
-        }  # fmt: skip
+        }
     return out
 
 
@@ -96,8 +97,16 @@ def main() -> None:
 
                 shutil.rmtree(out)
             t = time.perf_counter()
-            cfg = TrainConfig(data=args.data, out=str(out), model=args.model, image_size=args.image_size,
-                              epochs=args.epochs, seed=args.seed, n_boot=args.n_boot, **kw)  # fmt: skip
+            cfg = TrainConfig(
+                data=args.data,
+                out=str(out),
+                model=args.model,
+                image_size=args.image_size,
+                epochs=args.epochs,
+                seed=args.seed,
+                n_boot=args.n_boot,
+                **kw,
+            )
             train(cfg)
             print(f"trained {name} in {time.perf_counter() - t:.0f} s -> {out}", flush=True)
         runs[name] = out
@@ -113,7 +122,9 @@ def main() -> None:
         probs[name] = sigmoid(predict_logits(model, valid.images, pp.value_range))
     metrics = {name: json.loads((out / "metrics.json").read_text()) for name, out in runs.items()}
 
-    print(f"\nAblation on {d['root']} ({len(valid)} validation images), {args.model} @ {args.image_size}px, {args.epochs} epochs, seed {args.seed}")
+    print(
+        f"\nAblation on {d['root']} ({len(valid)} validation images), {args.model} @ {args.image_size}px, {args.epochs} epochs, seed {args.seed}"
+    )
     print(f"{'variant':<10} {'macro AUC':>9} {'95% CI':>15} {'Δ vs baseline':>14} {'95% CI of Δ (paired)':>22}")
     summary = {}
     for name in runs:
@@ -122,15 +133,28 @@ def main() -> None:
         if name == "baseline":
             delta, dci = 0.0, [0.0, 0.0]
         else:
-            pd = paired_auc_delta(valid.targets, probs["baseline"], probs[name], valid.mask, n_boot=args.n_boot, seed=args.seed)
+            pd = paired_auc_delta(
+                valid.targets, probs["baseline"], probs[name], valid.mask, n_boot=args.n_boot, seed=args.seed
+            )
             delta, dci = pd["macro_delta"], pd["macro_delta_ci"]
-        summary[name] = {"macro_auc": m["macro_auc"], "ci": ci, "delta": delta, "delta_ci": dci, "micro_auc": m["micro_auc"]}
-        print(f"{name:<10} {m['macro_auc']:>9.4f} {ci[0]:>7.4f}–{ci[1]:<7.4f} {delta:>+14.4f} {dci[0]:>+10.4f}…{dci[1]:<+10.4f}")
+        summary[name] = {
+            "macro_auc": m["macro_auc"],
+            "ci": ci,
+            "delta": delta,
+            "delta_ci": dci,
+            "micro_auc": m["micro_auc"],
+        }
+        print(
+            f"{name:<10} {m['macro_auc']:>9.4f} {ci[0]:>7.4f}–{ci[1]:<7.4f} {delta:>+14.4f} {dci[0]:>+10.4f}…{dci[1]:<+10.4f}"
+        )
     print("\nper-pathology AUC")
     print(f"{'':<6}" + "".join(f"{n:>10}" for n in runs))
     for label in metrics["baseline"]["per_label"]:
         vals = [metrics[n]["per_label"][label]["auc"] for n in runs]
-        print(f"{LABEL_ABBREVIATIONS[label]:<6}" + "".join(f"{v:>10.3f}" if v is not None else f"{'n/a':>10}" for v in vals))
+        print(
+            f"{LABEL_ABBREVIATIONS[label]:<6}"
+            + "".join(f"{v:>10.3f}" if v is not None else f"{'n/a':>10}" for v in vals)
+        )
 
     cost = {}
     if not args.no_latency:

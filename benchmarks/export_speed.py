@@ -22,8 +22,12 @@ import numpy as np
 from mxa_edge.runtime.artifact import load_artifact
 from mxa_edge.runtime.engines import open_engine
 
-STANDARD = {"onnx-fp32": ("onnx", False), "onnx-int8": ("onnx", True),
-            "openvino-fp32": ("openvino", False), "openvino-int8": ("openvino", True)}  # fmt: skip
+STANDARD = {
+    "onnx-fp32": ("onnx", False),
+    "onnx-int8": ("onnx", True),
+    "openvino-fp32": ("openvino", False),
+    "openvino-int8": ("openvino", True),
+}
 
 
 def engines_for(paths, threads):
@@ -39,8 +43,12 @@ def engines_for(paths, threads):
                     print(f"exporting {name} ...", file=sys.stderr)
                     export_run(p, target, art_dir, int8=int8, max_macro_drop=1.0, max_drop=1.0)
                 art = load_artifact(art_dir)
-                label = {"onnx-fp32": "ORT FP32", "onnx-int8": "ORT INT8", "openvino-fp32": "OV f32",
-                         "openvino-int8": "OV INT8"}[name]  # fmt: skip
+                label = {
+                    "onnx-fp32": "ORT FP32",
+                    "onnx-int8": "ORT INT8",
+                    "openvino-fp32": "OV f32",
+                    "openvino-int8": "OV INT8",
+                }[name]
                 out[label] = open_engine(art, threads)
                 if name == "openvino-fp32":
                     out["OV default"] = open_engine(art, threads, precision=None)

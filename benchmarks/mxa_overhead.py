@@ -29,13 +29,18 @@ from mxa_edge.bench.machine import physical_cores
 from mxa_edge.bench.timing import measure_interleaved, paired_ratio
 from mxa_edge.export.base import ExportOptions, get_backend
 from mxa_edge.export.prepare import AuxOutputs, count_flops, fuse_model
-from mxa_edge.models.configs import MXAConfig, ModelSpec
+from mxa_edge.models.configs import ModelSpec, MXAConfig
 from mxa_edge.models.student import build_student
 from mxa_edge.runtime.engines import open_model_file
 
 PLACEMENTS = {"none": None, "stage": "stage", "block": "block"}
-BACKENDS = {"pytorch": None, "ort-fp32": ("onnx", False), "ort-int8": ("onnx", True),
-            "ov-f32": ("openvino", False), "ov-int8": ("openvino", True)}  # fmt: skip
+BACKENDS = {
+    "pytorch": None,
+    "ort-fp32": ("onnx", False),
+    "ort-int8": ("onnx", True),
+    "ov-f32": ("openvino", False),
+    "ov-int8": ("openvino", True),
+}
 
 
 def build(variant: str, size: int, placement: str | None, seed: int):
@@ -93,26 +98,39 @@ def main(argv=None) -> None:
                 out_dir.mkdir()
                 opts = ExportOptions(int8=int8, calibration=calib if int8 else None, seed=args.seed)
                 out = get_backend(target).export(fused, example, out_dir, opts)
-                eng = open_model_file(out_dir / out.files[0], out.runtime, threads,
-                                      precision=out.precision.get("inference_precision"))  # fmt: skip
+                eng = open_model_file(
+                    out_dir / out.files[0], out.runtime, threads, precision=out.precision.get("inference_precision")
+                )
                 fns[(pname, bname)] = lambda e=eng: e.run(x)
 
-        res = measure_interleaved({f"{p}|{b}": f for (p, b), f in fns.items()}, 1, args.seconds, args.warmup, args.rounds)
+        res = measure_interleaved(
+            {f"{p}|{b}": f for (p, b), f in fns.items()}, 1, args.seconds, args.warmup, args.rounds
+        )
 
     base = cost["none"]
-    print(f"\n{args.model} at {s} px, {threads} threads, batch 1, {args.seconds} s per cell in {args.rounds} interleaved "
-          "rounds; ratios = median of paired per-round ratios vs no MXA")  # fmt: skip
+    print(
+        f"\n{args.model} at {s} px, {threads} threads, batch 1, {args.seconds} s per cell in {args.rounds} interleaved "
+        "rounds; ratios = median of paired per-round ratios vs no MXA"
+    )
     print(f"{'placement':<10}{'params (M)':>11}{'x':>7}{'GFLOPs':>9}{'x':>7}")
     for p, c in cost.items():
-        print(f"{p:<10}{c['params'] / 1e6:>11.3f}{c['params'] / base['params']:>7.3f}{c['flops'] / 1e9:>9.3f}"
-              f"{c['flops'] / base['flops']:>7.3f}")  # fmt: skip
-    print(f"\n{'backend':<10}" + "".join(f"{p + ' ms':>12}" for p in PLACEMENTS) + f"{'stage/none':>12}{'block/none':>12}")
+        print(
+            f"{p:<10}{c['params'] / 1e6:>11.3f}{c['params'] / base['params']:>7.3f}{c['flops'] / 1e9:>9.3f}"
+            f"{c['flops'] / base['flops']:>7.3f}"
+        )
+    print(
+        f"\n{'backend':<10}" + "".join(f"{p + ' ms':>12}" for p in PLACEMENTS) + f"{'stage/none':>12}{'block/none':>12}"
+    )
     for b in chosen:
         ms = [res[f"{p}|{b}"].median("p50_ms") for p in PLACEMENTS]
         ratios = [paired_ratio(res[f"{p}|{b}"], res[f"none|{b}"], "p50_ms") for p in ("stage", "block")]
         flag = "  <- over +10%" if any(r and r > 1.10 for r in ratios) else ""
-        print(f"{b:<10}" + "".join(f"{m:>12.2f}" if m else f"{'failed':>12}" for m in ms)
-              + "".join(f"{r:>12.3f}" if r else f"{'—':>12}" for r in ratios) + flag)  # fmt: skip
+        print(
+            f"{b:<10}"
+            + "".join(f"{m:>12.2f}" if m else f"{'failed':>12}" for m in ms)
+            + "".join(f"{r:>12.3f}" if r else f"{'—':>12}" for r in ratios)
+            + flag
+        )
     for key, m in res.items():
         if m.error:
             print(f"{key}: {m.error}")

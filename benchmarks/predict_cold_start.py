@@ -72,8 +72,12 @@ def end_to_end(args) -> dict:
 
 def split(args) -> dict:
     env = dict(os.environ, MXA_T0=repr(time.time()))
-    proc = subprocess.run([sys.executable, "-c", _CHILD, str(args.model), str(args.image), str(args.threads)],
-                          capture_output=True, text=True, env=env)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(args.model), str(args.image), str(args.threads)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     if proc.returncode != 0:
         raise SystemExit(f"split run failed: {proc.stderr.strip()}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -82,8 +86,12 @@ def split(args) -> dict:
 def importtime(args) -> list[tuple[float, str]]:
     code = _CHILD
     env = dict(os.environ, MXA_T0=repr(time.time()))
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", code, str(args.model), str(args.image),
-                           str(args.threads)], capture_output=True, text=True, env=env)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", code, str(args.model), str(args.image), str(args.threads)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     rows = []
     for line in proc.stderr.splitlines():
         if line.startswith("import time:") and "|" in line and "cumulative" not in line:
@@ -111,23 +119,32 @@ def main(argv=None) -> None:
     parts = [split(args) for _ in range(args.n)]
     keys = ("interpreter_s", "imports_s", "model_load_s", "first_image_s", "total_s")
     report = {
-        "model": str(args.model), "model_id": parts[0]["model_id"], "engine": parts[0]["engine"],
-        "image": str(args.image), "n": args.n, "threads": args.threads, "cpu_count": os.cpu_count(),
+        "model": str(args.model),
+        "model_id": parts[0]["model_id"],
+        "engine": parts[0]["engine"],
+        "image": str(args.image),
+        "n": args.n,
+        "threads": args.threads,
+        "cpu_count": os.cpu_count(),
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "end_to_end": {k: _stats([r[k] for r in e2e]) for k in ("first_result_s", "exit_s")},
         "split": {k: _stats([r[k] for r in parts]) for k in keys},
         "torch_imported": any(r["torch_imported"] for r in parts),
-    }  # fmt: skip
+    }
     if args.importtime:
         report["slowest_imports_s"] = importtime(args)
     if args.json:
         print(json.dumps(report, indent=2))
         return
-    print(f"{report['model_id']} via {report['engine']}, {args.image.name}, {args.n} fresh processes, "
-          f"{report['cpu_count']} CPUs, load average {report['load_average']}")  # fmt: skip
+    print(
+        f"{report['model_id']} via {report['engine']}, {args.image.name}, {args.n} fresh processes, "
+        f"{report['cpu_count']} CPUs, load average {report['load_average']}"
+    )
     print(f"{'':34}{'median':>9}{'min':>9}{'max':>9}")
-    rows = [("CLI: start -> first result", report["end_to_end"]["first_result_s"]),
-            ("CLI: start -> exit", report["end_to_end"]["exit_s"])]  # fmt: skip
+    rows = [
+        ("CLI: start -> first result", report["end_to_end"]["first_result_s"]),
+        ("CLI: start -> exit", report["end_to_end"]["exit_s"]),
+    ]
     rows += [(f"split: {k[:-2].replace('_', ' ')}", report["split"][k]) for k in keys]
     for name, s in rows:
         print(f"{name:34}{s['median']:9.3f}{s['min']:9.3f}{s['max']:9.3f}")

@@ -143,10 +143,12 @@ def main(argv=None) -> None:
         for p in pools:
             p.shutdown()
 
-    print(f"batch {args.batch}, torch threads {threads}, {args.images} phantom JPEGs of {args.source_size} px, "
-          f"{args.seconds} s per stage in {args.rounds} interleaved rounds (medians)")  # fmt: skip
+    print(
+        f"batch {args.batch}, torch threads {threads}, {args.images} phantom JPEGs of {args.source_size} px, "
+        f"{args.seconds} s per stage in {args.rounds} interleaved rounds (medians)"
+    )
     print(f"{'stage':<32}{'img/s':>10}{'ratio to the train step it feeds':>36}")
-    for name, (variant, size) in MODELS.items():
+    for name, (_variant, size) in MODELS.items():
         step = res[f"train step {name}"]
         for key, m in res.items():
             if key.startswith("train step") and key != f"train step {name}":

@@ -13,7 +13,8 @@ import sys
 import typer
 
 from mxa_edge import __version__
-from mxa_edge_cli.commands import bench, data, eval as eval_cmd, export, predict, report, train
+from mxa_edge_cli.commands import bench, data, export, predict, report, train
+from mxa_edge_cli.commands import eval as eval_cmd
 
 app = typer.Typer(
     name="mxa-edge",
@@ -34,7 +35,9 @@ def _version(value: bool):
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
 ):
     """Chest X-ray classifiers from training to the point of care."""
 

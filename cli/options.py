@@ -10,7 +10,10 @@ import typer
 JsonOpt = typer.Option(False, "--json", help="Print the result as JSON on stdout (progress stays on stderr).")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="Print nothing but errors.")
 DataOpt = typer.Option(
-    None, "--data", "-d", help="CheXpert-layout dataset root (holds train.csv / valid.csv). Default: the embedded phantom dataset."
+    None,
+    "--data",
+    "-d",
+    help="CheXpert-layout dataset root (holds train.csv / valid.csv). Default: the embedded phantom dataset.",
 )
 SeedOpt = typer.Option(0, "--seed", help="Random seed (data order, augmentation, initialisation).")
 

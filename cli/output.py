@@ -79,10 +79,15 @@ class RichReporter(Reporter):
     def __init__(self, console: Console):
         self.console = console
         self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[extra]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-            console=console, transient=True,
-        )  # fmt: skip
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[extra]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        )
         self.tasks: dict[str, int] = {}
 
     def start(self, task: str, total: int | None = None) -> None:

@@ -12,7 +12,14 @@ def _num(x, fmt="{:.3f}") -> str:
 
 def metrics_table(metrics: dict, title: str = "Validation metrics") -> Table:
     table = Table(title=title, title_justify="left")
-    for col, just in (("Finding", "left"), ("AUC", "right"), ("95% CI", "right"), ("pos/neg", "right"), ("F1@0.5", "right"), ("Acc@0.5", "right")):
+    for col, just in (
+        ("Finding", "left"),
+        ("AUC", "right"),
+        ("95% CI", "right"),
+        ("pos/neg", "right"),
+        ("F1@0.5", "right"),
+        ("Acc@0.5", "right"),
+    ):
         table.add_column(col, justify=just)
     for name, m in metrics["per_label"].items():
         ci = m.get("auc_ci")
@@ -28,9 +35,13 @@ def metrics_table(metrics: dict, title: str = "Validation metrics") -> Table:
     ci = metrics.get("macro_auc_ci")
     table.add_section()
     table.add_row(
-        "[bold]macro AUC[/]", f"[bold]{_num(metrics.get('macro_auc'))}[/]", f"{ci[0]:.3f}–{ci[1]:.3f}" if ci else "—",
-        f"{len(metrics.get('labels_evaluated', []))} labels", _num(metrics.get("f1_macro")), _num(metrics.get("accuracy")),
-    )  # fmt: skip
+        "[bold]macro AUC[/]",
+        f"[bold]{_num(metrics.get('macro_auc'))}[/]",
+        f"{ci[0]:.3f}–{ci[1]:.3f}" if ci else "—",
+        f"{len(metrics.get('labels_evaluated', []))} labels",
+        _num(metrics.get("f1_macro")),
+        _num(metrics.get("accuracy")),
+    )
     table.add_row("micro AUC", _num(metrics.get("micro_auc")), "", "", "", "")
     if metrics.get("ece") is not None:
         table.add_row("ECE", _num(metrics.get("ece")), "", "", "", "")

@@ -55,16 +55,23 @@ def roi_localization(rois: np.ndarray, arrays: SplitArrays, boxes: dict) -> dict
 
 
 def evaluate_model(
-    model_path: Path, data: Path | None = None, split: str = "valid", n_boot: int = 1000, seed: int = 0,
-    limit: int | None = None, reporter: Reporter = SILENT,
-) -> dict:  # fmt: skip
+    model_path: Path,
+    data: Path | None = None,
+    split: str = "valid",
+    n_boot: int = 1000,
+    seed: int = 0,
+    limit: int | None = None,
+    reporter: Reporter = SILENT,
+) -> dict:
     """Evaluate a run folder or an exported artifact; ``data`` defaults to the run's own data."""
     from mxa_edge.fileio import read_json
 
     model_path = Path(model_path)
     manifest_path = model_path / "manifest.json"
     if not manifest_path.is_file():
-        raise ArtifactError(f"{model_path}: no manifest.json; pass a run folder from `mxa-edge train` or an exported artifact")
+        raise ArtifactError(
+            f"{model_path}: no manifest.json; pass a run folder from `mxa-edge train` or an exported artifact"
+        )
     manifest = read_json(manifest_path)
     root = Path(data) if data else Path(manifest["data"]["root"]) if "data" in manifest else None
     if root is None:
@@ -75,9 +82,15 @@ def evaluate_model(
     pp = Preprocess.from_dict(manifest["preprocess"])
     d = manifest.get("data", {})
     arrays = load_split_arrays(
-        root, split, pp, uncertainty=d.get("uncertainty", "u1"), blank=d.get("blank", "negative"),
-        frontal_only=d.get("frontal_only", True), limit=limit, progress=reporter.callback(f"decoding {split} images"),
-    )  # fmt: skip
+        root,
+        split,
+        pp,
+        uncertainty=d.get("uncertainty", "u1"),
+        blank=d.get("blank", "negative"),
+        frontal_only=d.get("frontal_only", True),
+        limit=limit,
+        progress=reporter.callback(f"decoding {split} images"),
+    )
     if manifest.get("format") == "mxa-edge-artifact":
         logits, rois = _artifact_outputs(model_path, arrays, pp)
     else:

@@ -99,9 +99,7 @@ def _checked(path: Path, gray: np.ndarray) -> np.ndarray:
         raise InputImageError(path, "decoded pixel values include NaN or infinity; the file is corrupt")
     lo, hi = float(gray.min()), float(gray.max())
     if lo == hi:
-        raise InputImageError(
-            path, f"all pixels have the same value ({lo:g}): the image is blank; check the export"
-        )
+        raise InputImageError(path, f"all pixels have the same value ({lo:g}): the image is blank; check the export")
     return np.clip(gray, 0.0, 1.0).astype(np.float32, copy=False)
 
 

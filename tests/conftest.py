@@ -39,9 +39,16 @@ def tiny_config(data: Path, out: Path, **overrides):
     from mxa_edge.training.config import TrainConfig
 
     base = dict(
-        data=str(data), out=str(out), model="m0", image_size=64, epochs=2, batch_size=32, teacher_epochs=1,
-        n_boot=50, workers=1,
-    )  # fmt: skip
+        data=str(data),
+        out=str(out),
+        model="m0",
+        image_size=64,
+        epochs=2,
+        batch_size=32,
+        teacher_epochs=1,
+        n_boot=50,
+        workers=1,
+    )
     base.update(overrides)
     return TrainConfig(**base)
 
@@ -56,8 +63,17 @@ def tiny_run(phantom_root, tmp_path_factory) -> Path:
     return out
 
 
-def quick_run(tmp: Path, *, size: int = 64, n_train: int = 160, n_valid: int = 100, source_size: int = 80,
-              steps: int = 30, lr: float = 2e-3, seed: int = 0) -> Path:
+def quick_run(
+    tmp: Path,
+    *,
+    size: int = 64,
+    n_train: int = 160,
+    n_valid: int = 100,
+    source_size: int = 80,
+    steps: int = 30,
+    lr: float = 2e-3,
+    seed: int = 0,
+) -> Path:
     """A run folder from a few hand-rolled AdamW steps on fresh phantoms: faster than the full
     trainer, and enough for export/predict plumbing (AUCs just above chance)."""
     import numpy as np
@@ -94,11 +110,22 @@ def quick_run(tmp: Path, *, size: int = 64, n_train: int = 160, n_valid: int = 1
     run = tmp / "run"
     run.mkdir()
     sha = save_weights(model, run / "weights.safetensors")
-    write_json(run / "manifest.json", {
-        "labels": list(CHEXPERT_LABELS), "preprocess": pp.to_dict(), "model": model.spec.to_dict(),
-        "weights_sha256": sha,
-        "data": {"root": str(root), "uncertainty": "u1", "blank": "negative", "frontal_only": True, "ap_pa": None,
-                 "fingerprint": {"train": dataset_fingerprint(train.split), "valid": dataset_fingerprint(valid.split)}},
-        "versions": {"torch": torch.__version__},
-    })  # fmt: skip
+    write_json(
+        run / "manifest.json",
+        {
+            "labels": list(CHEXPERT_LABELS),
+            "preprocess": pp.to_dict(),
+            "model": model.spec.to_dict(),
+            "weights_sha256": sha,
+            "data": {
+                "root": str(root),
+                "uncertainty": "u1",
+                "blank": "negative",
+                "frontal_only": True,
+                "ap_pa": None,
+                "fingerprint": {"train": dataset_fingerprint(train.split), "valid": dataset_fingerprint(valid.split)},
+            },
+            "versions": {"torch": torch.__version__},
+        },
+    )
     return run

@@ -20,6 +20,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from conftest import tiny_config  # noqa: E402
+
 from mxa_edge.bench import FAILED, PASS, REJECTED, UNAVAILABLE, run_bench  # noqa: E402
 from mxa_edge.errors import DriftGateError  # noqa: E402
 
@@ -41,14 +42,18 @@ def bench_run(phantom_root, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def result(bench_run) -> dict:
-    return run_bench([bench_run], batches=(1, 4), threads=1, export_missing=True, export_kwargs=LOOSE, peak_quick=True,
-                     **QUICK)  # fmt: skip
+    return run_bench(
+        [bench_run], batches=(1, 4), threads=1, export_missing=True, export_kwargs=LOOSE, peak_quick=True, **QUICK
+    )
 
 
 def _row(result, backend, precision_prefix):
     """The one row of a backend and precision, leaving out the rejected export."""
-    rows = [r for r in result["rows"] if r["backend"] == backend and r["precision"].startswith(precision_prefix)
-            and r["status"] != REJECTED]  # fmt: skip
+    rows = [
+        r
+        for r in result["rows"]
+        if r["backend"] == backend and r["precision"].startswith(precision_prefix) and r["status"] != REJECTED
+    ]
     assert len(rows) == 1, [(r["backend"], r["precision"]) for r in result["rows"]]
     return rows[0]
 
@@ -57,9 +62,12 @@ def test_rows_cover_every_backend_with_statuses(result, bench_run):
     for name in ("onnx-fp32", "onnx-int8", "openvino-fp32", "openvino-int8"):
         assert (bench_run / "exports" / name / "manifest.json").is_file()  # created by export_missing
     measured = [
-        _row(result, "PyTorch eager", "FP32"), _row(result, "ONNX Runtime", "FP32"), _row(result, "ONNX Runtime", "INT8"),
-        _row(result, "OpenVINO", "FP32"), _row(result, "OpenVINO", "INT8"),
-    ]  # fmt: skip
+        _row(result, "PyTorch eager", "FP32"),
+        _row(result, "ONNX Runtime", "FP32"),
+        _row(result, "ONNX Runtime", "INT8"),
+        _row(result, "OpenVINO", "FP32"),
+        _row(result, "OpenVINO", "INT8"),
+    ]
     default = [r for r in result["rows"] if r["backend"] == "OpenVINO" and r["precision"].endswith("(CPU default)")]
     assert len(default) == 1 and any("INFERENCE_PRECISION_HINT" in n for n in default[0]["notes"])
     for r in measured + default:
@@ -84,8 +92,11 @@ def test_speedup_gflops_and_auc_come_from_the_right_sources(result, bench_run):
     for r in result["rows"]:
         if r["status"] == PASS:
             assert r["speedup"] > 0 and r["speedup_throughput"] > 0
-    for name, (backend, prec) in {"onnx-fp32": ("ONNX Runtime", "FP32"), "onnx-int8": ("ONNX Runtime", "INT8"),
-                                  "openvino-int8": ("OpenVINO", "INT8")}.items():  # fmt: skip
+    for name, (backend, prec) in {
+        "onnx-fp32": ("ONNX Runtime", "FP32"),
+        "onnx-int8": ("ONNX Runtime", "INT8"),
+        "openvino-int8": ("OpenVINO", "INT8"),
+    }.items():
         manifest = json.loads((bench_run / "exports" / name / "manifest.json").read_text())
         r = _row(result, backend, prec)
         assert r["gflops"] == pytest.approx(manifest["flops"] / 1e9)
@@ -99,8 +110,15 @@ def test_speedup_gflops_and_auc_come_from_the_right_sources(result, bench_run):
 def test_fastest_gated_export_is_the_minimum_over_passing_exports(result, bench_run):
     """The recommendation never names PyTorch, a rejected export or an ungated precision."""
     fast = result["fastest"][str(bench_run)]
-    eligible = [r for r in result["rows"] if r["status"] == PASS and r.get("path") and r["p50_ms"] is not None
-                and "CPU default" not in r["precision"] and r["backend"] != "PyTorch eager"]  # fmt: skip
+    eligible = [
+        r
+        for r in result["rows"]
+        if r["status"] == PASS
+        and r.get("path")
+        and r["p50_ms"] is not None
+        and "CPU default" not in r["precision"]
+        and r["backend"] != "PyTorch eager"
+    ]
     assert eligible
     assert fast["latency"]["p50_ms"] == min(r["p50_ms"] for r in eligible)
     assert fast["throughput"]["throughput_img_s"] == max(r["throughput_img_s"] for r in eligible)
@@ -136,8 +154,22 @@ def test_cli_writes_json_and_png_for_an_artifact(result, bench_run, tmp_path):
 
     art = bench_run / "exports" / "onnx-fp32"
     out, png = tmp_path / "bench.json", tmp_path / "bench.png"
-    args = ["bench", str(art), "--json", str(out), "--plot", str(png), "--seconds", "0.2", "--warmup", "0.05", "--rounds",
-            "2", "--threads", "1"]  # fmt: skip
+    args = [
+        "bench",
+        str(art),
+        "--json",
+        str(out),
+        "--plot",
+        str(png),
+        "--seconds",
+        "0.2",
+        "--warmup",
+        "0.05",
+        "--rounds",
+        "2",
+        "--threads",
+        "1",
+    ]
     res = CliRunner().invoke(app, args, env={"COLUMNS": "300"})  # wide enough that rich does not fold cells
     assert res.exit_code == 0, res.output
     data = json.loads(out.read_text())
@@ -155,8 +187,24 @@ def test_cli_reports_a_rejected_artifact(bench_run, tmp_path):
     from mxa_edge_cli.app import app
 
     out = tmp_path / "rejected.json"
-    res = CliRunner().invoke(app, ["bench", str(bench_run / "exports" / "onnx-strict.rejected"), "--json", str(out),
-                                   "--seconds", "0.1", "--warmup", "0", "--rounds", "1", "--threads", "1", "-q"])  # fmt: skip
+    res = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            str(bench_run / "exports" / "onnx-strict.rejected"),
+            "--json",
+            str(out),
+            "--seconds",
+            "0.1",
+            "--warmup",
+            "0",
+            "--rounds",
+            "1",
+            "--threads",
+            "1",
+            "-q",
+        ],
+    )
     assert res.exit_code == 0, res.output
     (row,) = json.loads(out.read_text())["rows"]
     assert row["status"] == REJECTED and "drift gate failed" in row["reason"] and row["p50_ms"] > 0
@@ -177,7 +225,7 @@ def test_runtime_rows_work_without_torch(bench_run, tmp_path):
     *rows, method = json.loads(proc.stdout.strip().splitlines()[-1])
     assert "numpy" in method
     assert len(rows) == 3  # ORT INT8, OpenVINO f32 hint, OpenVINO CPU default
-    for backend, precision, status, p50, frac in rows:
+    for _backend, _precision, status, p50, frac in rows:
         assert status == PASS and p50 > 0 and frac is not None and not math.isnan(frac)
 
 
@@ -197,8 +245,22 @@ def test_cli_on_a_run_writes_json_and_plot_beside_it(result, bench_run):
 
     from mxa_edge_cli.app import app
 
-    args = ["bench", str(bench_run), "--no-export-missing", "--seconds", "0.2", "--warmup", "0.05", "--rounds", "2",
-            "--threads", "1", "--batch", "1,2", "--quiet"]  # fmt: skip
+    args = [
+        "bench",
+        str(bench_run),
+        "--no-export-missing",
+        "--seconds",
+        "0.2",
+        "--warmup",
+        "0.05",
+        "--rounds",
+        "2",
+        "--threads",
+        "1",
+        "--batch",
+        "1,2",
+        "--quiet",
+    ]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     data = json.loads((bench_run / "bench.json").read_text())

@@ -36,9 +36,23 @@ def test_version():
 
 def test_data_phantom_acceptance(tmp_path):
     out = subprocess.run(
-        CLI + ["data", "phantom", "--out", str(tmp_path / "D"), "--n-train", "200", "--n-valid", "100", "--seed", "1", "--json"],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        CLI
+        + [
+            "data",
+            "phantom",
+            "--out",
+            str(tmp_path / "D"),
+            "--n-train",
+            "200",
+            "--n-valid",
+            "100",
+            "--seed",
+            "1",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)
     root = Path(summary["root"])
@@ -74,6 +88,8 @@ def test_ci_runs_the_readme_test_command():
     readme = (REPO / "README.md").read_text()
     ci = (REPO / ".ci" / "run").read_text()
     blocks = [b for b in readme.split("```bash")[1:]]
-    test_cmd = [line for b in blocks for line in b.split("```")[0].splitlines() if "pytest" in line and not line.startswith("#")]
+    test_cmd = [
+        line for b in blocks for line in b.split("```")[0].splitlines() if "pytest" in line and not line.startswith("#")
+    ]
     assert len(test_cmd) == 1, "README must give exactly one test command"
     assert test_cmd[0] in ci, f"`.ci/run` must run README's test command: {test_cmd[0]}"

@@ -12,9 +12,27 @@ import pytest
 
 def _cmd(data, out, extra=()):
     return [
-        sys.executable, "-m", "mxa_edge_cli.app", "train", "--data", str(data), "--out", str(out), "--model", "m0",
-        "--image-size", "64", "--epochs", "2", "--batch-size", "32", "--no-kd", "--quiet", "--no-ema", *extra,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "mxa_edge_cli.app",
+        "train",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--model",
+        "m0",
+        "--image-size",
+        "64",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "32",
+        "--no-kd",
+        "--quiet",
+        "--no-ema",
+        *extra,
+    ]
 
 
 @pytest.mark.slow

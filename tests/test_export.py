@@ -144,11 +144,14 @@ def test_onnx_int8_passes_gate_and_keeps_grid_in_float(tiny_run):
     # Attention products (activation x activation MatMuls) read float inputs; convs run int8.
     producer = {o: n for n in proto.graph.node for o in n.output}
     matmuls = [n for n in proto.graph.node if n.op_type == "MatMul"]
-    assert matmuls and all(producer.get(i) is None or producer[i].op_type != "DequantizeLinear"
-                           for n in matmuls for i in n.input)  # fmt: skip
+    assert matmuls and all(
+        producer.get(i) is None or producer[i].op_type != "DequantizeLinear" for n in matmuls for i in n.input
+    )
     convs = [n for n in proto.graph.node if n.op_type == "Conv"]
-    assert sum(producer.get(n.input[0]) is not None and producer[n.input[0]].op_type == "DequantizeLinear"
-               for n in convs) > len(convs) // 2  # fmt: skip
+    assert (
+        sum(producer.get(n.input[0]) is not None and producer[n.input[0]].op_type == "DequantizeLinear" for n in convs)
+        > len(convs) // 2
+    )
 
 
 def test_openvino_fp32_records_f32_and_int8_passes(tiny_run):
@@ -197,7 +200,9 @@ def test_openvino_static_batch_is_gated_and_runs_any_batch(tiny_run):
         _export(tiny_run, "onnx", "onnx-b2", static_batch=2)
     from mxa_edge.export.pipeline import default_out_dir
 
-    assert default_out_dir(tiny_run, "openvino", True, False, False, 2).name == "openvino-int8-b2"  # beside the dynamic one
+    assert (
+        default_out_dir(tiny_run, "openvino", True, False, False, 2).name == "openvino-int8-b2"
+    )  # beside the dynamic one
 
 
 def test_gate_failure_publishes_nothing(tiny_run):
@@ -224,8 +229,16 @@ def test_black_calibration_set_fails_the_gate(tiny_run, tmp_path):
     black[0, 0] = 1  # a uniform image is refused by imageio as blank; this one is "almost black"
     Image.fromarray(black).save(calib / "black.png")
     with pytest.raises(DriftGateError):
-        _export(tiny_run, "onnx", "bad-calib", int8=True, calib=calib, calib_method="minmax",
-                max_macro_drop=0.005, max_drop=0.02)
+        _export(
+            tiny_run,
+            "onnx",
+            "bad-calib",
+            int8=True,
+            calib=calib,
+            calib_method="minmax",
+            max_macro_drop=0.005,
+            max_drop=0.02,
+        )
     assert not (tiny_run / "exports" / "bad-calib").exists()
 
 
@@ -280,13 +293,33 @@ def test_cli_quiet_export_prints_nothing_and_json_stays_clean(tiny_run):
     import subprocess
     import sys
 
-    cli = [sys.executable, "-m", "mxa_edge_cli.app", "export", str(tiny_run), "--target", "openvino", "--int8",
-           "--calib-size", "24", "--n-boot", "0", "--max-macro-drop", "0.03", "--max-drop", "0.1"]  # fmt: skip
-    out = subprocess.run(cli + ["--out", str(tiny_run / "exports" / "cli-quiet"), "--quiet"], capture_output=True, text=True)
+    cli = [
+        sys.executable,
+        "-m",
+        "mxa_edge_cli.app",
+        "export",
+        str(tiny_run),
+        "--target",
+        "openvino",
+        "--int8",
+        "--calib-size",
+        "24",
+        "--n-boot",
+        "0",
+        "--max-macro-drop",
+        "0.03",
+        "--max-drop",
+        "0.1",
+    ]
+    out = subprocess.run(
+        cli + ["--out", str(tiny_run / "exports" / "cli-quiet"), "--quiet"], capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout == "" and out.stderr == ""
     assert (tiny_run / "exports" / "cli-quiet" / "manifest.json").is_file()
-    out = subprocess.run(cli + ["--out", str(tiny_run / "exports" / "cli-json"), "--json"], capture_output=True, text=True)
+    out = subprocess.run(
+        cli + ["--out", str(tiny_run / "exports" / "cli-json"), "--json"], capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stderr
     payload = json.loads(out.stdout)
     assert payload["passed"] and payload["manifest"]["precision"]["weights"] == "int8"
@@ -317,10 +350,19 @@ def test_fold_weight_quantizers_keeps_the_arithmetic(tmp_path):
     w1 = rng.normal(0, 0.2, (8, 3, 3, 3)).astype(np.float32)
     s1 = (np.abs(w1).reshape(8, -1).max(1) / 127).astype(np.float32)
     w2 = rng.normal(0, 0.2, (4, 8, 1, 1)).astype(np.float32)
-    inits = [numpy_helper.from_array(a, n) for a, n in [
-        (w1, "w1"), (s1, "s1"), (np.zeros(8, np.int8), "z1"),
-        (w2, "w2"), (np.array(0.003, np.float32), "s2"), (np.array(128, np.uint8), "z2"),
-        (np.array(0.05, np.float32), "sa"), (np.array(128, np.uint8), "za")]]  # fmt: skip
+    inits = [
+        numpy_helper.from_array(a, n)
+        for a, n in [
+            (w1, "w1"),
+            (s1, "s1"),
+            (np.zeros(8, np.int8), "z1"),
+            (w2, "w2"),
+            (np.array(0.003, np.float32), "s2"),
+            (np.array(128, np.uint8), "z2"),
+            (np.array(0.05, np.float32), "sa"),
+            (np.array(128, np.uint8), "za"),
+        ]
+    ]
     nodes = [
         helper.make_node("QuantizeLinear", ["w1", "s1", "z1"], ["w1q"], axis=0),
         helper.make_node("DequantizeLinear", ["w1q", "s1", "z1"], ["w1d"], axis=0),
@@ -331,8 +373,13 @@ def test_fold_weight_quantizers_keeps_the_arithmetic(tmp_path):
         helper.make_node("DequantizeLinear", ["w2q", "s2", "z2"], ["w2d"]),
         helper.make_node("Conv", ["h", "w2d"], ["y"]),
     ]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 6])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 6, 6])], inits)  # fmt: skip
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 6, 6])],
+        inits,
+    )
     path = tmp_path / "m.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     x = rng.normal(0, 2, (1, 3, 6, 6)).astype(np.float32)

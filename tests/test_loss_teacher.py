@@ -10,7 +10,14 @@ import torch
 
 from mxa_edge.errors import ArtifactError
 from mxa_edge.labels import CHEXPERT_LABELS
-from mxa_edge.models.teacher import XRV_CHEX_OUTPUTS, Teacher, adapt_xrv_logits, build_xrv_densenet, finetune_init, load_xrv_state_dict
+from mxa_edge.models.teacher import (
+    XRV_CHEX_OUTPUTS,
+    Teacher,
+    adapt_xrv_logits,
+    build_xrv_densenet,
+    finetune_init,
+    load_xrv_state_dict,
+)
 from mxa_edge.training.loss import DistillationLoss
 
 

@@ -29,7 +29,11 @@ def test_every_variant_builds_with_paper_widths_and_gives_14_logits(variant):
 
 
 def test_paper_table_h1():
-    assert VARIANTS["m5"].embed_dim == (192, 288, 384) and VARIANTS["m5"].depth == (1, 3, 4) and VARIANTS["m5"].num_heads == (3, 3, 4)
+    assert (
+        VARIANTS["m5"].embed_dim == (192, 288, 384)
+        and VARIANTS["m5"].depth == (1, 3, 4)
+        and VARIANTS["m5"].num_heads == (3, 3, 4)
+    )
     assert VARIANTS["m0"].embed_dim == (64, 128, 192) and VARIANTS["m0"].num_heads == (4, 4, 4)
 
 

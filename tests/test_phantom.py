@@ -73,8 +73,12 @@ def test_every_path_is_a_256_grayscale_image(dataset):
 
 
 def test_boxes_reference_frontal_images_and_are_normalised(dataset):
-    frontal = {r["Path"]: r for name in ("train.csv", "valid.csv") for r in _labels(_read(dataset / name))
-               if r["Frontal/Lateral"] == "Frontal"}
+    frontal = {
+        r["Path"]: r
+        for name in ("train.csv", "valid.csv")
+        for r in _labels(_read(dataset / name))
+        if r["Frontal/Lateral"] == "Frontal"
+    }
     boxes = _read(dataset / "boxes.csv")[1:]
     assert boxes
     seen = set()
@@ -101,7 +105,9 @@ def test_same_seed_same_bytes_other_seed_differs(dataset, tmp_path):
     sample = [r[0] for r in _read(dataset / "train.csv")[1::37]] + [r[0] for r in _read(dataset / "valid.csv")[1::29]]
     assert _digest(again, sample) == _digest(dataset, sample)
     other = generate_phantom_dataset(tmp_path / "c", n_train=30, n_valid=0, seed=2)
-    assert (other / "train.csv").read_bytes() != (dataset / "train.csv").read_bytes()[: len((other / "train.csv").read_bytes())]
+    assert (other / "train.csv").read_bytes() != (dataset / "train.csv").read_bytes()[
+        : len((other / "train.csv").read_bytes())
+    ]
     first = [r[0] for r in _read(other / "train.csv")[1:4]]
     assert _digest(other, first) != _digest(dataset, first)
 
@@ -115,20 +121,33 @@ def test_progress_and_atomic_csvs(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "label", ["Cardiomegaly", "Lung Lesion", "Consolidation", "Pneumothorax", "Pleural Effusion",
-              "Pleural Other", "Fracture", "Support Devices", "Edema", "Atelectasis", "Pneumonia",
-              "Enlarged Cardiomediastinum", "Lung Opacity"],
+    "label",
+    [
+        "Cardiomegaly",
+        "Lung Lesion",
+        "Consolidation",
+        "Pneumothorax",
+        "Pleural Effusion",
+        "Pleural Other",
+        "Fracture",
+        "Support Devices",
+        "Edema",
+        "Atelectasis",
+        "Pneumonia",
+        "Enlarged Cardiomediastinum",
+        "Lung Opacity",
+    ],
 )
 def test_finding_changes_pixels_inside_its_box(label):
     diffs = []
     for seed in range(3):
         base, _ = render_phantom(np.random.default_rng(seed), 256, {})
         img, boxes = render_phantom(np.random.default_rng(seed), 256, {label: 1.0})
-        (_, x1, y1, x2, y2), = [b for b in boxes if b[0] == label]
+        ((_, x1, y1, x2, y2),) = [b for b in boxes if b[0] == label]
         assert 0 <= x1 < x2 <= 256 and 0 <= y1 < y2 <= 256
         d = np.abs(img.astype(np.float32) - base.astype(np.float32))
         inside = np.zeros(d.shape, bool)
-        inside[int(y1):int(np.ceil(y2)), int(x1):int(np.ceil(x2))] = True
+        inside[int(y1) : int(np.ceil(y2)), int(x1) : int(np.ceil(x2))] = True
         diffs.append((d[inside].mean(), d[~inside].mean()))
     inside_mean, outside_mean = np.mean(diffs, axis=0)
     assert inside_mean > 0.5 and inside_mean > 3 * outside_mean, diffs

@@ -37,8 +37,9 @@ def _cli(*args, env_extra: dict | None = None, pythonpath: Path | None = None) -
     if pythonpath is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(pythonpath), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     code = "import sys; from mxa_edge_cli.app import main; sys.argv[0] = 'mxa-edge'; main()"
-    return subprocess.run([sys.executable, "-c", code, "predict", *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=180)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-c", code, "predict", *map(str, args)], capture_output=True, text=True, env=env, timeout=180
+    )
 
 
 def _write_png(path: Path, h: int, w: int, seed: int = 0) -> Path:
@@ -76,7 +77,9 @@ def onnx_int8(predict_run) -> Path:
     pytest.importorskip("onnx")
     from mxa_edge.export import export_run
 
-    return export_run(predict_run, "onnx", predict_run.parent / "onnx-int8", int8=True, calib_size=16, **ANY_DRIFT).artifact
+    return export_run(
+        predict_run, "onnx", predict_run.parent / "onnx-int8", int8=True, calib_size=16, **ANY_DRIFT
+    ).artifact
 
 
 @pytest.fixture(scope="session")
@@ -94,8 +97,16 @@ def test_expand_inputs_files_dirs_globs(tmp_path):
     (tmp_path / "a" / "deep").mkdir(parents=True)
     for rel in ("a/2.png", "a/1.jpg", "a/deep/3.dcm", "a/notes.txt", "b.jpeg"):
         (tmp_path / rel).write_bytes(b"x")
-    files, empty = expand_inputs([tmp_path / "a", str(tmp_path / "*.jpeg"), tmp_path / "b.jpeg", tmp_path / "missing.png"])
-    assert [f.relative_to(tmp_path).as_posix() for f in files] == ["a/1.jpg", "a/2.png", "a/deep/3.dcm", "b.jpeg", "missing.png"]
+    files, empty = expand_inputs(
+        [tmp_path / "a", str(tmp_path / "*.jpeg"), tmp_path / "b.jpeg", tmp_path / "missing.png"]
+    )
+    assert [f.relative_to(tmp_path).as_posix() for f in files] == [
+        "a/1.jpg",
+        "a/2.png",
+        "a/deep/3.dcm",
+        "b.jpeg",
+        "missing.png",
+    ]
     assert empty == []
     files, empty = expand_inputs([tmp_path / "a", str(tmp_path / "*.gif")])
     assert empty == [str(tmp_path / "*.gif")]
@@ -112,10 +123,17 @@ def test_overlay_keeps_aspect_ratio_and_caps_size():
     gray = np.tile(np.linspace(0, 1, 3000, dtype=np.float32), (2000, 1))
     probs = {k: i / 14 for i, k in enumerate(CHEXPERT_LABELS)}
     res = PredictionResult(
-        file="x.png", width=3000, height=2000, model_id="m", probabilities=probs, thresholds=dict.fromkeys(probs, 0.5),
-        positives=[k for k, v in probs.items() if v >= 0.5], roi_boxes=[[500, 0, 2500, 2000], [1000, 500, 2000, 1500]],
-        attention_box=[500, 0, 2500, 2000], attention=np.random.default_rng(0).random((7, 7), dtype=np.float32),
-    )  # fmt: skip
+        file="x.png",
+        width=3000,
+        height=2000,
+        model_id="m",
+        probabilities=probs,
+        thresholds=dict.fromkeys(probs, 0.5),
+        positives=[k for k, v in probs.items() if v >= 0.5],
+        roi_boxes=[[500, 0, 2500, 2000], [1000, 500, 2000, 1500]],
+        attention_box=[500, 0, 2500, 2000],
+        attention=np.random.default_rng(0).random((7, 7), dtype=np.float32),
+    )
     img = render_overlay(gray, res, max_side=1024)
     assert img.size == (1024, 683) and img.mode == "RGB"
     arr = np.asarray(img)
@@ -162,7 +180,9 @@ def test_int8_artifact_close_to_pytorch(predict_run, onnx_int8, two_images):
     pp = run_preprocess(manifest)
     with torch.no_grad():
         ref = sigmoid(model(torch.from_numpy(np.stack([pp(load_radiograph(p)) for p in two_images]))).numpy())
-    got = np.array([[r.probabilities[k] for k in CHEXPERT_LABELS] for r in Predictor(onnx_int8).predict_files(two_images)])
+    got = np.array(
+        [[r.probabilities[k] for k in CHEXPERT_LABELS] for r in Predictor(onnx_int8).predict_files(two_images)]
+    )
     assert np.abs(got - ref).mean() < 0.05
 
 
@@ -256,7 +276,9 @@ def test_cli_csv_and_overlay(onnx_fp32, two_images, tmp_path):
     from PIL import Image
 
     out_csv, overlays = tmp_path / "out" / "predictions.csv", tmp_path / "overlays"
-    proc = _cli(*two_images, "--model", onnx_fp32, "--csv", out_csv, "--overlay", overlays, "--batch", "1", "--threads", "1")
+    proc = _cli(
+        *two_images, "--model", onnx_fp32, "--csv", out_csv, "--overlay", overlays, "--batch", "1", "--threads", "1"
+    )
     assert proc.returncode == 0, proc.stderr
     assert "Probability" in proc.stdout  # the human table went to stdout
     with out_csv.open(newline="") as f:

@@ -172,19 +172,42 @@ def test_cli_with_bench_json_rendered_defensively(artifact, tmp_path):
     from mxa_edge_cli.app import app
 
     bench = tmp_path / "bench.json"
-    bench.write_text(json.dumps({
-        "rows": [
-            {"backend": "onnxruntime", "precision": "fp32", "status": "pass",
-             "latency_ms": {"p50": 1.25, "p90": 1.5, "p99": 2.0}, "throughput_img_s": 800.0, "gflops": 0.012, "macro_auc": 0.49},
-            {"backend": "tensorrt", "precision": "int8", "status": "failed: TensorRT is not installed"},
-            "not a row",
-        ],
-        "compute_bound": {"peak_gflops": 100.0, "bound_img_s": 8333.3},
-        "machine": {"cpu": "test cpu", "cores": 2},
-        "schema": 1,
-    }))  # fmt: skip
+    bench.write_text(
+        json.dumps(
+            {
+                "rows": [
+                    {
+                        "backend": "onnxruntime",
+                        "precision": "fp32",
+                        "status": "pass",
+                        "latency_ms": {"p50": 1.25, "p90": 1.5, "p99": 2.0},
+                        "throughput_img_s": 800.0,
+                        "gflops": 0.012,
+                        "macro_auc": 0.49,
+                    },
+                    {"backend": "tensorrt", "precision": "int8", "status": "failed: TensorRT is not installed"},
+                    "not a row",
+                ],
+                "compute_bound": {"peak_gflops": 100.0, "bound_img_s": 8333.3},
+                "machine": {"cpu": "test cpu", "cores": 2},
+                "schema": 1,
+            }
+        )
+    )
     out = tmp_path / "cli.html"
-    args = ["report", str(artifact), "--bench", str(bench), "--out", str(out), "--gallery", "0", "--n-boot", "0", "--json"]
+    args = [
+        "report",
+        str(artifact),
+        "--bench",
+        str(bench),
+        "--out",
+        str(out),
+        "--gallery",
+        "0",
+        "--n-boot",
+        "0",
+        "--json",
+    ]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     payload = json.loads(res.stdout)
@@ -195,7 +218,14 @@ def test_cli_with_bench_json_rendered_defensively(artifact, tmp_path):
     _assert_self_contained(html, page)
     assert len(page.tables["bench-table"]) == 2
     text = " ".join(page.text)
-    for needle in ("latency_ms.p50", "1.25", "failed: TensorRT is not installed", "peak_gflops", "test cpu", "row 2 is a str"):
+    for needle in (
+        "latency_ms.p50",
+        "1.25",
+        "failed: TensorRT is not installed",
+        "peak_gflops",
+        "test cpu",
+        "row 2 is a str",
+    ):
         assert needle in text
     assert "no benchmark supplied" not in text
     assert "curves unavailable" not in text
@@ -247,10 +277,19 @@ def _chromium() -> str:
 def test_report_opens_in_headless_chromium(report, tmp_path):
     exe = _chromium()
     flags = [
-        exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
-    ]  # fmt: skip
+        exe,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--enable-logging=stderr",
+        "--v=0",
+    ]
     url = report.absolute().as_uri()
     env = {**os.environ, "HOME": str(tmp_path)}
     dom = subprocess.run(flags + ["--dump-dom", url], capture_output=True, text=True, timeout=90, env=env)
@@ -262,8 +301,13 @@ def test_report_opens_in_headless_chromium(report, tmp_path):
         assert bad not in dom.stderr, [ln for ln in dom.stderr.splitlines() if bad in ln]
 
     png = tmp_path / "report.png"
-    shot = subprocess.run(flags + [f"--screenshot={png}", "--window-size=1280,3000", "--hide-scrollbars", url],
-                          capture_output=True, text=True, timeout=90, env=env)  # fmt: skip
+    shot = subprocess.run(
+        flags + [f"--screenshot={png}", "--window-size=1280,3000", "--hide-scrollbars", url],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env=env,
+    )
     assert shot.returncode == 0 and png.is_file(), shot.stderr[-2000:]
     from PIL import Image
 

@@ -17,8 +17,9 @@ def test_runtime_modules_do_not_import_torch():
     import subprocess
     import sys
 
-    code = ("import sys, mxa_edge.runtime.artifact, mxa_edge.runtime.engines; "
-            "sys.exit(1 if 'torch' in sys.modules else 0)")  # fmt: skip
+    code = (
+        "import sys, mxa_edge.runtime.artifact, mxa_edge.runtime.engines; sys.exit(1 if 'torch' in sys.modules else 0)"
+    )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 

@@ -69,7 +69,9 @@ def test_float_node_names_cover_every_layer(tiny_model_and_images, tmp_path):
     export_onnx(model, torch.from_numpy(images[:2]), path)
     layers = [n for n, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
     nodes = float_node_names(path, layers)
-    assert {node_scope(n).rsplit("_", 1)[0] if node_scope(n) not in layers else node_scope(n) for n in nodes} == set(layers)
+    assert {node_scope(n).rsplit("_", 1)[0] if node_scope(n) not in layers else node_scope(n) for n in nodes} == set(
+        layers
+    )
     graph = onnx.load(str(path)).graph
     assert len(nodes) == sum(n.op_type in ("Conv", "Gemm") for n in graph.node)
     assert set(QUANTIZED_OP_TYPES) >= {n.op_type for n in graph.node if n.name in nodes}

@@ -12,8 +12,8 @@ import time
 import numpy as np
 import pytest
 import torch
-
 from conftest import shared_path, tiny_config
+
 from mxa_edge.labels import CHEXPERT_LABELS
 
 
@@ -66,10 +66,28 @@ def test_tampered_weights_are_refused(tiny_run, tmp_path):
 
 def _train_cmd(cfg) -> list[str]:
     return [
-        sys.executable, "-m", "mxa_edge_cli.app", "train", "--data", cfg.data, "--out", cfg.out, "--model", "m0",
-        "--image-size", "64", "--epochs", "3", "--batch-size", "32", "--teacher-epochs", "1", "--quiet",
-        "--checkpoint-every", "2",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "mxa_edge_cli.app",
+        "train",
+        "--data",
+        cfg.data,
+        "--out",
+        cfg.out,
+        "--model",
+        "m0",
+        "--image-size",
+        "64",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "32",
+        "--teacher-epochs",
+        "1",
+        "--quiet",
+        "--checkpoint-every",
+        "2",
+    ]
 
 
 def test_sigkilled_run_resumes_to_the_same_result(phantom_root, tmp_path, tiny_run):

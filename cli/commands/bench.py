@@ -24,18 +24,37 @@ def _batches(text: str) -> list[int]:
 
 
 def bench(
-    paths: List[Path] = typer.Argument(..., help="Run folders (PyTorch + every export under RUN/exports) and/or artifact folders."),
-    batch: str = typer.Option("1,8", "--batch", "-b", help="Batch sizes: latency at the smallest, throughput at the largest."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Threads for every backend. Default: the physical cores."),
-    seconds: float = typer.Option(3.0, "--seconds", min=0.01, help="Measured time per row and batch size, split over interleaved rounds."),
-    warmup: float = typer.Option(1.0, "--warmup", min=0.0, help="Warm-up time per row and batch size before measuring."),
+    paths: List[Path] = typer.Argument(
+        ..., help="Run folders (PyTorch + every export under RUN/exports) and/or artifact folders."
+    ),
+    batch: str = typer.Option(
+        "1,8", "--batch", "-b", help="Batch sizes: latency at the smallest, throughput at the largest."
+    ),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", min=1, help="Threads for every backend. Default: the physical cores."
+    ),
+    seconds: float = typer.Option(
+        3.0, "--seconds", min=0.01, help="Measured time per row and batch size, split over interleaved rounds."
+    ),
+    warmup: float = typer.Option(
+        1.0, "--warmup", min=0.0, help="Warm-up time per row and batch size before measuring."
+    ),
     rounds: int = typer.Option(5, "--rounds", min=1, help="Interleaved rounds; figures are medians over rounds."),
-    json_file: Optional[Path] = typer.Option(None, "--json", help="Write everything (rows, machine, settings, compute bound) to this JSON file. Default for a single run folder: RUN/bench.json."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG of batch-1 latency (log x) against macro AUC. Default for a single run folder: RUN/bench.png."),
+    json_file: Optional[Path] = typer.Option(
+        None,
+        "--json",
+        help="Write everything (rows, machine, settings, compute bound) to this JSON file. Default for a single run folder: RUN/bench.json.",
+    ),
+    plot: Optional[Path] = typer.Option(
+        None,
+        "--plot",
+        help="Write a PNG of batch-1 latency (log x) against macro AUC. Default for a single run folder: RUN/bench.png.",
+    ),
     export_missing: Optional[bool] = typer.Option(
-        None, "--export-missing/--no-export-missing",
+        None,
+        "--export-missing/--no-export-missing",
         help="Create a run's missing ONNX/OpenVINO FP32/INT8 exports (drift-gated with the export defaults). Default: on when torch is installed.",
-    ),  # fmt: skip
+    ),
     quiet: bool = QuietOpt,
 ):
     """Benchmark a run and its exports across backends: FLOPs, size, latency, throughput, AUC.
@@ -52,9 +71,15 @@ def bench(
     rep = o.reporter()
     with o.libraries():
         result = run_bench(
-            paths, batches=_batches(batch), threads=threads, seconds=seconds, warmup=warmup, rounds=rounds,
-            export_missing=export_missing, reporter=rep,
-        )  # fmt: skip
+            paths,
+            batches=_batches(batch),
+            threads=threads,
+            seconds=seconds,
+            warmup=warmup,
+            rounds=rounds,
+            export_missing=export_missing,
+            reporter=rep,
+        )
     if json_file is None and plot is None and len(paths) == 1 and (paths[0] / "weights.safetensors").is_file():
         json_file, plot = paths[0] / "bench.json", paths[0] / "bench.png"  # a run's results beside it
     if json_file is not None:
@@ -107,23 +132,33 @@ def render(console, result: dict) -> None:
             f"{_f(head.get('gflops'), '{:.3f}')} GFLOPs at {head.get('image_size') or '?'} px",
             title_justify="left",
         )
-        t.caption = (f"latency at batch {lb} (ms), throughput at batch {tb}; speedup = PyTorch FP32 p50 / row p50 "
-                     "(paired per round); % peak = achieved GFLOP/s / measured peak at the row's precision")  # fmt: skip
+        t.caption = (
+            f"latency at batch {lb} (ms), throughput at batch {tb}; speedup = PyTorch FP32 p50 / row p50 "
+            "(paired per round); % peak = achieved GFLOP/s / measured peak at the row's precision"
+        )
         cols = ("Backend", "Precision", "Status", "MB", "p50/p90/p99", "img/s", "speedup", "%peak", "AUC", "worst Δ")
         for c in cols:
-            t.add_column(c, justify="left" if c in ("Backend", "Precision", "Status", "worst Δ") else "right",
-                         min_width=17 if c == "p50/p90/p99" else None)  # fmt: skip
+            t.add_column(
+                c,
+                justify="left" if c in ("Backend", "Precision", "Status", "worst Δ") else "right",
+                min_width=17 if c == "p50/p90/p99" else None,
+            )
         notes: list[str] = []
         for r in rows:
             worst = f"{r['worst_delta']:+.3f} {r['worst_label'][:12]}" if r.get("worst_delta") is not None else "—"
             lat = f"{r['p50_ms']:.2f}/{r['p90_ms']:.2f}/{r['p99_ms']:.2f}" if r["p50_ms"] is not None else "—"
             t.add_row(
-                _SHORT.get(r["backend"], r["backend"]), r["precision"].replace(" (f32 hint)", "").replace(" (CPU default)", " default"),
-                _status(r, notes), _f(r.get("size_mb"), "{:.1f}"), lat,
-                _f(r["throughput_img_s"], "{:.0f}"), _f(r["speedup"], "{:.2f}x"),
+                _SHORT.get(r["backend"], r["backend"]),
+                r["precision"].replace(" (f32 hint)", "").replace(" (CPU default)", " default"),
+                _status(r, notes),
+                _f(r.get("size_mb"), "{:.1f}"),
+                lat,
+                _f(r["throughput_img_s"], "{:.0f}"),
+                _f(r["speedup"], "{:.2f}x"),
                 _f(r["fraction_of_peak"] * 100 if r["fraction_of_peak"] else None, "{:.1f}%"),
-                _f(r.get("macro_auc"), "{:.3f}"), worst,
-            )  # fmt: skip
+                _f(r.get("macro_auc"), "{:.3f}"),
+                worst,
+            )
         console.print(t)
         for i, n in enumerate(notes, 1):
             console.print(f"  [{i}] {n}", highlight=False, markup=False)
@@ -139,7 +174,9 @@ def render(console, result: dict) -> None:
     console.print(f"peak GFLOP/s measured ({meas['fp32']['method']}; int8: {meas['int8']['method']}): {peaks}")
     th = cb["theoretical"]
     if th.get("available"):
-        console.print(f"theoretical: fp32 {th['fp32']:.0f}, bf16 {th['bf16']:.0f}, int8 {th['int8']:.0f} GFLOP/s — {th['assumption']}")
+        console.print(
+            f"theoretical: fp32 {th['fp32']:.0f}, bf16 {th['bf16']:.0f}, int8 {th['int8']:.0f} GFLOP/s — {th['assumption']}"
+        )
     if cb.get("above_measured_peak"):
         over = cb["above_measured_peak"]
         console.print(f"above 100% of the measured peak: {', '.join(over['rows'])} — {over['why']}")

@@ -14,9 +14,13 @@ app = typer.Typer(help="Make and inspect CheXpert-layout datasets.", no_args_is_
 
 @app.command("phantom")
 def phantom(
-    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the dataset into (the root is OUT/CheXpert-phantom)."),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Folder to write the dataset into (the root is OUT/CheXpert-phantom)."
+    ),
     n_train: int = typer.Option(2000, "--n-train", min=1, help="Training images (incl. ~10% lateral views)."),
-    n_valid: int = typer.Option(500, "--n-valid", min=1, help="Validation images (frontal, labels 0/1 only, as CheXpert's valid)."),
+    n_valid: int = typer.Option(
+        500, "--n-valid", min=1, help="Validation images (frontal, labels 0/1 only, as CheXpert's valid)."
+    ),
     size: int = typer.Option(256, "--size", min=64, help="Image side in pixels."),
     seed: int = typer.Option(0, "--seed", help="Seed: the same seed gives byte-identical output."),
     json_out: bool = JsonOpt,
@@ -32,9 +36,13 @@ def phantom(
 
     o = Output(json_out, quiet)
     root = generate_phantom_dataset(
-        out, n_train=n_train, n_valid=n_valid, size=size, seed=seed,
+        out,
+        n_train=n_train,
+        n_valid=n_valid,
+        size=size,
+        seed=seed,
         progress=o.reporter().callback("generating phantoms"),
-    )  # fmt: skip
+    )
     summary = _summary(root)
     o.result(summary, lambda c: _render_summary(c, summary))
 
@@ -66,13 +74,19 @@ def _summary(root: Path) -> dict:
         frontal = read_split(root, split, frontal_only=True)
         raw = frontal.raw
         out["splits"][split] = {
-            "images": len(all_rows), "frontal": len(frontal), "fingerprint": dataset_fingerprint(frontal),
+            "images": len(all_rows),
+            "frontal": len(frontal),
+            "fingerprint": dataset_fingerprint(frontal),
             "labels": {
-                name: {"positive": int(np.sum(raw[:, j] == 1)), "uncertain": int(np.sum(raw[:, j] == -1)),
-                       "negative": int(np.sum(raw[:, j] == 0)), "blank": int(np.sum(np.isnan(raw[:, j])))}
+                name: {
+                    "positive": int(np.sum(raw[:, j] == 1)),
+                    "uncertain": int(np.sum(raw[:, j] == -1)),
+                    "negative": int(np.sum(raw[:, j] == 0)),
+                    "blank": int(np.sum(np.isnan(raw[:, j]))),
+                }
                 for j, name in enumerate(CHEXPERT_LABELS)
             },
-        }  # fmt: skip
+        }
     boxes = root / "boxes.csv"
     if boxes.is_file():
         out["boxes"] = sum(1 for _ in boxes.open()) - 1
@@ -84,7 +98,10 @@ def _render_summary(console, summary: dict) -> None:
 
     console.print(f"[bold]{summary['root']}[/]")
     for split, s in summary["splits"].items():
-        t = Table(title=f"{split}: {s['images']} images, {s['frontal']} frontal (fingerprint {s['fingerprint']})", title_justify="left")
+        t = Table(
+            title=f"{split}: {s['images']} images, {s['frontal']} frontal (fingerprint {s['fingerprint']})",
+            title_justify="left",
+        )
         for col in ("Finding", "1.0", "-1.0", "0.0", "blank"):
             t.add_column(col, justify="left" if col == "Finding" else "right")
         for name, v in s["labels"].items():
@@ -99,7 +116,9 @@ def cache(
     root: Path = typer.Argument(..., help="CheXpert-layout dataset root."),
     size: int = typer.Option(224, "--size", help="Training resolution to cache (the model's --image-size)."),
     splits: str = typer.Option("train,valid", "--splits", help="Comma-separated splits."),
-    include_lateral: bool = typer.Option(False, "--include-lateral", help="Cache lateral views too (training skips them by default)."),
+    include_lateral: bool = typer.Option(
+        False, "--include-lateral", help="Cache lateral views too (training skips them by default)."
+    ),
     workers: int = typer.Option(2, "--workers", min=1, help="Decoding threads."),
     json_out: bool = JsonOpt,
     quiet: bool = QuietOpt,
@@ -109,7 +128,7 @@ def cache(
     Training at that resolution then reads the cache instead of decoding JPEGs every epoch
     (it is found automatically; the key covers the CSV's content and the preprocessing).
     """
-    from mxa_edge.data.cache import build_cache, cache_folder
+    from mxa_edge.data.cache import build_cache
     from mxa_edge.data.chexpert import find_dataset_root, read_split
     from mxa_edge.preprocess import Preprocess
 
@@ -121,5 +140,9 @@ def cache(
         s = read_split(root, split, frontal_only=not include_lateral)
         folder = build_cache(s, pp, workers=workers, progress=o.reporter().callback(f"caching {split} at {size}px"))
         out[split] = {"folder": str(folder), "images": len(s), "bytes": (folder / "images.u8").stat().st_size}
-    o.result({"root": str(root), "size": size, "splits": out},
-             lambda c: [c.print(f"{k}: {v['images']} images, {v['bytes'] / 1e6:.1f} MB -> {v['folder']}") for k, v in out.items()])  # fmt: skip
+    o.result(
+        {"root": str(root), "size": size, "splits": out},
+        lambda c: [
+            c.print(f"{k}: {v['images']} images, {v['bytes'] / 1e6:.1f} MB -> {v['folder']}") for k, v in out.items()
+        ],
+    )

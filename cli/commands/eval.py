@@ -14,7 +14,9 @@ from mxa_edge_cli.render import print_metrics
 
 def eval_(
     model: Path = typer.Argument(..., help="A run folder from `mxa-edge train` or an exported artifact folder."),
-    data: Optional[Path] = typer.Option(None, "--data", "-d", help="CheXpert-layout root. Default: the data the model was trained on."),
+    data: Optional[Path] = typer.Option(
+        None, "--data", "-d", help="CheXpert-layout root. Default: the data the model was trained on."
+    ),
     split: str = typer.Option("valid", "--split", help="train, valid, or a path to a CheXpert-layout CSV."),
     n_boot: int = typer.Option(1000, "--n-boot", min=0, help="Bootstrap resamples for the 95% CIs (0: none)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Evaluate only the first N images."),
@@ -31,4 +33,7 @@ def eval_(
 
     o = Output(json_out, quiet)
     metrics = evaluate_model(model, data, split, n_boot=n_boot, seed=seed, limit=limit, reporter=o.reporter())
-    o.result(metrics, lambda c: print_metrics(c, metrics, f"{model} on {metrics['data']} ({split}, {metrics['n_images']} images)"))
+    o.result(
+        metrics,
+        lambda c: print_metrics(c, metrics, f"{model} on {metrics['data']} ({split}, {metrics['n_images']} images)"),
+    )

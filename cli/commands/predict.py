@@ -17,15 +17,23 @@ EXIT_SOME_FAILED = 3  # InputImageError's exit code: at least one file could not
 
 
 def predict(
-    inputs: List[str] = typer.Argument(..., help="Image files (PNG, JPEG, DICOM), folders (searched recursively) or glob patterns.", show_default=False),
-    model: Path = typer.Option(..., "--model", "-m", help="Exported artifact folder (from `mxa-edge export`).", show_default=False),
-    csv_out: Optional[Path] = typer.Option(None, "--csv", help="Also write one CSV row per image (file, 14 probabilities, positives)."),
-    overlay: Optional[Path] = typer.Option(None, "--overlay", help="Write an overlay PNG per image into this folder (ROI boxes, attention, top findings)."),
+    inputs: List[str] = typer.Argument(
+        ..., help="Image files (PNG, JPEG, DICOM), folders (searched recursively) or glob patterns.", show_default=False
+    ),
+    model: Path = typer.Option(
+        ..., "--model", "-m", help="Exported artifact folder (from `mxa-edge export`).", show_default=False
+    ),
+    csv_out: Optional[Path] = typer.Option(
+        None, "--csv", help="Also write one CSV row per image (file, 14 probabilities, positives)."
+    ),
+    overlay: Optional[Path] = typer.Option(
+        None, "--overlay", help="Write an overlay PNG per image into this folder (ROI boxes, attention, top findings)."
+    ),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Inference threads. Default: all cores."),
     batch: int = typer.Option(8, "--batch", min=1, help="Images per inference batch."),
     json_out: bool = JsonOpt,
     quiet: bool = QuietOpt,
-):  # fmt: skip
+):
     """Predict the 14 findings on images with an exported artifact, offline, without PyTorch.
 
     Preprocessing and thresholds come from the artifact's manifest only; ROI boxes are in pixels of the original image.
@@ -66,8 +74,10 @@ def predict(
     if csv_out is not None:
         _write_csv(csv_out, results, predictor.labels)
     o.result(results)
-    o.info(f"{len(results)} of {len(files)} image(s) predicted with {predictor.model_id}"
-           + (f"; {failed} could not be read (see the errors above)" if failed else ""))  # fmt: skip
+    o.info(
+        f"{len(results)} of {len(files)} image(s) predicted with {predictor.model_id}"
+        + (f"; {failed} could not be read (see the errors above)" if failed else "")
+    )
     if failed:
         raise typer.Exit(EXIT_SOME_FAILED)
 

@@ -48,41 +48,89 @@ class Placement(str, Enum):
 def train(
     data: Optional[Path] = DataOpt,
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder to write. Default: runs/<date>-<time>."),
-    model: Variant = typer.Option(Variant.m0, "--model", "-m", help="EfficientViT-MultiLabel variant (paper Table H.1)."),
-    image_size: int = typer.Option(128, "--image-size", help="Training resolution (multiple of 16; 224 is the paper's)."),
+    model: Variant = typer.Option(
+        Variant.m0, "--model", "-m", help="EfficientViT-MultiLabel variant (paper Table H.1)."
+    ),
+    image_size: int = typer.Option(
+        128, "--image-size", help="Training resolution (multiple of 16; 224 is the paper's)."
+    ),
     epochs: int = typer.Option(12, "--epochs", min=1, help="Student epochs."),
     batch_size: int = typer.Option(64, "--batch-size", min=2, help="Batch size."),
-    lr: float = typer.Option(1e-3, "--lr", help="Learning rate at batch 512 (the paper's 1e-3); scaled by sqrt(batch/512)."),
+    lr: float = typer.Option(
+        1e-3, "--lr", help="Learning rate at batch 512 (the paper's 1e-3); scaled by sqrt(batch/512)."
+    ),
     no_mxa: bool = typer.Option(False, "--no-mxa", help="Train the paper's baseline: EfficientViT without MXA blocks."),
-    mxa_placement: Placement = typer.Option(Placement.stage, "--mxa-placement", help="MXA once per stage, or beside every attention block."),
+    mxa_placement: Placement = typer.Option(
+        Placement.stage, "--mxa-placement", help="MXA once per stage, or beside every attention block."
+    ),
     no_kd: bool = typer.Option(False, "--no-kd", help="Turn knowledge distillation off (ground-truth BCE only)."),
     teacher: TeacherKind = typer.Option(
-        TeacherKind.finetune, "--teacher",
+        TeacherKind.finetune,
+        "--teacher",
         help="finetune: fine-tune DenseNet-121 here (from --teacher-weights if given) and cache it; "
         "xrv: TorchXRayVision's densenet121-res224-chex weights from a local file; none: no teacher.",
-    ),  # fmt: skip
-    teacher_weights: Optional[Path] = typer.Option(
-        None, "--teacher-weights", help="Local densenet121-res224-chex weights (.pt from TorchXRayVision, state dict or safetensors). Never downloaded."
     ),
-    teacher_epochs: int = typer.Option(2, "--teacher-epochs", min=1, help="Teacher fine-tuning epochs (finetune only)."),
-    kd_alpha: float = typer.Option(0.5, "--kd-alpha", min=0.0, max=1.0, help="Weight of the distillation term (paper: 0.5)."),
-    kd_temperature: float = typer.Option(1.0, "--kd-temperature", min=0.01, help="Distillation temperature (paper: 1)."),
-    kd_online: bool = typer.Option(False, "--kd-online", help="Run the teacher on every augmented batch instead of caching its soft labels."),
-    uncertainty: UncertaintyPolicy = typer.Option(UncertaintyPolicy.u1, "--uncertainty", help="Uncertain (-1.0) labels: u1 positive (paper), u0 negative, ignore masked."),
-    blank_mask: bool = typer.Option(False, "--mask-blank", help="Mask blank (unmentioned) labels instead of treating them as negative."),
-    include_lateral: bool = typer.Option(False, "--include-lateral", help="Keep lateral views (frontal only by default)."),
+    teacher_weights: Optional[Path] = typer.Option(
+        None,
+        "--teacher-weights",
+        help="Local densenet121-res224-chex weights (.pt from TorchXRayVision, state dict or safetensors). Never downloaded.",
+    ),
+    teacher_epochs: int = typer.Option(
+        2, "--teacher-epochs", min=1, help="Teacher fine-tuning epochs (finetune only)."
+    ),
+    kd_alpha: float = typer.Option(
+        0.5, "--kd-alpha", min=0.0, max=1.0, help="Weight of the distillation term (paper: 0.5)."
+    ),
+    kd_temperature: float = typer.Option(
+        1.0, "--kd-temperature", min=0.01, help="Distillation temperature (paper: 1)."
+    ),
+    kd_online: bool = typer.Option(
+        False, "--kd-online", help="Run the teacher on every augmented batch instead of caching its soft labels."
+    ),
+    uncertainty: UncertaintyPolicy = typer.Option(
+        UncertaintyPolicy.u1,
+        "--uncertainty",
+        help="Uncertain (-1.0) labels: u1 positive (paper), u0 negative, ignore masked.",
+    ),
+    blank_mask: bool = typer.Option(
+        False, "--mask-blank", help="Mask blank (unmentioned) labels instead of treating them as negative."
+    ),
+    include_lateral: bool = typer.Option(
+        False, "--include-lateral", help="Keep lateral views (frontal only by default)."
+    ),
     ap_pa: Optional[str] = typer.Option(None, "--ap-pa", help="Keep only AP or PA views."),
-    class_balanced: bool = typer.Option(False, "--class-balanced", help="Class-balanced positive weights in the BCE term."),
-    augment: str = typer.Option("rand-m5-mstd1", "--augment", help="Grayscale-safe RandAugment ('rand-m<mag>-mstd<std>-n<ops>') or 'none'."),
-    no_ema: bool = typer.Option(False, "--no-ema", help="Select the raw weights instead of their exponential moving average."),
+    class_balanced: bool = typer.Option(
+        False, "--class-balanced", help="Class-balanced positive weights in the BCE term."
+    ),
+    augment: str = typer.Option(
+        "rand-m5-mstd1", "--augment", help="Grayscale-safe RandAugment ('rand-m<mag>-mstd<std>-n<ops>') or 'none'."
+    ),
+    no_ema: bool = typer.Option(
+        False, "--no-ema", help="Select the raw weights instead of their exponential moving average."
+    ),
     seed: int = SeedOpt,
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint (same batches and augmentations)."),
-    checkpoint_every: int = typer.Option(20, "--checkpoint-every", min=0, help="Steps between mid-epoch checkpoints (0: only at epoch ends)."),
-    amp: str = typer.Option("auto", "--amp", help="Mixed precision: auto (bf16 autocast on CUDA, off on CPU), bf16, or off."),
-    channels_last: bool = typer.Option(False, "--channels-last", help="Channels-last memory format (faster convolutions on recent GPUs)."),
-    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the student (first steps are slower while it compiles)."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the run in --out from its last checkpoint (same batches and augmentations)."
+    ),
+    checkpoint_every: int = typer.Option(
+        20, "--checkpoint-every", min=0, help="Steps between mid-epoch checkpoints (0: only at epoch ends)."
+    ),
+    amp: str = typer.Option(
+        "auto", "--amp", help="Mixed precision: auto (bf16 autocast on CUDA, off on CPU), bf16, or off."
+    ),
+    channels_last: bool = typer.Option(
+        False, "--channels-last", help="Channels-last memory format (faster convolutions on recent GPUs)."
+    ),
+    compile_model: bool = typer.Option(
+        False, "--compile", help="torch.compile the student (first steps are slower while it compiles)."
+    ),
     device: Device = typer.Option(Device.cpu, "--device", help="cpu or cuda."),
-    devices: int = typer.Option(1, "--devices", min=1, help="Processes for DistributedDataParallel, started with torch's own launcher (one per GPU with --device cuda; gloo on CPU)."),
+    devices: int = typer.Option(
+        1,
+        "--devices",
+        min=1,
+        help="Processes for DistributedDataParallel, started with torch's own launcher (one per GPU with --device cuda; gloo on CPU).",
+    ),
     json_out: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ):
@@ -119,15 +167,37 @@ def train(
         raise typer.Exit(launch(devices, argv))
     o = Output(json_out, quiet)
     cfg = TrainConfig(
-        data=str(data) if data else None, out=str(out), model=model.value, image_size=image_size, epochs=epochs,
-        batch_size=batch_size, lr=lr, mxa=not no_mxa, mxa_placement=mxa_placement.value, kd=not no_kd,
-        teacher=teacher.value, teacher_weights=str(teacher_weights) if teacher_weights else None,
-        teacher_epochs=teacher_epochs, kd_alpha=kd_alpha, kd_temperature=kd_temperature, kd_online=kd_online,
-        uncertainty=uncertainty.value, blank="mask" if blank_mask else "negative", frontal_only=not include_lateral,
-        ap_pa=ap_pa, class_balanced=class_balanced, augment=augment, ema=not no_ema, seed=seed, resume=resume,
-        device=device.value, checkpoint_every=checkpoint_every, amp=amp, channels_last=channels_last,
+        data=str(data) if data else None,
+        out=str(out),
+        model=model.value,
+        image_size=image_size,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        mxa=not no_mxa,
+        mxa_placement=mxa_placement.value,
+        kd=not no_kd,
+        teacher=teacher.value,
+        teacher_weights=str(teacher_weights) if teacher_weights else None,
+        teacher_epochs=teacher_epochs,
+        kd_alpha=kd_alpha,
+        kd_temperature=kd_temperature,
+        kd_online=kd_online,
+        uncertainty=uncertainty.value,
+        blank="mask" if blank_mask else "negative",
+        frontal_only=not include_lateral,
+        ap_pa=ap_pa,
+        class_balanced=class_balanced,
+        augment=augment,
+        ema=not no_ema,
+        seed=seed,
+        resume=resume,
+        device=device.value,
+        checkpoint_every=checkpoint_every,
+        amp=amp,
+        channels_last=channels_last,
         compile=compile_model,
-    )  # fmt: skip
+    )
     with o.libraries():
         result = run_training(cfg, o.reporter())
     if "metrics" not in result:  # a non-zero DDP rank: rank 0 reports
@@ -135,7 +205,11 @@ def train(
     metrics = result["metrics"]
 
     def render(console):
-        print_metrics(console, metrics, f"Validation metrics — {result['manifest']['model_name']} (epoch {metrics['selected_epoch']})")
+        print_metrics(
+            console,
+            metrics,
+            f"Validation metrics — {result['manifest']['model_name']} (epoch {metrics['selected_epoch']})",
+        )
         t = metrics.get("teacher", {})
         if t.get("valid_macro_auc") is not None:
             console.print(f"teacher ({t['kind']}) validation macro AUC: {t['valid_macro_auc']:.3f}")

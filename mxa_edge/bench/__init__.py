@@ -14,6 +14,15 @@ from mxa_edge.bench.runner import STANDARD_EXPORTS, collect_subjects, run_bench
 from mxa_edge.bench.subjects import FAILED, PASS, REJECTED, UNAVAILABLE
 
 __all__ = [
-    "FAILED", "PASS", "REJECTED", "STANDARD_EXPORTS", "UNAVAILABLE", "collect_subjects", "compute_bound",
-    "machine_record", "physical_cores", "plot_latency_auc", "run_bench",
-]  # fmt: skip
+    "FAILED",
+    "PASS",
+    "REJECTED",
+    "STANDARD_EXPORTS",
+    "UNAVAILABLE",
+    "collect_subjects",
+    "compute_bound",
+    "machine_record",
+    "physical_cores",
+    "plot_latency_auc",
+    "run_bench",
+]

@@ -73,16 +73,22 @@ def measured_peaks(threads: int, n: int = 2048, repeats: int = 5) -> dict:
             g = torch.Generator().manual_seed(0)
             a = torch.randn(n, n, generator=g)
             b = torch.randn(n, n, generator=g)
-            peaks["fp32"] = {"gflops": _best_gflops(lambda: torch.mm(a, b), n, repeats),
-                             "method": f"torch.mm fp32 {n}x{n}, best of {repeats}"}  # fmt: skip
+            peaks["fp32"] = {
+                "gflops": _best_gflops(lambda: torch.mm(a, b), n, repeats),
+                "method": f"torch.mm fp32 {n}x{n}, best of {repeats}",
+            }
             ab, bb = a.bfloat16(), b.bfloat16()
-            peaks["bf16"] = {"gflops": _best_gflops(lambda: torch.mm(ab, bb), n, repeats),
-                             "method": f"torch.mm bf16 {n}x{n}, best of {repeats}"}  # fmt: skip
+            peaks["bf16"] = {
+                "gflops": _best_gflops(lambda: torch.mm(ab, bb), n, repeats),
+                "method": f"torch.mm bf16 {n}x{n}, best of {repeats}",
+            }
             ai = torch.randint(-128, 128, (n, n), dtype=torch.int8, generator=g)
             bi = torch.randint(-128, 128, (n, n), dtype=torch.int8, generator=g)
             try:
-                peaks["int8"] = {"gflops": _best_gflops(lambda: torch._int_mm(ai, bi), n, repeats),
-                                 "method": f"torch._int_mm int8 {n}x{n}, best of {repeats}"}  # fmt: skip
+                peaks["int8"] = {
+                    "gflops": _best_gflops(lambda: torch._int_mm(ai, bi), n, repeats),
+                    "method": f"torch._int_mm int8 {n}x{n}, best of {repeats}",
+                }
             except (RuntimeError, AttributeError) as exc:
                 peaks["int8_error"] = str(exc).splitlines()[0]
         finally:
@@ -93,7 +99,10 @@ def measured_peaks(threads: int, n: int = 2048, repeats: int = 5) -> dict:
     fp32 = peaks["fp32"]["gflops"]
     if "bf16" not in peaks:
         k = 2.0 if flags.get("avx512_bf16") or flags.get("amx_bf16") else 1.0
-        peaks["bf16"] = {"gflops": k * fp32, "method": f"estimated: {k:g} x measured fp32 (avx512_bf16={flags.get('avx512_bf16')})"}
+        peaks["bf16"] = {
+            "gflops": k * fp32,
+            "method": f"estimated: {k:g} x measured fp32 (avx512_bf16={flags.get('avx512_bf16')})",
+        }
     if "int8" not in peaks:
         k = 4.0 if flags.get("avx512_vnni") or flags.get("avx_vnni") or flags.get("amx_int8") else 1.0
         peaks["int8"] = {"gflops": k * fp32, "method": f"estimated: {k:g} x measured fp32 (VNNI={k > 1})"}
@@ -119,12 +128,18 @@ def theoretical_peaks(cores: int) -> dict:
         "assumption": f"cores={cores} x {ghz:.2f} GHz ({source}) x {per_unit} fp32 FLOPs/cycle per {isa} unit x 2 units; "
         f"a 1-unit CPU has half (fp32 {fp32_2 / 2:.0f} GFLOP/s). int8 x{int8_k:g} (VNNI), bf16 x{bf16_k:g} (AVX512-BF16). "
         "AMX, where present, is not counted.",
-        "fp32": fp32_2, "bf16": fp32_2 * bf16_k, "int8": fp32_2 * int8_k,
+        "fp32": fp32_2,
+        "bf16": fp32_2 * bf16_k,
+        "int8": fp32_2 * int8_k,
         "fp32_one_fma_unit": fp32_2 / 2,
-    }  # fmt: skip
+    }
 
 
 def compute_bound(threads: int, quick: bool = False) -> dict:
     """Measured and theoretical peaks; ``quick`` uses a smaller GEMM (tests)."""
     n, repeats = (1024, 3) if quick else (2048, 5)
-    return {"threads": threads, "measured": measured_peaks(threads, n, repeats), "theoretical": theoretical_peaks(threads)}
+    return {
+        "threads": threads,
+        "measured": measured_peaks(threads, n, repeats),
+        "theoretical": theoretical_peaks(threads),
+    }

@@ -23,8 +23,13 @@ def plot_latency_auc(result: dict, path) -> Path | None:
     markers = "osD^v<>P*X"
     for i, g in enumerate(models):
         sel = [r for r in pts if r["group"] == g]
-        ax.scatter([r["p50_ms"] for r in sel], [r["macro_auc"] for r in sel], marker=markers[i % len(markers)],
-                   label=sel[0]["model"] if len(models) > 1 else None, zorder=3)  # fmt: skip
+        ax.scatter(
+            [r["p50_ms"] for r in sel],
+            [r["macro_auc"] for r in sel],
+            marker=markers[i % len(markers)],
+            label=sel[0]["model"] if len(models) > 1 else None,
+            zorder=3,
+        )
         for r in sel:
             label = f"{r['backend']} {r['precision']}" + (" (rejected)" if r["status"] != "pass" else "")
             ax.annotate(label, (r["p50_ms"], r["macro_auc"]), textcoords="offset points", xytext=(4, 4), fontsize=7)

@@ -29,9 +29,17 @@ from mxa_edge.progress import SILENT, Reporter
 
 # (target, int8) -> the folder name export_run uses by default (RUN/exports/<target>-<precision>).
 STANDARD_EXPORTS = (("onnx", False), ("onnx", True), ("openvino", False), ("openvino", True))
-_ORDER = {("PyTorch eager", "fp32"): 0, ("ONNX Runtime", "fp32"): 1, ("ONNX Runtime", "int8"): 2, ("OpenVINO", "fp32"): 3,
-          ("OpenVINO", "bf16"): 4, ("OpenVINO", "int8"): 5, ("TensorRT", "fp16"): 6, ("TensorRT", "int8"): 7,
-          ("PyTorch CUDA", "bf16"): 8}  # fmt: skip
+_ORDER = {
+    ("PyTorch eager", "fp32"): 0,
+    ("ONNX Runtime", "fp32"): 1,
+    ("ONNX Runtime", "int8"): 2,
+    ("OpenVINO", "fp32"): 3,
+    ("OpenVINO", "bf16"): 4,
+    ("OpenVINO", "int8"): 5,
+    ("TensorRT", "fp16"): 6,
+    ("TensorRT", "int8"): 7,
+    ("PyTorch CUDA", "bf16"): 8,
+}
 
 
 def _is_run(path: Path) -> bool:
@@ -84,11 +92,19 @@ def _export_missing(run_dir: Path, export_kwargs: dict, reporter: Reporter) -> l
         except DriftGateError:
             pass  # kept as NAME.rejected; reported as "exported but failed validation"
         except Exception as exc:
-            failed.append(S.Subject(
-                key=f"{run_dir}::export-{name}", group=str(run_dir), backend="OpenVINO" if target == "openvino" else "ONNX Runtime",
-                precision="INT8" if int8 else "FP32", compute="int8" if int8 else "fp32", model=name, image_size=None,
-                status=S.FAILED, reason=f"export failed: {type(exc).__name__}: {exc}",
-            ))  # fmt: skip
+            failed.append(
+                S.Subject(
+                    key=f"{run_dir}::export-{name}",
+                    group=str(run_dir),
+                    backend="OpenVINO" if target == "openvino" else "ONNX Runtime",
+                    precision="INT8" if int8 else "FP32",
+                    compute="int8" if int8 else "fp32",
+                    model=name,
+                    image_size=None,
+                    status=S.FAILED,
+                    reason=f"export failed: {type(exc).__name__}: {exc}",
+                )
+            )
     return failed
 
 
@@ -113,10 +129,20 @@ def _run_subjects(run_dir: Path, export_missing: bool, export_kwargs: dict, repo
         if export_missing:
             out += _export_missing(run_dir, export_kwargs, reporter)
     else:
-        out.append(S.Subject(key=f"{group}::pytorch-fp32", group=group, backend="PyTorch eager", precision="FP32",
-                             compute="fp32", model=name, image_size=manifest["preprocess"]["image_size"],
-                             status=S.UNAVAILABLE, reason="torch is not installed (pip install 'mxa-edge[train]')",
-                             reference=True))  # fmt: skip
+        out.append(
+            S.Subject(
+                key=f"{group}::pytorch-fp32",
+                group=group,
+                backend="PyTorch eager",
+                precision="FP32",
+                compute="fp32",
+                model=name,
+                image_size=manifest["preprocess"]["image_size"],
+                status=S.UNAVAILABLE,
+                reason="torch is not installed (pip install 'mxa-edge[train]')",
+                reference=True,
+            )
+        )
     for folder, rejected in _run_artifacts(run_dir):
         rows = S.artifact_subjects(folder, group, rejected)
         if not cost and rows and rows[0].flops is not None:
@@ -140,8 +166,9 @@ def _artifact_group(path: Path) -> str:
     return str(Path(src)) if src else str(path)
 
 
-def collect_subjects(paths: Sequence, export_missing: bool | None = None, export_kwargs: dict | None = None,
-                     reporter: Reporter = SILENT) -> list[S.Subject]:  # fmt: skip
+def collect_subjects(
+    paths: Sequence, export_missing: bool | None = None, export_kwargs: dict | None = None, reporter: Reporter = SILENT
+) -> list[S.Subject]:
     """Subjects for the given run and artifact folders (see the module docstring)."""
     if export_missing is None:
         export_missing = S.torch_installed()
@@ -156,9 +183,13 @@ def collect_subjects(paths: Sequence, export_missing: bool | None = None, export
         elif _is_artifact(p):
             new = S.artifact_subjects(p, _artifact_group(p), rejected=p.name.endswith(".rejected"))
         elif not p.exists():
-            raise ArtifactError(f"{p}: no such folder; pass a run folder from `mxa-edge train` or an artifact from `mxa-edge export`")
+            raise ArtifactError(
+                f"{p}: no such folder; pass a run folder from `mxa-edge train` or an artifact from `mxa-edge export`"
+            )
         else:
-            raise ArtifactError(f"{p}: neither a training run (weights.safetensors + manifest.json) nor an exported artifact")
+            raise ArtifactError(
+                f"{p}: neither a training run (weights.safetensors + manifest.json) nor an exported artifact"
+            )
         for s in new:
             if s.key not in seen:
                 seen.add(s.key)
@@ -242,8 +273,9 @@ def run_bench(
                 fns[key] = bind(x)
             task = f"batch {b}: {len(fns)} backends x {rounds} rounds"
             reporter.start(task, rounds)
-            results[b] = measure_interleaved(fns, b, seconds, warmup, rounds,
-                                             on_round=lambda done, total: reporter.advance(task))  # fmt: skip
+            results[b] = measure_interleaved(
+                fns, b, seconds, warmup, rounds, on_round=lambda done, total, task=task: reporter.advance(task)
+            )
             reporter.finish(task)
     finally:
         if torch_threads is not None:
@@ -253,10 +285,18 @@ def run_bench(
 
     rows = _rows(subjects, results, batches, bound)
     return {
-        "settings": {"batches": batches, "latency_batch": batches[0], "throughput_batch": batches[-1],
-                     "threads": threads, "seconds": seconds, "warmup": warmup, "rounds": rounds, "seed": seed,
-                     "input": "uniform random in the model's [-1024, 1024] range",
-                     "statistic": "median over interleaved rounds (per-round p50/p90/p99 and img/s)"},  # fmt: skip
+        "settings": {
+            "batches": batches,
+            "latency_batch": batches[0],
+            "throughput_batch": batches[-1],
+            "threads": threads,
+            "seconds": seconds,
+            "warmup": warmup,
+            "rounds": rounds,
+            "seed": seed,
+            "input": "uniform random in the model's [-1024, 1024] range",
+            "statistic": "median over interleaved rounds (per-round p50/p90/p99 and img/s)",
+        },
         "machine": machine,
         "compute_bound": _bound_summary(bound, rows),
         "fastest": fastest_gated(rows),
@@ -270,16 +310,29 @@ def fastest_gated(rows: list[dict]) -> dict:
     ran (leaving out PyTorch, and OpenVINO's CPU-default precision, which no gate checked)."""
     out: dict = {}
     for r in rows:
-        if (r["status"] != S.PASS or r["p50_ms"] is None or r.get("path") is None or r["backend"].startswith("PyTorch")
-                or "CPU default" in r["precision"] or r.get("macro_auc") is None):  # fmt: skip
+        if (
+            r["status"] != S.PASS
+            or r["p50_ms"] is None
+            or r.get("path") is None
+            or r["backend"].startswith("PyTorch")
+            or "CPU default" in r["precision"]
+            or r.get("macro_auc") is None
+        ):
             continue
         best = out.setdefault(r["group"], {"latency": None, "throughput": None})
-        name = {"row": f"{r['backend']} {r['precision']}", "path": r["path"], "p50_ms": r["p50_ms"],
-                "throughput_img_s": r["throughput_img_s"], "macro_auc": r["macro_auc"], "worst_delta": r.get("worst_delta")}  # fmt: skip
+        name = {
+            "row": f"{r['backend']} {r['precision']}",
+            "path": r["path"],
+            "p50_ms": r["p50_ms"],
+            "throughput_img_s": r["throughput_img_s"],
+            "macro_auc": r["macro_auc"],
+            "worst_delta": r.get("worst_delta"),
+        }
         if best["latency"] is None or r["p50_ms"] < best["latency"]["p50_ms"]:
             best["latency"] = name
-        if r["throughput_img_s"] and (best["throughput"] is None
-                                      or r["throughput_img_s"] > best["throughput"]["throughput_img_s"]):  # fmt: skip
+        if r["throughput_img_s"] and (
+            best["throughput"] is None or r["throughput_img_s"] > best["throughput"]["throughput_img_s"]
+        ):
             best["throughput"] = name
     return out
 
@@ -304,9 +357,19 @@ def _rows(subjects, results, batches, bound) -> list[dict]:
         lat = by_batch.get(str(lat_b)) or {}
         thr = by_batch.get(str(thr_b)) or {}
         measured = s.status in (S.PASS, S.REJECTED) and lat.get("p50_ms") is not None
-        row.update({"p50_ms": lat.get("p50_ms"), "p90_ms": lat.get("p90_ms"), "p99_ms": lat.get("p99_ms"),
-                    "throughput_img_s": thr.get("img_s"), "speedup": None, "speedup_throughput": None,
-                    "achieved_gflops": None, "fraction_of_peak": None, "fraction_of_theoretical": None})  # fmt: skip
+        row.update(
+            {
+                "p50_ms": lat.get("p50_ms"),
+                "p90_ms": lat.get("p90_ms"),
+                "p99_ms": lat.get("p99_ms"),
+                "throughput_img_s": thr.get("img_s"),
+                "speedup": None,
+                "speedup_throughput": None,
+                "achieved_gflops": None,
+                "fraction_of_peak": None,
+                "fraction_of_theoretical": None,
+            }
+        )
         ref = refs.get(s.group)
         if measured and ref is not None:
             row["speedup"] = paired_ratio(results[lat_b][ref], results[lat_b][s.key], "p50_ms")
@@ -339,18 +402,21 @@ def _bound_summary(bound: dict, rows: list[dict]) -> dict:
         out["above_measured_peak"] = {
             "rows": over,
             "why": "these ran faster than the reference GEMM, so the measured peak understates this CPU's at that "
-                   "precision (tuned backend kernels; turbo clocks above the /proc/cpuinfo MHz the theoretical "
-                   "figure uses); treat their fraction as >= 1 of what the GEMM reaches",
-        }  # fmt: skip
+            "precision (tuned backend kernels; turbo clocks above the /proc/cpuinfo MHz the theoretical "
+            "figure uses); treat their fraction as >= 1 of what the GEMM reaches",
+        }
     int8 = [r for r in rows if r["compute"] == "int8" and r.get("fraction_of_peak")]
     if int8:
         best = max(int8, key=lambda r: r["achieved_gflops"])
         out["best_int8"] = {
-            "row": f"{best['backend']} {best['precision']}", "model": best["model"],
-            "achieved_gflops": best["achieved_gflops"], "throughput_img_s": best["throughput_img_s"],
+            "row": f"{best['backend']} {best['precision']}",
+            "model": best["model"],
+            "achieved_gflops": best["achieved_gflops"],
+            "throughput_img_s": best["throughput_img_s"],
             "bound_img_s": best["peak_gflops"] * 1e9 / best["flops"],
-            "ratio_to_measured_peak": best["fraction_of_peak"], "ratio_to_theoretical_peak": best["fraction_of_theoretical"],
-        }  # fmt: skip
+            "ratio_to_measured_peak": best["fraction_of_peak"],
+            "ratio_to_theoretical_peak": best["fraction_of_theoretical"],
+        }
     else:
         out["best_int8"] = None
     return out

@@ -121,30 +121,46 @@ def pytorch_subject(run_dir: Path, run_manifest: dict, metrics: dict | None, cos
 
     spec = run_manifest.get("model") or {}
     return Subject(
-        key=f"{group}::pytorch-fp32", group=group, backend="PyTorch eager", precision="FP32", compute="fp32",
-        model=run_manifest.get("model_name") or spec.get("variant", "?"), image_size=spec.get("image_size"),
-        path=str(run_dir), params=cost.get("params"), flops=cost.get("flops"),
+        key=f"{group}::pytorch-fp32",
+        group=group,
+        backend="PyTorch eager",
+        precision="FP32",
+        compute="fp32",
+        model=run_manifest.get("model_name") or spec.get("variant", "?"),
+        image_size=spec.get("image_size"),
+        path=str(run_dir),
+        params=cost.get("params"),
+        flops=cost.get("flops"),
         size_mb=_files_mb(run_dir, ["weights.safetensors"]),
-        macro_auc=(metrics or {}).get("macro_auc"), macro_auc_source="run metrics.json (validation split)" if metrics else None,
-        notes=["Conv+BN fused, torch.inference_mode"], open=open_, reference=True,
-    )  # fmt: skip
+        macro_auc=(metrics or {}).get("macro_auc"),
+        macro_auc_source="run metrics.json (validation split)" if metrics else None,
+        notes=["Conv+BN fused, torch.inference_mode"],
+        open=open_,
+        reference=True,
+    )
 
 
 def cuda_subject(run_dir: Path, run_manifest: dict, cost: dict, group: str) -> Subject:
     spec = run_manifest.get("model") or {}
     s = Subject(
-        key=f"{group}::pytorch-cuda-bf16", group=group, backend="PyTorch CUDA", precision="bf16 autocast",
-        compute="bf16", model=run_manifest.get("model_name") or spec.get("variant", "?"),
-        image_size=spec.get("image_size"), path=str(run_dir), params=cost.get("params"), flops=cost.get("flops"),
+        key=f"{group}::pytorch-cuda-bf16",
+        group=group,
+        backend="PyTorch CUDA",
+        precision="bf16 autocast",
+        compute="bf16",
+        model=run_manifest.get("model_name") or spec.get("variant", "?"),
+        image_size=spec.get("image_size"),
+        path=str(run_dir),
+        params=cost.get("params"),
+        flops=cost.get("flops"),
         size_mb=_files_mb(run_dir, ["weights.safetensors"]),
-    )  # fmt: skip
+    )
     ok, reason = cuda_status()
     if not ok:
         s.status, s.reason = UNAVAILABLE, reason
         return s
 
     def open_(threads: int):
-        import torch
 
         from mxa_edge.bench.machine import gpu_name
         from mxa_edge.export.prepare import AuxOutputs, fuse_model
@@ -164,13 +180,18 @@ def cuda_subject(run_dir: Path, run_manifest: dict, cost: dict, group: str) -> S
 def _artifact_meta(path: Path, manifest: dict, group: str) -> dict:
     drift = manifest.get("drift") or {}
     return dict(
-        group=group, model=manifest.get("model_id", path.name),
-        image_size=(manifest.get("preprocess") or {}).get("image_size"), path=str(path),
-        params=manifest.get("params"), flops=manifest.get("flops"),
+        group=group,
+        model=manifest.get("model_id", path.name),
+        image_size=(manifest.get("preprocess") or {}).get("image_size"),
+        path=str(path),
+        params=manifest.get("params"),
+        flops=manifest.get("flops"),
         size_mb=_files_mb(path, (manifest.get("files") or {}).keys()),
-        macro_auc=drift.get("macro_auc_new"), worst_delta=drift.get("worst_delta"), worst_label=drift.get("worst_label"),
+        macro_auc=drift.get("macro_auc_new"),
+        worst_delta=drift.get("worst_delta"),
+        worst_label=drift.get("worst_label"),
         macro_auc_source=f"drift gate ({drift.get('n_images')} validation images)" if drift else None,
-    )  # fmt: skip
+    )
 
 
 def _rejection(d: dict) -> str:
@@ -181,8 +202,9 @@ def _rejection(d: dict) -> str:
     return (
         f"drift gate failed: macro AUC {md:+.4f} (bound -{d.get('max_macro_drop')}), worst {d.get('worst_label')} "
         f"{wd:+.4f} (bound -{d.get('max_drop')}); {len(d.get('drifted') or [])} over their bound"
-        if md is not None and wd is not None else "drift gate failed"
-    )  # fmt: skip
+        if md is not None and wd is not None
+        else "drift gate failed"
+    )
 
 
 def artifact_subjects(path: Path, group: str, rejected: bool = False) -> list[Subject]:
@@ -193,8 +215,20 @@ def artifact_subjects(path: Path, group: str, rejected: bool = False) -> list[Su
     try:
         art = load_artifact(path)
     except Exception as exc:  # an unreadable artifact is a row, not a crash
-        return [Subject(key=str(path), group=group, backend="?", precision="?", compute="fp32", model=path.name,
-                        image_size=None, status=FAILED, reason=f"{type(exc).__name__}: {exc}", path=str(path))]  # fmt: skip
+        return [
+            Subject(
+                key=str(path),
+                group=group,
+                backend="?",
+                precision="?",
+                compute="fp32",
+                model=path.name,
+                image_size=None,
+                status=FAILED,
+                reason=f"{type(exc).__name__}: {exc}",
+                path=str(path),
+            )
+        ]
     m = art.manifest
     meta = _artifact_meta(path, m, group)
     weights = (art.precision.get("weights") or "fp32").lower()
@@ -210,7 +244,7 @@ def artifact_subjects(path: Path, group: str, rejected: bool = False) -> list[Su
             info = {}
             if hasattr(eng, "inference_precision"):
                 info["inference_precision"] = eng.inference_precision
-            return (lambda x: (lambda: eng.run(x))), info
+            return (lambda x: lambda: eng.run(x)), info
 
         return open_
 
@@ -219,21 +253,58 @@ def artifact_subjects(path: Path, group: str, rejected: bool = False) -> list[Su
     static_batch = (m.get("export") or {}).get("static_batch")  # mxa-edge export --static-batch N
     fixed = f", static batch {static_batch}" if static_batch else ""
     if backend == "onnxruntime":
-        return [Subject(key=str(path), backend="ONNX Runtime", precision=label, compute=compute, status=status,
-                        reason=reason, open=engine_open(), **meta)]  # fmt: skip
+        return [
+            Subject(
+                key=str(path),
+                backend="ONNX Runtime",
+                precision=label,
+                compute=compute,
+                status=status,
+                reason=reason,
+                open=engine_open(),
+                **meta,
+            )
+        ]
     if backend == "openvino":
         hint = art.precision.get("inference_precision", "f32")
-        rows = [Subject(key=str(path), backend="OpenVINO", precision=f"{label} ({hint} hint){fixed}", compute=compute,
-                        status=status, reason=reason, open=engine_open(), **meta)]  # fmt: skip
+        rows = [
+            Subject(
+                key=str(path),
+                backend="OpenVINO",
+                precision=f"{label} ({hint} hint){fixed}",
+                compute=compute,
+                status=status,
+                reason=reason,
+                open=engine_open(),
+                **meta,
+            )
+        ]
         if compute == "fp32":
-            d = Subject(key=f"{path}::default", backend="OpenVINO", precision=f"CPU default{fixed}", compute="bf16",
-                        status=status, reason=reason, open=engine_open(None, True), **meta)  # fmt: skip
-            d.notes.append("same IR compiled without a precision hint; AUC is the f32 gate's (this precision was not gated)")
+            d = Subject(
+                key=f"{path}::default",
+                backend="OpenVINO",
+                precision=f"CPU default{fixed}",
+                compute="bf16",
+                status=status,
+                reason=reason,
+                open=engine_open(None, True),
+                **meta,
+            )
+            d.notes.append(
+                "same IR compiled without a precision hint; AUC is the f32 gate's (this precision was not gated)"
+            )
             rows.append(d)
         return rows
     if backend == "tensorrt":
-        s = Subject(key=str(path), backend="TensorRT", precision=weights.upper(), compute=compute, status=status,
-                    reason=reason, **meta)  # fmt: skip
+        s = Subject(
+            key=str(path),
+            backend="TensorRT",
+            precision=weights.upper(),
+            compute=compute,
+            status=status,
+            reason=reason,
+            **meta,
+        )
         s.notes.append("AUC from the drift gate through ONNX Runtime on the exported ONNX")
         ok, why = tensorrt_status()
         engine = path / "model.engine"
@@ -244,14 +315,33 @@ def artifact_subjects(path: Path, group: str, rejected: bool = False) -> list[Su
         else:
             s.open = lambda threads: (_tensorrt_bind(engine), {})
         return [s]
-    return [Subject(key=str(path), backend=backend, precision=weights.upper(), compute=compute, status=FAILED,
-                    reason=f"unknown backend {backend!r}", **meta)]  # fmt: skip
+    return [
+        Subject(
+            key=str(path),
+            backend=backend,
+            precision=weights.upper(),
+            compute=compute,
+            status=FAILED,
+            reason=f"unknown backend {backend!r}",
+            **meta,
+        )
+    ]
 
 
 def tensorrt_placeholder(group: str, precision: str, model: str, reason: str, cost: dict) -> Subject:
-    return Subject(key=f"{group}::tensorrt-{precision.lower()}", group=group, backend="TensorRT", precision=precision,
-                   compute="int8" if precision == "INT8" else "fp16", model=model, image_size=None, status=UNAVAILABLE,
-                   reason=reason, params=cost.get("params"), flops=cost.get("flops"))  # fmt: skip
+    return Subject(
+        key=f"{group}::tensorrt-{precision.lower()}",
+        group=group,
+        backend="TensorRT",
+        precision=precision,
+        compute="int8" if precision == "INT8" else "fp16",
+        model=model,
+        image_size=None,
+        status=UNAVAILABLE,
+        reason=reason,
+        params=cost.get("params"),
+        flops=cost.get("flops"),
+    )
 
 
 def _tensorrt_bind(engine_path: Path) -> Bind:

@@ -39,10 +39,14 @@ class Measurement:
 
     def summary(self) -> dict:
         return {
-            "batch": self.batch, "p50_ms": self.median("p50_ms"), "p90_ms": self.median("p90_ms"),
-            "p99_ms": self.median("p99_ms"), "img_s": self.median("img_s"), "rounds": len(self.rounds),
+            "batch": self.batch,
+            "p50_ms": self.median("p50_ms"),
+            "p90_ms": self.median("p90_ms"),
+            "p99_ms": self.median("p99_ms"),
+            "img_s": self.median("img_s"),
+            "rounds": len(self.rounds),
             "calls": sum(r.calls for r in self.rounds),
-        }  # fmt: skip
+        }
 
 
 def run_for(fn: Callable[[], object], seconds: float, min_calls: int = 1) -> RoundStats:

@@ -36,9 +36,14 @@ class SplitArrays:
 
 def _head(s: ChexpertSplit, limit: int) -> ChexpertSplit:
     return ChexpertSplit(
-        root=s.root, name=s.name, paths=s.paths[:limit], raw=s.raw[:limit], views=s.views[:limit],
-        ap_pa=s.ap_pa[:limit], rel_paths=s.rel_paths[:limit],
-    )  # fmt: skip
+        root=s.root,
+        name=s.name,
+        paths=s.paths[:limit],
+        raw=s.raw[:limit],
+        views=s.views[:limit],
+        ap_pa=s.ap_pa[:limit],
+        rel_paths=s.rel_paths[:limit],
+    )
 
 
 def to_model_range(images_u8: np.ndarray, preprocess: Preprocess) -> np.ndarray:

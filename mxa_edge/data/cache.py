@@ -30,10 +30,16 @@ CACHE_VERSION = 1
 
 def cache_key(split: ChexpertSplit, pp: Preprocess) -> str:
     key = json.dumps(
-        {"v": CACHE_VERSION, "data": dataset_fingerprint(split), "n": len(split), "size": pp.image_size,
-         "crop": pp.crop, "interpolation": pp.interpolation},
+        {
+            "v": CACHE_VERSION,
+            "data": dataset_fingerprint(split),
+            "n": len(split),
+            "size": pp.image_size,
+            "crop": pp.crop,
+            "interpolation": pp.interpolation,
+        },
         sort_keys=True,
-    )  # fmt: skip
+    )
     return hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
@@ -54,7 +60,9 @@ def open_cached(split: ChexpertSplit, pp: Preprocess, base: Path | None = None) 
     return np.memmap(folder / IMAGES, dtype=np.uint8, mode="r", shape=(len(split), s, s))
 
 
-def build_cache(split: ChexpertSplit, pp: Preprocess, *, base: Path | None = None, workers: int = 2, progress=None) -> Path:
+def build_cache(
+    split: ChexpertSplit, pp: Preprocess, *, base: Path | None = None, workers: int = 2, progress=None
+) -> Path:
     """Decode every image of ``split`` once into the cache; returns the cache folder."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -73,8 +81,17 @@ def build_cache(split: ChexpertSplit, pp: Preprocess, *, base: Path | None = Non
                     progress(i + 1, len(split))
         images.flush()
         del images
-        (tmp / INDEX).write_text(json.dumps({
-            "version": CACHE_VERSION, "root": str(split.root), "split": split.name, "n": len(split),
-            "fingerprint": dataset_fingerprint(split), "preprocess": pp.to_dict(), "rel_paths": split.rel_paths,
-        }))  # fmt: skip
+        (tmp / INDEX).write_text(
+            json.dumps(
+                {
+                    "version": CACHE_VERSION,
+                    "root": str(split.root),
+                    "split": split.name,
+                    "n": len(split),
+                    "fingerprint": dataset_fingerprint(split),
+                    "preprocess": pp.to_dict(),
+                    "rel_paths": split.rel_paths,
+                }
+            )
+        )
     return folder

@@ -23,14 +23,22 @@ def default_phantom_root(progress=None) -> Path:
     """Path of the default phantom dataset root, generating it on first use."""
     from mxa_edge.data.phantom import PHANTOM_VERSION, generate_phantom_dataset
 
-    folder = cache_dir() / f"phantom-v{PHANTOM_VERSION}-n{DEFAULT_N_TRAIN}-{DEFAULT_N_VALID}-s{DEFAULT_SIZE}-seed{DEFAULT_SEED}"
+    folder = (
+        cache_dir()
+        / f"phantom-v{PHANTOM_VERSION}-n{DEFAULT_N_TRAIN}-{DEFAULT_N_VALID}-s{DEFAULT_SIZE}-seed{DEFAULT_SEED}"
+    )
     root = folder / ROOT_NAME
     if (root / "valid.csv").is_file() and (root / "train.csv").is_file():
         return root
     # Generate into a temporary folder and rename: an interrupted generation is never reused.
     with atomic_dir(folder) as tmp:
         generate_phantom_dataset(
-            tmp, n_train=DEFAULT_N_TRAIN, n_valid=DEFAULT_N_VALID, size=DEFAULT_SIZE, seed=DEFAULT_SEED,
-            root_name=ROOT_NAME, progress=progress,
-        )  # fmt: skip
+            tmp,
+            n_train=DEFAULT_N_TRAIN,
+            n_valid=DEFAULT_N_VALID,
+            size=DEFAULT_SIZE,
+            seed=DEFAULT_SEED,
+            root_name=ROOT_NAME,
+            progress=progress,
+        )
     return root

@@ -125,7 +125,9 @@ Box = tuple[float, float, float, float]  # canonical (u1, v1, u2, v2) in [0, 1]
 # --------------------------------------------------------------------------------------
 
 
-def sample_labels(rng: np.random.Generator, *, split: str = "train", force: str | None = None) -> dict[str, float | None]:
+def sample_labels(
+    rng: np.random.Generator, *, split: str = "train", force: str | None = None
+) -> dict[str, float | None]:
     """One CheXpert-like label row: finding -> 1.0, -1.0, 0.0 or None (blank).
 
     Co-occurrence comes from two latent states: heart failure (cardiomegaly, edema, effusion
@@ -301,7 +303,12 @@ class _Anatomy:
 
     def heart_geometry(self) -> tuple[float, float, float, float]:
         half_w = self.ctr * self.tw
-        return 0.5 + 0.28 * half_w, 0.5 * (self.heart_top + self.heart_bottom), half_w, 0.5 * (self.heart_bottom - self.heart_top)
+        return (
+            0.5 + 0.28 * half_w,
+            0.5 * (self.heart_top + self.heart_bottom),
+            half_w,
+            0.5 * (self.heart_bottom - self.heart_top),
+        )
 
     def lung_box(self, side: int) -> Box:
         lo_v = max(self.dome) + self.depth
@@ -309,7 +316,9 @@ class _Anatomy:
             return (0.5 - self.tw, self.apex, 0.5 - self.med + 0.01, lo_v)
         return (0.5 + self.med - 0.01, self.apex, 0.5 + self.tw, lo_v)
 
-    def random_lung_point(self, rng: np.random.Generator, side: int, margin: float, zone=(0.0, 1.0)) -> tuple[float, float]:
+    def random_lung_point(
+        self, rng: np.random.Generator, side: int, margin: float, zone=(0.0, 1.0)
+    ) -> tuple[float, float]:
         """A point inside lung ``side`` at least ``margin`` from its edges; zone is a v fraction range."""
         top, bottom = self.apex + 0.06, self.dome[side] - 0.01
         v = top + (bottom - top) * (zone[0] + (zone[1] - zone[0]) * rng.random())
@@ -358,7 +367,13 @@ def _ribs(g: _Grid, a: _Anatomy, rng: np.random.Generator, fracture: dict | None
     phase = (g.v - v0 - (-0.12 * g.ax + a.rib_curve * g.ax * g.ax)) * (1.0 / sp)
     gap = None
     if fracture is not None:
-        side, k, ax_b, step, depth = fracture["side"], fracture["rib"], fracture["ax"], fracture["step"], fracture["depth"]
+        side, k, ax_b, step, depth = (
+            fracture["side"],
+            fracture["rib"],
+            fracture["ax"],
+            fracture["step"],
+            fracture["depth"],
+        )
         w = _window(g, fracture["box"])
         ph = phase[w]
         on_side = g.left[:, w[1]] if side == 0 else ~g.left[:, w[1]]
@@ -382,7 +397,9 @@ def _ribs(g: _Grid, a: _Anatomy, rng: np.random.Generator, fracture: dict | None
     return (0.055 * post * fade + 0.014 * ant) * env
 
 
-def _anatomy_canvas(g: _Grid, a: _Anatomy, rng: np.random.Generator, fracture: dict | None) -> tuple[_Canvas, np.ndarray]:
+def _anatomy_canvas(
+    g: _Grid, a: _Anatomy, rng: np.random.Generator, fracture: dict | None
+) -> tuple[_Canvas, np.ndarray]:
     """The normal chest: returns the canvas and the fixed (non-lung) density."""
     u, v, ax = g.u, g.v, g.ax
     # body outline: neck, shoulders, chest wall
@@ -438,13 +455,15 @@ def _anatomy_canvas(g: _Grid, a: _Anatomy, rng: np.random.Generator, fracture: d
     vessels = near[g.theta_bin] * (1.0 - mix) + far[g.theta_bin] * mix
     vessels = vessels * np.exp(-g.radius * (1.0 / (0.13 + 0.04 * rng.random())))
     vessels = vessels * (0.75 + 0.25 * np.clip(_lowres_noise(rng, g.size, 40), -1.0, 1.0))
-    hilum = np.exp(-(g.radius * (1.0 / 0.05)) ** 2)
+    hilum = np.exp(-((g.radius * (1.0 / 0.05)) ** 2))
     markings = (0.20 * vessels + 0.08 * hilum) * lung
     air_profile = 0.20 + 0.07 * _ramp(v - a.apex - 0.06, 0.16) - 0.03 * _ramp(v - dia + 0.08, 0.12)
     air = air_profile * lung * (1.0 - 0.9 * heart)
     fixed = tissue + 0.10 * mediast + 0.05 * knob + 0.08 * heart + 0.03 * spine * body - 0.05 * trachea + bones
     fixed = fixed + 0.012  # scatter: air outside the body is not perfectly black
-    canvas = _Canvas(g, a, lung, air.astype(np.float32), markings.astype(np.float32), np.zeros((g.size, g.size), np.float32))
+    canvas = _Canvas(
+        g, a, lung, air.astype(np.float32), markings.astype(np.float32), np.zeros((g.size, g.size), np.float32)
+    )
     return canvas, fixed.astype(np.float32)
 
 
@@ -621,8 +640,13 @@ def _fx_pleural_other(c: _Canvas, rng, level: float) -> Box:
     cv = a.apex + 0.12 + (a.dome[side] - a.apex - 0.2) * rng.random()
     t0 = 0.010 + 0.014 * rng.random()
     lat = float(a.lateral_edge(cv))
-    box = _clip_box(((0.5 - lat - 0.015, cv - hl, 0.5 - lat + t0 + 0.03, cv + hl) if side == 0 else
-                     (0.5 + lat - t0 - 0.03, cv - hl, 0.5 + lat + 0.015, cv + hl)))
+    box = _clip_box(
+        (
+            (0.5 - lat - 0.015, cv - hl, 0.5 - lat + t0 + 0.03, cv + hl)
+            if side == 0
+            else (0.5 + lat - t0 - 0.03, cv - hl, 0.5 + lat + 0.015, cv + hl)
+        )
+    )
     w = _window(g, box)
     vv, axw = g.v[w[0]], g.ax[:, w[1]]
     on_side = g.left[:, w[1]] if side == 0 else ~g.left[:, w[1]]
@@ -640,8 +664,14 @@ def _fracture_plan(a: _Anatomy, rng, level: float) -> dict:
     v_b = a.rib_center(ax_b, rib, side)
     u_b = 0.5 - ax_b if side == 0 else 0.5 + ax_b
     box = _clip_box((u_b - 0.04, v_b - 0.6 * a.rib_spacing - 0.01, u_b + 0.04, v_b + 0.8 * a.rib_spacing + 0.01))
-    return {"side": side, "rib": rib, "ax": ax_b, "step": _size("Fracture", rng) * min(1.0, level),
-            "depth": min(1.0, level), "box": box}
+    return {
+        "side": side,
+        "rib": rib,
+        "ax": ax_b,
+        "step": _size("Fracture", rng) * min(1.0, level),
+        "depth": min(1.0, level),
+        "box": box,
+    }
 
 
 def _fx_devices(c: _Canvas, rng, level: float) -> Box:
@@ -676,7 +706,12 @@ def _fx_devices(c: _Canvas, rng, level: float) -> Box:
         bx, by = 0.72 + 0.06 * rng.random(), 0.14 + 0.05 * rng.random()
         draw.rounded_rectangle(px([(bx - 0.045, by - 0.03), (bx + 0.045, by + 0.03)]), radius=0.01 * s, fill=255)
         hu, hv, hw, _ = a.heart_geometry()
-        draw.line(px([(bx - 0.03, by), (0.52, 0.28), (0.45, hv), (hu + 0.2 * hw, hv + 0.08)]), fill=230, width=lw, joint="curve")
+        draw.line(
+            px([(bx - 0.03, by), (0.52, 0.28), (0.45, hv), (hu + 0.2 * hw, hv + 0.08)]),
+            fill=230,
+            width=lw,
+            joint="curve",
+        )
     if chosen[4]:  # ECG electrodes with their wires
         for _ in range(2 + int(rng.integers(3))):
             ex, ey = 0.15 + 0.7 * rng.random(), 0.15 + 0.5 * rng.random()
@@ -724,8 +759,8 @@ def _blur(img: np.ndarray, sigma: float) -> np.ndarray:
     k /= k.sum()
     p = np.pad(img, 2, mode="edge")
     h, w = img.shape
-    rows = sum(k[i] * p[:, i:i + w] for i in range(5))
-    return sum(k[i] * rows[i:i + h, :] for i in range(5))
+    rows = sum(k[i] * p[:, i : i + w] for i in range(5))
+    return sum(k[i] * rows[i : i + h, :] for i in range(5))
 
 
 def _expose(rng: np.random.Generator, density: np.ndarray, size: int, noise: np.ndarray | None = None) -> np.ndarray:
@@ -793,7 +828,9 @@ def render_phantom(
         hu, hv, hw, hh = a.heart_geometry()
         boxes["Cardiomegaly"] = _clip_box((hu - hw, hv - hh, hu + hw, a.heart_bottom))
     if "Enlarged Cardiomediastinum" in lvl:
-        boxes["Enlarged Cardiomediastinum"] = _clip_box((0.5 - a.med - 0.03, a.apex - 0.03, 0.5 + a.med + 0.05, a.heart_top + 0.06))
+        boxes["Enlarged Cardiomediastinum"] = _clip_box(
+            (0.5 - a.med - 0.03, a.apex - 0.03, 0.5 + a.med + 0.05, a.heart_top + 0.06)
+        )
     if fracture is not None:
         boxes["Fracture"] = fracture["box"]
     renderers = {
@@ -879,8 +916,14 @@ def _cell(value: float | None) -> str:
 
 
 def make_record(
-    seed: int, split: str, index: int, *, size: int = 256, root_name: str = "CheXpert-phantom",
-    patient_offset: int = 0, difficulty: float = DIFFICULTY,
+    seed: int,
+    split: str,
+    index: int,
+    *,
+    size: int = 256,
+    root_name: str = "CheXpert-phantom",
+    patient_offset: int = 0,
+    difficulty: float = DIFFICULTY,
 ) -> PhantomRecord:
     """Generate row ``index`` of ``split`` on its own: same arguments, same bytes."""
     if split not in _SPLITS:
@@ -951,7 +994,9 @@ def generate_phantom_dataset(
     box_rows: list[tuple[str, ...]] = []
     for split, count, offset in (("train", n_train, 0), ("valid", n_valid, n_train)):
         for index in range(count):
-            rec = make_record(seed, split, index, size=size, root_name=root_name, patient_offset=offset, difficulty=difficulty)
+            rec = make_record(
+                seed, split, index, size=size, root_name=root_name, patient_offset=offset, difficulty=difficulty
+            )
             target = root.parent / rec.path
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(rec.jpeg)

@@ -68,9 +68,16 @@ CAPABILITIES: tuple[Capability, ...] = (
     Capability("onnx", "model.onnx", cpu=True, gpu=True, int8=True, fp16=False, runtime="onnxruntime"),
     Capability("openvino", "model.xml + model.bin", cpu=True, gpu=True, int8=True, fp16=True, runtime="openvino"),
     # GPU only; built from a Q/DQ ONNX (int8) or the FP32 ONNX (fp16) on the target machine.
-    Capability("tensorrt", "model.qdq.onnx or model.onnx (+ model.engine)", cpu=False, gpu=True, int8=True, fp16=True,
-               runtime="tensorrt"),
-)  # fmt: skip
+    Capability(
+        "tensorrt",
+        "model.qdq.onnx or model.onnx (+ model.engine)",
+        cpu=False,
+        gpu=True,
+        int8=True,
+        fp16=True,
+        runtime="tensorrt",
+    ),
+)
 
 
 def get_backend(name: str) -> Backend:

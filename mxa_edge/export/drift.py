@@ -27,16 +27,22 @@ class DriftReport:
         t = self.table
         worst = min(
             ((k, v["delta"]) for k, v in t["per_label"].items() if v["delta"] is not None),
-            key=lambda kv: kv[1], default=(None, None),
-        )  # fmt: skip
+            key=lambda kv: kv[1],
+            default=(None, None),
+        )
         return {
-            "passed": self.passed, "macro_auc_ref": t["macro_auc_ref"], "macro_auc_new": t["macro_auc_new"],
-            "macro_delta": t["macro_delta"], "worst_label": worst[0], "worst_delta": worst[1],
-            "agreement_at_threshold": t["agreement_at_threshold"], "max_macro_drop": t["max_macro_drop"],
-            "max_drop": t["max_drop"], "drifted": self.drifted, "n_images": t["n_images"],
-        }  # fmt: skip
-
-
+            "passed": self.passed,
+            "macro_auc_ref": t["macro_auc_ref"],
+            "macro_auc_new": t["macro_auc_new"],
+            "macro_delta": t["macro_delta"],
+            "worst_label": worst[0],
+            "worst_delta": worst[1],
+            "agreement_at_threshold": t["agreement_at_threshold"],
+            "max_macro_drop": t["max_macro_drop"],
+            "max_drop": t["max_drop"],
+            "drifted": self.drifted,
+            "n_images": t["n_images"],
+        }
 
 
 def torch_probs(model, images: np.ndarray, batch: int = 32) -> np.ndarray:

@@ -37,9 +37,16 @@ def export_onnx(model, example, path: Path) -> list[str]:
     axes = {"image": {0: "batch"}, **{n: {0: "batch"} for n in names}}
     with torch.no_grad():
         torch.onnx.export(
-            wrapper, (example,), str(path), input_names=["image"], output_names=names,
-            dynamic_axes=axes, opset_version=OPSET, dynamo=False, do_constant_folding=True,
-        )  # fmt: skip
+            wrapper,
+            (example,),
+            str(path),
+            input_names=["image"],
+            output_names=names,
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            dynamo=False,
+            do_constant_folding=True,
+        )
     _inline_shared_initializers(path)
     return names
 
@@ -202,8 +209,16 @@ def float_bypass(path: Path) -> int:
     return rewired
 
 
-def quantize_onnx(src: Path, dst: Path, calibration: np.ndarray, method: str, *, symmetric: bool = False,
-                  exclude_softmax: bool = True, float_layers=()) -> dict:  # fmt: skip
+def quantize_onnx(
+    src: Path,
+    dst: Path,
+    calibration: np.ndarray,
+    method: str,
+    *,
+    symmetric: bool = False,
+    exclude_softmax: bool = True,
+    float_layers=(),
+) -> dict:
     """Static INT8 QDQ quantization of ``src`` into ``dst``; returns the settings used.
 
     Only Conv, Gemm and weight MatMuls run in INT8 (the ops with int8 kernels that pay);
@@ -230,14 +245,20 @@ def quantize_onnx(src: Path, dst: Path, calibration: np.ndarray, method: str, *,
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-               "percentile": CalibrationMethod.Percentile}  # fmt: skip
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }
     if method not in methods:
         raise ConfigError(f"unknown calibration method {method!r}; expected one of {', '.join(methods)}")
     from mxa_edge.export.sensitivity import QUANTIZED_OP_TYPES, float_node_names
 
-    excluded = sorted(set(sensitive_nodes(src, softmax=exclude_softmax)) | set(float_node_names(src, float_layers))
-                      | set(activation_matmuls(src)))  # fmt: skip
+    excluded = sorted(
+        set(sensitive_nodes(src, softmax=exclude_softmax))
+        | set(float_node_names(src, float_layers))
+        | set(activation_matmuls(src))
+    )
     activation = QuantType.QInt8 if symmetric else QuantType.QUInt8
     extra = {"ActivationSymmetric": symmetric, "WeightSymmetric": True}
     if method == "percentile":
@@ -250,11 +271,18 @@ def quantize_onnx(src: Path, dst: Path, calibration: np.ndarray, method: str, *,
     # stdout, which belongs to results (--json): send it to stderr.
     with contextlib.redirect_stdout(sys.stderr), _without_preprocess_advice():
         quantize_static(
-            str(src), str(dst), _ArrayReader(calibration, batch=8 if method == "minmax" else 1),
-            quant_format=QuantFormat.QDQ, activation_type=activation, weight_type=QuantType.QInt8, per_channel=True,
-            calibrate_method=methods[method], nodes_to_exclude=excluded, extra_options=extra,
+            str(src),
+            str(dst),
+            _ArrayReader(calibration, batch=8 if method == "minmax" else 1),
+            quant_format=QuantFormat.QDQ,
+            activation_type=activation,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            calibrate_method=methods[method],
+            nodes_to_exclude=excluded,
+            extra_options=extra,
             op_types_to_quantize=list(QUANTIZED_OP_TYPES),
-        )  # fmt: skip
+        )
     rewired = float_bypass(dst)
     return {
         "tool": "onnxruntime.quantization.quantize_static",
@@ -309,10 +337,19 @@ class OnnxBackend:
         export_onnx(model, example, fp32)
         opts.notes["onnx_parity_max_abs"] = check_parity(model, fp32, example)
         if not opts.int8:
-            return BackendOutput([FP32_FILE], "onnxruntime", {"weights": "fp32", "activations": "fp32",
-                                 "inference_precision": "fp32"}, None)  # fmt: skip
-        quant = quantize_onnx(fp32, out_dir / INT8_FILE, opts.calibration, opts.calib_method,
-                              float_layers=opts.float_layers)  # fmt: skip
+            return BackendOutput(
+                [FP32_FILE],
+                "onnxruntime",
+                {"weights": "fp32", "activations": "fp32", "inference_precision": "fp32"},
+                None,
+            )
+        quant = quantize_onnx(
+            fp32, out_dir / INT8_FILE, opts.calibration, opts.calib_method, float_layers=opts.float_layers
+        )
         fp32.unlink()  # the artifact ships one model; the FP32 reference is the run itself
-        return BackendOutput([INT8_FILE], "onnxruntime",
-                             {"weights": "int8", "activations": "uint8", "inference_precision": "int8"}, quant)  # fmt: skip
+        return BackendOutput(
+            [INT8_FILE],
+            "onnxruntime",
+            {"weights": "int8", "activations": "uint8", "inference_precision": "int8"},
+            quant,
+        )

@@ -49,8 +49,15 @@ def float_patterns(onnx_nodes) -> list[str]:
     return ["^" + re.escape(name) + "(/.*)?$" for name in onnx_nodes]
 
 
-def quantize_ir(ov_model, calibration: np.ndarray, method: str, *, model_type: str | None = "transformer",
-                seed: int = 0, float_nodes=()):  # fmt: skip
+def quantize_ir(
+    ov_model,
+    calibration: np.ndarray,
+    method: str,
+    *,
+    model_type: str | None = "transformer",
+    seed: int = 0,
+    float_nodes=(),
+):
     """NNCF PTQ of an OpenVINO model; returns (quantized model, settings for the manifest).
 
     ``method`` maps onto NNCF's range estimators: minmax -> MinMax (NNCF's default for
@@ -78,9 +85,14 @@ def quantize_ir(ov_model, calibration: np.ndarray, method: str, *, model_type: s
     mtype = nncf.ModelType.TRANSFORMER if model_type == "transformer" else None
     with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars: stdout carries --json results
         quantized = nncf.quantize(
-            ov_model, _nncf_dataset(calibration), subset_size=len(calibration), model_type=mtype,
-            ignored_scope=scope, advanced_parameters=advanced, preset=nncf.QuantizationPreset.MIXED,
-        )  # fmt: skip
+            ov_model,
+            _nncf_dataset(calibration),
+            subset_size=len(calibration),
+            model_type=mtype,
+            ignored_scope=scope,
+            advanced_parameters=advanced,
+            preset=nncf.QuantizationPreset.MIXED,
+        )
     settings = {
         "tool": f"nncf.quantize {nncf.__version__}",
         "method": method if method != "entropy" else "entropy (no NNCF equivalent: default estimator)",
@@ -115,8 +127,16 @@ def gate_score(targets, mask, prob_ref, max_macro_drop: float, max_drop: float):
     return score
 
 
-def quantize_ir_with_accuracy_control(ov_model, calibration: np.ndarray, validation, method: str, max_macro_drop: float,
-                                      max_drop: float, prob_ref: np.ndarray, float_nodes=()):  # fmt: skip
+def quantize_ir_with_accuracy_control(
+    ov_model,
+    calibration: np.ndarray,
+    validation,
+    method: str,
+    max_macro_drop: float,
+    max_drop: float,
+    prob_ref: np.ndarray,
+    float_nodes=(),
+):
     """NNCF PTQ that reverts quantizers to float, the ones that move the logits most first
     (NNCF's ranking by normalised MSE of the logits), until the drift gate's score
     (``gate_score``: macro AND per-pathology bounds) on ``validation`` (images, targets, mask:
@@ -155,15 +175,23 @@ def quantize_ir_with_accuracy_control(ov_model, calibration: np.ndarray, validat
     scope = nncf.IgnoredScope(patterns=patterns, types=list(IGNORED_TYPES), validate=False)
     with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars: stdout carries --json results
         quantized = nncf.quantize_with_accuracy_control(
-            ov_model, _nncf_dataset(calibration), nncf.Dataset(items, lambda item: item[0]), validation_fn=validate,
-            max_drop=1.0, drop_type=nncf.DropType.ABSOLUTE, subset_size=len(calibration),
-            model_type=nncf.ModelType.TRANSFORMER, preset=nncf.QuantizationPreset.MIXED, ignored_scope=scope,
+            ov_model,
+            _nncf_dataset(calibration),
+            nncf.Dataset(items, lambda item: item[0]),
+            validation_fn=validate,
+            max_drop=1.0,
+            drop_type=nncf.DropType.ABSOLUTE,
+            subset_size=len(calibration),
+            model_type=nncf.ModelType.TRANSFORMER,
+            preset=nncf.QuantizationPreset.MIXED,
+            ignored_scope=scope,
             advanced_quantization_parameters=advanced,
             advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
-                max_num_iterations=AC_MAX_ITERATIONS, ranking_subset_size=min(AC_RANKING_SUBSET, len(images)),
+                max_num_iterations=AC_MAX_ITERATIONS,
+                ranking_subset_size=min(AC_RANKING_SUBSET, len(images)),
                 num_ranking_workers=1,
             ),
-        )  # fmt: skip
+        )
     return quantized
 
 
@@ -191,8 +219,11 @@ def _estimator(method: str):
 
 def _quantile_estimator():
     from nncf.quantization.range_estimator import (
-        AggregatorType, RangeEstimatorParameters, StatisticsCollectorParameters, StatisticsType,
-    )  # fmt: skip
+        AggregatorType,
+        RangeEstimatorParameters,
+        StatisticsCollectorParameters,
+        StatisticsType,
+    )
 
     return RangeEstimatorParameters(
         min=StatisticsCollectorParameters(StatisticsType.QUANTILE, AggregatorType.MEAN, quantile_outlier_prob=1e-4),
@@ -264,8 +295,13 @@ class OpenVinoBackend:
         if opts.int8:
             from mxa_edge.export.sensitivity import float_node_names
 
-            ov_model, quant = quantize_ir(ov_model, opts.calibration, opts.calib_method, seed=opts.seed,
-                                          float_nodes=float_node_names(onnx_path, opts.float_layers))  # fmt: skip
+            ov_model, quant = quantize_ir(
+                ov_model,
+                opts.calibration,
+                opts.calib_method,
+                seed=opts.seed,
+                float_nodes=float_node_names(onnx_path, opts.float_layers),
+            )
             quant["grid_inputs_in_float"] = sensitive_ops_in_float(ov_model)
             precision = {"weights": "int8", "activations": "int8", "inference_precision": "f32"}
         elif opts.fp16:
@@ -279,9 +315,18 @@ class OpenVinoBackend:
         onnx_path.unlink()
         return BackendOutput([XML, BIN], "openvino", precision, quant)
 
-    def export_with_accuracy_control(self, model, example, out_dir: Path, opts: ExportOptions, validation,
-                                     max_macro_drop: float, max_drop: float, prob_ref: np.ndarray,
-                                     first: BackendOutput) -> BackendOutput:  # fmt: skip
+    def export_with_accuracy_control(
+        self,
+        model,
+        example,
+        out_dir: Path,
+        opts: ExportOptions,
+        validation,
+        max_macro_drop: float,
+        max_drop: float,
+        prob_ref: np.ndarray,
+        first: BackendOutput,
+    ) -> BackendOutput:
         """INT8 retry after ``first`` (this backend's plain INT8 export, still in ``out_dir``)
         failed the drift gate: ``quantize_with_accuracy_control`` against the gate's own score
         on ``validation``; the manifest lists the ops it reverted to float."""
@@ -296,13 +341,19 @@ class OpenVinoBackend:
         plain = ov.Core().read_model(str(out_dir / XML))
         quant = dict(first.quantization)
         controlled = quantize_ir_with_accuracy_control(
-            ov.Core().read_model(str(onnx_path)), opts.calibration, validation, opts.calib_method, max_macro_drop,
-            max_drop, prob_ref, float_node_names(onnx_path, opts.float_layers),
-        )  # fmt: skip
+            ov.Core().read_model(str(onnx_path)),
+            opts.calibration,
+            validation,
+            opts.calib_method,
+            max_macro_drop,
+            max_drop,
+            prob_ref,
+            float_node_names(onnx_path, opts.float_layers),
+        )
         quant["accuracy_control"] = {
             "tool": "nncf.quantize_with_accuracy_control",
             "metric": "drift gate score on the run's valid split: 1 + min(macro change / max macro drop, "
-                      "worst pathology change / max drop); passes at >= 0",
+            "worst pathology change / max drop); passes at >= 0",
             "max_macro_drop": float(max_macro_drop),
             "max_drop": float(max_drop),
             "max_iterations": AC_MAX_ITERATIONS,
@@ -314,5 +365,6 @@ class OpenVinoBackend:
             (out_dir / name).unlink(missing_ok=True)
         ov.save_model(controlled, str(out_dir / XML), compress_to_fp16=False)
         onnx_path.unlink()
-        return BackendOutput([XML, BIN], "openvino", {"weights": "int8", "activations": "int8",
-                             "inference_precision": "f32"}, quant)  # fmt: skip
+        return BackendOutput(
+            [XML, BIN], "openvino", {"weights": "int8", "activations": "int8", "inference_precision": "f32"}, quant
+        )

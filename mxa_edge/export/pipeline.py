@@ -23,10 +23,10 @@ import contextlib
 import functools
 import logging
 import os
-import sys
-import warnings
 import shutil
+import sys
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -51,7 +51,9 @@ class ExportResult:
     notes: dict = field(default_factory=dict)
 
 
-def default_out_dir(run_dir: Path, target: str, int8: bool, fp16: bool, qat: bool, static_batch: int | None = None) -> Path:
+def default_out_dir(
+    run_dir: Path, target: str, int8: bool, fp16: bool, qat: bool, static_batch: int | None = None
+) -> Path:
     precision = "qat-int8" if qat else "int8" if int8 else "fp16" if fp16 else "fp32"
     fixed = f"-b{static_batch}" if static_batch else ""  # beside, not over, the dynamic-batch export
     return Path(run_dir) / "exports" / f"{target}-{precision}{fixed}"
@@ -69,14 +71,27 @@ def _versions() -> dict:
     return out
 
 
-def _check_options(target, int8, qat, fp16, calib_method, calib_size, max_macro_drop, max_drop, qat_epochs=1,
-                   max_noise=DEFAULT_NOISE_BUDGET, static_batch=None):  # fmt: skip
+def _check_options(
+    target,
+    int8,
+    qat,
+    fp16,
+    calib_method,
+    calib_size,
+    max_macro_drop,
+    max_drop,
+    qat_epochs=1,
+    max_noise=DEFAULT_NOISE_BUDGET,
+    static_batch=None,
+):
     if target not in TARGETS:
         raise ConfigError(f"unknown export target {target!r}; expected one of {', '.join(TARGETS)}")
     if calib_method not in CALIB_METHODS:
         raise ConfigError(f"unknown calibration method {calib_method!r}; expected one of {', '.join(CALIB_METHODS)}")
     if qat and target == "tensorrt":
-        raise ConfigError("--qat exports to onnx or openvino; TensorRT wants symmetric Q/DQ, use --target tensorrt --int8")
+        raise ConfigError(
+            "--qat exports to onnx or openvino; TensorRT wants symmetric Q/DQ, use --target tensorrt --int8"
+        )
     if qat and fp16:
         raise ConfigError("--qat gives an INT8 model; drop --fp16")
     if qat_epochs < 1:
@@ -86,12 +101,15 @@ def _check_options(target, int8, qat, fp16, calib_method, calib_size, max_macro_
     if calib_size < 1:
         raise ConfigError(f"--calib-size must be at least 1, got {calib_size}")
     if not max_noise > 0:
-        raise ConfigError(f"--max-noise must be > 0 (a ratio of logit spreads; large values keep every layer INT8), got {max_noise}")
+        raise ConfigError(
+            f"--max-noise must be > 0 (a ratio of logit spreads; large values keep every layer INT8), got {max_noise}"
+        )
     if max_macro_drop < -1 or max_drop < -1:
         raise ConfigError("drift bounds are AUC drops and must be >= -1")
     if static_batch is not None and (target != "openvino" or static_batch < 1):
-        raise ConfigError(f"--static-batch takes a batch size >= 1 and applies to --target openvino, "
-                          f"got {static_batch} for {target}")  # fmt: skip
+        raise ConfigError(
+            f"--static-batch takes a batch size >= 1 and applies to --target openvino, got {static_batch} for {target}"
+        )
 
 
 def _stdout_to_stderr(fn):
@@ -134,7 +152,6 @@ def export_run(
     gate fails, and, for ``target="tensorrt"`` without TensorRT/CUDA here, MissingDependencyError
     AFTER the Q/DQ ONNX and BUILD_TRT.txt are published and gated (``.result`` as well).
     """
-    import numpy as np
     import torch
 
     from mxa_edge.data.arrays import load_split_arrays
@@ -144,8 +161,9 @@ def export_run(
     from mxa_edge.training.run_io import load_run, run_preprocess
 
     say = progress or (lambda msg: None)
-    _check_options(target, int8, qat, fp16, calib_method, calib_size, max_macro_drop, max_drop, qat_epochs, max_noise,
-                   static_batch)  # fmt: skip
+    _check_options(
+        target, int8, qat, fp16, calib_method, calib_size, max_macro_drop, max_drop, qat_epochs, max_noise, static_batch
+    )
     int8 = int8 or qat  # QAT is INT8 quantization-aware training: --qat alone means INT8
     run_dir = Path(run_dir).absolute()
     backend = get_backend(target)
@@ -183,9 +201,14 @@ def export_run(
     data = run_manifest.get("data") or {}
     say("reading the validation split")
     valid = load_split_arrays(
-        data["root"], "valid", pp, uncertainty=data.get("uncertainty", "u1"), blank=data.get("blank", "negative"),
-        frontal_only=data.get("frontal_only", True), ap_pa=data.get("ap_pa"),
-    )  # fmt: skip
+        data["root"],
+        "valid",
+        pp,
+        uncertainty=data.get("uncertainty", "u1"),
+        blank=data.get("blank", "negative"),
+        frontal_only=data.get("frontal_only", True),
+        ap_pa=data.get("ap_pa"),
+    )
     valid_x = valid.model_input(slice(None), pp)
     # The fused model is the reference: equal to the trained one within 1e-4 (checked above), faster.
     prob_ref = drift_mod.torch_probs(fused, valid_x)
@@ -216,11 +239,26 @@ def export_run(
 
             say("reading the training split (QAT)")
             train = load_split_arrays(
-                data["root"], "train", pp, uncertainty=data.get("uncertainty", "u1"),
-                blank=data.get("blank", "negative"), frontal_only=data.get("frontal_only", True), ap_pa=data.get("ap_pa"),
-            )  # fmt: skip
-            qmodel, qat_info = qat_finetune(fused, example, opts.calibration, train, pp, epochs=qat_epochs, lr=qat_lr,
-                                            seed=seed, say=say, float_layers=opts.float_layers)  # fmt: skip
+                data["root"],
+                "train",
+                pp,
+                uncertainty=data.get("uncertainty", "u1"),
+                blank=data.get("blank", "negative"),
+                frontal_only=data.get("frontal_only", True),
+                ap_pa=data.get("ap_pa"),
+            )
+            qmodel, qat_info = qat_finetune(
+                fused,
+                example,
+                opts.calibration,
+                train,
+                pp,
+                epochs=qat_epochs,
+                lr=qat_lr,
+                seed=seed,
+                say=say,
+                float_layers=opts.float_layers,
+            )
             qat_info["mixed_precision"] = opts.notes.pop("mixed_precision", None)
             say(f"exporting the QAT model to {target}")
             out = export_qat(qmodel, example, work, target)
@@ -246,12 +284,21 @@ def export_run(
         def run_gate(out):
             say("drift gate")
             gate_file = work / (out.gate_file or out.files[0])
-            engine = open_model_file(gate_file, out.gate_runtime or out.runtime,
-                                     precision=out.precision.get("inference_precision"))  # fmt: skip
+            engine = open_model_file(
+                gate_file, out.gate_runtime or out.runtime, precision=out.precision.get("inference_precision")
+            )
             prob_new = drift_mod.engine_probs(engine, valid_x)
             del engine
-            report = drift_mod.gate(valid.targets, valid.mask, prob_ref, prob_new, max_macro_drop=max_macro_drop,
-                                    max_drop=max_drop, n_boot=n_boot, seed=seed)  # fmt: skip
+            report = drift_mod.gate(
+                valid.targets,
+                valid.mask,
+                prob_ref,
+                prob_new,
+                max_macro_drop=max_macro_drop,
+                max_drop=max_drop,
+                n_boot=n_boot,
+                seed=seed,
+            )
             return gate_file, report
 
         gate_file, report = run_gate(out)
@@ -259,12 +306,22 @@ def export_run(
             say("INT8 drifted: retrying with NNCF accuracy control (reverting the worst layers to float)")
             first = report.summary()
             out = backend.export_with_accuracy_control(
-                fused, example, work, opts, (valid_x, valid.targets, valid.mask), max_macro_drop, max_drop, prob_ref, out,
-            )  # fmt: skip
+                fused,
+                example,
+                work,
+                opts,
+                (valid_x, valid.targets, valid.mask),
+                max_macro_drop,
+                max_drop,
+                prob_ref,
+                out,
+            )
             out.quantization["accuracy_control"]["first_gate"] = first
             fix_batch(out)
             gate_file, report = run_gate(out)
-        report.table.update({"target": target, "gated_file": gate_file.name, "gated_runtime": out.gate_runtime or out.runtime})
+        report.table.update(
+            {"target": target, "gated_file": gate_file.name, "gated_runtime": out.gate_runtime or out.runtime}
+        )
         write_json(work / "drift.json", report.table)
         drift_mod.plot(report, work / "drift.png", f"{spec.name} -> {target} {out.precision['weights']}")
 
@@ -279,11 +336,16 @@ def export_run(
             "inputs": ["image"],
             "outputs": ["logits"] + (["roi", "attention", "attention_box"] if spec.mxa else []),
             "labels": list(run_manifest["labels"]),
-            "thresholds": {k: float((run_manifest.get("thresholds") or {}).get(k, 0.5)) for k in run_manifest["labels"]},
+            "thresholds": {
+                k: float((run_manifest.get("thresholds") or {}).get(k, 0.5)) for k in run_manifest["labels"]
+            },
             "preprocess": pp.to_dict(),
             "precision": out.precision,
-            "quantization": None if out.quantization is None else {
-                **out.quantization, **({"mixed_precision": opts.notes["mixed_precision"]} if "mixed_precision" in opts.notes else {}),
+            "quantization": None
+            if out.quantization is None
+            else {
+                **out.quantization,
+                **({"mixed_precision": opts.notes["mixed_precision"]} if "mixed_precision" in opts.notes else {}),
             },
             "qat": qat_info,
             "calibration": calib_set.summary() if calib_set is not None else None,
@@ -298,8 +360,12 @@ def export_run(
             "macs": cost["macs"],
             "params": cost["params"],
             "drift": report.summary(),
-            "export": {"target": target, "onnx_opset": 17, **{k: v for k, v in opts.notes.items() if k != "mixed_precision"},
-                       **out.extra},
+            "export": {
+                "target": target,
+                "onnx_opset": 17,
+                **{k: v for k, v in opts.notes.items() if k != "mixed_precision"},
+                **out.extra,
+            },
             "versions": _versions(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
@@ -313,9 +379,11 @@ def export_run(
             os.replace(work, rejected)
             result.rejected = rejected
             worst = ", ".join(
-                f"{k} {report.table['per_label'][k]['delta']:+.4f}" if k != "macro" else f"macro {report.table['macro_delta']:+.4f}"
+                f"{k} {report.table['per_label'][k]['delta']:+.4f}"
+                if k != "macro"
+                else f"macro {report.table['macro_delta']:+.4f}"
                 for k in report.drifted
-            )  # fmt: skip
+            )
             err = DriftGateError(
                 f"{target} export drifted past its bound (max drop {max_drop}, macro {max_macro_drop}): {worst}; "
                 f"not published, kept as {rejected}"

@@ -103,18 +103,26 @@ def qat_finetune(
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
 
     say(f"QAT: inserting fake-quantizers (NNCF, {len(calibration)} calibration images)")
-    data = nncf.Dataset([torch.from_numpy(np.ascontiguousarray(calibration[i : i + 1])) for i in range(len(calibration))])
+    data = nncf.Dataset(
+        [torch.from_numpy(np.ascontiguousarray(calibration[i : i + 1])) for i in range(len(calibration))]
+    )
     patterns = list(IGNORED_PATTERNS) + float_patterns(float_layers)
     scope = nncf.IgnoredScope(patterns=patterns, types=list(IGNORED_TYPES), validate=False)
     # Bias correction and SmoothQuant are PTQ repairs (and take most of quantize's time in
     # torch); fine-tuning adjusts biases and weights itself.
     advanced = AdvancedQuantizationParameters(
-        disable_bias_correction=True, smooth_quant_alphas=AdvancedSmoothQuantParameters(convolution=-1, matmul=-1),
-    )  # fmt: skip
+        disable_bias_correction=True,
+        smooth_quant_alphas=AdvancedSmoothQuantParameters(convolution=-1, matmul=-1),
+    )
     qmodel = nncf.quantize(
-        fused, data, subset_size=len(calibration), model_type=nncf.ModelType.TRANSFORMER, ignored_scope=scope,
-        preset=nncf.QuantizationPreset.MIXED, advanced_parameters=advanced,
-    )  # fmt: skip
+        fused,
+        data,
+        subset_size=len(calibration),
+        model_type=nncf.ModelType.TRANSFORMER,
+        ignored_scope=scope,
+        preset=nncf.QuantizationPreset.MIXED,
+        advanced_parameters=advanced,
+    )
     prime_attention_cache(qmodel, example)
     prime_attention_cache(fused, example)
     say(f"QAT: fine-tuning {epochs} epoch(s) on {len(train.images)} training images, lr {lr:g}")
@@ -213,8 +221,14 @@ def fold_weight_quantizers(path: Path) -> int:
     folded, keep = 0, []
     for node in graph.node:
         ins = list(node.input)
-        if not (node.op_type == "QuantizeLinear" and len(ins) == 3 and ins[0] in values and ins[1] in values
-                and ins[2] in values and values[ins[0]].data_type == onnx.TensorProto.FLOAT):  # fmt: skip
+        if not (
+            node.op_type == "QuantizeLinear"
+            and len(ins) == 3
+            and ins[0] in values
+            and ins[1] in values
+            and ins[2] in values
+            and values[ins[0]].data_type == onnx.TensorProto.FLOAT
+        ):
             keep.append(node)
             continue
         w = numpy_helper.to_array(values[ins[0]]).astype(np.float32)
@@ -251,10 +265,19 @@ def export_qat(qmodel, example, out_dir: Path, target: str) -> BackendOutput:
         export_onnx(qmodel, example, out_dir / INT8_FILE)
         folded = fold_weight_quantizers(out_dir / INT8_FILE)
         diff = qat_logits_max_diff(qmodel, out_dir / INT8_FILE, example, "onnxruntime")
-        quant = {"tool": "nncf QAT, exported as ONNX QuantizeLinear/DequantizeLinear", "format": "QDQ",
-                 "n_quantizers": n, "int8_weight_initializers": folded, "export_vs_torch_max_abs": diff}  # fmt: skip
-        return BackendOutput([INT8_FILE], "onnxruntime",
-                             {"weights": "int8", "activations": "uint8", "inference_precision": "int8"}, quant)  # fmt: skip
+        quant = {
+            "tool": "nncf QAT, exported as ONNX QuantizeLinear/DequantizeLinear",
+            "format": "QDQ",
+            "n_quantizers": n,
+            "int8_weight_initializers": folded,
+            "export_vs_torch_max_abs": diff,
+        }
+        return BackendOutput(
+            [INT8_FILE],
+            "onnxruntime",
+            {"weights": "int8", "activations": "uint8", "inference_precision": "int8"},
+            quant,
+        )
     if target == "openvino":
         import openvino as ov
 
@@ -271,9 +294,13 @@ def export_qat(qmodel, example, out_dir: Path, target: str) -> BackendOutput:
         ov.save_model(ov_model, str(out_dir / XML), compress_to_fp16=False)
         onnx_path.unlink()
         diff = qat_logits_max_diff(qmodel, out_dir / XML, example, "openvino")
-        quant = {"tool": "nncf QAT, exported as OpenVINO FakeQuantize", "n_quantizers": n,
-                 "grid_inputs_in_float": sensitive_ops_in_float(ov.Core().read_model(str(out_dir / XML))),
-                 "export_vs_torch_max_abs": diff}  # fmt: skip
-        return BackendOutput([XML, BIN], "openvino",
-                             {"weights": "int8", "activations": "int8", "inference_precision": "f32"}, quant)  # fmt: skip
+        quant = {
+            "tool": "nncf QAT, exported as OpenVINO FakeQuantize",
+            "n_quantizers": n,
+            "grid_inputs_in_float": sensitive_ops_in_float(ov.Core().read_model(str(out_dir / XML))),
+            "export_vs_torch_max_abs": diff,
+        }
+        return BackendOutput(
+            [XML, BIN], "openvino", {"weights": "int8", "activations": "int8", "inference_precision": "f32"}, quant
+        )
     raise ValueError(f"QAT export supports onnx and openvino, not {target!r}")

@@ -54,10 +54,13 @@ class FloatLayers:
             return {"method": "skipped", "reason": self.skipped, "float_layers": []}
         return {
             "method": "fake-quant sensitivity on the calibration images (label-free)",
-            "budget": self.budget, "noise_all_int8": round(self.noise_int8, 4),
-            "noise_mixed": round(self.noise_mixed, 4), "n_quantizable": self.n_quantizable,
-            "float_layers": self.layers, "most_sensitive": {k: round(v, 4) for k, v in worst},
-        }  # fmt: skip
+            "budget": self.budget,
+            "noise_all_int8": round(self.noise_int8, 4),
+            "noise_mixed": round(self.noise_mixed, 4),
+            "n_quantizable": self.n_quantizable,
+            "float_layers": self.layers,
+            "most_sensitive": {k: round(v, 4) for k, v in worst},
+        }
 
 
 QUANTIZED_OP_TYPES = ("Conv", "Gemm", "MatMul")  # the ONNX ops the INT8 backends quantize
@@ -82,6 +85,7 @@ def float_node_names(onnx_path, layers) -> list[str]:
 
     wanted = set(layers)
     graph = onnx.load(str(onnx_path), load_external_data=False).graph
+
     def scope_of(name):
         scope = node_scope(name)
         return scope if scope in wanted else re.sub(r"_\d+$", "", scope)
@@ -93,9 +97,10 @@ def _quantizable(model) -> dict:
     import torch
 
     return {
-        name: mod for name, mod in model.named_modules()
+        name: mod
+        for name, mod in model.named_modules()
         if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear)) and not any(s in f".{name}." for s in ALWAYS_FLOAT)
-    }  # fmt: skip
+    }
 
 
 class _FakeQuant:
@@ -114,15 +119,20 @@ class _FakeQuant:
             lo, hi = min(lo, 0.0), max(hi, 0.0)  # zero must be exact (padding)
             scale = max(hi - lo, 1e-8) / 255.0
             zp = int(round(-lo / scale))
-            self.handles.append(mod.register_forward_pre_hook(
-                lambda m, args, s=scale, z=zp: (torch.fake_quantize_per_tensor_affine(args[0], s, z, 0, 255),)
-            ))  # fmt: skip
+            self.handles.append(
+                mod.register_forward_pre_hook(
+                    lambda m, args, s=scale, z=zp: (torch.fake_quantize_per_tensor_affine(args[0], s, z, 0, 255),)
+                )
+            )
             w = mod.weight.data
             self.saved[name] = w.clone()
             axis_max = w.abs().reshape(w.shape[0], -1).amax(1).clamp_min(1e-12)
             scales = (axis_max / 127.0).float()
-            w.copy_(torch.fake_quantize_per_channel_affine(w, scales, torch.zeros_like(scales, dtype=torch.int32),
-                                                           0, -127, 127))  # fmt: skip
+            w.copy_(
+                torch.fake_quantize_per_channel_affine(
+                    w, scales, torch.zeros_like(scales, dtype=torch.int32), 0, -127, 127
+                )
+            )
         return self
 
     def __exit__(self, *exc):
@@ -140,8 +150,9 @@ def noise_ratio(ref: np.ndarray, new: np.ndarray) -> tuple[float, np.ndarray]:
     return float(per.max()), per
 
 
-def choose_float_layers(model, calibration: np.ndarray, budget: float = DEFAULT_BUDGET, *,
-                        progress=None) -> FloatLayers:  # fmt: skip
+def choose_float_layers(
+    model, calibration: np.ndarray, budget: float = DEFAULT_BUDGET, *, progress=None
+) -> FloatLayers:
     """Score every quantizable layer alone, then keep the most sensitive in float, the fewest
     for which the whole model's simulated noise is within ``budget`` (binary search over the
     sorted list; the noise falls, not strictly, as layers return to float)."""
@@ -170,8 +181,11 @@ def choose_float_layers(model, calibration: np.ndarray, budget: float = DEFAULT_
             h.remove()
         ref = model(x).double().numpy()
         if len(x) < MIN_IMAGES or float(ref.std(0).min()) < 1e-6:
-            why = (f"{len(x)} calibration images (< {MIN_IMAGES})" if len(x) < MIN_IMAGES
-                   else "the model's logits do not vary over the calibration images")  # fmt: skip
+            why = (
+                f"{len(x)} calibration images (< {MIN_IMAGES})"
+                if len(x) < MIN_IMAGES
+                else "the model's logits do not vary over the calibration images"
+            )
             return FloatLayers([], float("nan"), float("nan"), budget, len(modules), skipped=why)
 
         def noise(layers) -> float:

@@ -81,7 +81,9 @@ class TensorRtBackend:
 
     def export(self, model, example, out_dir: Path, opts: ExportOptions) -> BackendOutput:
         if not (opts.int8 or opts.fp16):
-            raise ConfigError("the tensorrt target needs --int8 or --fp16 (FP32 TensorRT gains nothing over ONNX Runtime)")
+            raise ConfigError(
+                "the tensorrt target needs --int8 or --fp16 (FP32 TensorRT gains nothing over ONNX Runtime)"
+            )
         out_dir = Path(out_dir)
         size = int(example.shape[-1])
         fp = out_dir / FP_FILE
@@ -90,8 +92,14 @@ class TensorRtBackend:
         quant = None
         entry = FP_FILE
         if opts.int8:
-            quant = quantize_onnx(fp, out_dir / QDQ_FILE, opts.calibration, opts.calib_method, symmetric=True,
-                                  float_layers=opts.float_layers)  # fmt: skip
+            quant = quantize_onnx(
+                fp,
+                out_dir / QDQ_FILE,
+                opts.calibration,
+                opts.calib_method,
+                symmetric=True,
+                float_layers=opts.float_layers,
+            )
             fp.unlink()
             entry = QDQ_FILE
         command = trtexec_command(entry, size, int8=opts.int8, fp16=opts.fp16)
@@ -105,13 +113,18 @@ class TensorRtBackend:
             build_engine(out_dir / entry, out_dir / ENGINE_FILE, size, int8=opts.int8, fp16=opts.fp16)
             files.append(ENGINE_FILE)
         precision = {
-            "weights": "int8" if opts.int8 else "fp16", "activations": "int8" if opts.int8 else "fp16",
+            "weights": "int8" if opts.int8 else "fp16",
+            "activations": "int8" if opts.int8 else "fp16",
             "inference_precision": ("int8+fp16" if opts.fp16 else "int8") if opts.int8 else "fp16",
-        }  # fmt: skip
+        }
         return BackendOutput(
-            files, "tensorrt", precision, quant,
+            files,
+            "tensorrt",
+            precision,
+            quant,
             # The gate runs the ONNX through ONNX Runtime (CPU): for int8 that is the same Q/DQ
             # arithmetic TensorRT must honour; fp16 has no CPU equivalent and is gated as FP32.
-            gate_file=entry, gate_runtime="onnxruntime",
+            gate_file=entry,
+            gate_runtime="onnxruntime",
             extra={"trtexec": command, "engine_built": ok, "engine_missing_reason": reason or None},
-        )  # fmt: skip
+        )

@@ -69,9 +69,7 @@ def roi_align_resize(features: torch.Tensor, boxes: torch.Tensor) -> torch.Tenso
     x1, y1, x2, y2 = boxes.unbind(dim=1)
     gx = x1[:, None] + xs[None, :] * (x2 - x1)[:, None]  # (B, W), in [0, 1]
     gy = y1[:, None] + ys[None, :] * (y2 - y1)[:, None]  # (B, H)
-    grid = torch.stack(
-        [gx[:, None, :].expand(b, h, w), gy[:, :, None].expand(b, h, w)], dim=-1
-    )  # (B, H, W, 2)
+    grid = torch.stack([gx[:, None, :].expand(b, h, w), gy[:, :, None].expand(b, h, w)], dim=-1)  # (B, H, W, 2)
     # align_corners=False: -1 and 1 are the outer edges of the map, matching [0, 1] boxes.
     return F.grid_sample(features, grid * 2.0 - 1.0, mode="bilinear", padding_mode="border", align_corners=False)
 

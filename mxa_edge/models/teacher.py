@@ -30,10 +30,25 @@ XRV_WEIGHTS_NAME = "densenet121-res224-chex"
 
 # Output order of TorchXRayVision's densenet121-res224-chex ("" = never trained).
 XRV_CHEX_OUTPUTS: tuple[str, ...] = (
-    "Atelectasis", "Consolidation", "", "Pneumothorax", "Edema", "", "", "Effusion",
-    "Pneumonia", "", "Cardiomegaly", "", "", "", "Lung Lesion", "Fracture", "Lung Opacity",
+    "Atelectasis",
+    "Consolidation",
+    "",
+    "Pneumothorax",
+    "Edema",
+    "",
+    "",
+    "Effusion",
+    "Pneumonia",
+    "",
+    "Cardiomegaly",
+    "",
+    "",
+    "",
+    "Lung Lesion",
+    "Fracture",
+    "Lung Opacity",
     "Enlarged Cardiomediastinum",
-)  # fmt: skip
+)
 
 # xrv name -> CheXpert name where they differ.
 _XRV_RENAMES = {"Effusion": "Pleural Effusion"}
@@ -79,10 +94,20 @@ def _safe_globals_for_xrv() -> list:
     """
     xrv = _xrv()
     return [
-        xrv.models.DenseNet, xrv.models._DenseLayer, xrv.models._DenseBlock, xrv.models._Transition,
-        nn.Sequential, nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.Linear,
-        collections.OrderedDict, set,
-    ]  # fmt: skip
+        xrv.models.DenseNet,
+        xrv.models._DenseLayer,
+        xrv.models._DenseBlock,
+        xrv.models._Transition,
+        nn.Sequential,
+        nn.Conv2d,
+        nn.BatchNorm2d,
+        nn.ReLU,
+        nn.MaxPool2d,
+        nn.AvgPool2d,
+        nn.Linear,
+        collections.OrderedDict,
+        set,
+    ]
 
 
 def load_xrv_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -101,7 +126,9 @@ def load_xrv_state_dict(path: Path) -> dict[str, torch.Tensor]:
         with torch.serialization.safe_globals(_safe_globals_for_xrv()):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file for the user
-        raise ArtifactError(f"{path}: not a loadable TorchXRayVision weights file ({str(exc).splitlines()[0]})") from None
+        raise ArtifactError(
+            f"{path}: not a loadable TorchXRayVision weights file ({str(exc).splitlines()[0]})"
+        ) from None
     state = obj.state_dict() if isinstance(obj, nn.Module) else obj
     if not isinstance(state, dict):
         raise ArtifactError(f"{path}: expected a DenseNet state dict, found {type(obj).__name__}")

@@ -49,8 +49,17 @@ def default_out(artifact_path: Path) -> Path:
     return Path(artifact_path) / "report.html"
 
 
-def build_report(artifact, data=None, bench=None, out=None, gallery: int = 6, *, n_boot: int = 1000, seed: int = 0,
-                 progress: Callable[[str], None] | None = None) -> Path:  # fmt: skip
+def build_report(
+    artifact,
+    data=None,
+    bench=None,
+    out=None,
+    gallery: int = 6,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> Path:
     """Write the HTML report of an exported artifact; returns its path.
 
     ``data``: a CheXpert-layout root for the ROC/calibration/gallery images (default: the source
@@ -84,7 +93,9 @@ def build_report(artifact, data=None, bench=None, out=None, gallery: int = 6, *,
     drift = records.read_drift(art)
     gaps: list[str] = []
     if drift is None:
-        gaps.append("The artifact has no drift.json: the per-pathology table is computed by this report, not the export record.")
+        gaps.append(
+            "The artifact has no drift.json: the per-pathology table is computed by this report, not the export record."
+        )
 
     say("reading the validation split")
     run_dir, run_manifest, run_why = scores.source_run_manifest(art)
@@ -122,9 +133,20 @@ def build_report(artifact, data=None, bench=None, out=None, gallery: int = 6, *,
     if not_eval:
         gaps.append(f"Not evaluable (one class in the validation split): {', '.join(not_eval)}.")
 
-    d = ReportData(art.path, art.manifest, records.artifact_sha256(art), drift, valid, table, [ref, new], reliabilities,
-                   bench=bench_rec, gaps=gaps, tool_version=__version__,
-                   generated=datetime.now(timezone.utc).isoformat(timespec="seconds"))  # fmt: skip
+    d = ReportData(
+        art.path,
+        art.manifest,
+        records.artifact_sha256(art),
+        drift,
+        valid,
+        table,
+        [ref, new],
+        reliabilities,
+        bench=bench_rec,
+        gaps=gaps,
+        tool_version=__version__,
+        generated=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
     if bench_rec is None:
         gaps.append("No benchmark supplied (--bench).")
 
@@ -133,8 +155,10 @@ def build_report(artifact, data=None, bench=None, out=None, gallery: int = 6, *,
         try:
             from mxa_edge.report.figures import reliability_diagram, roc_grid
 
-            aucs = [{k: v["auc"] for k, v in computed[key]["per_label"].items()} if key in computed else {}
-                    for key in ("ref", "new")]  # fmt: skip
+            aucs = [
+                {k: v["auc"] for k, v in computed[key]["per_label"].items()} if key in computed else {}
+                for key in ("ref", "new")
+            ]
             d.roc_png = roc_grid(labels, np.asarray(targets), np.asarray(mask), d.curves, aucs)
             d.reliability_png = reliability_diagram(d.curves, reliabilities)
         except ImportError as exc:

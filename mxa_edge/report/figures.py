@@ -66,8 +66,16 @@ def roc_grid(labels, targets, mask, curves: list, aucs: list[dict], cols: int = 
         if k // cols == rows - 1 or k + cols >= len(labels):
             ax.set_xlabel("1 − specificity", fontsize=7)
         if n_pos == 0 or n_neg == 0:
-            ax.text(0.5, 0.5, f"not evaluable\n{n_pos} positive, {n_neg} negative", ha="center", va="center",
-                    fontsize=8, color="#a00000", transform=ax.transAxes)  # fmt: skip
+            ax.text(
+                0.5,
+                0.5,
+                f"not evaluable\n{n_pos} positive, {n_neg} negative",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="#a00000",
+                transform=ax.transAxes,
+            )
             continue
         m = mask[:, k] == 1
         y = targets[m, k]
@@ -98,8 +106,7 @@ def reliability_diagram(curves: list, reliabilities: list[dict | None]) -> bytes
         y = np.array([v if v is not None else np.nan for v in rel["observed_frequency"]])
         ok = np.isfinite(x) & np.isfinite(y)
         tag = "FP32" if i == 0 else "exported"
-        ax.plot(x[ok], y[ok], marker=markers[i], ms=4, color=colours[i], lw=1.3,
-                label=f"{tag}: ECE {rel['ece']:.3f}")  # fmt: skip
+        ax.plot(x[ok], y[ok], marker=markers[i], ms=4, color=colours[i], lw=1.3, label=f"{tag}: ECE {rel['ece']:.3f}")
         edges = np.asarray(rel["bin_edges"])
         width = (edges[1] - edges[0]) * 0.45
         offset = -width / 2 if i == 0 else width / 2

@@ -27,7 +27,9 @@ class GalleryItem:
 
 def pick_images(split, boxes: dict, n: int) -> list[int]:
     """Indices of ``n`` validation images: those with a lesion box first, in CSV order."""
-    with_lesion = [i for i, rel in enumerate(split.rel_paths) if any(lab not in _NOT_LESIONS for lab, _ in boxes.get(rel, []))]
+    with_lesion = [
+        i for i, rel in enumerate(split.rel_paths) if any(lab not in _NOT_LESIONS for lab, _ in boxes.get(rel, []))
+    ]
     rest = [i for i in range(len(split.rel_paths)) if i not in set(with_lesion)]
     return (with_lesion + rest)[:n]
 
@@ -39,8 +41,11 @@ def _dashed_rectangle(draw, xy, colour, width: int, dash: int) -> None:
         steps = max(1, int(length // dash))
         for k in range(0, steps, 2):
             t0, t1 = k / steps, min(1.0, (k + 1) / steps)
-            draw.line([(ax + (bx - ax) * t0, ay + (by - ay) * t0), (ax + (bx - ax) * t1, ay + (by - ay) * t1)],
-                      fill=colour, width=width)  # fmt: skip
+            draw.line(
+                [(ax + (bx - ax) * t0, ay + (by - ay) * t0), (ax + (bx - ax) * t1, ay + (by - ay) * t1)],
+                fill=colour,
+                width=width,
+            )
 
 
 def draw_truth(img, boxes: list) -> int:
@@ -59,7 +64,9 @@ def draw_truth(img, boxes: list) -> int:
             continue
         xy = [box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy]
         _dashed_rectangle(draw, xy, GT_COLOUR, max(2, side // 160), max(3, side // 60))
-        draw.text((xy[0] + 2, max(0, xy[3] - side // 30)), LABEL_ABBREVIATIONS.get(label, label), fill=GT_COLOUR, font=font)
+        draw.text(
+            (xy[0] + 2, max(0, xy[3] - side // 30)), LABEL_ABBREVIATIONS.get(label, label), fill=GT_COLOUR, font=font
+        )
         n += 1
     return n
 
@@ -85,9 +92,12 @@ def _upscaled(result, side: int):
         return [b[0] * fx, b[1] * fy, b[2] * fx, b[3] * fy]
 
     return np.clip(big, 0.0, 1.0), replace(
-        result, width=size[0], height=size[1], roi_boxes=[scale(b) for b in result.roi_boxes],
+        result,
+        width=size[0],
+        height=size[1],
+        roi_boxes=[scale(b) for b in result.roi_boxes],
         attention_box=scale(result.attention_box) if result.attention_box is not None else None,
-    )  # fmt: skip
+    )
 
 
 def build_gallery(artifact_path, validation, n: int, max_side: int = 384) -> list[GalleryItem]:
@@ -104,8 +114,11 @@ def build_gallery(artifact_path, validation, n: int, max_side: int = 384) -> lis
     items = []
     for i, res in zip(idx, predictor.predict_files([split.paths[i] for i in idx], keep_image=True)):
         rel = split.rel_paths[i]
-        truth = [CHEXPERT_LABELS[c] for c in range(len(CHEXPERT_LABELS))
-                 if validation.arrays.mask[i, c] == 1 and validation.arrays.targets[i, c] == 1]  # fmt: skip
+        truth = [
+            CHEXPERT_LABELS[c]
+            for c in range(len(CHEXPERT_LABELS))
+            if validation.arrays.mask[i, c] == 1 and validation.arrays.targets[i, c] == 1
+        ]
         if isinstance(res, PredictionError):
             items.append(GalleryItem(rel, b"", [], truth, problems=[res.problem]))
             continue

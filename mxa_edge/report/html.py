@@ -110,15 +110,24 @@ def value_html(v) -> str:
 def header(d) -> str:
     t = d.table
     verdict = None if t.passed is None else (PASS if t.passed else FAIL)
-    nav = "".join(f'<a href="#{i}">{e(n)}</a>' for i, n in (
-        ("identity", "Identity"), ("per-pathology", "Per-pathology AUC"), ("roc", "ROC"), ("calibration", "Calibration"),
-        ("bench", "Benchmark"), ("gallery", "Gallery"), ("export-settings", "Export settings"), ("gaps", "Gaps"),
-    ))  # fmt: skip
+    nav = "".join(
+        f'<a href="#{i}">{e(n)}</a>'
+        for i, n in (
+            ("identity", "Identity"),
+            ("per-pathology", "Per-pathology AUC"),
+            ("roc", "ROC"),
+            ("calibration", "Calibration"),
+            ("bench", "Benchmark"),
+            ("gallery", "Gallery"),
+            ("export-settings", "Export settings"),
+            ("gaps", "Gaps"),
+        )
+    )
     return (
         f'<header class="top"><h1>Model validation report: {e(d.manifest.get("model_id"))}</h1>'
-        f'<div>Drift gate {badge(verdict, big=True)} '
+        f"<div>Drift gate {badge(verdict, big=True)} "
         f'<span class="sub">max per-finding AUC drop {num(t.max_drop, "g")}, max macro drop {num(t.max_macro_drop, "g")}'
-        f' · {e(d.manifest.get("backend"))} · weights {e((d.manifest.get("precision") or {}).get("weights"))}</span></div>'
+        f" · {e(d.manifest.get('backend'))} · weights {e((d.manifest.get('precision') or {}).get('weights'))}</span></div>"
         f'<div class="sub">Report generated {e(d.generated)} by mxa-edge {e(d.tool_version)} for sign-off before deployment.</div>'
         f"<nav>{nav}</nav></header>"
     )
@@ -127,25 +136,39 @@ def header(d) -> str:
 def identity(d) -> str:
     m = d.manifest
     src = m.get("source_run") or {}
-    files = "<br>".join(f'<code>{e(n)}</code> <code class="hash">{e(h)}</code>' for n, h in (m.get("files") or {}).items())
+    files = "<br>".join(
+        f'<code>{e(n)}</code> <code class="hash">{e(h)}</code>' for n, h in (m.get("files") or {}).items()
+    )
     fp = src.get("data_fingerprint")
-    fp_html = "<br>".join(f"{e(k)}: <code>{e(v)}</code>" for k, v in fp.items()) if isinstance(fp, dict) else value_html(fp)
+    fp_html = (
+        "<br>".join(f"{e(k)}: <code>{e(v)}</code>" for k, v in fp.items()) if isinstance(fp, dict) else value_html(fp)
+    )
     spec = m.get("model") or {}
     versions = ", ".join(f"{e(k)} {e(v)}" for k, v in (m.get("versions") or {}).items() if v) or "—"
     v = d.validation
     if v.arrays is not None:
-        same = {True: "same images as the drift gate", False: "NOT the images the drift gate used", None: "gate fingerprint not recorded"}[v.same_as_gate]
+        same = {
+            True: "same images as the drift gate",
+            False: "NOT the images the drift gate used",
+            None: "gate fingerprint not recorded",
+        }[v.same_as_gate]
         data_html = f"<code>{e(v.root)}</code> ({e(v.source)}), valid split: {len(v.arrays)} images, fingerprint <code>{e(v.fingerprint)}</code> — {e(same)}"
     else:
         data_html = f'<span class="ne">not available: {e(v.why)}</span>'
     pairs = [
-        ("Artifact sha256", f'<code class="hash">{e(d.artifact_sha256)}</code><br><span class="note">sha256 of manifest.json, then “name NUL sha256 LF” per model file</span>'),
+        (
+            "Artifact sha256",
+            f'<code class="hash">{e(d.artifact_sha256)}</code><br><span class="note">sha256 of manifest.json, then “name NUL sha256 LF” per model file</span>',
+        ),
         ("Artifact folder", f"<code>{e(d.artifact_path)}</code>"),
         ("Model id", e(m.get("model_id"))),
         ("Backend / entry", f"{e(m.get('backend'))} / <code>{e(m.get('entry'))}</code>"),
         ("Model files (sha256, verified)", files),
         ("Model", f"{e(spec.get('variant'))} at {e(spec.get('image_size'))} px, MXA: {value_html(spec.get('mxa'))}"),
-        ("Cost (FP32, batch 1)", f"{num((m.get('flops') or 0) / 1e9, '.3f')} GFLOPs · {num((m.get('macs') or 0) / 1e6, '.1f')} M MACs · {num((m.get('params') or 0) / 1e6, '.2f')} M params"),
+        (
+            "Cost (FP32, batch 1)",
+            f"{num((m.get('flops') or 0) / 1e9, '.3f')} GFLOPs · {num((m.get('macs') or 0) / 1e6, '.1f')} M MACs · {num((m.get('params') or 0) / 1e6, '.2f')} M params",
+        ),
         ("Source run", f"<code>{e(src.get('path'))}</code>"),
         ("Source weights sha256", f'<code class="hash">{e(src.get("weights_sha256"))}</code>'),
         ("Training data fingerprint", fp_html),
@@ -154,17 +177,29 @@ def identity(d) -> str:
         ("Preprocess", value_html(m.get("preprocess"))),
         ("Versions", versions),
         ("Created", e(m.get("created"))),
-    ]  # fmt: skip
+    ]
     manifest = json.dumps(m, indent=2, sort_keys=False)
     return (
-        '<section id="identity"><h2>1. Model identity</h2>' + kv_table(pairs)
+        '<section id="identity"><h2>1. Model identity</h2>'
+        + kv_table(pairs)
         + f"<details><summary>manifest.json</summary><pre>{e(manifest)}</pre></details></section>"
     )
 
 
 def pathology(d) -> str:
     t = d.table
-    head = ("Finding", "n+ / n−", "FP32 AUC", "95% CI", "Exported AUC", "95% CI", "Δ AUC", "95% CI of Δ", "Agreement", "Verdict")
+    head = (
+        "Finding",
+        "n+ / n−",
+        "FP32 AUC",
+        "95% CI",
+        "Exported AUC",
+        "95% CI",
+        "Δ AUC",
+        "95% CI of Δ",
+        "Agreement",
+        "Verdict",
+    )
     rows = []
     for r in t.rows:
         counts = f"{r.n_pos} / {r.n_neg}" if r.n_pos is not None else "—"
@@ -172,27 +207,49 @@ def pathology(d) -> str:
             why = "no positives" if r.n_pos == 0 else "no negatives" if r.n_neg == 0 else "one class"
             cells = f'<td colspan="7" class="ne">not evaluable ({e(why)} in the validation split)</td>'
         else:
-            cells = "".join(f'<td class="num">{c}</td>' for c in (
-                num(r.auc_ref), ci(r.auc_ref_ci), num(r.auc_new), ci(r.auc_new_ci), num(r.delta, "+.4f"),
-                ci(r.delta_ci, "+.4f"), num(r.agreement),
-            ))  # fmt: skip
-        rows.append(f'<tr data-finding="{e(r.name)}"><td>{e(r.name)}</td><td class="num">{counts}</td>{cells}<td>{badge(r.verdict)}</td></tr>')
+            cells = "".join(
+                f'<td class="num">{c}</td>'
+                for c in (
+                    num(r.auc_ref),
+                    ci(r.auc_ref_ci),
+                    num(r.auc_new),
+                    ci(r.auc_new_ci),
+                    num(r.delta, "+.4f"),
+                    ci(r.delta_ci, "+.4f"),
+                    num(r.agreement),
+                )
+            )
+        rows.append(
+            f'<tr data-finding="{e(r.name)}"><td>{e(r.name)}</td><td class="num">{counts}</td>{cells}<td>{badge(r.verdict)}</td></tr>'
+        )
     mc = t.macro
     foot = (
         f'<tr><td>macro ({len([r for r in t.rows if r.verdict not in (NOT_EVALUABLE, "no record")])} evaluable)</td><td class="num">{num(t.n_images, "d")} images</td>'
-        + "".join(f'<td class="num">{c}</td>' for c in (num(mc.auc_ref), ci(mc.auc_ref_ci), num(mc.auc_new), ci(mc.auc_new_ci),
-                                                         num(mc.delta, "+.4f"), ci(mc.delta_ci, "+.4f"), num(mc.agreement)))
+        + "".join(
+            f'<td class="num">{c}</td>'
+            for c in (
+                num(mc.auc_ref),
+                ci(mc.auc_ref_ci),
+                num(mc.auc_new),
+                ci(mc.auc_new_ci),
+                num(mc.delta, "+.4f"),
+                ci(mc.delta_ci, "+.4f"),
+                num(mc.agreement),
+            )
+        )
         + f"<td>{badge(mc.verdict)}</td></tr>"
-    )  # fmt: skip
+    )
     overall = None if t.passed is None else (PASS if t.passed else FAIL)
-    bounds = (f"A finding FAILS when its AUC drops by more than {num(t.max_drop, 'g')}; the macro AUC may drop by at most "
-              f"{num(t.max_macro_drop, 'g')}. Δ = exported − FP32.")  # fmt: skip
+    bounds = (
+        f"A finding FAILS when its AUC drops by more than {num(t.max_drop, 'g')}; the macro AUC may drop by at most "
+        f"{num(t.max_macro_drop, 'g')}. Δ = exported − FP32."
+    )
     notes = "".join(f'<p class="note">{e(n)}</p>' for n in t.notes)
     return (
         '<section id="per-pathology"><h2>2. Per-pathology AUC: FP32 vs exported, drift verdict</h2>'
         f"<p>Overall: {badge(overall, big=True)} {e(bounds)}</p>"
         f'<table id="pathology-table" class="per-pathology"><thead><tr>{"".join(f"<th>{h}</th>" for h in head)}</tr></thead>'
-        f'<tbody>{"".join(rows)}</tbody><tfoot>{foot}</tfoot></table>'
+        f"<tbody>{''.join(rows)}</tbody><tfoot>{foot}</tfoot></table>"
         f'<p class="note">{e(t.source)}</p>{notes}</section>'
     )
 
@@ -204,10 +261,12 @@ def _figure(uri_or_png, alt: str) -> str:
 
 def roc(d) -> str:
     out = ['<section id="roc"><h2>3. ROC curves per finding</h2>']
-    out.append('<p class="note">Computed by this report on the validation split: <span class="legend-swatch" '
-               'style="border-top:2px solid #1f5fa8"></span>FP32 PyTorch (source run) <span class="legend-swatch" '
-               'style="border-top:2px dashed #d9641e"></span>exported model through its runtime engine. '
-               'Legend numbers are each curve’s AUC on these images.</p>')  # fmt: skip
+    out.append(
+        '<p class="note">Computed by this report on the validation split: <span class="legend-swatch" '
+        'style="border-top:2px solid #1f5fa8"></span>FP32 PyTorch (source run) <span class="legend-swatch" '
+        'style="border-top:2px dashed #d9641e"></span>exported model through its runtime engine. '
+        "Legend numbers are each curve’s AUC on these images.</p>"
+    )
     for s in d.curves:
         if s.probs is None:
             out.append(gap(f"{s.label} curves unavailable: {s.why}"))
@@ -227,16 +286,30 @@ def calibration(d) -> str:
         out.append(_figure(d.reliability_png, "Reliability diagram"))
         rows = [(s.label, f"{num(r['ece'])} ECE over {r['n']} cells") for s, r in zip(d.curves, d.reliabilities) if r]
         out.append(kv_table(rows))
-        out.append('<p class="note">ECE: count-weighted mean |mean predicted − observed frequency| over 15 equal-width '
-                   "bins, all findings’ evaluated cells pooled. The exported model is deployed with the manifest’s "
-                   "thresholds, so calibration shifts matter even when AUC does not move.</p>")  # fmt: skip
+        out.append(
+            '<p class="note">ECE: count-weighted mean |mean predicted − observed frequency| over 15 equal-width '
+            "bins, all findings’ evaluated cells pooled. The exported model is deployed with the manifest’s "
+            "thresholds, so calibration shifts matter even when AUC does not move.</p>"
+        )
     else:
         out.append(gap(d.figure_why or "no model could be scored here, so there is no calibration to show"))
     out.append("</section>")
     return "".join(out)
 
 
-_BENCH_FIRST = ("backend", "target", "precision", "status", "latency", "p50", "p90", "p99", "throughput", "gflops", "macro")
+_BENCH_FIRST = (
+    "backend",
+    "target",
+    "precision",
+    "status",
+    "latency",
+    "p50",
+    "p90",
+    "p99",
+    "throughput",
+    "gflops",
+    "macro",
+)
 
 
 def _bench_columns(rows: list[dict]) -> list[str]:
@@ -269,8 +342,12 @@ def bench(d) -> str:
     out = ['<section id="bench"><h2>5. Benchmark and compute bound</h2>']
     b = d.bench
     if b is None:
-        out.append(gap(f"no benchmark supplied: run `mxa-edge bench ... --json bench.json`, then "
-                       f"`mxa-edge report {d.artifact_path} --bench bench.json`"))  # fmt: skip
+        out.append(
+            gap(
+                f"no benchmark supplied: run `mxa-edge bench ... --json bench.json`, then "
+                f"`mxa-edge report {d.artifact_path} --bench bench.json`"
+            )
+        )
         out.append("</section>")
         return "".join(out)
     out.append(f'<p class="note">From <code>{e(b.path)}</code>.</p>')
@@ -283,7 +360,9 @@ def bench(d) -> str:
         for row in b.rows:
             flat = flatten(row)
             body.append("<tr>" + "".join(_bench_cell(flat[c]) if c in flat else "<td>—</td>" for c in cols) + "</tr>")
-        out.append(f'<table id="bench-table" class="bench"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>')
+        out.append(
+            f'<table id="bench-table" class="bench"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+        )
     elif not b.problems:
         out.append(gap("the bench file has no rows"))
     for title, section in (("Compute bound", b.compute_bound), ("Machine", b.machine)):
@@ -305,19 +384,26 @@ def gallery(d) -> str:
     if d.gallery_why:
         out.append(gap(d.gallery_why))
     if d.gallery:
-        out.append('<p class="note">Exported model through the runtime Predictor. Heatmap: the first MXA block’s spatial '
-                   "attention inside its box (min–max scaled). Boxes: MXA ROIs (yellow; deepest red, thick). "
-                   + ("Dashed cyan: the phantom’s ground-truth finding boxes (boxes.csv). " if d.has_truth_boxes
-                      else "No ground-truth boxes: the dataset has no boxes.csv. ")
-                   + "Top-left: the three most probable findings, “+” at or above threshold.</p>")  # fmt: skip
+        out.append(
+            '<p class="note">Exported model through the runtime Predictor. Heatmap: the first MXA block’s spatial '
+            "attention inside its box (min–max scaled). Boxes: MXA ROIs (yellow; deepest red, thick). "
+            + (
+                "Dashed cyan: the phantom’s ground-truth finding boxes (boxes.csv). "
+                if d.has_truth_boxes
+                else "No ground-truth boxes: the dataset has no boxes.csv. "
+            )
+            + "Top-left: the three most probable findings, “+” at or above threshold.</p>"
+        )
         figs = []
         for g in d.gallery:
             if g.problems:
                 figs.append(f"<figure><figcaption>{e(g.file)}: {e('; '.join(g.problems))}</figcaption></figure>")
                 continue
-            cap = (f"<b>{e(g.file)}</b><br>labelled: {e(', '.join(g.truth) or 'none')}<br>"
-                   f"predicted: {e(', '.join(g.positives) or 'none')}")  # fmt: skip
-            figs.append(f'<figure>{_figure(g.png, "overlay of " + g.file)}<figcaption>{cap}</figcaption></figure>')
+            cap = (
+                f"<b>{e(g.file)}</b><br>labelled: {e(', '.join(g.truth) or 'none')}<br>"
+                f"predicted: {e(', '.join(g.positives) or 'none')}"
+            )
+            figs.append(f"<figure>{_figure(g.png, 'overlay of ' + g.file)}<figcaption>{cap}</figcaption></figure>")
         out.append(f'<div class="gallery">{"".join(figs)}</div>')
     out.append("</section>")
     return "".join(out)
@@ -351,9 +437,13 @@ def export_settings(d) -> str:
     pairs += [
         ("Drift bound: per finding", f"AUC drop ≤ {num(t.max_drop, 'g')}"),
         ("Drift bound: macro", f"AUC drop ≤ {num(t.max_macro_drop, 'g')}"),
-        ("Drift gate ran", e(f"{(d.drift or {}).get('gated_file', '—')} through {(d.drift or {}).get('gated_runtime', '—')}")
-         if d.drift else '<span class="ne">no drift.json in the artifact</span>'),
-    ]  # fmt: skip
+        (
+            "Drift gate ran",
+            e(f"{(d.drift or {}).get('gated_file', '—')} through {(d.drift or {}).get('gated_runtime', '—')}")
+            if d.drift
+            else '<span class="ne">no drift.json in the artifact</span>',
+        ),
+    ]
     return '<section id="export-settings"><h2>7. Export settings</h2>' + kv_table(pairs) + "</section>"
 
 
@@ -364,7 +454,17 @@ def gaps(d) -> str:
 
 
 def page(d) -> str:
-    sections = [header(d), identity(d), pathology(d), roc(d), calibration(d), bench(d), gallery(d), export_settings(d), gaps(d)]
+    sections = [
+        header(d),
+        identity(d),
+        pathology(d),
+        roc(d),
+        calibration(d),
+        bench(d),
+        gallery(d),
+        export_settings(d),
+        gaps(d),
+    ]
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'

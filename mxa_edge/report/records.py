@@ -83,8 +83,11 @@ def read_bench(path) -> Bench:
                 bench.problems.append(f"row {i} is a {type(row).__name__}, not an object: skipped")
     bench.compute_bound = doc.get("compute_bound")
     bench.machine = doc.get("machine")
-    bench.other = {k: v for k, v in doc.items()
-                   if k not in ("rows", "results", "backends", "benchmarks", "compute_bound", "machine")}  # fmt: skip
+    bench.other = {
+        k: v
+        for k, v in doc.items()
+        if k not in ("rows", "results", "backends", "benchmarks", "compute_bound", "machine")
+    }
     return bench
 
 

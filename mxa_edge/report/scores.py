@@ -51,8 +51,6 @@ class Validation:
         return self.fingerprint == self.gate_fingerprint
 
 
-
-
 def source_run_manifest(artifact: Artifact) -> tuple[Path | None, dict | None, str | None]:
     """(run folder, its manifest, why not) from the artifact's ``source_run.path``."""
     run = (artifact.manifest.get("source_run") or {}).get("path")
@@ -68,7 +66,9 @@ def source_run_manifest(artifact: Artifact) -> tuple[Path | None, dict | None, s
         return run, None, f"the source run's manifest {mpath} is unreadable ({exc})"
 
 
-def load_validation(artifact: Artifact, data=None, run_manifest: dict | None = None, run_why: str | None = None) -> Validation:
+def load_validation(
+    artifact: Artifact, data=None, run_manifest: dict | None = None, run_why: str | None = None
+) -> Validation:
     """The valid split of ``data`` (default: the source run's data root), read with the
     artifact's own preprocessing. A missing default is a gap (``why``); a bad ``data`` raises."""
     from mxa_edge.data.arrays import load_split_arrays
@@ -93,10 +93,14 @@ def load_validation(artifact: Artifact, data=None, run_manifest: dict | None = N
             return v
     v.root = root
     v.arrays = load_split_arrays(
-        root, "valid", artifact.preprocess, uncertainty=settings.get("uncertainty", "u1"),
-        blank=settings.get("blank", "negative"), frontal_only=settings.get("frontal_only", True),
+        root,
+        "valid",
+        artifact.preprocess,
+        uncertainty=settings.get("uncertainty", "u1"),
+        blank=settings.get("blank", "negative"),
+        frontal_only=settings.get("frontal_only", True),
         ap_pa=settings.get("ap_pa"),
-    )  # fmt: skip
+    )
     v.fingerprint = dataset_fingerprint(v.arrays.split)
     v.boxes = dict(read_boxes(root))
     return v
@@ -128,7 +132,9 @@ def exported_scores(artifact: Artifact, arrays, drift: dict | None) -> Scores:
     return s
 
 
-def fp32_scores(artifact: Artifact, arrays, run_dir: Path | None, run_manifest: dict | None, run_why: str | None) -> Scores:
+def fp32_scores(
+    artifact: Artifact, arrays, run_dir: Path | None, run_manifest: dict | None, run_why: str | None
+) -> Scores:
     s = Scores("FP32 (PyTorch, source run)")
     if run_manifest is None:
         s.why = run_why or "the source run is not available"
@@ -140,8 +146,10 @@ def fp32_scores(artifact: Artifact, arrays, run_dir: Path | None, run_manifest: 
         return s
     expected = (artifact.manifest.get("source_run") or {}).get("weights_sha256")
     if expected and run_manifest.get("weights_sha256") and run_manifest["weights_sha256"] != expected:
-        s.why = (f"the run in {run_dir} now holds other weights (sha256 {run_manifest['weights_sha256'][:12]}…) than the "
-                 f"ones this artifact was exported from ({expected[:12]}…)")  # fmt: skip
+        s.why = (
+            f"the run in {run_dir} now holds other weights (sha256 {run_manifest['weights_sha256'][:12]}…) than the "
+            f"ones this artifact was exported from ({expected[:12]}…)"
+        )
         return s
     if run_manifest.get("preprocess") != artifact.manifest.get("preprocess"):
         s.why = "the run's preprocessing differs from the artifact's"

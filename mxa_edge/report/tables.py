@@ -50,15 +50,25 @@ def _verdict(delta, bound) -> str:
     return FAIL if delta < -bound else PASS
 
 
-def pathology_table(labels, drift: dict | None, manifest_drift: dict | None, computed: dict, same_images: bool | None,
-                    n_boot: int, seed: int) -> PathologyTable:  # fmt: skip
+def pathology_table(
+    labels,
+    drift: dict | None,
+    manifest_drift: dict | None,
+    computed: dict,
+    same_images: bool | None,
+    n_boot: int,
+    seed: int,
+) -> PathologyTable:
     """``computed``: {"ref": evaluate() dict or None, "new": ..., "targets", "mask", "ref_probs", "new_probs"}."""
     ev_ref, ev_new = computed.get("ref"), computed.get("new")
     notes = []
     if drift is not None:
-        table, source = drift, (
-            f"AUCs, Δ and its CI, agreement and counts: the export's drift gate (drift.json, "
-            f"{drift.get('n_images', '?')} validation images, {drift.get('n_boot', '?')} paired bootstrap resamples)."
+        table, source = (
+            drift,
+            (
+                f"AUCs, Δ and its CI, agreement and counts: the export's drift gate (drift.json, "
+                f"{drift.get('n_images', '?')} validation images, {drift.get('n_boot', '?')} paired bootstrap resamples)."
+            ),
         )
         use_ci = same_images is True
         if (ev_ref or ev_new) and not use_ci:
@@ -71,36 +81,68 @@ def pathology_table(labels, drift: dict | None, manifest_drift: dict | None, com
     elif computed.get("ref_probs") is not None and computed.get("new_probs") is not None:
         from mxa_edge.metrics import paired_auc_delta
 
-        table = paired_auc_delta(computed["targets"], computed["ref_probs"], computed["new_probs"], computed["mask"],
-                                 n_boot=n_boot, seed=seed)  # fmt: skip
+        table = paired_auc_delta(
+            computed["targets"],
+            computed["ref_probs"],
+            computed["new_probs"],
+            computed["mask"],
+            n_boot=n_boot,
+            seed=seed,
+        )
         b = manifest_drift or {}
         table["max_drop"], table["max_macro_drop"] = b.get("max_drop"), b.get("max_macro_drop")
         table["passed"] = None
-        source = "The artifact has no drift.json: every number here is computed by this report on its validation images."
+        source = (
+            "The artifact has no drift.json: every number here is computed by this report on its validation images."
+        )
         use_ci = True
     else:
         rows = [PathologyRow(name, verdict="no record") for name in labels]
-        return PathologyTable(rows, PathologyRow("macro", verdict="no record"), None, None, None, None,
-                              "The artifact has no drift.json and the two models could not both be scored here.",
-                              notes)  # fmt: skip
+        return PathologyTable(
+            rows,
+            PathologyRow("macro", verdict="no record"),
+            None,
+            None,
+            None,
+            None,
+            "The artifact has no drift.json and the two models could not both be scored here.",
+            notes,
+        )
 
     max_drop, max_macro = table.get("max_drop"), table.get("max_macro_drop")
     rows = []
     for name in labels:
         v = table["per_label"].get(name) or {}
         row = PathologyRow(
-            name, v.get("n_pos"), v.get("n_neg"), v.get("auc_ref"), None, v.get("auc_new"), None, v.get("delta"),
-            v.get("delta_ci"), v.get("agreement_at_threshold"), _verdict(v.get("delta"), max_drop),
-        )  # fmt: skip
+            name,
+            v.get("n_pos"),
+            v.get("n_neg"),
+            v.get("auc_ref"),
+            None,
+            v.get("auc_new"),
+            None,
+            v.get("delta"),
+            v.get("delta_ci"),
+            v.get("agreement_at_threshold"),
+            _verdict(v.get("delta"), max_drop),
+        )
         if use_ci and row.delta is not None:
             row.auc_ref_ci = ((ev_ref or {}).get("per_label", {}).get(name) or {}).get("auc_ci")
             row.auc_new_ci = ((ev_new or {}).get("per_label", {}).get(name) or {}).get("auc_ci")
         rows.append(row)
     macro = PathologyRow(
-        "macro", None, None, table.get("macro_auc_ref"), (ev_ref or {}).get("macro_auc_ci") if use_ci else None,
-        table.get("macro_auc_new"), (ev_new or {}).get("macro_auc_ci") if use_ci else None, table.get("macro_delta"),
-        table.get("macro_delta_ci"), table.get("agreement_at_threshold"), _verdict(table.get("macro_delta"), max_macro),
-    )  # fmt: skip
+        "macro",
+        None,
+        None,
+        table.get("macro_auc_ref"),
+        (ev_ref or {}).get("macro_auc_ci") if use_ci else None,
+        table.get("macro_auc_new"),
+        (ev_new or {}).get("macro_auc_ci") if use_ci else None,
+        table.get("macro_delta"),
+        table.get("macro_delta_ci"),
+        table.get("agreement_at_threshold"),
+        _verdict(table.get("macro_delta"), max_macro),
+    )
     passed = table.get("passed")
     if passed is None and max_drop is not None and max_macro is not None:
         passed = all(r.verdict != FAIL for r in rows + [macro])

@@ -74,7 +74,9 @@ def load_artifact(path) -> Artifact:
     mpath = path / MANIFEST
     if not mpath.is_file():
         hint = " (the export failed its drift gate)" if path.name.endswith(".rejected") else ""
-        raise ArtifactError(f"{path}: not an mxa-edge artifact, no {MANIFEST}{hint}; pass the folder `mxa-edge export` wrote")
+        raise ArtifactError(
+            f"{path}: not an mxa-edge artifact, no {MANIFEST}{hint}; pass the folder `mxa-edge export` wrote"
+        )
     try:
         manifest = json.loads(mpath.read_text())
     except (OSError, json.JSONDecodeError) as exc:

@@ -85,8 +85,15 @@ class OpenVinoEngine(Engine):
 
     name = "openvino"
 
-    def __init__(self, model_path: Path, precision: str | None = "f32", threads: int | None = None, device="CPU",
-                 *, cache: bool = True):  # fmt: skip
+    def __init__(
+        self,
+        model_path: Path,
+        precision: str | None = "f32",
+        threads: int | None = None,
+        device="CPU",
+        *,
+        cache: bool = True,
+    ):
         try:
             from mxa_edge.export._telemetry import disable_telemetry  # stdlib only
 

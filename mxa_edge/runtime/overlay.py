@@ -20,9 +20,18 @@ import numpy as np
 # Anchor colours of a perceptually ordered dark-blue -> cyan -> yellow -> red ramp
 # (close to "turbo" at these stops), positions in [0, 1].
 _CMAP_POS = np.array([0.0, 0.15, 0.35, 0.5, 0.65, 0.85, 1.0])
-_CMAP_RGB = np.array([
-    [48, 18, 59], [70, 107, 227], [27, 208, 213], [97, 252, 108], [210, 233, 53], [254, 155, 45], [180, 20, 4],
-], dtype=np.float64)  # fmt: skip
+_CMAP_RGB = np.array(
+    [
+        [48, 18, 59],
+        [70, 107, 227],
+        [27, 208, 213],
+        [97, 252, 108],
+        [210, 233, 53],
+        [254, 155, 45],
+        [180, 20, 4],
+    ],
+    dtype=np.float64,
+)
 
 BOX_COLOUR = (255, 200, 0)  # shallower MXA boxes
 DEEP_BOX_COLOUR = (255, 40, 40)  # the deepest MXA box

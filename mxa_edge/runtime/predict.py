@@ -146,8 +146,6 @@ def _images_under(folder: Path) -> list[Path]:
 # --- model ------------------------------------------------------------------------------------
 
 
-
-
 class Predictor:
     """An exported artifact, verified and loaded once, applied to image files.
 
@@ -166,8 +164,9 @@ class Predictor:
         self.model_id = str(self.artifact.manifest.get("model_id") or Path(artifact_path).name)
         self.engine = open_engine(self.artifact, threads)
 
-    def predict_files(self, paths: Iterable, batch_size: int = 8, *, keep_image: bool = False
-                      ) -> Iterator[PredictionResult | PredictionError]:  # fmt: skip
+    def predict_files(
+        self, paths: Iterable, batch_size: int = 8, *, keep_image: bool = False
+    ) -> Iterator[PredictionResult | PredictionError]:
         """One PredictionResult or PredictionError per path, in the order given.
 
         Images are decoded one at a time and run ``batch_size`` at a time; a file that cannot
@@ -216,12 +215,21 @@ class Predictor:
             positives = [k for k, v in sorted(p.items(), key=lambda kv: -kv[1]) if v >= self.thresholds[k]]
             boxes = self._to_pixels(roi[i], h, w) if roi is not None else []
             a_box = self._to_pixels(att_box[i][None], h, w)[0] if att_box is not None else None
-            results.append(PredictionResult(
-                file=str(path), width=int(w), height=int(h), model_id=self.model_id, probabilities=p,
-                thresholds=dict(self.thresholds), positives=positives, roi_boxes=boxes, attention_box=a_box,
-                attention=np.asarray(att[i, 0], dtype=np.float32) if att is not None else None,
-                image=gray if keep_image else None,
-            ))  # fmt: skip
+            results.append(
+                PredictionResult(
+                    file=str(path),
+                    width=int(w),
+                    height=int(h),
+                    model_id=self.model_id,
+                    probabilities=p,
+                    thresholds=dict(self.thresholds),
+                    positives=positives,
+                    roi_boxes=boxes,
+                    attention_box=a_box,
+                    attention=np.asarray(att[i, 0], dtype=np.float32) if att is not None else None,
+                    image=gray if keep_image else None,
+                )
+            )
         return results
 
     def _to_pixels(self, boxes: np.ndarray, h: int, w: int) -> list[list[float]]:

@@ -45,7 +45,9 @@ class RandAugmentGray:
         self.magnitude = magnitude
         self.magnitude_std = magnitude_std
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator, rows: slice | None = None, batch_size: int | None = None) -> torch.Tensor:
+    def __call__(
+        self, x: torch.Tensor, generator: torch.Generator, rows: slice | None = None, batch_size: int | None = None
+    ) -> torch.Tensor:
         """x: (B, 1, H, W) floats in [0, 1] -> augmented, same shape and range.
 
         Under DDP each rank holds ``rows`` of a global batch of ``batch_size``: parameters

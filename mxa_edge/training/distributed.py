@@ -91,6 +91,14 @@ def wrap(model: torch.nn.Module, device: str) -> torch.nn.Module:
 
 def launch(devices: int, argv: list[str]) -> int:
     """Re-run ``mxa-edge <argv>`` under torch's launcher with ``devices`` processes."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={devices}",
-           "-m", "mxa_edge_cli.app", *argv]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={devices}",
+        "-m",
+        "mxa_edge_cli.app",
+        *argv,
+    ]
     return subprocess.call(cmd)

@@ -128,9 +128,13 @@ def run_loop(
     optimizer = create_optimizer_v2(model, "adamw", lr=s.lr, weight_decay=s.weight_decay)
     warmup = int(round(s.warmup_epochs * steps_per_epoch))
     scheduler = CosineLRScheduler(
-        optimizer, t_initial=total_steps, lr_min=s.min_lr, warmup_t=warmup, warmup_lr_init=s.lr * 0.01,
+        optimizer,
+        t_initial=total_steps,
+        lr_min=s.min_lr,
+        warmup_t=warmup,
+        warmup_lr_init=s.lr * 0.01,
         t_in_epochs=False,
-    )  # fmt: skip
+    )
     ema = ModelEmaV3(model, decay=s.ema_decay) if s.ema_decay else None
     history: list[dict] = []
     best = {"score": -math.inf, "epoch": -1, "state": None}
@@ -157,11 +161,18 @@ def run_loop(
         if checkpoint_path is None:
             return
         state = {
-            "epoch": epoch, "next_step": next_step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "ema": ema.module.state_dict() if ema is not None else None, "history": history,
-            "best_score": best["score"], "best_epoch": best["epoch"], "best_state": best["state"],
-            "aug_generator": aug_gen.get_state() if aug_gen is not None else None, "partial": partial,
-        }  # fmt: skip
+            "epoch": epoch,
+            "next_step": next_step,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "ema": ema.module.state_dict() if ema is not None else None,
+            "history": history,
+            "best_score": best["score"],
+            "best_epoch": best["epoch"],
+            "best_state": best["state"],
+            "aug_generator": aug_gen.get_state() if aug_gen is not None else None,
+            "partial": partial,
+        }
         with atomic_path(checkpoint_path) as tmp:
             torch.save(state, tmp)
 
@@ -214,9 +225,12 @@ def run_loop(
             kd_sum += float(ddp.all_reduce_mean(torch.as_tensor(out.get("kd", 0.0)))) * n_global
             lr = optimizer.param_groups[0]["lr"]
             reporter.advance(
-                f"{s.task} epoch {epoch + 1}/{s.epochs}", 1, loss=float(out["loss"].detach()), lr=lr,
+                f"{s.task} epoch {epoch + 1}/{s.epochs}",
+                1,
+                loss=float(out["loss"].detach()),
+                lr=lr,
                 img_s=seen_here / max(time.perf_counter() - t0, 1e-9),
-            )  # fmt: skip
+            )
             if s.checkpoint_every and (step + 1) % s.checkpoint_every == 0 and step + 1 < steps_per_epoch and rank == 0:
                 save_checkpoint(epoch, step + 1, aug_gen, {"seen": seen, "loss_sum": loss_sum, "kd_sum": kd_sum})
         reporter.finish(f"{s.task} epoch {epoch + 1}/{s.epochs}")
@@ -227,15 +241,27 @@ def run_loop(
         # Only rank 0 selects and saves; the other ranks skip validation.
         score = float(score_fn(eval_model)) if rank == 0 else math.nan
         record = {
-            "task": s.task, "epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "kd": kd_sum / max(seen, 1),
-            "lr": optimizer.param_groups[0]["lr"], "img_per_s": seen_here / max(train_time, 1e-9),
+            "task": s.task,
+            "epoch": epoch + 1,
+            "loss": loss_sum / max(seen, 1),
+            "kd": kd_sum / max(seen, 1),
+            "lr": optimizer.param_groups[0]["lr"],
+            "img_per_s": seen_here / max(train_time, 1e-9),
             "valid_macro_auc": None if math.isnan(score) else score,
-        }  # fmt: skip
+        }
         history.append(record)
         if not math.isnan(score) and score > best["score"]:
-            best = {"score": score, "epoch": epoch + 1, "state": {k: v.detach().clone() for k, v in eval_model.state_dict().items()}}
+            best = {
+                "score": score,
+                "epoch": epoch + 1,
+                "state": {k: v.detach().clone() for k, v in eval_model.state_dict().items()},
+            }
         if best["state"] is None:  # no usable validation score (e.g. one class only): keep the latest
-            best = {"score": -math.inf, "epoch": epoch + 1, "state": {k: v.detach().clone() for k, v in eval_model.state_dict().items()}}
+            best = {
+                "score": -math.inf,
+                "epoch": epoch + 1,
+                "state": {k: v.detach().clone() for k, v in eval_model.state_dict().items()},
+            }
         if log_path is not None and rank == 0:
             with open(log_path, "a") as f:
                 f.write(json.dumps(record) + "\n")

@@ -20,7 +20,6 @@ import platform
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from mxa_edge import __version__
@@ -72,7 +71,12 @@ def _parse_augment(spec: str) -> RandAugmentGray | None:
 def _versions() -> dict:
     import timm
 
-    return {"mxa-edge": __version__, "torch": torch.__version__, "timm": timm.__version__, "python": platform.python_version()}
+    return {
+        "mxa-edge": __version__,
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "python": platform.python_version(),
+    }
 
 
 class _Data:
@@ -86,19 +90,49 @@ class _Data:
         else:
             self.root = find_dataset_root(Path(cfg.data))
         self.pp = Preprocess(image_size=cfg.image_size)
-        kw = dict(uncertainty=cfg.uncertainty, blank=cfg.blank, frontal_only=cfg.frontal_only, ap_pa=cfg.ap_pa, workers=cfg.workers)
-        self.train = load_split_arrays(self.root, "train", self.pp, limit=cfg.limit_train, progress=reporter.callback("decoding train images"), **kw)
-        self.valid = load_split_arrays(self.root, "valid", self.pp, limit=cfg.limit_valid, progress=reporter.callback("decoding valid images"), **kw)
+        kw = dict(
+            uncertainty=cfg.uncertainty,
+            blank=cfg.blank,
+            frontal_only=cfg.frontal_only,
+            ap_pa=cfg.ap_pa,
+            workers=cfg.workers,
+        )
+        self.train = load_split_arrays(
+            self.root,
+            "train",
+            self.pp,
+            limit=cfg.limit_train,
+            progress=reporter.callback("decoding train images"),
+            **kw,
+        )
+        self.valid = load_split_arrays(
+            self.root,
+            "valid",
+            self.pp,
+            limit=cfg.limit_valid,
+            progress=reporter.callback("decoding valid images"),
+            **kw,
+        )
         if len(self.train) < cfg.batch_size:
-            raise DatasetError(f"{self.root}: {len(self.train)} training images is fewer than one batch ({cfg.batch_size}); lower --batch-size")
-        self.fingerprint = {"train": dataset_fingerprint(self.train.split), "valid": dataset_fingerprint(self.valid.split)}
+            raise DatasetError(
+                f"{self.root}: {len(self.train)} training images is fewer than one batch ({cfg.batch_size}); lower --batch-size"
+            )
+        self.fingerprint = {
+            "train": dataset_fingerprint(self.train.split),
+            "valid": dataset_fingerprint(self.valid.split),
+        }
 
     def record(self, cfg: TrainConfig) -> dict:
         return {
-            "root": str(self.root.resolve()), "uncertainty": cfg.uncertainty, "blank": cfg.blank,
-            "frontal_only": cfg.frontal_only, "ap_pa": cfg.ap_pa, "fingerprint": self.fingerprint,
-            "n_train": len(self.train), "n_valid": len(self.valid),
-        }  # fmt: skip
+            "root": str(self.root.resolve()),
+            "uncertainty": cfg.uncertainty,
+            "blank": cfg.blank,
+            "frontal_only": cfg.frontal_only,
+            "ap_pa": cfg.ap_pa,
+            "fingerprint": self.fingerprint,
+            "n_train": len(self.train),
+            "n_valid": len(self.valid),
+        }
 
 
 # ---------------------------------------------------------------- teacher
@@ -106,11 +140,21 @@ class _Data:
 
 def _teacher_cache_key(cfg: TrainConfig, data: _Data, init_sha: str | None) -> str:
     key = json.dumps(
-        {"v": 1, "data": data.fingerprint["train"], "valid": data.fingerprint["valid"], "size": cfg.image_size,
-         "epochs": cfg.teacher_epochs, "lr": cfg.teacher_lr, "bs": cfg.batch_size, "seed": cfg.seed,
-         "init": init_sha, "uncertainty": cfg.uncertainty, "blank": cfg.blank},
+        {
+            "v": 1,
+            "data": data.fingerprint["train"],
+            "valid": data.fingerprint["valid"],
+            "size": cfg.image_size,
+            "epochs": cfg.teacher_epochs,
+            "lr": cfg.teacher_lr,
+            "bs": cfg.batch_size,
+            "seed": cfg.seed,
+            "init": init_sha,
+            "uncertainty": cfg.uncertainty,
+            "blank": cfg.blank,
+        },
         sort_keys=True,
-    )  # fmt: skip
+    )
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -127,7 +171,12 @@ def finetune_teacher(cfg: TrainConfig, data: _Data, reporter: Reporter):
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)
         densenet = finetune_init(init_path)
-    info = {"kind": "finetune", "init": str(init_path) if init_path else "scratch", "cache": str(cached), "input_size": cfg.image_size}
+    info = {
+        "kind": "finetune",
+        "init": str(init_path) if init_path else "scratch",
+        "cache": str(cached),
+        "input_size": cfg.image_size,
+    }
     if cached.is_file():
         densenet.load_state_dict(load_file(str(cached)))
         meta = cached.with_suffix(".json")
@@ -136,17 +185,31 @@ def finetune_teacher(cfg: TrainConfig, data: _Data, reporter: Reporter):
         return Teacher(densenet, "finetune"), info
     reporter.log(f"teacher: fine-tuning DenseNet-121 ({info['init']}) for {cfg.teacher_epochs} epochs")
     settings = LoopSettings(
-        epochs=cfg.teacher_epochs, batch_size=cfg.batch_size, lr=cfg.teacher_lr, min_lr=cfg.min_lr,
-        weight_decay=1e-4, warmup_epochs=min(0.5, cfg.teacher_epochs / 4), agc_clip=None, ema_decay=None,
-        seed=cfg.seed + 17, device=cfg.device, augment=_parse_augment(cfg.augment), value_range=data.pp.value_range,
+        epochs=cfg.teacher_epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.teacher_lr,
+        min_lr=cfg.min_lr,
+        weight_decay=1e-4,
+        warmup_epochs=min(0.5, cfg.teacher_epochs / 4),
+        agc_clip=None,
+        ema_decay=None,
+        seed=cfg.seed + 17,
+        device=cfg.device,
+        augment=_parse_augment(cfg.augment),
+        value_range=data.pp.value_range,
         task="teacher",
-    )  # fmt: skip
+    )
     loss = DistillationLoss(alpha=0.0)
     result = run_loop(
-        densenet, data.train.images, data.train.targets, data.train.mask,
-        lambda lg, t, m, tl, km: loss(lg, t, m), lambda mdl: _macro_auc(mdl, data.valid, data.pp, cfg.device),
-        settings, reporter=reporter,
-    )  # fmt: skip
+        densenet,
+        data.train.images,
+        data.train.targets,
+        data.train.mask,
+        lambda lg, t, m, tl, km: loss(lg, t, m),
+        lambda mdl: _macro_auc(mdl, data.valid, data.pp, cfg.device),
+        settings,
+        reporter=reporter,
+    )
     densenet.load_state_dict(result.best_state)
     cached.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(cached) as tmp:
@@ -163,7 +226,11 @@ def build_teacher(cfg: TrainConfig, data: _Data, reporter: Reporter):
         from mxa_edge.models.teacher import load_xrv_teacher
 
         path = Path(cfg.teacher_weights) if cfg.teacher_weights else None
-        return load_xrv_teacher(path), {"kind": "xrv", "weights": str(path) if path else "xrv cache", "input_size": TEACHER_INPUT_SIZE_XRV}
+        return load_xrv_teacher(path), {
+            "kind": "xrv",
+            "weights": str(path) if path else "xrv cache",
+            "input_size": TEACHER_INPUT_SIZE_XRV,
+        }
     if cfg.teacher == "finetune":
         return finetune_teacher(cfg, data, reporter)
     raise ConfigError(f"unknown teacher {cfg.teacher!r}; expected finetune, xrv or none")
@@ -219,7 +286,13 @@ def _plot_curves(history: list[dict], path: Path) -> None:
             continue
         ep = [r["epoch"] for r in rows]
         axes[0].plot(ep, [r["loss"] for r in rows], style, marker="o", label=task)
-        axes[1].plot(ep, [r["valid_macro_auc"] if r["valid_macro_auc"] is not None else float("nan") for r in rows], style, marker="o", label=task)
+        axes[1].plot(
+            ep,
+            [r["valid_macro_auc"] if r["valid_macro_auc"] is not None else float("nan") for r in rows],
+            style,
+            marker="o",
+            label=task,
+        )
         axes[2].plot(ep, [r["lr"] for r in rows], style, label=task)
     for ax, title in zip(axes, ("training loss", "validation macro AUC", "learning rate (end of epoch)")):
         ax.set_title(title)
@@ -262,34 +335,68 @@ def train(cfg: TrainConfig, reporter: Reporter = SILENT) -> dict:
     spec = _spec(cfg)
     kd_fn, _ = make_kd_targets(cfg, data, teacher, teacher_info, reporter)
     if teacher is not None:
-        teacher_probs = sigmoid(predict_logits(teacher.densenet if teacher.kind == "finetune" else _XrvAdapter(teacher), data.valid.images, data.pp.value_range, device=cfg.device))
-        teacher_info["valid_macro_auc"] = evaluate(data.valid.targets, teacher_probs, data.valid.mask, n_boot=0)["macro_auc"]
+        teacher_probs = sigmoid(
+            predict_logits(
+                teacher.densenet if teacher.kind == "finetune" else _XrvAdapter(teacher),
+                data.valid.images,
+                data.pp.value_range,
+                device=cfg.device,
+            )
+        )
+        teacher_info["valid_macro_auc"] = evaluate(data.valid.targets, teacher_probs, data.valid.mask, n_boot=0)[
+            "macro_auc"
+        ]
 
     with torch.random.fork_rng():  # seeded init without leaving the global RNG changed
         torch.manual_seed(cfg.seed)
         from mxa_edge.models.student import build_student
 
         student = build_student(spec)
-    pos_weight = class_balanced_pos_weight(torch.from_numpy(data.train.targets), torch.from_numpy(data.train.mask)) if cfg.class_balanced else None
-    loss = DistillationLoss(alpha=cfg.kd_alpha if teacher is not None else 0.0, temperature=cfg.kd_temperature, pos_weight=pos_weight).to(cfg.device)
+    pos_weight = (
+        class_balanced_pos_weight(torch.from_numpy(data.train.targets), torch.from_numpy(data.train.mask))
+        if cfg.class_balanced
+        else None
+    )
+    loss = DistillationLoss(
+        alpha=cfg.kd_alpha if teacher is not None else 0.0, temperature=cfg.kd_temperature, pos_weight=pos_weight
+    ).to(cfg.device)
     steps = max(1, len(data.train) // cfg.batch_size) * cfg.epochs
     settings = LoopSettings(
-        epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.effective_lr(), min_lr=cfg.min_lr,
-        weight_decay=cfg.weight_decay, warmup_epochs=cfg.warmup_epochs, agc_clip=cfg.agc_clip,
-        ema_decay=ema_decay_for(steps, cfg.ema_decay) if cfg.ema else None, seed=cfg.seed, device=cfg.device,
-        augment=_parse_augment(cfg.augment), value_range=data.pp.value_range, task="student",
-        checkpoint_every=cfg.checkpoint_every, amp=cfg.amp_dtype(), channels_last=cfg.channels_last,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.effective_lr(),
+        min_lr=cfg.min_lr,
+        weight_decay=cfg.weight_decay,
+        warmup_epochs=cfg.warmup_epochs,
+        agc_clip=cfg.agc_clip,
+        ema_decay=ema_decay_for(steps, cfg.ema_decay) if cfg.ema else None,
+        seed=cfg.seed,
+        device=cfg.device,
+        augment=_parse_augment(cfg.augment),
+        value_range=data.pp.value_range,
+        task="student",
+        checkpoint_every=cfg.checkpoint_every,
+        amp=cfg.amp_dtype(),
+        channels_last=cfg.channels_last,
         compile=cfg.compile,
-    )  # fmt: skip
+    )
     log_path = out / "log.jsonl"
     if not cfg.resume and log_path.exists():
         log_path.unlink()
     result = run_loop(
-        student, data.train.images, data.train.targets, data.train.mask, loss,
-        lambda m: _macro_auc(m, data.valid, data.pp, cfg.device), settings,
-        kd_targets=kd_fn, checkpoint_path=out / run_io.CHECKPOINT, resume=cfg.resume, log_path=log_path,
+        student,
+        data.train.images,
+        data.train.targets,
+        data.train.mask,
+        loss,
+        lambda m: _macro_auc(m, data.valid, data.pp, cfg.device),
+        settings,
+        kd_targets=kd_fn,
+        checkpoint_path=out / run_io.CHECKPOINT,
+        resume=cfg.resume,
+        log_path=log_path,
         reporter=reporter,
-    )  # fmt: skip
+    )
     if not ddp.is_main():
         ddp.barrier()
         ddp.shutdown()
@@ -309,18 +416,34 @@ def train(cfg: TrainConfig, reporter: Reporter = SILENT) -> dict:
     _plot_curves(history, out / "curves.png")
 
     manifest = {
-        "format": "mxa-edge-run", "format_version": 1, "labels": list(CHEXPERT_LABELS),
-        "preprocess": data.pp.to_dict(), "model": spec.to_dict(), "model_name": spec.name,
-        "weights": run_io.WEIGHTS, "weights_sha256": weights_sha,
+        "format": "mxa-edge-run",
+        "format_version": 1,
+        "labels": list(CHEXPERT_LABELS),
+        "preprocess": data.pp.to_dict(),
+        "model": spec.to_dict(),
+        "model_name": spec.name,
+        "weights": run_io.WEIGHTS,
+        "weights_sha256": weights_sha,
         "thresholds": {label: 0.5 for label in CHEXPERT_LABELS},
-        "data": data.record(cfg), "train_config": cfg.to_dict(),
+        "data": data.record(cfg),
+        "train_config": cfg.to_dict(),
         "teacher": {k: v for k, v in teacher_info.items() if k != "cache"},
-        "ema_decay": settings.ema_decay, "effective_lr": settings.lr,
-        "precision": {"amp": settings.amp or "off", "channels_last": settings.channels_last, "compile": settings.compile},
-        "selected_epoch": result.best_epoch, "versions": _versions(),
+        "ema_decay": settings.ema_decay,
+        "effective_lr": settings.lr,
+        "precision": {
+            "amp": settings.amp or "off",
+            "channels_last": settings.channels_last,
+            "compile": settings.compile,
+        },
+        "selected_epoch": result.best_epoch,
+        "versions": _versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }  # fmt: skip
-    manifest["distributed"] = {"world_size": ddp.world_size(), "backend": "nccl" if cfg.device.startswith("cuda") else "gloo"} if ddp.world_size() > 1 else None
+    }
+    manifest["distributed"] = (
+        {"world_size": ddp.world_size(), "backend": "nccl" if cfg.device.startswith("cuda") else "gloo"}
+        if ddp.world_size() > 1
+        else None
+    )
     write_json(out / run_io.MANIFEST, manifest)
     ddp.barrier()
     ddp.shutdown()

@@ -42,7 +42,9 @@ def read_manifest(run_dir: Path) -> dict:
     run_dir = Path(run_dir)
     manifest_path = run_dir / MANIFEST
     if not manifest_path.is_file():
-        raise ArtifactError(f"{run_dir}: not a training run (no {MANIFEST}); point to the folder `mxa-edge train` wrote")
+        raise ArtifactError(
+            f"{run_dir}: not a training run (no {MANIFEST}); point to the folder `mxa-edge train` wrote"
+        )
     manifest = read_json(manifest_path)
     if tuple(manifest.get("labels", ())) != CHEXPERT_LABELS:
         raise ArtifactError(f"{manifest_path}: labels differ from this version's 14 CheXpert findings")
