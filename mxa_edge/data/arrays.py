@@ -8,15 +8,18 @@ Images are kept as uint8 at the model's resolution (compact: 2,000 images at 224
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from mxa_edge.data.cache import build_cache, open_cached
 from mxa_edge.data.chexpert import ChexpertSplit, Uncertainty, read_split, targets_and_mask
-from mxa_edge.imageio import load_radiograph
-from mxa_edge.preprocess import Preprocess, center_crop_resize, scale_to_range
+from mxa_edge.data.decode import decode_into, decode_resized
+from mxa_edge.preprocess import Preprocess, scale_to_range
+
+# decode_resized lives in mxa_edge.data.decode; it stays importable from here.
+__all__ = ["SplitArrays", "decode_resized", "load_split_arrays", "to_model_range"]
 
 
 @dataclass
@@ -50,12 +53,6 @@ def to_model_range(images_u8: np.ndarray, preprocess: Preprocess) -> np.ndarray:
     return scale_to_range(images_u8.astype(np.float32) / 255.0, preprocess.value_range)[:, None]
 
 
-def decode_resized(path: Path, preprocess: Preprocess) -> np.ndarray:
-    """One image file -> uint8 (S, S) at the model's resolution."""
-    gray = center_crop_resize(load_radiograph(path), preprocess.image_size, preprocess.interpolation)
-    return np.clip(np.rint(gray * 255.0), 0, 255).astype(np.uint8)
-
-
 def load_split_arrays(
     root,
     split: str,
@@ -75,8 +72,6 @@ def load_split_arrays(
     ``cache``: None uses the preprocessed image cache when one exists (``mxa-edge data
     cache``), True builds it first when missing, False always decodes.
     """
-    from mxa_edge.data.cache import build_cache, open_cached
-
     s = read_split(Path(root), split, frontal_only=frontal_only, ap_pa=ap_pa)
     if cache is not False:
         if cache:
@@ -90,11 +85,6 @@ def load_split_arrays(
     if limit is not None and limit < len(s):
         s = _head(s, limit)
     images = np.empty((len(s), preprocess.image_size, preprocess.image_size), dtype=np.uint8)
-    # Decoding releases the GIL in Pillow, so a small thread pool uses both cores.
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for i, img in enumerate(pool.map(lambda p: decode_resized(p, preprocess), s.paths)):
-            images[i] = img
-            if progress is not None:
-                progress(i + 1, len(s))
+    decode_into(s.paths, preprocess, images, workers=workers, progress=progress)
     targets, mask = targets_and_mask(s.raw, uncertainty, blank=blank)
     return SplitArrays(s, images, targets, mask)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from mxa_edge.data.chexpert import ChexpertSplit, dataset_fingerprint
+from mxa_edge.data.decode import decode_into
 from mxa_edge.fileio import atomic_dir
 from mxa_edge.paths import cache_dir
 from mxa_edge.preprocess import Preprocess
@@ -64,21 +65,13 @@ def build_cache(
     split: ChexpertSplit, pp: Preprocess, *, base: Path | None = None, workers: int = 2, progress=None
 ) -> Path:
     """Decode every image of ``split`` once into the cache; returns the cache folder."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from mxa_edge.data.arrays import decode_resized
-
     folder = cache_folder(split, pp, base)
     if (folder / INDEX).is_file():
         return folder
     s = pp.image_size
     with atomic_dir(folder) as tmp:
         images = np.memmap(tmp / IMAGES, dtype=np.uint8, mode="w+", shape=(len(split), s, s))
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            for i, img in enumerate(pool.map(lambda p: decode_resized(p, pp), split.paths)):
-                images[i] = img
-                if progress is not None:
-                    progress(i + 1, len(split))
+        decode_into(split.paths, pp, images, workers=workers, progress=progress)
         images.flush()
         del images
         (tmp / INDEX).write_text(
