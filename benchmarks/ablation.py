@@ -23,15 +23,15 @@ from pathlib import Path
 
 import torch
 
-from mxa_edge.data.arrays import load_split_arrays
+from mxa_edge.formats import RunRecord, is_run
 from mxa_edge.labels import LABEL_ABBREVIATIONS
 from mxa_edge.metrics import paired_auc_delta, sigmoid
 from mxa_edge.models.configs import ModelSpec, MXAConfig
 from mxa_edge.models.student import build_student
+from mxa_edge.models.weights import load_run
 from mxa_edge.training.config import TrainConfig
 from mxa_edge.training.loop import predict_logits
 from mxa_edge.training.pipeline import train
-from mxa_edge.training.run_io import load_run, run_preprocess
 
 VARIANTS = {
     "baseline": dict(mxa=False, kd=False),
@@ -91,7 +91,7 @@ def main() -> None:
     runs = {}
     for name, kw in VARIANTS.items():
         out = Path(args.out) / name.strip("+").replace("+", "-").lower()
-        if not (args.skip_train and (out / "manifest.json").exists()):
+        if not (args.skip_train and is_run(out)):
             if out.exists():
                 import shutil
 
@@ -112,18 +112,18 @@ def main() -> None:
         runs[name] = out
 
     # Score every variant on the same validation images.
-    _, manifest = load_run(runs["baseline"])
-    pp = run_preprocess(manifest)
-    d = manifest["data"]
-    valid = load_split_arrays(d["root"], "valid", pp, uncertainty=d["uncertainty"], blank=d["blank"])
+    _, baseline = load_run(runs["baseline"])
+    pp = baseline.preprocess
+    valid = baseline.data.load("valid", pp)  # the runs' own selection of the held-out split
     probs = {}
     for name, out in runs.items():
         model, _ = load_run(out)
         probs[name] = sigmoid(predict_logits(model, valid.images, pp.value_range))
-    metrics = {name: json.loads((out / "metrics.json").read_text()) for name, out in runs.items()}
+    metrics = {name: RunRecord.load(out).metrics() for name, out in runs.items()}
 
     print(
-        f"\nAblation on {d['root']} ({len(valid)} validation images), {args.model} @ {args.image_size}px, {args.epochs} epochs, seed {args.seed}"
+        f"\nAblation on {baseline.data.root} ({len(valid)} validation images), {args.model} @ {args.image_size}px, "
+        f"{args.epochs} epochs, seed {args.seed}"
     )
     print(f"{'variant':<10} {'macro AUC':>9} {'95% CI':>15} {'Δ vs baseline':>14} {'95% CI of Δ (paired)':>22}")
     summary = {}
@@ -145,7 +145,8 @@ def main() -> None:
             "micro_auc": m["micro_auc"],
         }
         print(
-            f"{name:<10} {m['macro_auc']:>9.4f} {ci[0]:>7.4f}–{ci[1]:<7.4f} {delta:>+14.4f} {dci[0]:>+10.4f}…{dci[1]:<+10.4f}"
+            f"{name:<10} {m['macro_auc']:>9.4f} {ci[0]:>7.4f}–{ci[1]:<7.4f} {delta:>+14.4f} "
+            f"{dci[0]:>+10.4f}…{dci[1]:<+10.4f}"
         )
     print("\nper-pathology AUC")
     print(f"{'':<6}" + "".join(f"{n:>10}" for n in runs))
@@ -165,7 +166,8 @@ def main() -> None:
         for k in ("stage", "block"):
             print(
                 f"{variant}@{size} MXA per {k:<5}: params {r[k]['params'] / r['none']['params']:.3f}x, "
-                f"GFLOPs {r['none']['gflops']:.3f} -> {r[k]['gflops']:.3f} ({r[k]['gflops'] / r['none']['gflops']:.3f}x), "
+                f"GFLOPs {r['none']['gflops']:.3f} -> {r[k]['gflops']:.3f} "
+                f"({r[k]['gflops'] / r['none']['gflops']:.3f}x), "
                 f"latency {r['none']['latency_ms']:.2f} -> {r[k]['latency_ms']:.2f} ms ({r[k]['latency_ratio']:.3f}x)"
             )
     (Path(args.out) / "ablation.json").write_text(json.dumps({"auc": summary, "cost": cost}, indent=2))

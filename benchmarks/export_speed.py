@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mxa_edge.runtime.artifact import load_artifact
+from mxa_edge.formats import is_artifact, is_run, load_artifact
 from mxa_edge.runtime.engines import open_engine
 
 STANDARD = {
@@ -34,10 +34,10 @@ def engines_for(paths, threads):
     out = {}
     for p in paths:
         p = Path(p)
-        if (p / "weights.safetensors").is_file():  # a run: its standard exports
+        if is_run(p):  # a run: its standard exports
             for name, (target, int8) in STANDARD.items():
                 art_dir = p / "exports" / name
-                if not (art_dir / "manifest.json").is_file():
+                if not is_artifact(art_dir):
                     from mxa_edge.export import export_run
 
                     print(f"exporting {name} ...", file=sys.stderr)

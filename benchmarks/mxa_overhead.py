@@ -25,10 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mxa_edge import backends
 from mxa_edge.bench.machine import physical_cores
 from mxa_edge.bench.timing import measure_interleaved, paired_ratio
-from mxa_edge.export.base import ExportOptions, get_backend
 from mxa_edge.export.prepare import AuxOutputs, count_flops, fuse_model
+from mxa_edge.formats import Precision
 from mxa_edge.models.configs import ModelSpec, MXAConfig
 from mxa_edge.models.student import build_student
 from mxa_edge.runtime.engines import open_model_file
@@ -96,10 +97,15 @@ def main(argv=None) -> None:
                 print(f"· exporting {pname} -> {bname}", file=sys.stderr)
                 out_dir = Path(tmp) / f"{pname}-{bname}"
                 out_dir.mkdir()
-                opts = ExportOptions(int8=int8, calibration=calib if int8 else None, seed=args.seed)
-                out = get_backend(target).export(fused, example, out_dir, opts)
+                spec = backends.get(target)
+                opts = backends.ExportOptions(
+                    precision=Precision.INT8 if int8 else Precision.FP32,
+                    calibration=calib if int8 else None,
+                    seed=args.seed,
+                )
+                out = spec.make_exporter().export(fused, example, out_dir, opts)
                 eng = open_model_file(
-                    out_dir / out.files[0], out.runtime, threads, precision=out.precision.get("inference_precision")
+                    out_dir / out.files[0], spec.runtime, threads, precision=out.precision.inference_precision
                 )
                 fns[(pname, bname)] = lambda e=eng: e.run(x)
 

@@ -30,7 +30,7 @@ class Output:
 
     def result(self, obj, render: Callable[[Console], None] | None = None) -> None:
         if self.json_mode:
-            sys.stdout.write(json.dumps(_json_safe(obj), indent=2) + "\n")
+            sys.stdout.write(json.dumps(json_safe(obj), indent=2) + "\n")
         elif render is not None and not self.quiet:
             render(self.out)
 
@@ -61,15 +61,15 @@ class Output:
                 logging.disable(logging.NOTSET)
 
 
-def _json_safe(obj):
+def json_safe(obj):
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
+        return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
+        return [json_safe(v) for v in obj]
     if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
-        return _json_safe(obj.item())
+        return json_safe(obj.item())
     return obj
 
 

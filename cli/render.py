@@ -54,5 +54,6 @@ def print_metrics(console: Console, metrics: dict, title: str = "Validation metr
     if cov:
         console.print(
             f"MXA ROI vs ground-truth boxes ({cov['n']} finding boxes): "
-            f"hit rate {_num(cov.get('hit_rate'))}, mean coverage {_num(cov.get('mean_coverage'))}, mean IoU {_num(cov.get('mean_iou'))}"
+            f"hit rate {_num(cov.get('hit_rate'))}, mean coverage {_num(cov.get('mean_coverage'))}, mean IoU "
+            f"{_num(cov.get('mean_iou'))}"
         )

@@ -5,13 +5,15 @@ on a CheXpert-layout split, plus MXA ROI localization against phantom ground-tru
 from __future__ import annotations
 
 import csv
+import functools
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from mxa_edge.data.arrays import SplitArrays, load_split_arrays
+from mxa_edge.data.arrays import SplitArrays
 from mxa_edge.errors import ArtifactError
+from mxa_edge.formats import Artifact, DataSelection, RunRecord, load_artifact, naming
 from mxa_edge.metrics import box_coverage, evaluate, sigmoid
 from mxa_edge.preprocess import Preprocess
 from mxa_edge.progress import SILENT, Reporter
@@ -63,38 +65,32 @@ def evaluate_model(
     limit: int | None = None,
     reporter: Reporter = SILENT,
 ) -> dict:
-    """Evaluate a run folder or an exported artifact; ``data`` defaults to the run's own data."""
-    from mxa_edge.fileio import read_json
-
+    """Evaluate a run folder or an exported artifact on ``split`` of its own data selection (an
+    artifact follows its source run's: the same views, projections and label policy its drift
+    gate used); ``data`` points the same selection at another copy of the dataset."""
     model_path = Path(model_path)
-    manifest_path = model_path / "manifest.json"
-    if not manifest_path.is_file():
-        raise ArtifactError(
-            f"{model_path}: no manifest.json; pass a run folder from `mxa-edge train` or an exported artifact"
-        )
-    manifest = read_json(manifest_path)
-    root = Path(data) if data else Path(manifest["data"]["root"]) if "data" in manifest else None
-    if root is None:
-        raise ArtifactError(f"{model_path}: the manifest does not name its dataset; pass --data")
-    from mxa_edge.data.chexpert import find_dataset_root
-
-    root = find_dataset_root(root)
-    pp = Preprocess.from_dict(manifest["preprocess"])
-    d = manifest.get("data", {})
-    arrays = load_split_arrays(
-        root,
-        split,
-        pp,
-        uncertainty=d.get("uncertainty", "u1"),
-        blank=d.get("blank", "negative"),
-        frontal_only=d.get("frontal_only", True),
-        limit=limit,
-        progress=reporter.callback(f"decoding {split} images"),
-    )
-    if manifest.get("format") == "mxa-edge-artifact":
-        logits, rois = _artifact_outputs(model_path, arrays, pp)
+    if naming.is_artifact(model_path):
+        artifact = load_artifact(model_path)
+        selection, pp = artifact.manifest.source_run.selection(), artifact.preprocess
+        if selection is None and data is None:
+            raise ArtifactError(
+                f"{model_path}: its source run is not on this machine and the artifact names no data; pass --data"
+            )
+    elif (model_path / naming.MANIFEST).is_file():
+        artifact, run = None, RunRecord.load(model_path)
+        selection, pp = run.data, run.preprocess
     else:
-        logits, rois = _run_outputs(model_path, arrays, pp)
+        raise ArtifactError(
+            f"{model_path}: no {naming.MANIFEST}; pass a run folder from `mxa-edge train` or an exported artifact"
+        )
+    if data is not None:  # the same selection on another copy of the data (or the default policy)
+        selection = (selection or DataSelection(root=str(data))).with_root(data)
+    arrays = selection.load(split, pp, limit=limit, progress=reporter.callback(f"decoding {split} images"))
+    if artifact is not None:
+        logits, rois = _artifact_outputs(artifact, arrays, pp)
+    else:
+        logits, rois = _run_outputs(run, arrays, pp)
+    root = Path(selection.root)
     metrics = evaluate(arrays.targets, sigmoid(logits), arrays.mask, n_boot=n_boot, seed=seed)
     metrics.update({"model": str(model_path), "data": str(root), "split": split})
     if rois is not None:
@@ -104,31 +100,21 @@ def evaluate_model(
     return metrics
 
 
-def _run_outputs(run_dir: Path, arrays: SplitArrays, pp: Preprocess):
-    import torch
+def _run_outputs(run: RunRecord, arrays: SplitArrays, pp: Preprocess):
+    from mxa_edge.models.weights import load_run
+    from mxa_edge.scoring import score, torch_runner
 
-    from mxa_edge.training.run_io import load_run
-
-    model, _ = load_run(run_dir)
-    logits, rois = [], []
-    with torch.no_grad():
-        for i in range(0, len(arrays), 128):
-            out = model.forward_aux(torch.from_numpy(arrays.model_input(slice(i, i + 128), pp)))
-            logits.append(out["logits"].numpy())
-            if "roi" in out:
-                rois.append(out["roi"].numpy())
-    return np.concatenate(logits), (np.concatenate(rois) if rois else None)
+    model, _ = load_run(run)
+    to_input = functools.partial(arrays.model_input, preprocess=pp)
+    out = score(torch_runner(model, aux=True), arrays, batch=128, to_input=to_input, outputs=("logits", "roi"))
+    return out["logits"], out.get("roi")
 
 
-def _artifact_outputs(artifact_dir: Path, arrays: SplitArrays, pp: Preprocess):
-    from mxa_edge.runtime.artifact import load_artifact
+def _artifact_outputs(artifact: Artifact, arrays: SplitArrays, pp: Preprocess):
     from mxa_edge.runtime.engines import open_engine
+    from mxa_edge.scoring import engine_runner, score
 
-    engine = open_engine(load_artifact(artifact_dir))
-    logits, rois = [], []
-    for i in range(0, len(arrays), 32):
-        out = engine.run(arrays.model_input(slice(i, i + 32), pp))
-        logits.append(out["logits"])
-        if "roi" in out:
-            rois.append(out["roi"])
-    return np.concatenate(logits), (np.concatenate(rois) if rois else None)
+    engine = open_engine(artifact)
+    to_input = functools.partial(arrays.model_input, preprocess=pp)
+    out = score(engine_runner(engine), arrays, batch=32, to_input=to_input, outputs=("logits", "roi"))
+    return out["logits"], out.get("roi")

@@ -87,9 +87,15 @@ def center_crop_resize(gray: np.ndarray, image_size: int, interpolation: str = "
     return np.asarray(img.resize((image_size, image_size), _pil_filter(interpolation)), dtype=np.float32)
 
 
-def scale_to_range(gray01: np.ndarray, value_range=(-XRV_RANGE, XRV_RANGE)) -> np.ndarray:
+def unit_to_range(x01, value_range=(-XRV_RANGE, XRV_RANGE)):
+    """[0, 1] -> the model's input range: THE formula, for numpy arrays and torch tensors alike
+    (training batches are scaled after augmentation, on the tensor)."""
     lo, hi = value_range
-    return (np.clip(gray01, 0.0, 1.0) * (hi - lo) + lo).astype(np.float32)
+    return x01 * (hi - lo) + lo
+
+
+def scale_to_range(gray01: np.ndarray, value_range=(-XRV_RANGE, XRV_RANGE)) -> np.ndarray:
+    return unit_to_range(np.clip(gray01, 0.0, 1.0), value_range).astype(np.float32)
 
 
 def prepare(gray: np.ndarray, pp: Preprocess) -> np.ndarray:

@@ -82,12 +82,11 @@ def quick_run(
     from mxa_edge.data.arrays import load_split_arrays
     from mxa_edge.data.chexpert import dataset_fingerprint
     from mxa_edge.data.phantom import generate_phantom_dataset
-    from mxa_edge.fileio import write_json
-    from mxa_edge.labels import CHEXPERT_LABELS
+    from mxa_edge.formats import DataSelection, RunRecord
     from mxa_edge.models.configs import ModelSpec
     from mxa_edge.models.student import MultiLabelStudent
+    from mxa_edge.models.weights import save_weights
     from mxa_edge.preprocess import Preprocess
-    from mxa_edge.training.run_io import save_weights
 
     root = generate_phantom_dataset(tmp / "data", n_train=n_train, n_valid=n_valid, size=source_size, seed=seed)
     pp = Preprocess(image_size=size)
@@ -110,22 +109,14 @@ def quick_run(
     run = tmp / "run"
     run.mkdir()
     sha = save_weights(model, run / "weights.safetensors")
-    write_json(
-        run / "manifest.json",
-        {
-            "labels": list(CHEXPERT_LABELS),
-            "preprocess": pp.to_dict(),
-            "model": model.spec.to_dict(),
-            "weights_sha256": sha,
-            "data": {
-                "root": str(root),
-                "uncertainty": "u1",
-                "blank": "negative",
-                "frontal_only": True,
-                "ap_pa": None,
-                "fingerprint": {"train": dataset_fingerprint(train.split), "valid": dataset_fingerprint(valid.split)},
-            },
-            "versions": {"torch": torch.__version__},
-        },
-    )
+    RunRecord(
+        model=model.spec,
+        preprocess=pp,
+        data=DataSelection(
+            root=str(root),
+            fingerprint={"train": dataset_fingerprint(train.split), "valid": dataset_fingerprint(valid.split)},
+        ),
+        weights_sha256=sha,
+        versions={"torch": torch.__version__},
+    ).save(run)
     return run

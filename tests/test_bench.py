@@ -215,9 +215,11 @@ def test_runtime_rows_work_without_torch(bench_run, tmp_path):
     code = (
         "import sys, json; sys.modules['torch'] = None\n"
         "from mxa_edge.bench import run_bench\n"
-        f"r = run_bench([{str(bench_run / 'exports' / 'onnx-int8')!r}, {str(bench_run / 'exports' / 'openvino-fp32')!r}],"
+        f"r = run_bench([{str(bench_run / 'exports' / 'onnx-int8')!r}, "
+        f"{str(bench_run / 'exports' / 'openvino-fp32')!r}],"
         " threads=1, seconds=0.1, warmup=0, rounds=1)\n"
-        "print(json.dumps([[x['backend'], x['precision'], x['status'], x['p50_ms'], x['fraction_of_peak']] for x in r['rows']]"
+        "print(json.dumps([[x['backend'], x['precision'], x['status'], x['p50_ms'], "
+        "x['fraction_of_peak']] for x in r['rows']]"
         " + [r['compute_bound']['measured']['fp32']['method']]))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

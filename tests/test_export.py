@@ -59,7 +59,7 @@ def _export(run, target, name, *, reuse: bool = False, **kw):
 
 
 def _model_and_input(run, batch):
-    from mxa_edge.training.run_io import load_run
+    from mxa_edge.models.weights import load_run
 
     model, _ = load_run(run)
     x = torch.rand(batch, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(batch)) * 2048 - 1024
@@ -67,22 +67,23 @@ def _model_and_input(run, batch):
 
 
 def test_capability_table_lists_every_target():
-    from mxa_edge.export import CAPABILITIES
-    from mxa_edge.export.pipeline import TARGETS
+    from mxa_edge import backends
+    from mxa_edge_cli.commands.export import Target
 
-    assert [c.name for c in CAPABILITIES] == list(TARGETS)
+    assert backends.names() == ["onnx", "openvino", "tensorrt"]
+    assert [t.value for t in Target] == backends.names()  # the CLI's choices are the registry's
 
 
 def test_onnx_fp32_dynamic_batch_parity_and_aux_outputs(tiny_run):
-    from mxa_edge.runtime.artifact import load_artifact
+    from mxa_edge.formats import load_artifact
     from mxa_edge.runtime.engines import open_engine
 
     res = _export(tiny_run, "onnx", "onnx-fp32")
     art = load_artifact(res.artifact)
-    assert art.backend == "onnxruntime" and art.entry.name == "model.onnx"
+    assert art.runtime == "onnxruntime" and art.entry.name == "model.onnx"
     assert res.passed and res.summary["macro_delta"] == pytest.approx(0.0, abs=1e-6)
     assert (res.artifact / "drift.json").is_file() and (res.artifact / "drift.png").is_file()
-    m = art.manifest
+    m = art.manifest.to_dict()
     assert m["flops"] == 2 * m["macs"] > 0 and m["params"] > 0
     assert m["precision"]["weights"] == "fp32" and m["quantization"] is None
     engine = open_engine(art, threads=1)
@@ -132,7 +133,7 @@ def _quantized_grid_tensors(model_proto):
 def test_onnx_int8_passes_gate_and_keeps_grid_in_float(tiny_run):
     res = _export(tiny_run, "onnx", "onnx-int8", int8=True)
     assert res.passed
-    m = res.manifest
+    m = res.manifest.to_dict()
     assert m["precision"]["weights"] == "int8"
     assert m["calibration"]["n"] == 24 and len(m["calibration"]["fingerprint"]) == 16
     assert m["quantization"]["per_channel"] and m["quantization"]["excluded_nodes"]
@@ -155,19 +156,19 @@ def test_onnx_int8_passes_gate_and_keeps_grid_in_float(tiny_run):
 
 
 def test_openvino_fp32_records_f32_and_int8_passes(tiny_run):
-    from mxa_edge.runtime.artifact import load_artifact
+    from mxa_edge.formats import load_artifact
     from mxa_edge.runtime.engines import open_engine
 
     fp = _export(tiny_run, "openvino", "ov-fp32")
     art = load_artifact(fp.artifact)
-    assert art.precision["inference_precision"] == "f32"
-    assert sorted(art.manifest["files"]) == ["model.bin", "model.xml"]
+    assert art.precision.inference_precision == "f32"
+    assert sorted(art.manifest.files) == ["model.bin", "model.xml"]
     assert fp.summary["macro_delta"] == pytest.approx(0.0, abs=1e-3)
     engine = open_engine(art, threads=1)
     assert engine.inference_precision in ("f32", "float32")
     q = _export(tiny_run, "openvino", "ov-int8", int8=True)
     assert q.passed
-    assert len(q.manifest["quantization"]["grid_inputs_in_float"]) == 3
+    assert len(q.manifest.quantization["grid_inputs_in_float"]) == 3
 
 
 def test_openvino_static_batch_is_gated_and_runs_any_batch(tiny_run):
@@ -178,11 +179,11 @@ def test_openvino_static_batch_is_gated_and_runs_any_batch(tiny_run):
 
     from mxa_edge.bench.subjects import artifact_subjects
     from mxa_edge.errors import ConfigError
-    from mxa_edge.runtime.artifact import load_artifact
+    from mxa_edge.formats import load_artifact
     from mxa_edge.runtime.engines import open_engine
 
     res = _export(tiny_run, "openvino", "ov-int8-b2", int8=True, static_batch=2)
-    assert res.passed and res.manifest["export"]["static_batch"] == 2
+    assert res.passed and res.manifest.export["static_batch"] == 2
     model = ov.Core().read_model(str(res.artifact / "model.xml"))
     assert model.inputs[0].get_partial_shape().to_shape() == [2, 1, SIZE, SIZE]
     assert all(o.get_partial_shape().is_static for o in model.outputs)
@@ -198,11 +199,9 @@ def test_openvino_static_batch_is_gated_and_runs_any_batch(tiny_run):
     assert [r.precision for r in rows] == ["INT8 (f32 hint), static batch 2"]
     with pytest.raises(ConfigError, match="static-batch"):
         _export(tiny_run, "onnx", "onnx-b2", static_batch=2)
-    from mxa_edge.export.pipeline import default_out_dir
+    from mxa_edge.formats import Precision, artifact_dir_name
 
-    assert (
-        default_out_dir(tiny_run, "openvino", True, False, False, 2).name == "openvino-int8-b2"
-    )  # beside the dynamic one
+    assert artifact_dir_name("openvino", Precision.INT8, 2) == "openvino-int8-b2"  # beside the dynamic one
 
 
 def test_gate_failure_publishes_nothing(tiny_run):
@@ -248,7 +247,7 @@ def test_qat_onnx_end_to_end_reports_drift_beside_ptq(tiny_run):
     ptq = load_manifest_of(_export(tiny_run, "onnx", "onnx-int8", int8=True, reuse=True))
     res = _export(tiny_run, "onnx", "onnx-qat", qat=True, qat_epochs=1)
     assert res.passed
-    m = res.manifest
+    m = res.manifest.to_dict()
     assert m["model_id"].endswith("-onnx-qat-int8") and m["precision"]["weights"] == "int8"
     qat = m["qat"]
     assert qat["epochs"] == 1 and qat["lr"] == 1e-5 and len(qat["losses"]) == 1
@@ -284,7 +283,7 @@ def test_qat_openvino_stores_int8_weights(tiny_run):
     assert len(int8) >= 20 and any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
     f32_bytes = sum(c.get_byte_size() for c in consts if c.get_output_element_type(0).get_type_name() == "f32")
     assert sum(c.get_byte_size() for c in int8) > f32_bytes  # the bulk of the weights is int8
-    assert res.manifest["quantization"]["export_vs_torch_max_abs"] < 0.5
+    assert res.manifest.quantization["export_vs_torch_max_abs"] < 0.5
 
 
 def test_cli_quiet_export_prints_nothing_and_json_stays_clean(tiny_run):
@@ -396,7 +395,7 @@ def test_fold_weight_quantizers_keeps_the_arithmetic(tmp_path):
 
 
 def test_tensorrt_writes_qdq_onnx_and_command(tiny_run):
-    from mxa_edge.export.tensorrt_backend import tensorrt_status
+    from mxa_edge.backends.tensorrt import tensorrt_status
 
     ok, reason = tensorrt_status()
     if ok:
@@ -420,7 +419,7 @@ def test_tensorrt_writes_qdq_onnx_and_command(tiny_run):
 
 
 def test_tensorrt_engine_build():
-    from mxa_edge.export.tensorrt_backend import tensorrt_status
+    from mxa_edge.backends.tensorrt import tensorrt_status
 
     ok, reason = tensorrt_status()
     if not ok:
@@ -429,21 +428,21 @@ def test_tensorrt_engine_build():
 
 def test_stratified_calibration_covers_rare_labels(tiny_run):
     from mxa_edge.export.calibration import select_calibration, stratified_indices
-    from mxa_edge.training.run_io import read_manifest
+    from mxa_edge.formats import RunRecord
 
     targets = np.zeros((100, 3), np.float32)
     targets[:2, 0] = 1  # rare
     targets[:60, 2] = 1
     idx = stratified_indices(targets, 10, np.random.default_rng(0))
     assert {0, 1} <= set(idx.tolist()) and len(idx) == 10
-    manifest = read_manifest(tiny_run)
+    manifest = RunRecord.load(tiny_run)
     a = select_calibration(manifest, None, n=20, seed=3)
     b = select_calibration(manifest, None, n=20, seed=3)
     assert a.fingerprint == b.fingerprint and a.images.shape == (20, SIZE, SIZE)
 
 
 def test_tampered_artifact_is_refused(tiny_run, tmp_path):
-    from mxa_edge.runtime.artifact import load_artifact
+    from mxa_edge.formats import load_artifact
 
     art = _export(tiny_run, "onnx", "onnx-fp32", reuse=True)
     copy = tmp_path / "art"

@@ -147,11 +147,11 @@ def test_fp32_artifact_matches_pytorch(predict_run, onnx_fp32, two_images):
     import torch
 
     from mxa_edge.imageio import load_radiograph
+    from mxa_edge.models.weights import load_run
     from mxa_edge.runtime.predict import PredictionResult, Predictor, sigmoid
-    from mxa_edge.training.run_io import load_run, run_preprocess
 
-    model, manifest = load_run(predict_run)
-    pp = run_preprocess(manifest)
+    model, run = load_run(predict_run)
+    pp = run.preprocess
     grays = [load_radiograph(p) for p in two_images]
     with torch.no_grad():
         ref = model.forward_aux(torch.from_numpy(np.stack([pp(g) for g in grays])))
@@ -173,11 +173,11 @@ def test_int8_artifact_close_to_pytorch(predict_run, onnx_int8, two_images):
     import torch
 
     from mxa_edge.imageio import load_radiograph
+    from mxa_edge.models.weights import load_run
     from mxa_edge.runtime.predict import Predictor, sigmoid
-    from mxa_edge.training.run_io import load_run, run_preprocess
 
-    model, manifest = load_run(predict_run)
-    pp = run_preprocess(manifest)
+    model, run = load_run(predict_run)
+    pp = run.preprocess
     with torch.no_grad():
         ref = sigmoid(model(torch.from_numpy(np.stack([pp(load_radiograph(p)) for p in two_images]))).numpy())
     got = np.array(

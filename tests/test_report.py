@@ -127,8 +127,8 @@ def _assert_self_contained(html: str, page: _Page) -> None:
 
 
 def test_report_structure(report, artifact):
+    from mxa_edge.formats import load_artifact
     from mxa_edge.report.records import artifact_sha256
-    from mxa_edge.runtime.artifact import load_artifact
 
     html = report.read_text(encoding="utf-8")
     page = _parse(html)
@@ -252,6 +252,7 @@ def test_gaps_are_stated_when_the_source_run_is_gone(artifact, tmp_path):
     m = json.loads((moved / "manifest.json").read_text())
     data_root = json.loads((Path(m["source_run"]["path"]) / "manifest.json").read_text())["data"]["root"]
     m["source_run"]["path"] = str(tmp_path / "gone-run")
+    m["source_run"]["data"]["root"] = str(tmp_path / "gone-data")  # the artifact carries its data policy
     (moved / "manifest.json").write_text(json.dumps(m))
 
     text = " ".join(_parse(build_report(moved, out=tmp_path / "a.html", gallery=0, n_boot=0).read_text()).text)

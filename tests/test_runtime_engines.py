@@ -17,15 +17,15 @@ def test_runtime_modules_do_not_import_torch():
     import subprocess
     import sys
 
-    code = (
-        "import sys, mxa_edge.runtime.artifact, mxa_edge.runtime.engines; sys.exit(1 if 'torch' in sys.modules else 0)"
-    )
+    code = "import sys, mxa_edge.formats, mxa_edge.runtime.engines; sys.exit(1 if 'torch' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
 def test_engines_agree_with_manifest(tiny_run):
-    from mxa_edge.runtime.artifact import load_artifact
-    from mxa_edge.runtime.engines import OpenVinoEngine, OrtEngine, open_engine
+    from mxa_edge.backends.onnxruntime import OrtEngine
+    from mxa_edge.backends.openvino import OpenVinoEngine
+    from mxa_edge.formats import load_artifact
+    from mxa_edge.runtime.engines import open_engine
 
     ort_art = load_artifact(_export(tiny_run, "onnx", "onnx-fp32", reuse=True))
     ov_art = load_artifact(_export(tiny_run, "openvino", "ov-fp32", reuse=True))
@@ -42,7 +42,7 @@ def test_engines_agree_with_manifest(tiny_run):
 
 
 def test_bad_manifests(tmp_path):
-    from mxa_edge.runtime.artifact import load_artifact
+    from mxa_edge.formats import load_artifact
 
     with pytest.raises(ArtifactError, match="no manifest.json"):
         load_artifact(tmp_path)
@@ -61,8 +61,9 @@ def test_unknown_target_is_a_config_error(tiny_run):
 def test_openvino_compile_cache_and_read_only_fallback(tiny_run, tmp_path, monkeypatch):
     import os
 
-    from mxa_edge.runtime.artifact import load_artifact
-    from mxa_edge.runtime.engines import open_engine, openvino_cache_dir
+    from mxa_edge.backends.openvino import openvino_cache_dir
+    from mxa_edge.formats import load_artifact
+    from mxa_edge.runtime.engines import open_engine
 
     art = load_artifact(_export(tiny_run, "openvino", "ov-fp32", reuse=True))
     monkeypatch.setenv("MXA_EDGE_CACHE", str(tmp_path / "cache"))

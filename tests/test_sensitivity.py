@@ -61,7 +61,7 @@ def test_sensitivity_skips_uniform_calibration(tiny_model_and_images):
 
 
 def test_float_node_names_cover_every_layer(tiny_model_and_images, tmp_path):
-    from mxa_edge.export.onnx_backend import export_onnx
+    from mxa_edge.export.onnx_graph import export_onnx
     from mxa_edge.export.sensitivity import QUANTIZED_OP_TYPES, float_node_names, node_scope
 
     model, images = tiny_model_and_images
@@ -82,7 +82,7 @@ def test_float_node_names_cover_every_layer(tiny_model_and_images, tmp_path):
 
 
 def test_float_bypass_keeps_residual_adds_in_float(tiny_model_and_images, tmp_path):
-    from mxa_edge.export.onnx_backend import export_onnx, quantize_onnx
+    from mxa_edge.export.onnx_graph import export_onnx, quantize_onnx
     from mxa_edge.export.sensitivity import QUANTIZED_OP_TYPES
 
     model, images = tiny_model_and_images
@@ -115,7 +115,11 @@ def test_float_bypass_keeps_residual_adds_in_float(tiny_model_and_images, tmp_pa
 def test_gate_score_matches_the_gate():
     pytest.importorskip("openvino")
     from mxa_edge.export.drift import gate
-    from mxa_edge.export.openvino_backend import gate_score
+    from mxa_edge.gate import GateSpec
+    from mxa_edge.gate import gate_score as make_score
+
+    def gate_score(y, mask, ref, max_macro_drop, max_drop):
+        return make_score(y, mask, ref, GateSpec(max_macro_drop, max_drop))
 
     rng = np.random.default_rng(0)
     y = (rng.random((400, 14)) < 0.3).astype(np.float32)

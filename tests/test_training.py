@@ -37,7 +37,7 @@ def test_run_folder_contract(tiny_run):
 
 def test_checkpoints_load_with_weights_only_and_reproduce_metrics(tiny_run):
     from mxa_edge.evaluation import evaluate_model
-    from mxa_edge.training.run_io import load_run
+    from mxa_edge.models.weights import load_run
 
     ck = torch.load(tiny_run / "checkpoint.pt", weights_only=True)
     assert ck["epoch"] == 1
@@ -53,7 +53,7 @@ def test_tampered_weights_are_refused(tiny_run, tmp_path):
     import shutil
 
     from mxa_edge.errors import ArtifactError
-    from mxa_edge.training.run_io import load_run
+    from mxa_edge.models.weights import load_run
 
     copy = tmp_path / "run"
     shutil.copytree(tiny_run, copy)
@@ -138,4 +138,4 @@ def test_pediatric_pneumonia_end_to_end(tmp_path):
     assert res.passed and (res.artifact / "manifest.json").is_file()
     gated = {k for k, v in res.drift["per_label"].items() if v["delta"] is not None}
     assert gated == {"No Finding", "Pneumonia"}
-    assert res.manifest["calibration"]["n"] == 24
+    assert res.manifest.calibration["n"] == 24

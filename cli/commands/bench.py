@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from mxa_edge_cli.options import QuietOpt
-from mxa_edge_cli.output import Output, _json_safe
+from mxa_edge_cli.output import Output, json_safe
 
 
 def _batches(text: str) -> list[int]:
@@ -43,17 +43,20 @@ def bench(
     json_file: Optional[Path] = typer.Option(
         None,
         "--json",
-        help="Write everything (rows, machine, settings, compute bound) to this JSON file. Default for a single run folder: RUN/bench.json.",
+        help="Write everything (rows, machine, settings, compute bound) to this JSON file. Default for a "
+        "single run folder: RUN/bench.json.",
     ),
     plot: Optional[Path] = typer.Option(
         None,
         "--plot",
-        help="Write a PNG of batch-1 latency (log x) against macro AUC. Default for a single run folder: RUN/bench.png.",
+        help="Write a PNG of batch-1 latency (log x) against macro AUC. Default for a single run folder: "
+        "RUN/bench.png.",
     ),
     export_missing: Optional[bool] = typer.Option(
         None,
         "--export-missing/--no-export-missing",
-        help="Create a run's missing ONNX/OpenVINO FP32/INT8 exports (drift-gated with the export defaults). Default: on when torch is installed.",
+        help="Create a run's missing ONNX/OpenVINO FP32/INT8 exports (drift-gated with the export defaults). "
+        "Default: on when torch is installed.",
     ),
     quiet: bool = QuietOpt,
 ):
@@ -85,7 +88,7 @@ def bench(
     if json_file is not None:
         from mxa_edge.fileio import write_json
 
-        write_json(json_file, _json_safe(result))
+        write_json(json_file, json_safe(result))
         o.info(f"wrote {json_file}")
     if plot is not None:
         written = plot_latency_auc(result, plot)
@@ -175,7 +178,8 @@ def render(console, result: dict) -> None:
     th = cb["theoretical"]
     if th.get("available"):
         console.print(
-            f"theoretical: fp32 {th['fp32']:.0f}, bf16 {th['bf16']:.0f}, int8 {th['int8']:.0f} GFLOP/s — {th['assumption']}"
+            f"theoretical: fp32 {th['fp32']:.0f}, bf16 {th['bf16']:.0f}, int8 {th['int8']:.0f} GFLOP/s — "
+            f"{th['assumption']}"
         )
     if cb.get("above_measured_peak"):
         over = cb["above_measured_peak"]
@@ -190,7 +194,9 @@ def render(console, result: dict) -> None:
     best = cb.get("best_int8")
     if best:
         console.print(
-            f"best INT8: {best['row']} at {best['achieved_gflops']:.1f} GFLOP/s = {best['ratio_to_measured_peak']:.1%} of the "
+            f"best INT8: {best['row']} at {best['achieved_gflops']:.1f} GFLOP/s = "
+            f"{best['ratio_to_measured_peak']:.1%} of the "
             f"measured int8 peak ({best['bound_img_s']:.0f} img/s bound), "
-            f"{_f(best['ratio_to_theoretical_peak'] and best['ratio_to_theoretical_peak'] * 100, '{:.1f}%')} of theoretical"
+            f"{_f(best['ratio_to_theoretical_peak'] and best['ratio_to_theoretical_peak'] * 100, '{:.1f}%')} "
+            "of theoretical"
         )

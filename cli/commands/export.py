@@ -8,27 +8,20 @@ from typing import Optional
 
 import typer
 
+from mxa_edge import backends
+from mxa_edge.gate import DEFAULT_GATE, finding_fails
 from mxa_edge_cli.options import JsonOpt, QuietOpt, SeedOpt
 from mxa_edge_cli.output import Output
 
-
-class Target(str, Enum):
-    onnx = "onnx"
-    openvino = "openvino"
-    tensorrt = "tensorrt"
-
-
-class CalibMethod(str, Enum):
-    minmax = "minmax"
-    entropy = "entropy"
-    percentile = "percentile"
+# The choices are the backend registry's (a new target needs no edit here).
+Target = Enum("Target", {name: name for name in backends.names()}, type=str)
+CalibMethod = Enum("CalibMethod", {name: name for name in backends.CALIB_METHODS}, type=str)
+TARGET_HELP = "; ".join(f"{s.name}: {s.display} ({s.files})" for s in backends.all_specs())
 
 
 def export(
     run: Path = typer.Argument(..., help="Run folder from `mxa-edge train`."),
-    target: Target = typer.Option(
-        Target.onnx, "--target", "-t", help="onnx (ONNX Runtime), openvino (IR), or tensorrt (Q/DQ ONNX + engine)."
-    ),
+    target: Target = typer.Option(Target["onnx"], "--target", "-t", help=f"Export target. {TARGET_HELP}."),
     int8: bool = typer.Option(False, "--int8", help="Post-training INT8 quantization with a calibration set."),
     qat: bool = typer.Option(
         False, "--qat", help="Quantization-aware fine-tuning (NNCF), distilled from the FP32 model, then export."
@@ -37,20 +30,25 @@ def export(
     calib: Optional[Path] = typer.Option(
         None,
         "--calib",
-        help="Calibration images: a folder of images or a CheXpert-layout CSV. Default: 300 stratified training images.",
+        help="Calibration images: a folder of images or a CheXpert-layout CSV. Default: 300 stratified "
+        "training images.",
     ),
     calib_size: int = typer.Option(300, "--calib-size", min=1, help="Images in the default calibration set."),
     calib_method: CalibMethod = typer.Option(CalibMethod.minmax, "--calib-method", help="Activation range estimation."),
     max_macro_drop: float = typer.Option(
-        0.005, "--max-macro-drop", help="Refuse to publish when the macro AUC drops by more than this."
+        DEFAULT_GATE.max_macro_drop,
+        "--max-macro-drop",
+        help="Refuse to publish when the macro AUC drops by more than this.",
     ),
     max_drop: float = typer.Option(
-        0.02, "--max-drop", help="Refuse to publish when any pathology's AUC drops by more than this."
+        DEFAULT_GATE.max_drop, "--max-drop", help="Refuse to publish when any pathology's AUC drops by more than this."
     ),
     max_noise: float = typer.Option(
         0.08,
         "--max-noise",
-        help="INT8 PTQ: keep the most quantization-sensitive layers in float until the simulated logit noise (std of the INT8-FP32 logit change over the logit spread, worst finding, on the calibration images) is at most this. A large value (e.g. 9) keeps every layer INT8.",
+        help="INT8 PTQ: keep the most quantization-sensitive layers in float until the simulated logit noise "
+        "(std of the INT8-FP32 logit change over the logit spread, worst finding, on the calibration "
+        "images) is at most this. A large value (e.g. 9) keeps every layer INT8.",
     ),
     out: Optional[Path] = typer.Option(
         None,
@@ -63,7 +61,8 @@ def export(
         None,
         "--static-batch",
         min=1,
-        help="OpenVINO: fix the IR's batch at N (gated as fixed). Faster per call for small models (default run, batch 1: about 1.6x); the engine then runs any batch in chunks of N.",
+        help="OpenVINO: fix the IR's batch at N (gated as fixed). Faster per call for small models (default "
+        "run, batch 1: about 1.6x); the engine then runs any batch in chunks of N.",
     ),
     seed: int = SeedOpt,
     json_out: bool = JsonOpt,
@@ -114,7 +113,7 @@ def _payload(result) -> dict:
         "rejected": str(result.rejected) if result.rejected else None,
         "passed": result.passed,
         "drift": result.drift,
-        "manifest": result.manifest,
+        "manifest": result.manifest.to_dict(),
     }
 
 
@@ -129,7 +128,7 @@ def _render(console, result) -> None:
         if v["delta"] is None:
             t.add_row(name, "[dim]not evaluable[/]", "", "", "", "", "")
             continue
-        bad = v["delta"] < -d["max_drop"]
+        bad = finding_fails(v["delta"], d["max_drop"], ci=v.get("delta_ci"), mode=d.get("gate_mode", "point"))
         ci = v.get("delta_ci")
         t.add_row(
             name,
@@ -154,7 +153,8 @@ def _render(console, result) -> None:
     console.print(t)
     verdict = "[green]PASSED[/]" if result.passed else "[red]FAILED[/]"
     console.print(
-        f"gate {verdict} (max macro drop {d['max_macro_drop']}, max per-finding drop {d['max_drop']}) on {d['n_images']} images"
+        f"gate {verdict} (max macro drop {d['max_macro_drop']}, max per-finding drop {d['max_drop']}) on "
+        f"{d['n_images']} images"
     )
     if result.artifact:
         console.print(f"artifact: [bold]{result.artifact}[/]  precision {result.manifest['precision']}")

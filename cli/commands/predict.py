@@ -38,7 +38,8 @@ def predict(
 
     Preprocessing and thresholds come from the artifact's manifest only; ROI boxes are in pixels of the original image.
 
-    Files that cannot be read are reported on stderr, one line each; the others are still predicted, and the exit status is 3.
+    Files that cannot be read are reported on stderr, one line each; the others are still predicted,
+    and the exit status is 3.
 
     The model was trained on frontal chest radiographs: it cannot recognise a lateral view or a non-chest image as such.
     """

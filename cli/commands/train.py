@@ -73,7 +73,8 @@ def train(
     teacher_weights: Optional[Path] = typer.Option(
         None,
         "--teacher-weights",
-        help="Local densenet121-res224-chex weights (.pt from TorchXRayVision, state dict or safetensors). Never downloaded.",
+        help="Local densenet121-res224-chex weights (.pt from TorchXRayVision, state dict or safetensors). "
+        "Never downloaded.",
     ),
     teacher_epochs: int = typer.Option(
         2, "--teacher-epochs", min=1, help="Teacher fine-tuning epochs (finetune only)."
@@ -129,7 +130,8 @@ def train(
         1,
         "--devices",
         min=1,
-        help="Processes for DistributedDataParallel, started with torch's own launcher (one per GPU with --device cuda; gloo on CPU).",
+        help="Processes for DistributedDataParallel, started with torch's own launcher (one per GPU with "
+        "--device cuda; gloo on CPU).",
     ),
     json_out: bool = JsonOpt,
     quiet: bool = QuietOpt,
@@ -208,7 +210,7 @@ def train(
         print_metrics(
             console,
             metrics,
-            f"Validation metrics — {result['manifest']['model_name']} (epoch {metrics['selected_epoch']})",
+            f"Validation metrics — {result['record'].model_name} (epoch {metrics['selected_epoch']})",
         )
         t = metrics.get("teacher", {})
         if t.get("valid_macro_auc") is not None:

@@ -10,14 +10,13 @@ OpenVINO rows work on the runtime-only install.
 from mxa_edge.bench.machine import machine_record, physical_cores
 from mxa_edge.bench.peak import compute_bound
 from mxa_edge.bench.plot import plot_latency_auc
-from mxa_edge.bench.runner import STANDARD_EXPORTS, collect_subjects, run_bench
+from mxa_edge.bench.runner import collect_subjects, run_bench
 from mxa_edge.bench.subjects import FAILED, PASS, REJECTED, UNAVAILABLE
 
 __all__ = [
     "FAILED",
     "PASS",
     "REJECTED",
-    "STANDARD_EXPORTS",
     "UNAVAILABLE",
     "collect_subjects",
     "compute_bound",

@@ -125,8 +125,10 @@ def theoretical_peaks(cores: int) -> dict:
     bf16_k = 2.0 if flags.get("avx512_bf16") or flags.get("amx_bf16") else 1.0
     return {
         "available": True,
-        "assumption": f"cores={cores} x {ghz:.2f} GHz ({source}) x {per_unit} fp32 FLOPs/cycle per {isa} unit x 2 units; "
-        f"a 1-unit CPU has half (fp32 {fp32_2 / 2:.0f} GFLOP/s). int8 x{int8_k:g} (VNNI), bf16 x{bf16_k:g} (AVX512-BF16). "
+        "assumption": f"cores={cores} x {ghz:.2f} GHz ({source}) x {per_unit} fp32 FLOPs/cycle per {isa} unit x 2 "
+        "units; "
+        f"a 1-unit CPU has half (fp32 {fp32_2 / 2:.0f} GFLOP/s). int8 x{int8_k:g} (VNNI), bf16 "
+        f"x{bf16_k:g} (AVX512-BF16). "
         "AMX, where present, is not counted.",
         "fp32": fp32_2,
         "bf16": fp32_2 * bf16_k,

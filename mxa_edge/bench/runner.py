@@ -14,118 +14,81 @@ The story, in order:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from mxa_edge.backends import all_specs
 from mxa_edge.bench import subjects as S
 from mxa_edge.bench.machine import machine_record, physical_cores
 from mxa_edge.bench.peak import compute_bound
 from mxa_edge.bench.timing import measure_interleaved, paired_ratio
-from mxa_edge.errors import ArtifactError, ConfigError
+from mxa_edge.errors import ArtifactError, ConfigError, MissingDependencyError, MxaError
+from mxa_edge.formats import Precision, RunRecord, load_artifact, naming
 from mxa_edge.progress import SILENT, Reporter
-
-# (target, int8) -> the folder name export_run uses by default (RUN/exports/<target>-<precision>).
-STANDARD_EXPORTS = (("onnx", False), ("onnx", True), ("openvino", False), ("openvino", True))
-_ORDER = {
-    ("PyTorch eager", "fp32"): 0,
-    ("ONNX Runtime", "fp32"): 1,
-    ("ONNX Runtime", "int8"): 2,
-    ("OpenVINO", "fp32"): 3,
-    ("OpenVINO", "bf16"): 4,
-    ("OpenVINO", "int8"): 5,
-    ("TensorRT", "fp16"): 6,
-    ("TensorRT", "int8"): 7,
-    ("PyTorch CUDA", "bf16"): 8,
-}
-
-
-def _is_run(path: Path) -> bool:
-    return (path / "weights.safetensors").is_file() and (path / "manifest.json").is_file()
-
-
-def _is_artifact(path: Path) -> bool:
-    try:
-        return json.loads((path / "manifest.json").read_text()).get("format") == "mxa-edge-artifact"
-    except (OSError, ValueError):
-        return False
-
-
-def _export_name(target: str, int8: bool) -> str:
-    return f"{target}-{'int8' if int8 else 'fp32'}"
-
-
-def _run_artifacts(run_dir: Path) -> list[tuple[Path, bool]]:
-    """(folder, rejected) for every artifact under RUN/exports; a published folder hides an
-    older ``.rejected`` one of the same name."""
-    exports = run_dir / "exports"
-    if not exports.is_dir():
-        return []
-    found = []
-    for d in sorted(exports.iterdir()):
-        if d.name.startswith(".") or not d.is_dir() or not (d / "manifest.json").is_file():
-            continue
-        rejected = d.name.endswith(".rejected")
-        if rejected and (d.with_name(d.name[: -len(".rejected")]) / "manifest.json").is_file():
-            continue
-        found.append((d, rejected))
-    return found
 
 
 def _export_missing(run_dir: Path, export_kwargs: dict, reporter: Reporter) -> list[S.Subject]:
-    """Create the standard exports that are neither published nor rejected yet; a failing
-    export (other than its drift gate) becomes a ``failed`` row."""
+    """Create the standard exports (each CPU backend's ``standard_exports``) that are neither
+    published nor rejected yet; a failing export (other than its drift gate) becomes a ``failed`` row."""
     from mxa_edge.errors import DriftGateError
     from mxa_edge.export import export_run
 
     failed = []
-    for target, int8 in STANDARD_EXPORTS:
-        name = _export_name(target, int8)
-        out = run_dir / "exports" / name
-        if (out / "manifest.json").is_file() or (out.with_name(name + ".rejected") / "manifest.json").is_file():
+    for spec in all_specs():
+        if not spec.cpu:
             continue
-        reporter.log(f"exporting {run_dir.name} -> {name}")
-        try:
-            export_run(run_dir, target, out, int8=int8, progress=None, **export_kwargs)
-        except DriftGateError:
-            pass  # kept as NAME.rejected; reported as "exported but failed validation"
-        except Exception as exc:
-            failed.append(
-                S.Subject(
-                    key=f"{run_dir}::export-{name}",
-                    group=str(run_dir),
-                    backend="OpenVINO" if target == "openvino" else "ONNX Runtime",
-                    precision="INT8" if int8 else "FP32",
-                    compute="int8" if int8 else "fp32",
-                    model=name,
-                    image_size=None,
-                    status=S.FAILED,
-                    reason=f"export failed: {type(exc).__name__}: {exc}",
+        for precision in spec.standard_exports:
+            out = naming.default_artifact_dir(run_dir, spec.name, precision)
+            if naming.is_artifact(out) or naming.is_artifact(naming.rejected_dir(out)):
+                continue
+            reporter.log(f"exporting {run_dir.name} -> {out.name}")
+            try:
+                export_run(
+                    run_dir,
+                    spec.name,
+                    out,
+                    int8=precision.int8,
+                    qat=precision.qat,
+                    fp16=precision is Precision.FP16,
+                    progress=None,
+                    **export_kwargs,
                 )
-            )
+            except DriftGateError:
+                pass  # kept as NAME.rejected; reported as "exported but failed validation"
+            except Exception as exc:
+                failed.append(
+                    S.Subject(
+                        key=f"{run_dir}::export-{out.name}",
+                        group=str(run_dir),
+                        backend=spec.display,
+                        precision=precision.label,
+                        compute=precision.compute,
+                        model=out.name,
+                        image_size=None,
+                        status=S.FAILED,
+                        reason=f"export failed: {type(exc).__name__}: {exc}",
+                        order=spec.order + list(Precision).index(precision),
+                    )
+                )
     return failed
 
 
 def _run_subjects(run_dir: Path, export_missing: bool, export_kwargs: dict, reporter: Reporter) -> list[S.Subject]:
-    from mxa_edge.fileio import read_json
-    from mxa_edge.training.run_io import read_manifest
-
     group = str(run_dir)
-    manifest = read_manifest(run_dir)
-    metrics = read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else None
-    name = manifest.get("model_name") or run_dir.name
+    run = RunRecord.load(run_dir)
+    metrics = run.metrics()
     out: list[S.Subject] = []
     cost: dict = {}
     if S.torch_installed():
         from mxa_edge.export.prepare import count_flops
-        from mxa_edge.training.run_io import load_run
+        from mxa_edge.models.weights import load_run
 
-        model, _ = load_run(run_dir)
-        cost = count_flops(model, int(manifest["preprocess"]["image_size"]))  # as export_run counts it
+        model, _ = load_run(run)
+        cost = count_flops(model, run.model.image_size)  # as export_run counts it
         del model
-        out.append(S.pytorch_subject(run_dir, manifest, metrics, cost, group))
+        out.append(S.pytorch_subject(run, metrics, cost, group))
         if export_missing:
             out += _export_missing(run_dir, export_kwargs, reporter)
     else:
@@ -136,32 +99,37 @@ def _run_subjects(run_dir: Path, export_missing: bool, export_kwargs: dict, repo
                 backend="PyTorch eager",
                 precision="FP32",
                 compute="fp32",
-                model=name,
-                image_size=manifest["preprocess"]["image_size"],
+                model=run.model_name,
+                image_size=run.model.image_size,
                 status=S.UNAVAILABLE,
                 reason="torch is not installed (pip install 'mxa-edge[train]')",
                 reference=True,
+                order=0,
             )
         )
-    for folder, rejected in _run_artifacts(run_dir):
+    for folder, rejected in naming.run_artifacts(run_dir):
         rows = S.artifact_subjects(folder, group, rejected)
         if not cost and rows and rows[0].flops is not None:
             cost = {"flops": rows[0].flops, "params": rows[0].params}
         out += rows
-    have_trt = {s.precision for s in out if s.backend == "TensorRT"}
-    ok, reason = S.tensorrt_status()
-    for precision in ("FP16", "INT8"):
-        if precision not in have_trt:
-            why = reason if not ok else f"no tensorrt-{precision.lower()} export under {run_dir / 'exports'}"
-            out.append(S.tensorrt_placeholder(group, precision, name, why, cost))
-    out.append(S.cuda_subject(run_dir, manifest, cost, group))
+    # GPU-only targets get a row per precision even without an artifact, saying why.
+    for spec in all_specs():
+        if spec.cpu:
+            continue
+        have = {s.precision for s in out if s.backend == spec.display}
+        for precision in spec.precisions:
+            if precision.label not in have:
+                why = f"no {naming.artifact_dir_name(spec.name, precision)} export under {run_dir / naming.EXPORTS}"
+                out.append(S.placeholder(spec, precision, group, run.model_name, why, cost))
+    out.append(S.cuda_subject(run, cost, group))
     return out
 
 
 def _artifact_group(path: Path) -> str:
+    """Rows of artifacts from one run share that run's PyTorch reference row."""
     try:
-        src = json.loads((path / "manifest.json").read_text()).get("source_run", {}).get("path")
-    except (OSError, ValueError, AttributeError):
+        src = load_artifact(path).manifest.source_run.path
+    except MxaError:
         src = None
     return str(Path(src)) if src else str(path)
 
@@ -178,17 +146,17 @@ def collect_subjects(
     seen: set[str] = set()
     for p in paths:
         p = Path(p).absolute()
-        if _is_run(p):
+        if naming.is_run(p):
             new = _run_subjects(p, export_missing, dict(export_kwargs or {}), reporter)
-        elif _is_artifact(p):
-            new = S.artifact_subjects(p, _artifact_group(p), rejected=p.name.endswith(".rejected"))
+        elif naming.is_artifact(p):
+            new = S.artifact_subjects(p, _artifact_group(p), rejected=p.name.endswith(naming.REJECTED_SUFFIX))
         elif not p.exists():
             raise ArtifactError(
                 f"{p}: no such folder; pass a run folder from `mxa-edge train` or an artifact from `mxa-edge export`"
             )
         else:
             raise ArtifactError(
-                f"{p}: neither a training run (weights.safetensors + manifest.json) nor an exported artifact"
+                f"{p}: neither a training run ({naming.WEIGHTS} + {naming.MANIFEST}) nor an exported artifact"
             )
         for s in new:
             if s.key not in seen:
@@ -200,7 +168,8 @@ def collect_subjects(
 def _apply_info(s: S.Subject, info: dict) -> None:
     ip = info.get("inference_precision")
     if ip:
-        s.notes.append(f"OpenVINO INFERENCE_PRECISION_HINT: {ip}")
+        # Read back from the compiled model (OpenVINO: its INFERENCE_PRECISION_HINT), not the hint asked for.
+        s.notes.append(f"executed precision (INFERENCE_PRECISION_HINT after compile): {ip}")
         if s.precision.startswith("CPU default"):
             s.precision = s.precision.replace("CPU default", f"{ip} (CPU default)", 1)
             s.compute = "bf16" if "bf16" in ip else "fp16" if "16" in ip else "fp32"
@@ -208,7 +177,7 @@ def _apply_info(s: S.Subject, info: dict) -> None:
 
 
 def _sort_key(s: S.Subject):
-    return (s.group, _ORDER.get((s.backend, s.compute), 50), s.precision, s.key)
+    return (s.group, s.order, s.precision, s.key)
 
 
 def run_bench(
@@ -258,6 +227,9 @@ def run_bench(
                 continue
             try:
                 bind, info = s.open(threads)
+            except MissingDependencyError as exc:  # e.g. TensorRT without a GPU: says why
+                s.status, s.reason = S.UNAVAILABLE, str(exc)
+                continue
             except Exception as exc:  # a backend that cannot load here is a row, not a crash
                 s.status, s.reason = S.FAILED, f"{type(exc).__name__}: {exc}"
                 continue
@@ -269,7 +241,8 @@ def run_bench(
         for b in batches:
             fns = {}
             for key, (s, bind) in binders.items():
-                x = rng.uniform(-1024.0, 1024.0, (b, 1, s.image_size, s.image_size)).astype(np.float32)
+                lo, hi = s.value_range
+                x = rng.uniform(lo, hi, (b, 1, s.image_size, s.image_size)).astype(np.float32)
                 fns[key] = bind(x)
             task = f"batch {b}: {len(fns)} backends x {rounds} rounds"
             reporter.start(task, rounds)
@@ -294,7 +267,7 @@ def run_bench(
             "warmup": warmup,
             "rounds": rounds,
             "seed": seed,
-            "input": "uniform random in the model's [-1024, 1024] range",
+            "input": "uniform random in each model's input range (its preprocessing's value_range)",
             "statistic": "median over interleaved rounds (per-round p50/p90/p99 and img/s)",
         },
         "machine": machine,

@@ -15,6 +15,9 @@ from typing import Callable
 
 import numpy as np
 
+from mxa_edge.backends import BackendSpec
+from mxa_edge.formats import Artifact, Precision, RunRecord, load_artifact, naming
+
 PASS = "pass"
 REJECTED = "exported but failed validation"
 FAILED = "failed"
@@ -46,6 +49,8 @@ class Subject:
     # Loads the model; returns (bind, info) where info may refine precision/notes.
     open: Callable[[int], tuple[Bind, dict]] | None = None
     reference: bool = False  # the group's PyTorch FP32 row
+    order: int = 50  # row order within a group: the backend's registry order, then precision
+    value_range: tuple[float, float] = (-1024.0, 1024.0)  # the model's input range (its Preprocess)
 
     def row(self) -> dict:
         d = {k: v for k, v in self.__dict__.items() if k not in ("open",)}
@@ -69,13 +74,6 @@ def cuda_status() -> tuple[bool, str]:
     if not torch.cuda.is_available():
         return False, "no CUDA GPU here"
     return True, ""
-
-
-def tensorrt_status() -> tuple[bool, str]:
-    if importlib.util.find_spec("tensorrt") is None:
-        return False, "TensorRT is not installed"
-    ok, reason = cuda_status()
-    return ok, reason
 
 
 def _files_mb(folder: Path, names) -> float:
@@ -107,53 +105,57 @@ def _torch_bind(model, device: str = "cpu", autocast: str | None = None) -> Bind
     return bind
 
 
-def pytorch_subject(run_dir: Path, run_manifest: dict, metrics: dict | None, cost: dict, group: str) -> Subject:
+def pytorch_subject(run: RunRecord, metrics: dict | None, cost: dict, group: str) -> Subject:
+    run_dir = run.path
+
     def open_(threads: int):
         import torch
 
         from mxa_edge.export.prepare import AuxOutputs, fuse_model
-        from mxa_edge.training.run_io import load_run
+        from mxa_edge.models.weights import load_run
 
         torch.set_num_threads(threads)
-        model, _ = load_run(run_dir)
+        model, _ = load_run(run)
         # The same graph the exports contain: Conv+BN fused, every output (logits + MXA boxes).
         return _torch_bind(AuxOutputs(fuse_model(model)).eval()), {}
 
-    spec = run_manifest.get("model") or {}
     return Subject(
         key=f"{group}::pytorch-fp32",
         group=group,
         backend="PyTorch eager",
         precision="FP32",
         compute="fp32",
-        model=run_manifest.get("model_name") or spec.get("variant", "?"),
-        image_size=spec.get("image_size"),
+        model=run.model_name,
+        image_size=run.model.image_size,
         path=str(run_dir),
         params=cost.get("params"),
         flops=cost.get("flops"),
-        size_mb=_files_mb(run_dir, ["weights.safetensors"]),
+        size_mb=_files_mb(run_dir, [naming.WEIGHTS]),
         macro_auc=(metrics or {}).get("macro_auc"),
         macro_auc_source="run metrics.json (validation split)" if metrics else None,
         notes=["Conv+BN fused, torch.inference_mode"],
         open=open_,
         reference=True,
+        order=0,
+        value_range=run.preprocess.value_range,
     )
 
 
-def cuda_subject(run_dir: Path, run_manifest: dict, cost: dict, group: str) -> Subject:
-    spec = run_manifest.get("model") or {}
+def cuda_subject(run: RunRecord, cost: dict, group: str) -> Subject:
     s = Subject(
         key=f"{group}::pytorch-cuda-bf16",
         group=group,
         backend="PyTorch CUDA",
         precision="bf16 autocast",
         compute="bf16",
-        model=run_manifest.get("model_name") or spec.get("variant", "?"),
-        image_size=spec.get("image_size"),
-        path=str(run_dir),
+        model=run.model_name,
+        image_size=run.model.image_size,
+        path=str(run.path),
         params=cost.get("params"),
         flops=cost.get("flops"),
-        size_mb=_files_mb(run_dir, ["weights.safetensors"]),
+        size_mb=_files_mb(run.path, [naming.WEIGHTS]),
+        order=1000,
+        value_range=run.preprocess.value_range,
     )
     ok, reason = cuda_status()
     if not ok:
@@ -161,12 +163,11 @@ def cuda_subject(run_dir: Path, run_manifest: dict, cost: dict, group: str) -> S
         return s
 
     def open_(threads: int):
-
         from mxa_edge.bench.machine import gpu_name
         from mxa_edge.export.prepare import AuxOutputs, fuse_model
-        from mxa_edge.training.run_io import load_run
+        from mxa_edge.models.weights import load_run
 
-        model, _ = load_run(run_dir)
+        model, _ = load_run(run)
         model = AuxOutputs(fuse_model(model)).eval().to("cuda")
         return _torch_bind(model, "cuda", "bfloat16"), {"notes": [f"{gpu_name()}; input already on the GPU"]}
 
@@ -177,20 +178,22 @@ def cuda_subject(run_dir: Path, run_manifest: dict, cost: dict, group: str) -> S
 # --------------------------------------------------------------------------- artifacts
 
 
-def _artifact_meta(path: Path, manifest: dict, group: str) -> dict:
-    drift = manifest.get("drift") or {}
+def _artifact_meta(art: Artifact, group: str) -> dict:
+    m = art.manifest
+    drift = m.drift or {}
     return dict(
         group=group,
-        model=manifest.get("model_id", path.name),
-        image_size=(manifest.get("preprocess") or {}).get("image_size"),
-        path=str(path),
-        params=manifest.get("params"),
-        flops=manifest.get("flops"),
-        size_mb=_files_mb(path, (manifest.get("files") or {}).keys()),
+        model=m.model_id,
+        image_size=m.preprocess.image_size,
+        path=str(art.path),
+        params=m.params,
+        flops=m.flops,
+        size_mb=_files_mb(art.path, m.files.keys()),
         macro_auc=drift.get("macro_auc_new"),
         worst_delta=drift.get("worst_delta"),
         worst_label=drift.get("worst_label"),
         macro_auc_source=f"drift gate ({drift.get('n_images')} validation images)" if drift else None,
+        value_range=m.preprocess.value_range,
     )
 
 
@@ -207,13 +210,30 @@ def _rejection(d: dict) -> str:
     )
 
 
+def _engine_open(art: Artifact, spec: BackendSpec, precision_override=None, use_override=False):
+    def open_(threads: int):
+        from mxa_edge.runtime.engines import open_engine
+
+        eng = open_engine(art, threads, precision=precision_override) if use_override else open_engine(art, threads)
+        info = {}
+        if getattr(eng, "inference_precision", None):
+            info["inference_precision"] = eng.inference_precision
+        # An engine that can time its own device-side call (TensorRT) offers bind(); else run().
+        bind = getattr(eng, "bind", None) or (lambda x: lambda: eng.run(x))
+        return bind, info
+
+    return open_
+
+
 def artifact_subjects(path: Path, group: str, rejected: bool = False) -> list[Subject]:
-    """Rows for one artifact folder; an OpenVINO FP32 IR gives two (f32 hint, CPU default)."""
-    from mxa_edge.runtime.artifact import load_artifact
+    """Rows for one artifact folder: one per artifact, plus the variants its backend declares
+    (an OpenVINO FP32 IR also at the CPU's default precision)."""
+    from mxa_edge.backends import for_runtime
 
     path = Path(path)
     try:
         art = load_artifact(path)
+        spec = for_runtime(art.runtime)
     except Exception as exc:  # an unreadable artifact is a row, not a crash
         return [
             Subject(
@@ -230,149 +250,59 @@ def artifact_subjects(path: Path, group: str, rejected: bool = False) -> list[Su
             )
         ]
     m = art.manifest
-    meta = _artifact_meta(path, m, group)
-    weights = (art.precision.get("weights") or "fp32").lower()
-    compute = "int8" if "int8" in weights else "fp16" if "16" in weights else "fp32"
+    meta = _artifact_meta(art, group)
+    precision = m.export_precision
     status = REJECTED if rejected else PASS
-    reason = _rejection(m.get("drift") or {}) if rejected else None
-
-    def engine_open(precision_override=None, use_override=False):
-        def open_(threads: int):
-            from mxa_edge.runtime.engines import open_engine
-
-            eng = open_engine(art, threads, precision=precision_override) if use_override else open_engine(art, threads)
-            info = {}
-            if hasattr(eng, "inference_precision"):
-                info["inference_precision"] = eng.inference_precision
-            return (lambda x: lambda: eng.run(x)), info
-
-        return open_
-
-    backend = art.backend
-    label = weights.upper() + (" QAT" if m.get("qat") else "")  # PTQ and QAT exports side by side
-    static_batch = (m.get("export") or {}).get("static_batch")  # mxa-edge export --static-batch N
-    fixed = f", static batch {static_batch}" if static_batch else ""
-    if backend == "onnxruntime":
-        return [
-            Subject(
-                key=str(path),
-                backend="ONNX Runtime",
-                precision=label,
-                compute=compute,
-                status=status,
-                reason=reason,
-                open=engine_open(),
-                **meta,
-            )
-        ]
-    if backend == "openvino":
-        hint = art.precision.get("inference_precision", "f32")
-        rows = [
-            Subject(
-                key=str(path),
-                backend="OpenVINO",
-                precision=f"{label} ({hint} hint){fixed}",
-                compute=compute,
-                status=status,
-                reason=reason,
-                open=engine_open(),
-                **meta,
-            )
-        ]
-        if compute == "fp32":
-            d = Subject(
-                key=f"{path}::default",
-                backend="OpenVINO",
-                precision=f"CPU default{fixed}",
-                compute="bf16",
-                status=status,
-                reason=reason,
-                open=engine_open(None, True),
-                **meta,
-            )
-            d.notes.append(
-                "same IR compiled without a precision hint; AUC is the f32 gate's (this precision was not gated)"
-            )
-            rows.append(d)
-        return rows
-    if backend == "tensorrt":
-        s = Subject(
-            key=str(path),
-            backend="TensorRT",
-            precision=weights.upper(),
-            compute=compute,
+    reason = _rejection(m.drift or {}) if rejected else None
+    fixed = f", static batch {m.static_batch}" if m.static_batch else ""
+    label = precision.label + (spec.bench_label(m.precision) if spec.bench_label else "") + fixed
+    order = spec.order + list(Precision).index(precision)
+    row = Subject(
+        key=str(path),
+        backend=spec.display,
+        precision=label,
+        compute=precision.compute,
+        status=status,
+        reason=reason,
+        open=_engine_open(art, spec),
+        order=order,
+        **meta,
+    )
+    if spec.gate_runtime:
+        row.notes.append(f"AUC from the drift gate through {spec.gate_runtime} on the exported file")
+    if spec.engine is None:
+        row.status, row.reason, row.open = UNAVAILABLE, f"the {spec.name} target has no engine", None
+    rows = [row]
+    for v in spec.bench_variants(m.precision) if spec.bench_variants else []:
+        extra = Subject(
+            key=f"{path}::{v.key}",
+            backend=spec.display,
+            precision=f"{v.label}{fixed}",
+            compute=v.compute,
             status=status,
             reason=reason,
+            open=_engine_open(art, spec, v.precision_override, True),
+            order=order + 5,
             **meta,
         )
-        s.notes.append("AUC from the drift gate through ONNX Runtime on the exported ONNX")
-        ok, why = tensorrt_status()
-        engine = path / "model.engine"
-        if not ok:
-            s.status, s.reason = UNAVAILABLE, why
-        elif not engine.is_file():
-            s.status, s.reason = UNAVAILABLE, f"no model.engine in {path}; build it with the command in BUILD_TRT.txt"
-        else:
-            s.open = lambda threads: (_tensorrt_bind(engine), {})
-        return [s]
-    return [
-        Subject(
-            key=str(path),
-            backend=backend,
-            precision=weights.upper(),
-            compute=compute,
-            status=FAILED,
-            reason=f"unknown backend {backend!r}",
-            **meta,
-        )
-    ]
+        extra.notes.append(v.note)
+        rows.append(extra)
+    return rows
 
 
-def tensorrt_placeholder(group: str, precision: str, model: str, reason: str, cost: dict) -> Subject:
+def placeholder(spec: BackendSpec, precision: Precision, group: str, model: str, reason: str, cost: dict) -> Subject:
+    """A row for a GPU target that has no artifact or cannot run here, saying why."""
     return Subject(
-        key=f"{group}::tensorrt-{precision.lower()}",
+        key=f"{group}::{spec.name}-{precision.value}",
         group=group,
-        backend="TensorRT",
-        precision=precision,
-        compute="int8" if precision == "INT8" else "fp16",
+        backend=spec.display,
+        precision=precision.label,
+        compute=precision.compute,
         model=model,
         image_size=None,
         status=UNAVAILABLE,
         reason=reason,
         params=cost.get("params"),
         flops=cost.get("flops"),
+        order=spec.order + list(Precision).index(precision),
     )
-
-
-def _tensorrt_bind(engine_path: Path) -> Bind:
-    """Runs a serialized TensorRT engine (TensorRT 10 tensor-address API) on torch CUDA buffers."""
-    import tensorrt as trt
-    import torch
-
-    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-    engine = runtime.deserialize_cuda_engine(engine_path.read_bytes())
-    ctx = engine.create_execution_context()
-    stream = torch.cuda.Stream()
-    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-    outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-
-    def bind(x: np.ndarray):
-        inp = torch.from_numpy(x).cuda()
-        ctx.set_input_shape("image", tuple(inp.shape))
-        bufs = {}
-        for n in outputs:
-            dtype = torch.from_numpy(np.empty(0, trt.nptype(engine.get_tensor_dtype(n)))).dtype
-            bufs[n] = torch.empty(tuple(ctx.get_tensor_shape(n)), dtype=dtype, device="cuda")
-
-        def run():
-            ctx.set_input_shape("image", tuple(inp.shape))
-            ctx.set_tensor_address("image", inp.data_ptr())
-            for n, b in bufs.items():
-                ctx.set_tensor_address(n, b.data_ptr())
-            ctx.execute_async_v3(stream.cuda_stream)
-            stream.synchronize()
-            return bufs
-
-        return run
-
-    return bind

@@ -1,10 +1,7 @@
-"""Export a training run to ONNX Runtime / OpenVINO / TensorRT artifacts, drift-gated.
+"""Export a training run to the registered targets (``mxa_edge.backends``), drift-gated.
 
-Light at import (no torch): ``export_run`` and friends load lazily, so the runtime side can
-import ``mxa_edge.export._telemetry`` without the [train] extra.
+Light at import (no torch): ``export_run`` loads the pipeline lazily.
 """
-
-from mxa_edge.export.base import CAPABILITIES, Backend, Capability, ExportOptions, get_backend
 
 
 def export_run(*args, **kwargs):
@@ -15,4 +12,4 @@ def export_run(*args, **kwargs):
 
 export_run.__doc__ = "See mxa_edge.export.pipeline.export_run."
 
-__all__ = ["CAPABILITIES", "Backend", "Capability", "ExportOptions", "export_run", "get_backend"]
+__all__ = ["export_run"]

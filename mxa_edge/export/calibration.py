@@ -11,12 +11,13 @@ artifact manifest so a quantized model can be traced to the images that calibrat
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from mxa_edge.errors import DatasetError
+from mxa_edge.formats import RunRecord
 from mxa_edge.preprocess import Preprocess
 
 
@@ -75,28 +76,25 @@ def _from_split(split, targets, n, rng, preprocess, source) -> CalibrationSet:
     return CalibrationSet(images, rels, source, fingerprint(rels))
 
 
-def select_calibration(manifest: dict, calib=None, n: int = 300, seed: int = 0) -> CalibrationSet:
-    """The calibration set for a run (``manifest`` is the run's) from ``calib`` (see module doc)."""
+def select_calibration(run: RunRecord, calib=None, n: int = 300, seed: int = 0) -> CalibrationSet:
+    """The calibration set for a run from ``calib`` (see module doc)."""
     from mxa_edge.data.arrays import decode_resized
-    from mxa_edge.data.chexpert import read_split, targets_and_mask
     from mxa_edge.imageio import is_supported_image
 
     if n < 1:
         raise DatasetError(f"calibration size must be at least 1, got {n}")
-    pp = Preprocess.from_dict(manifest["preprocess"])
-    data = manifest.get("data") or {}
+    pp = run.preprocess
     rng = np.random.default_rng(seed)
-    frontal, ap_pa = data.get("frontal_only", True), data.get("ap_pa")
     if calib is None:
-        if "root" not in data:
-            raise DatasetError("the run's manifest names no dataset root; pass --calib DIR|CSV")
-        split = read_split(data["root"], "train", frontal_only=frontal, ap_pa=ap_pa)
-        targets, _ = targets_and_mask(split.raw, data.get("uncertainty", "u1"), blank=data.get("blank", "negative"))
+        split = run.data.read("train")
+        targets, _ = run.data.targets(split)
         return _from_split(split, targets, n, rng, pp, f"run train split ({split.root})")
     calib = Path(calib).expanduser().absolute()
     if calib.is_file() and calib.suffix.lower() == ".csv":
-        split = read_split(calib.parent, str(calib), frontal_only=frontal, ap_pa=ap_pa)
-        targets, _ = targets_and_mask(split.raw, "u1")  # uncertain counts as "has the finding" here
+        # The run's view filters on a CSV of the user's; uncertain counts as "has the finding" here.
+        csv_policy = replace(run.data, root=str(calib.parent), uncertainty="u1", blank="negative")
+        split = csv_policy.read(str(calib))
+        targets, _ = csv_policy.targets(split)
         return _from_split(split, targets, n, rng, pp, str(calib))
     if calib.is_dir():
         files = sorted(p for p in calib.rglob("*") if p.is_file() and is_supported_image(p))

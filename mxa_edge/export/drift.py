@@ -3,7 +3,8 @@
 Both models score the same validation images (the run's valid split, read with the run's
 own Preprocess); ``metrics.paired_auc_delta`` gives per-pathology AUC, the paired delta
 with its bootstrap CI, macro delta and agreement at 0.5. The gate fails when the macro AUC
-drops by more than ``max_macro_drop`` or any pathology by more than ``max_drop``.
+drops by more than ``max_macro_drop`` or any pathology by more than ``max_drop``; the rule
+itself is ``mxa_edge.gate``'s.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mxa_edge import scoring
+from mxa_edge.gate import DEFAULT_GATE, GateSpec, verdict
 from mxa_edge.labels import LABEL_ABBREVIATIONS
 from mxa_edge.metrics import sigmoid
 
@@ -46,30 +49,41 @@ class DriftReport:
 
 
 def torch_probs(model, images: np.ndarray, batch: int = 32) -> np.ndarray:
-    import torch
-
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(images), batch):
-            out.append(model(torch.from_numpy(images[i : i + batch])).numpy())
-    return sigmoid(np.concatenate(out).astype(np.float64))
+    """Probabilities (float64) of a PyTorch model (``model(x)``: the logits) on ``images``."""
+    out = scoring.score(scoring.torch_runner(model, aux=False), images, batch=batch)
+    return sigmoid(out["logits"])
 
 
 def engine_probs(engine, images: np.ndarray, batch: int = 32) -> np.ndarray:
-    out = [engine.run(images[i : i + batch])["logits"] for i in range(0, len(images), batch)]
-    return sigmoid(np.concatenate(out).astype(np.float64))
+    """Probabilities (float64) of a runtime engine on ``images``."""
+    out = scoring.score(scoring.engine_runner(engine), images, batch=batch)
+    return sigmoid(out["logits"])
 
 
-def gate(y_true, mask, prob_ref, prob_new, *, max_macro_drop=0.005, max_drop=0.02, n_boot=1000, seed=0) -> DriftReport:
+def gate(
+    y_true,
+    mask,
+    prob_ref,
+    prob_new,
+    *,
+    max_macro_drop: float = DEFAULT_GATE.max_macro_drop,
+    max_drop: float = DEFAULT_GATE.max_drop,
+    n_boot: int = 1000,
+    seed: int = 0,
+    spec: GateSpec | None = None,
+) -> DriftReport:
+    """paired_auc_delta's table judged by ``mxa_edge.gate.verdict``; ``spec`` (when given)
+    replaces ``max_macro_drop``/``max_drop``."""
     from mxa_edge.metrics import paired_auc_delta
 
+    spec = spec if spec is not None else GateSpec(max_macro_drop, max_drop)
     table = paired_auc_delta(y_true, prob_ref, prob_new, mask, n_boot=n_boot, seed=seed)
-    drifted = [k for k, v in table["per_label"].items() if v["delta"] is not None and v["delta"] < -max_drop]
-    if table["macro_delta"] is not None and table["macro_delta"] < -max_macro_drop:
-        drifted.append("macro")
-    table["max_macro_drop"], table["max_drop"] = float(max_macro_drop), float(max_drop)
-    table["passed"] = not drifted
-    return DriftReport(table, not drifted, drifted)
+    v = verdict(table, spec)
+    table["max_macro_drop"], table["max_drop"] = float(spec.max_macro_drop), float(spec.max_drop)
+    if spec.mode != DEFAULT_GATE.mode:  # records written in the default mode keep their old fields
+        table["gate_mode"] = spec.mode
+    table["passed"] = v.passed
+    return DriftReport(table, v.passed, list(v.drifted))
 
 
 def plot(report: DriftReport, path: Path, title: str) -> None:

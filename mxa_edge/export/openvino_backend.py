@@ -14,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
+from mxa_edge.backends.spec import BackendOutput, ExportOptions
 from mxa_edge.errors import ConfigError
-from mxa_edge.export._telemetry import disable_telemetry
-from mxa_edge.export.base import BackendOutput, ExportOptions
-from mxa_edge.export.onnx_backend import check_parity, export_onnx
+from mxa_edge.export.onnx_graph import check_parity, export_onnx
+from mxa_edge.formats.precision import NumericFormat
+from mxa_edge.telemetry import disable_telemetry
 
 XML = "model.xml"
 BIN = "model.bin"
@@ -107,39 +108,18 @@ def quantize_ir(
     return quantized, settings
 
 
-def gate_score(targets, mask, prob_ref, max_macro_drop: float, max_drop: float):
-    """The drift gate as one number for NNCF: 1 + min(macro AUC change / max_macro_drop, worst
-    per-pathology change / max_drop), against ``prob_ref`` (the FP32 model). 1 for the FP32
-    model, 0 at the gate's bound, so accuracy control runs with an absolute max_drop of 1.
-    (The offset of 1 keeps it off zero: NNCF also computes the relative drop, dividing by it.)"""
-    from mxa_edge.metrics import auc_per_label
-
-    with np.errstate(all="ignore"):
-        auc_ref = auc_per_label(targets, prob_ref, mask)
-
-    def score(prob) -> float:
-        with np.errstate(all="ignore"):
-            delta = auc_per_label(targets, prob, mask) - auc_ref
-        if np.all(np.isnan(delta)):
-            return float("nan")
-        return 1.0 + float(min(np.nanmean(delta) / max(max_macro_drop, 1e-6), np.nanmin(delta) / max(max_drop, 1e-6)))
-
-    return score
-
-
 def quantize_ir_with_accuracy_control(
     ov_model,
     calibration: np.ndarray,
     validation,
     method: str,
-    max_macro_drop: float,
-    max_drop: float,
+    gate_spec,
     prob_ref: np.ndarray,
     float_nodes=(),
 ):
     """NNCF PTQ that reverts quantizers to float, the ones that move the logits most first
     (NNCF's ranking by normalised MSE of the logits), until the drift gate's score
-    (``gate_score``: macro AND per-pathology bounds) on ``validation`` (images, targets, mask:
+    (``mxa_edge.gate.gate_score``: macro AND per-pathology bounds) on ``validation`` (images, targets, mask:
     the run's valid split) passes. Returns the quantized model (``quantized_ops`` tells what
     stayed INT8).
     """
@@ -147,11 +127,12 @@ def quantize_ir_with_accuracy_control(
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters, AdvancedQuantizationParameters
 
+    from mxa_edge import gate
     from mxa_edge.metrics import sigmoid
 
     images, targets, mask = validation
     items = [(np.ascontiguousarray(images[i : i + 1], dtype=np.float32), i) for i in range(len(images))]
-    score = gate_score(targets, mask, prob_ref, max_macro_drop, max_drop)
+    score = gate.gate_score(targets, mask, prob_ref, gate_spec)
 
     def validate(compiled, data):
         """(gate score, per-image logits). Per-image logits (not per-image metric values)
@@ -269,10 +250,10 @@ def sensitive_ops_in_float(ov_model) -> list[str]:
     return ok
 
 
-class OpenVinoBackend:
-    name = "openvino"
-    suffix = ".xml"
+INT8_FORMAT = NumericFormat("int8", "int8", "f32")
 
+
+class OpenVinoExporter:
     def available(self) -> tuple[bool, str]:
         try:
             disable_telemetry()
@@ -303,17 +284,47 @@ class OpenVinoBackend:
                 float_nodes=float_node_names(onnx_path, opts.float_layers),
             )
             quant["grid_inputs_in_float"] = sensitive_ops_in_float(ov_model)
-            precision = {"weights": "int8", "activations": "int8", "inference_precision": "f32"}
+            precision = INT8_FORMAT
         elif opts.fp16:
             quant = None
-            precision = {"weights": "fp16", "activations": "fp16", "inference_precision": "f16"}
+            precision = NumericFormat("fp16", "fp16", "f16")
         else:
             quant = None
-            precision = {"weights": "fp32", "activations": "fp32", "inference_precision": "f32"}
+            precision = NumericFormat("fp32", "fp32", "f32")
         # compress_to_fp16 defaults to True in save_model: only the fp16 artifact wants it.
         ov.save_model(ov_model, str(out_dir / XML), compress_to_fp16=opts.fp16)
         onnx_path.unlink()
-        return BackendOutput([XML, BIN], "openvino", precision, quant)
+        return BackendOutput([XML, BIN], precision, quant)
+
+    def fix_batch(self, entry: Path, batch: int) -> int:
+        return fix_ir_batch(entry, batch)
+
+    def export_qat(self, qmodel, example, out_dir: Path) -> BackendOutput:
+        """The QAT model as an OpenVINO IR with FakeQuantize ops (NNCF's native export, which
+        OpenVINO reads exactly); weight FakeQuantize folded to int8 constants."""
+        disable_telemetry()
+        import openvino as ov
+        from openvino._offline_transformations import compress_quantize_weights_transformation
+
+        from mxa_edge.export.qat import qat_logits_max_diff, set_export_mode
+
+        out_dir = Path(out_dir)
+        n = set_export_mode(qmodel, "fq")
+        onnx_path = out_dir / "_qat.onnx"
+        export_onnx(qmodel, example, onnx_path)  # FakeQuantize in OpenVINO's ONNX domain
+        ov_model = ov.Core().read_model(str(onnx_path))
+        # Weight FakeQuantize -> int8 constants (what NNCF's own PTQ writes): a 4x smaller .bin.
+        compress_quantize_weights_transformation(ov_model)
+        ov.save_model(ov_model, str(out_dir / XML), compress_to_fp16=False)
+        onnx_path.unlink()
+        diff = qat_logits_max_diff(qmodel, out_dir / XML, example, "openvino")
+        quant = {
+            "tool": "nncf QAT, exported as OpenVINO FakeQuantize",
+            "n_quantizers": n,
+            "grid_inputs_in_float": sensitive_ops_in_float(ov.Core().read_model(str(out_dir / XML))),
+            "export_vs_torch_max_abs": diff,
+        }
+        return BackendOutput([XML, BIN], INT8_FORMAT, quant)
 
     def export_with_accuracy_control(
         self,
@@ -322,8 +333,7 @@ class OpenVinoBackend:
         out_dir: Path,
         opts: ExportOptions,
         validation,
-        max_macro_drop: float,
-        max_drop: float,
+        gate_spec,
         prob_ref: np.ndarray,
         first: BackendOutput,
     ) -> BackendOutput:
@@ -345,8 +355,7 @@ class OpenVinoBackend:
             opts.calibration,
             validation,
             opts.calib_method,
-            max_macro_drop,
-            max_drop,
+            gate_spec,
             prob_ref,
             float_node_names(onnx_path, opts.float_layers),
         )
@@ -354,8 +363,8 @@ class OpenVinoBackend:
             "tool": "nncf.quantize_with_accuracy_control",
             "metric": "drift gate score on the run's valid split: 1 + min(macro change / max macro drop, "
             "worst pathology change / max drop); passes at >= 0",
-            "max_macro_drop": float(max_macro_drop),
-            "max_drop": float(max_drop),
+            "max_macro_drop": float(gate_spec.max_macro_drop),
+            "max_drop": float(gate_spec.max_drop),
             "max_iterations": AC_MAX_ITERATIONS,
             "ranking_subset_size": min(AC_RANKING_SUBSET, len(validation[0])),
             "reverted_to_float": sorted(quantized_ops(plain) - quantized_ops(controlled)),
@@ -365,6 +374,4 @@ class OpenVinoBackend:
             (out_dir / name).unlink(missing_ok=True)
         ov.save_model(controlled, str(out_dir / XML), compress_to_fp16=False)
         onnx_path.unlink()
-        return BackendOutput(
-            [XML, BIN], "openvino", {"weights": "int8", "activations": "int8", "inference_precision": "f32"}, quant
-        )
+        return BackendOutput([XML, BIN], INT8_FORMAT, quant)

@@ -1,20 +1,23 @@
 """export_run: run folder -> verified, drift-gated artifact folder. The story, in order:
 
-1. load the run (weights hash checked) and fuse Conv+BN (checked against the unfused model);
-2. calibration set (INT8, also QAT's range initialisation); for PTQ, the label-free
-   sensitivity analysis on it picks the few layers kept in float (``sensitivity.py``);
-3. the backend writes its model file(s) into a hidden temporary folder; with ``qat`` the
-   fake-quantized model is first fine-tuned on the TRAIN split, distilled from the FP32
-   model (``qat.py``), and exported as is instead of post-training quantized;
-4. drift gate on the run's valid split: FP32 PyTorch vs the exported model through the
-   runtime engine; drift.json + drift.png;
-   OpenVINO INT8 (PTQ) that fails is re-quantized once with NNCF accuracy control (on the
-   gate's own score over the valid split) and gated again; the manifest's
-   ``quantization.accuracy_control`` lists the ops reverted to float and the first gate;
-5. manifest.json (hashes of every model file, precision, calibration, FLOPs, versions);
-6. publish: the temporary folder is renamed to the requested name only when the gate
+1. ``_load``: the run (weights hash checked), fused Conv+BN (checked against the unfused model);
+2. ``_quantization_plan`` (INT8): the calibration set (also QAT's range initialisation) and, for
+   PTQ, the label-free sensitivity analysis that picks the few layers kept in float;
+3. ``_reference``: the held-out split (the run's ``valid.csv``, read by its ``DataSelection``)
+   and the FP32 model's probabilities on it;
+4. ``_write_model``: the target's exporter writes its model file(s) into a hidden temporary
+   folder; with ``qat`` the fake-quantized model is first fine-tuned on the TRAIN split,
+   distilled from the FP32 model (``qat.py``), and exported as is; ``--static-batch`` fixes the
+   batch in the file;
+5. ``_gate``: FP32 PyTorch vs the exported model through the runtime engine, judged by
+   ``mxa_edge.gate``; a target with accuracy control (OpenVINO) re-quantizes a failing PTQ
+   INT8 once with the gate's own score in the loop and is gated again;
+6. ``_records``: drift.json, drift.png and the ``ArtifactManifest``;
+7. ``_publish``: the temporary folder is renamed to the requested name only when the gate
    passes. A failing export is kept as ``<name>.rejected/`` (replacing an older one) for
-   inspection — never under the requested name — and DriftGateError is raised.
+   inspection, never under the requested name, and DriftGateError is raised.
+
+Every target-specific choice comes from its ``BackendSpec`` (``mxa_edge.backends``).
 """
 
 from __future__ import annotations
@@ -32,12 +35,52 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from mxa_edge import backends
+from mxa_edge.backends import BackendOutput, BackendSpec, ExportOptions
 from mxa_edge.errors import ConfigError, DriftGateError, MissingDependencyError
-from mxa_edge.export.base import CALIB_METHODS, ExportOptions, get_backend
 from mxa_edge.fileio import sha256_file, write_json
+from mxa_edge.formats import ArtifactManifest, Precision, RunRecord, SourceRun, naming
+from mxa_edge.gate import DEFAULT_GATE, GateSpec
 
-TARGETS = ("onnx", "openvino", "tensorrt")
 DEFAULT_NOISE_BUDGET = 0.08  # = sensitivity.DEFAULT_BUDGET (kept import-free for the CLI)
+ONNX_OPSET = 17
+
+
+@dataclass
+class ExportRequest:
+    """What the user asked for, validated against the target's spec before any work starts."""
+
+    spec: BackendSpec
+    precision: Precision
+    gate: GateSpec = DEFAULT_GATE
+    fp16: bool = False
+    calib: object = None
+    calib_size: int = 300
+    calib_method: str = "minmax"
+    seed: int = 0
+    qat_epochs: int = 1
+    qat_lr: float = 1e-5
+    n_boot: int = 1000
+    max_noise: float = DEFAULT_NOISE_BUDGET
+    static_batch: int | None = None
+
+    def validate(self) -> ExportRequest:
+        self.spec.check_options(self.precision, fp16=self.fp16, static_batch=self.static_batch)
+        self.gate.validate()
+        if self.calib_method not in backends.CALIB_METHODS:
+            raise ConfigError(
+                f"unknown calibration method {self.calib_method!r}; expected one of {', '.join(backends.CALIB_METHODS)}"
+            )
+        if self.qat_epochs < 1:
+            raise ConfigError(f"--qat needs at least 1 fine-tuning epoch, got {self.qat_epochs}")
+        if self.calib_size < 1:
+            raise ConfigError(f"--calib-size must be at least 1, got {self.calib_size}")
+        if not self.max_noise > 0:
+            raise ConfigError(
+                "--max-noise must be > 0 (a ratio of logit spreads; large values keep every layer INT8), "
+                f"got {self.max_noise}"
+            )
+        return self
 
 
 @dataclass
@@ -46,17 +89,9 @@ class ExportResult:
     passed: bool
     drift: dict  # drift.json's content: per-pathology table + gate fields
     summary: dict  # the manifest's drift summary
-    manifest: dict
+    manifest: ArtifactManifest
     rejected: Path | None = None  # where a failing export was kept
     notes: dict = field(default_factory=dict)
-
-
-def default_out_dir(
-    run_dir: Path, target: str, int8: bool, fp16: bool, qat: bool, static_batch: int | None = None
-) -> Path:
-    precision = "qat-int8" if qat else "int8" if int8 else "fp16" if fp16 else "fp32"
-    fixed = f"-b{static_batch}" if static_batch else ""  # beside, not over, the dynamic-batch export
-    return Path(run_dir) / "exports" / f"{target}-{precision}{fixed}"
 
 
 def _versions() -> dict:
@@ -71,47 +106,6 @@ def _versions() -> dict:
     return out
 
 
-def _check_options(
-    target,
-    int8,
-    qat,
-    fp16,
-    calib_method,
-    calib_size,
-    max_macro_drop,
-    max_drop,
-    qat_epochs=1,
-    max_noise=DEFAULT_NOISE_BUDGET,
-    static_batch=None,
-):
-    if target not in TARGETS:
-        raise ConfigError(f"unknown export target {target!r}; expected one of {', '.join(TARGETS)}")
-    if calib_method not in CALIB_METHODS:
-        raise ConfigError(f"unknown calibration method {calib_method!r}; expected one of {', '.join(CALIB_METHODS)}")
-    if qat and target == "tensorrt":
-        raise ConfigError(
-            "--qat exports to onnx or openvino; TensorRT wants symmetric Q/DQ, use --target tensorrt --int8"
-        )
-    if qat and fp16:
-        raise ConfigError("--qat gives an INT8 model; drop --fp16")
-    if qat_epochs < 1:
-        raise ConfigError(f"--qat needs at least 1 fine-tuning epoch, got {qat_epochs}")
-    if fp16 and int8 and target != "tensorrt":
-        raise ConfigError("--fp16 and --int8 together are only meaningful for --target tensorrt")
-    if calib_size < 1:
-        raise ConfigError(f"--calib-size must be at least 1, got {calib_size}")
-    if not max_noise > 0:
-        raise ConfigError(
-            f"--max-noise must be > 0 (a ratio of logit spreads; large values keep every layer INT8), got {max_noise}"
-        )
-    if max_macro_drop < -1 or max_drop < -1:
-        raise ConfigError("drift bounds are AUC drops and must be >= -1")
-    if static_batch is not None and (target != "openvino" or static_batch < 1):
-        raise ConfigError(
-            f"--static-batch takes a batch size >= 1 and applies to --target openvino, got {static_batch} for {target}"
-        )
-
-
 def _stdout_to_stderr(fn):
     """Third-party progress bars (NNCF's statistics collection and QAT, ORT's histogram
     calibrators) print to stdout, which belongs to results (--json): send them to stderr."""
@@ -122,6 +116,216 @@ def _stdout_to_stderr(fn):
             return fn(*args, **kwargs)
 
     return wrapper
+
+
+@contextlib.contextmanager
+def _quiet_nncf(load: bool):
+    """NNCF logs every node it leaves in float at INFO level, on stdout (which belongs to --json
+    results): quiet it for this call and restore the caller's level afterwards. NNCF sets its
+    logger to INFO when first imported, so import it first (telemetry off) when it will be used."""
+    if load:
+        from mxa_edge.telemetry import disable_telemetry
+
+        disable_telemetry()
+        try:
+            import nncf  # noqa: F401
+        except ImportError:
+            pass  # the exporter reports the missing dependency
+    logger = logging.getLogger("nncf")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+# ---------------------------------------------------------------------------------- the steps
+
+
+@dataclass
+class _Loaded:
+    run: RunRecord
+    model: object  # the trained student (eval)
+    fused: object  # Conv+BN fused: the reference and what is exported
+    example: object  # torch (2, 1, S, S) in the model's range
+    cost: dict
+
+
+def _load(run_dir: Path, seed: int) -> _Loaded:
+    import torch
+
+    from mxa_edge.export.prepare import count_flops, fuse_model
+    from mxa_edge.models.weights import load_run
+
+    model, run = load_run(run_dir)
+    gen = torch.Generator().manual_seed(seed)
+    s = run.model.image_size
+    lo, hi = run.preprocess.value_range
+    example = torch.rand(2, 1, s, s, generator=gen) * (hi - lo) + lo
+    return _Loaded(run, model, fuse_model(model, example), example, count_flops(model, s))
+
+
+def _quantization_plan(req: ExportRequest, loaded: _Loaded, opts: ExportOptions, say):
+    """Calibration set and, for PTQ, the layers kept in float; returns the calibration set."""
+    from mxa_edge.export.calibration import select_calibration
+    from mxa_edge.export.sensitivity import choose_float_layers
+
+    say("selecting calibration images")
+    calib_set = select_calibration(loaded.run, req.calib, n=req.calib_size, seed=req.seed)
+    opts.calibration = calib_set.model_input(loaded.run.preprocess)
+    say("layer sensitivity (which layers stay float)")
+    chosen = choose_float_layers(loaded.fused, opts.calibration, req.max_noise, progress=say)
+    opts.float_layers = chosen.layers
+    opts.notes["mixed_precision"] = chosen.summary()
+    return calib_set
+
+
+def _reference(loaded: _Loaded, say):
+    """The held-out split and the FP32 model's probabilities on it. The fused model is the
+    reference: equal to the trained one within 1e-4 (checked by fuse_model), and faster."""
+    from mxa_edge.export import drift
+
+    say("reading the validation split")
+    valid = loaded.run.data.load("valid", loaded.run.preprocess)
+    valid_x = valid.model_input(slice(None), loaded.run.preprocess)
+    return valid, valid_x, drift.torch_probs(loaded.fused, valid_x)
+
+
+def _write_model(req: ExportRequest, loaded: _Loaded, exporter, opts: ExportOptions, work: Path, say):
+    """The target's model file(s) in ``work``; returns (BackendOutput, QAT info or None)."""
+    import torch
+
+    qat_info = None
+    if req.precision.qat:
+        from mxa_edge.export.qat import qat_finetune
+
+        say("reading the training split (QAT)")
+        train = loaded.run.data.load("train", loaded.run.preprocess)
+        qmodel, qat_info = qat_finetune(
+            loaded.fused,
+            loaded.example,
+            opts.calibration,
+            train,
+            loaded.run.preprocess,
+            epochs=req.qat_epochs,
+            lr=req.qat_lr,
+            seed=req.seed,
+            say=say,
+            float_layers=opts.float_layers,
+        )
+        qat_info["mixed_precision"] = opts.notes.pop("mixed_precision", None)
+        say(f"exporting the QAT model to {req.spec.name}")
+        out = exporter.export_qat(qmodel, loaded.example, work)
+    else:
+        say(f"exporting to {req.spec.name}")
+        # The legacy ONNX tracer warns about timm's window-size branch (a constant for a fixed
+        # input size): not actionable for the user. Scoped to this call.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            out = exporter.export(loaded.fused, loaded.example, work, opts)
+    _fix_batch(req, exporter, out, work, say)
+    return out, qat_info
+
+
+def _fix_batch(req: ExportRequest, exporter, out: BackendOutput, work: Path, say) -> None:
+    # --static-batch: the file itself gets the fixed batch, so the gate checks (and the engine
+    # compiles, from the file) exactly that model.
+    if req.static_batch is not None:
+        say(f"fixing the model's batch at {req.static_batch}")
+        out.extra["static_batch"] = exporter.fix_batch(work / out.files[0], req.static_batch)
+
+
+def _gate(req: ExportRequest, out: BackendOutput, work: Path, valid, valid_x, prob_ref, say):
+    from mxa_edge.export import drift
+    from mxa_edge.runtime.engines import open_model_file
+
+    say("drift gate")
+    gate_file = work / (out.gate_file or out.files[0])
+    runtime = out.gate_runtime or req.spec.runtime
+    engine = open_model_file(gate_file, runtime, precision=out.precision.inference_precision)
+    prob_new = drift.engine_probs(engine, valid_x)
+    del engine
+    report = drift.gate(valid.targets, valid.mask, prob_ref, prob_new, spec=req.gate, n_boot=req.n_boot, seed=req.seed)
+    report.table.update({"target": req.spec.name, "gated_file": gate_file.name, "gated_runtime": runtime})
+    return report
+
+
+def _records(req, loaded, out, report, qat_info, calib_set, opts, work: Path, run_dir: Path) -> ArtifactManifest:
+    from mxa_edge.export import drift
+
+    write_json(work / naming.DRIFT, report.table)
+    spec = loaded.run.model
+    drift.plot(report, work / naming.DRIFT_PLOT, f"{spec.name} -> {req.spec.name} {out.precision.weights}")
+    quantization = out.quantization
+    if quantization is not None and "mixed_precision" in opts.notes:
+        quantization = {**quantization, "mixed_precision": opts.notes["mixed_precision"]}
+    manifest = ArtifactManifest(
+        model_id=f"{spec.name}-{req.spec.name}-{'qat-' if req.precision.qat else ''}{out.precision.weights}",
+        runtime=req.spec.runtime,
+        entry=out.files[0],
+        files={name: sha256_file(work / name) for name in out.files},
+        preprocess=loaded.run.preprocess,
+        precision=out.precision,
+        model=spec,
+        target=req.spec.name,
+        outputs=["logits"] + (["roi", "attention", "attention_box"] if spec.mxa else []),
+        thresholds={k: float(loaded.run.thresholds.get(k, 0.5)) for k in loaded.run.labels},
+        quantization=quantization,
+        qat=qat_info,
+        calibration=calib_set.summary() if calib_set is not None else None,
+        source_run=SourceRun(
+            path=str(run_dir),
+            weights_sha256=loaded.run.weights_sha256,
+            data_fingerprint=dict(loaded.run.data.fingerprint),
+            data=loaded.run.data,
+        ),
+        flops=loaded.cost["flops"],
+        macs=loaded.cost["macs"],
+        params=loaded.cost["params"],
+        drift=report.summary(),
+        export={
+            "onnx_opset": ONNX_OPSET,
+            **{k: v for k, v in opts.notes.items() if k != "mixed_precision"},
+            **out.extra,
+        },
+        versions=_versions(),
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    manifest.save(work)
+    return manifest
+
+
+def _publish(work: Path, out_dir: Path, result: ExportResult, report, req: ExportRequest, say) -> None:
+    if not report.passed:
+        rejected = naming.rejected_dir(out_dir)
+        if rejected.exists():
+            shutil.rmtree(rejected)
+        os.replace(work, rejected)
+        result.rejected = rejected
+        table = report.table
+        worst = ", ".join(
+            f"{k} {table['per_label'][k]['delta']:+.4f}" if k != "macro" else f"macro {table['macro_delta']:+.4f}"
+            for k in report.drifted
+        )
+        err = DriftGateError(
+            f"{req.spec.name} export drifted past its bound (max drop {req.gate.max_drop}, "
+            f"macro {req.gate.max_macro_drop}): {worst}; not published, kept as {rejected}"
+        )
+        err.result = result
+        raise err
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(work, out_dir)
+    result.artifact = out_dir
+    say(f"published {out_dir}")
+    stale = naming.rejected_dir(out_dir)
+    if stale.is_dir():  # an earlier attempt under this name, now superseded (bench would list it)
+        shutil.rmtree(stale, ignore_errors=True)
+        say(f"removed the superseded {stale.name}")
+
+
+# ---------------------------------------------------------------------------------- the story
 
 
 @_stdout_to_stderr
@@ -135,8 +339,8 @@ def export_run(
     calib=None,
     calib_size: int = 300,
     calib_method: str = "minmax",
-    max_macro_drop: float = 0.005,
-    max_drop: float = 0.02,
+    max_macro_drop: float = DEFAULT_GATE.max_macro_drop,
+    max_drop: float = DEFAULT_GATE.max_drop,
     fp16: bool = False,
     seed: int = 0,
     qat_epochs: int = 1,
@@ -149,266 +353,76 @@ def export_run(
     """Export a training run; see the module docstring for the steps and failure behaviour.
 
     Raises DriftGateError (``.result`` holds the ExportResult with the drift table) when the
-    gate fails, and, for ``target="tensorrt"`` without TensorRT/CUDA here, MissingDependencyError
-    AFTER the Q/DQ ONNX and BUILD_TRT.txt are published and gated (``.result`` as well).
+    gate fails, and, for a target whose engine must be built elsewhere (TensorRT without
+    TensorRT/CUDA here), MissingDependencyError AFTER the portable files are published and
+    gated (``.result`` as well).
     """
-    import torch
-
-    from mxa_edge.data.arrays import load_split_arrays
-    from mxa_edge.export import drift as drift_mod
-    from mxa_edge.export.prepare import count_flops, fuse_model
-    from mxa_edge.runtime.engines import open_model_file
-    from mxa_edge.training.run_io import load_run, run_preprocess
-
     say = progress or (lambda msg: None)
-    _check_options(
-        target, int8, qat, fp16, calib_method, calib_size, max_macro_drop, max_drop, qat_epochs, max_noise, static_batch
-    )
-    int8 = int8 or qat  # QAT is INT8 quantization-aware training: --qat alone means INT8
+    req = ExportRequest(
+        spec=backends.get(target),
+        precision=Precision.from_flags(int8=int8, fp16=fp16, qat=qat),
+        gate=GateSpec(max_macro_drop, max_drop),
+        fp16=fp16,
+        calib=calib,
+        calib_size=calib_size,
+        calib_method=calib_method,
+        seed=seed,
+        qat_epochs=qat_epochs,
+        qat_lr=qat_lr,
+        n_boot=n_boot,
+        max_noise=max_noise,
+        static_batch=static_batch,
+    ).validate()
     run_dir = Path(run_dir).absolute()
-    backend = get_backend(target)
-    if target != "tensorrt":  # tensorrt always writes the ONNX + command, even without TensorRT
-        ok, reason = backend.available()
-        if not ok:
-            raise MissingDependencyError(f"cannot export to {target}: {reason}")
+    exporter = req.spec.make_exporter()
+    ok, reason = exporter.available()
+    if not ok:
+        raise MissingDependencyError(f"cannot export to {req.spec.name}: {reason}")
 
     say("loading run")
-    model, run_manifest = load_run(run_dir)
-    spec = model.spec
-    pp = run_preprocess(run_manifest)
-    gen = torch.Generator().manual_seed(seed)
-    s = pp.image_size
-    lo, hi = pp.value_range
-    example = torch.rand(2, 1, s, s, generator=gen) * (hi - lo) + lo
-    fused = fuse_model(model, example)
-    cost = count_flops(model, s)
+    loaded = _load(run_dir, seed)
+    opts = ExportOptions(precision=req.precision, fp16=fp16, calib_method=calib_method, seed=seed)
+    calib_set = _quantization_plan(req, loaded, opts, say) if req.precision.int8 else None
+    valid, valid_x, prob_ref = _reference(loaded, say)
 
-    calib_set = None
-    opts = ExportOptions(int8=int8, fp16=fp16, calib_method=calib_method, seed=seed)
-    if int8:
-        from mxa_edge.export.calibration import select_calibration
-
-        say("selecting calibration images")
-        calib_set = select_calibration(run_manifest, calib, n=calib_size, seed=seed)
-        opts.calibration = calib_set.model_input(pp)
-        from mxa_edge.export.sensitivity import choose_float_layers
-
-        say("layer sensitivity (which layers stay float)")
-        chosen = choose_float_layers(fused, opts.calibration, max_noise, progress=say)
-        opts.float_layers = chosen.layers
-        opts.notes["mixed_precision"] = chosen.summary()
-
-    data = run_manifest.get("data") or {}
-    say("reading the validation split")
-    valid = load_split_arrays(
-        data["root"],
-        "valid",
-        pp,
-        uncertainty=data.get("uncertainty", "u1"),
-        blank=data.get("blank", "negative"),
-        frontal_only=data.get("frontal_only", True),
-        ap_pa=data.get("ap_pa"),
-    )
-    valid_x = valid.model_input(slice(None), pp)
-    # The fused model is the reference: equal to the trained one within 1e-4 (checked above), faster.
-    prob_ref = drift_mod.torch_probs(fused, valid_x)
-
-    qat_info = None
-    out_dir = Path(out_dir) if out_dir is not None else default_out_dir(run_dir, target, int8, fp16, qat, static_batch)
-    out_dir = out_dir.absolute()
+    if out_dir is None:
+        out_dir = naming.default_artifact_dir(run_dir, target, req.precision, static_batch)
+    out_dir = Path(out_dir).absolute()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
-    # NNCF logs every node it leaves in float at INFO level, on stdout (which belongs to
-    # --json results); quiet it for this call and restore the caller's level afterwards.
-    if (target == "openvino" and int8) or qat:
-        # NNCF sets its logger to INFO when first imported: import it (telemetry off first)
-        # before quieting it, or the import would undo the setting.
-        from mxa_edge.export._telemetry import disable_telemetry
-
-        disable_telemetry()
-        try:
-            import nncf  # noqa: F401
-        except ImportError:
-            pass  # the backend reports the missing dependency
-    nncf_logger = logging.getLogger("nncf")
-    nncf_level = nncf_logger.level
-    nncf_logger.setLevel(logging.WARNING)
     try:
-        if qat:
-            from mxa_edge.export.qat import export_qat, qat_finetune
-
-            say("reading the training split (QAT)")
-            train = load_split_arrays(
-                data["root"],
-                "train",
-                pp,
-                uncertainty=data.get("uncertainty", "u1"),
-                blank=data.get("blank", "negative"),
-                frontal_only=data.get("frontal_only", True),
-                ap_pa=data.get("ap_pa"),
-            )
-            qmodel, qat_info = qat_finetune(
-                fused,
-                example,
-                opts.calibration,
-                train,
-                pp,
-                epochs=qat_epochs,
-                lr=qat_lr,
-                seed=seed,
-                say=say,
-                float_layers=opts.float_layers,
-            )
-            qat_info["mixed_precision"] = opts.notes.pop("mixed_precision", None)
-            say(f"exporting the QAT model to {target}")
-            out = export_qat(qmodel, example, work, target)
-        else:
-            say(f"exporting to {target}")
-            # The legacy ONNX tracer warns about timm's window-size branch (a constant for a
-            # fixed input size): not actionable for the user. Scoped to this call.
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", torch.jit.TracerWarning)
-                out = backend.export(fused, example, work, opts)
-
-        def fix_batch(out):
-            # --static-batch: the IR itself gets the fixed batch, so the gate checks (and the
-            # engine compiles, from the file) exactly that model; see OpenVinoEngine.
-            if static_batch is not None:
-                from mxa_edge.export.openvino_backend import fix_ir_batch
-
-                say(f"fixing the IR's batch at {static_batch}")
-                out.extra["static_batch"] = fix_ir_batch(work / out.files[0], static_batch)
-
-        fix_batch(out)
-
-        def run_gate(out):
-            say("drift gate")
-            gate_file = work / (out.gate_file or out.files[0])
-            engine = open_model_file(
-                gate_file, out.gate_runtime or out.runtime, precision=out.precision.get("inference_precision")
-            )
-            prob_new = drift_mod.engine_probs(engine, valid_x)
-            del engine
-            report = drift_mod.gate(
-                valid.targets,
-                valid.mask,
-                prob_ref,
-                prob_new,
-                max_macro_drop=max_macro_drop,
-                max_drop=max_drop,
-                n_boot=n_boot,
-                seed=seed,
-            )
-            return gate_file, report
-
-        gate_file, report = run_gate(out)
-        if not report.passed and target == "openvino" and int8 and not qat:
-            say("INT8 drifted: retrying with NNCF accuracy control (reverting the worst layers to float)")
-            first = report.summary()
-            out = backend.export_with_accuracy_control(
-                fused,
-                example,
-                work,
-                opts,
-                (valid_x, valid.targets, valid.mask),
-                max_macro_drop,
-                max_drop,
-                prob_ref,
-                out,
-            )
-            out.quantization["accuracy_control"]["first_gate"] = first
-            fix_batch(out)
-            gate_file, report = run_gate(out)
-        report.table.update(
-            {"target": target, "gated_file": gate_file.name, "gated_runtime": out.gate_runtime or out.runtime}
-        )
-        write_json(work / "drift.json", report.table)
-        drift_mod.plot(report, work / "drift.png", f"{spec.name} -> {target} {out.precision['weights']}")
-
-        model_files = list(out.files)
-        manifest = {
-            "format": "mxa-edge-artifact",
-            "format_version": 1,
-            "model_id": f"{spec.name}-{target}-{'qat-' if qat else ''}{out.precision['weights']}",
-            "backend": out.runtime,
-            "entry": out.files[0],
-            "files": {name: sha256_file(work / name) for name in model_files},
-            "inputs": ["image"],
-            "outputs": ["logits"] + (["roi", "attention", "attention_box"] if spec.mxa else []),
-            "labels": list(run_manifest["labels"]),
-            "thresholds": {
-                k: float((run_manifest.get("thresholds") or {}).get(k, 0.5)) for k in run_manifest["labels"]
-            },
-            "preprocess": pp.to_dict(),
-            "precision": out.precision,
-            "quantization": None
-            if out.quantization is None
-            else {
-                **out.quantization,
-                **({"mixed_precision": opts.notes["mixed_precision"]} if "mixed_precision" in opts.notes else {}),
-            },
-            "qat": qat_info,
-            "calibration": calib_set.summary() if calib_set is not None else None,
-            "source_run": {
-                "path": str(run_dir),
-                "weights_sha256": run_manifest.get("weights_sha256"),
-                "data_fingerprint": data.get("fingerprint"),
-            },
-            "model": spec.to_dict(),
-            # FP32 model at batch 1, torch FlopCounterMode: conv/linear/matmul only, 2 FLOPs per MAC.
-            "flops": cost["flops"],
-            "macs": cost["macs"],
-            "params": cost["params"],
-            "drift": report.summary(),
-            "export": {
-                "target": target,
-                "onnx_opset": 17,
-                **{k: v for k, v in opts.notes.items() if k != "mixed_precision"},
-                **out.extra,
-            },
-            "versions": _versions(),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
-        write_json(work / "manifest.json", manifest)
+        with _quiet_nncf(load=req.precision.qat or (req.precision.int8 and req.spec.accuracy_control)):
+            out, qat_info = _write_model(req, loaded, exporter, opts, work, say)
+            report = _gate(req, out, work, valid, valid_x, prob_ref, say)
+            if not report.passed and req.spec.accuracy_control and req.precision is Precision.INT8:
+                say("INT8 drifted: retrying with accuracy control (reverting the worst layers to float)")
+                first = report.summary()
+                out = exporter.export_with_accuracy_control(
+                    loaded.fused,
+                    loaded.example,
+                    work,
+                    opts,
+                    (valid_x, valid.targets, valid.mask),
+                    req.gate,
+                    prob_ref,
+                    out,
+                )
+                out.quantization["accuracy_control"]["first_gate"] = first
+                _fix_batch(req, exporter, out, work, say)
+                report = _gate(req, out, work, valid, valid_x, prob_ref, say)
+        manifest = _records(req, loaded, out, report, qat_info, calib_set, opts, work, run_dir)
         result = ExportResult(None, report.passed, report.table, report.summary(), manifest, notes=opts.notes)
-
-        if not report.passed:
-            rejected = out_dir.with_name(out_dir.name + ".rejected")
-            if rejected.exists():
-                shutil.rmtree(rejected)
-            os.replace(work, rejected)
-            result.rejected = rejected
-            worst = ", ".join(
-                f"{k} {report.table['per_label'][k]['delta']:+.4f}"
-                if k != "macro"
-                else f"macro {report.table['macro_delta']:+.4f}"
-                for k in report.drifted
-            )
-            err = DriftGateError(
-                f"{target} export drifted past its bound (max drop {max_drop}, macro {max_macro_drop}): {worst}; "
-                f"not published, kept as {rejected}"
-            )
-            err.result = result
-            raise err
-
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(work, out_dir)
-        result.artifact = out_dir
-        say(f"published {out_dir}")
-        stale = out_dir.with_name(out_dir.name + ".rejected")
-        if stale.is_dir():  # an earlier attempt under this name, now superseded (bench would list it)
-            shutil.rmtree(stale, ignore_errors=True)
-            say(f"removed the superseded {stale.name}")
+        _publish(work, out_dir, result, report, req, say)
     finally:
-        nncf_logger.setLevel(nncf_level)
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)
 
-    if target == "tensorrt" and not out.extra.get("engine_built"):
+    missing = out.extra.get("engine_missing_reason")
+    if missing:
+        build = out.extra.get("build_file", "BUILD_TRT.txt")
         err = MissingDependencyError(
-            f"{out.extra['engine_missing_reason']}: wrote {out_dir / out.files[0]} (drift-gated through ONNX Runtime) "
-            f"and the build command in {out_dir / 'BUILD_TRT.txt'}; run it on the GPU machine"
+            f"{missing}: wrote {out_dir / out.files[0]} (drift-gated through {out.gate_runtime}) "
+            f"and the build command in {out_dir / build}; run it on the GPU machine"
         )
         err.result = result
         raise err

@@ -10,9 +10,10 @@ The story:
    augmentation. Distillation only: the goal is the FP32 model's behaviour, which the gate
    checks; a ground-truth term (tried first) moved the per-finding AUCs away from FP32 on
    the default run (macro -0.0106 after one epoch).
-3. ``export_qat`` writes the fine-tuned model for the target: ONNX with QuantizeLinear /
-   DequantizeLinear pairs (ONNX Runtime), or an OpenVINO IR with FakeQuantize ops (NNCF's
-   native export, which OpenVINO reads exactly). The pipeline then runs the usual drift gate.
+3. the target's exporter (``export_qat``, declared by its ``BackendSpec``) writes the fine-tuned
+   model: ONNX with QuantizeLinear / DequantizeLinear pairs (ONNX Runtime), or an OpenVINO IR
+   with FakeQuantize ops (NNCF's native export, which OpenVINO reads exactly). The pipeline
+   then runs the usual drift gate.
 
 Fine-tuning runs in eval mode: after Conv+BN fusion the network has no BatchNorm or dropout
 left, so train and eval compute the same function, and eval keeps the op sequence NNCF
@@ -34,8 +35,7 @@ from typing import Callable
 import numpy as np
 
 from mxa_edge.errors import MissingDependencyError
-from mxa_edge.export._telemetry import disable_telemetry
-from mxa_edge.export.base import BackendOutput
+from mxa_edge.telemetry import disable_telemetry
 
 # NNCF torch op names are module scopes joined by "/" plus "<function>/<call index>".
 IGNORED_PATTERNS = (
@@ -172,7 +172,7 @@ def qat_finetune(
     return qmodel, info
 
 
-def _set_export_mode(qmodel, mode: str) -> int:
+def set_export_mode(qmodel, mode: str) -> int:
     from nncf.torch.quantization.layers import BaseQuantizer, QuantizerExportMode
 
     value = {"qdq": QuantizerExportMode.ONNX_QUANTIZE_DEQUANTIZE_PAIRS, "fq": QuantizerExportMode.FAKE_QUANTIZE}[mode]
@@ -209,7 +209,7 @@ def fold_weight_quantizers(path: Path) -> int:
     import onnx
     from onnx import numpy_helper
 
-    from mxa_edge.export.onnx_backend import constant_tensors
+    from mxa_edge.export.onnx_graph import constant_tensors
 
     model = onnx.load(str(path))
     graph = model.graph
@@ -253,54 +253,3 @@ def fold_weight_quantizers(path: Path) -> int:
         graph.initializer.extend(kept_inits)
         onnx.save(model, str(path))
     return folded
-
-
-def export_qat(qmodel, example, out_dir: Path, target: str) -> BackendOutput:
-    """Write the QAT model for ``target`` ("onnx" or "openvino") into ``out_dir``."""
-    from mxa_edge.export.onnx_backend import INT8_FILE, export_onnx
-
-    out_dir = Path(out_dir)
-    if target == "onnx":
-        n = _set_export_mode(qmodel, "qdq")
-        export_onnx(qmodel, example, out_dir / INT8_FILE)
-        folded = fold_weight_quantizers(out_dir / INT8_FILE)
-        diff = qat_logits_max_diff(qmodel, out_dir / INT8_FILE, example, "onnxruntime")
-        quant = {
-            "tool": "nncf QAT, exported as ONNX QuantizeLinear/DequantizeLinear",
-            "format": "QDQ",
-            "n_quantizers": n,
-            "int8_weight_initializers": folded,
-            "export_vs_torch_max_abs": diff,
-        }
-        return BackendOutput(
-            [INT8_FILE],
-            "onnxruntime",
-            {"weights": "int8", "activations": "uint8", "inference_precision": "int8"},
-            quant,
-        )
-    if target == "openvino":
-        import openvino as ov
-
-        from mxa_edge.export.openvino_backend import BIN, XML, sensitive_ops_in_float
-
-        n = _set_export_mode(qmodel, "fq")
-        onnx_path = out_dir / "_qat.onnx"
-        export_onnx(qmodel, example, onnx_path)  # FakeQuantize in OpenVINO's ONNX domain
-        ov_model = ov.Core().read_model(str(onnx_path))
-        # Weight FakeQuantize -> int8 constants (what NNCF's own PTQ writes): a 4x smaller .bin.
-        from openvino._offline_transformations import compress_quantize_weights_transformation
-
-        compress_quantize_weights_transformation(ov_model)
-        ov.save_model(ov_model, str(out_dir / XML), compress_to_fp16=False)
-        onnx_path.unlink()
-        diff = qat_logits_max_diff(qmodel, out_dir / XML, example, "openvino")
-        quant = {
-            "tool": "nncf QAT, exported as OpenVINO FakeQuantize",
-            "n_quantizers": n,
-            "grid_inputs_in_float": sensitive_ops_in_float(ov.Core().read_model(str(out_dir / XML))),
-            "export_vs_torch_max_abs": diff,
-        }
-        return BackendOutput(
-            [XML, BIN], "openvino", {"weights": "int8", "activations": "int8", "inference_precision": "f32"}, quant
-        )
-    raise ValueError(f"QAT export supports onnx and openvino, not {target!r}")

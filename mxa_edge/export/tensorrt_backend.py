@@ -12,14 +12,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mxa_edge.errors import ConfigError
-from mxa_edge.export.base import BackendOutput, ExportOptions
-from mxa_edge.export.onnx_backend import check_parity, export_onnx, quantize_onnx
+from mxa_edge.backends.spec import BackendOutput, ExportOptions
+from mxa_edge.backends.tensorrt import BUILD_FILE, ENGINE_FILE, tensorrt_status
+from mxa_edge.export.onnx_graph import check_parity, export_onnx, quantize_onnx
+from mxa_edge.formats.precision import NumericFormat
 
 QDQ_FILE = "model.qdq.onnx"
 FP_FILE = "model.onnx"
-ENGINE_FILE = "model.engine"
-BUILD_FILE = "BUILD_TRT.txt"
 
 
 def trtexec_command(onnx_name: str, image_size: int, *, int8: bool, fp16: bool, max_batch: int = 32) -> str:
@@ -29,21 +28,6 @@ def trtexec_command(onnx_name: str, image_size: int, *, int8: bool, fp16: bool, 
         f"trtexec --onnx={onnx_name} --saveEngine={ENGINE_FILE}{flags}"
         f" --minShapes=image:1x1x{s}x{s} --optShapes=image:8x1x{s}x{s} --maxShapes=image:{max_batch}x1x{s}x{s}"
     )
-
-
-def tensorrt_status() -> tuple[bool, str]:
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError as exc:
-        return False, f"TensorRT is not installed ({exc.name or 'tensorrt'})"
-    try:
-        import torch
-
-        if not torch.cuda.is_available():
-            return False, "no CUDA device"
-    except ImportError:
-        return False, "cannot check for CUDA (torch missing)"
-    return True, ""
 
 
 def build_engine(onnx_path: Path, engine_path: Path, image_size: int, *, int8: bool, fp16: bool) -> None:
@@ -72,18 +56,13 @@ def build_engine(onnx_path: Path, engine_path: Path, image_size: int, *, int8: b
     Path(engine_path).write_bytes(bytes(engine))
 
 
-class TensorRtBackend:
-    name = "tensorrt"
-    suffix = ".onnx"
-
+class TensorRtExporter:
     def available(self) -> tuple[bool, str]:
-        return tensorrt_status()
+        # The ONNX and the build command are written without TensorRT; only the engine needs it.
+        return True, ""
 
     def export(self, model, example, out_dir: Path, opts: ExportOptions) -> BackendOutput:
-        if not (opts.int8 or opts.fp16):
-            raise ConfigError(
-                "the tensorrt target needs --int8 or --fp16 (FP32 TensorRT gains nothing over ONNX Runtime)"
-            )
+        # The spec's validate() has refused FP32: opts is INT8 and/or FP16 here.
         out_dir = Path(out_dir)
         size = int(example.shape[-1])
         fp = out_dir / FP_FILE
@@ -112,19 +91,23 @@ class TensorRtBackend:
         if ok:
             build_engine(out_dir / entry, out_dir / ENGINE_FILE, size, int8=opts.int8, fp16=opts.fp16)
             files.append(ENGINE_FILE)
-        precision = {
-            "weights": "int8" if opts.int8 else "fp16",
-            "activations": "int8" if opts.int8 else "fp16",
-            "inference_precision": ("int8+fp16" if opts.fp16 else "int8") if opts.int8 else "fp16",
-        }
+        precision = NumericFormat(
+            "int8" if opts.int8 else "fp16",
+            "int8" if opts.int8 else "fp16",
+            ("int8+fp16" if opts.fp16 else "int8") if opts.int8 else "fp16",
+        )
         return BackendOutput(
             files,
-            "tensorrt",
             precision,
             quant,
             # The gate runs the ONNX through ONNX Runtime (CPU): for int8 that is the same Q/DQ
             # arithmetic TensorRT must honour; fp16 has no CPU equivalent and is gated as FP32.
             gate_file=entry,
             gate_runtime="onnxruntime",
-            extra={"trtexec": command, "engine_built": ok, "engine_missing_reason": reason or None},
+            extra={
+                "trtexec": command,
+                "build_file": BUILD_FILE,
+                "engine_built": ok,
+                "engine_missing_reason": reason or None,
+            },
         )

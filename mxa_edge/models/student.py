@@ -17,11 +17,15 @@ from mxa_edge.preprocess import XRV_RANGE
 
 
 class MultiLabelStudent(nn.Module):
-    """Input: (B, 1, S, S) in TorchXRayVision's [-1024, 1024] range. Output: (B, 14) logits."""
+    """Input: (B, 1, S, S) in the preprocessing's value range (TorchXRayVision's [-1024, 1024] by
+    default). Output: (B, 14) logits."""
 
-    def __init__(self, spec: ModelSpec):
+    def __init__(self, spec: ModelSpec, value_range: tuple[float, float] = (-XRV_RANGE, XRV_RANGE)):
         super().__init__()
         self.spec = spec
+        lo, hi = (float(v) for v in value_range)
+        # The network works on [-1, 1]; the input range stays the preprocessing contract's.
+        self.input_center, self.input_scale = (hi + lo) / 2.0, 2.0 / (hi - lo)
         v = spec.variant_config
         self.backbone = EfficientVitMsra(
             img_size=spec.image_size,
@@ -47,8 +51,9 @@ class MultiLabelStudent(nn.Module):
                     self.mxa_blocks.append(mxa)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Unit range inside the network; the [-1024, 1024] contract stays at the input.
-        return self.backbone(x * (1.0 / XRV_RANGE))
+        if self.input_center:  # a symmetric range (the default) needs no shift: one op fewer in exports
+            x = x - self.input_center
+        return self.backbone(x * self.input_scale)
 
     def forward_aux(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Logits plus every MXA box (B, K, 4) and the first (finest) MXA's spatial attention
@@ -68,8 +73,8 @@ class MultiLabelStudent(nn.Module):
         return out
 
 
-def build_student(spec: ModelSpec) -> MultiLabelStudent:
-    return MultiLabelStudent(spec)
+def build_student(spec: ModelSpec, value_range: tuple[float, float] = (-XRV_RANGE, XRV_RANGE)) -> MultiLabelStudent:
+    return MultiLabelStudent(spec, value_range)
 
 
 def count_params(model: nn.Module) -> int:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from mxa_edge.errors import ConfigError
+from mxa_edge.formats import ArtifactManifest
 
 
 @dataclass
@@ -26,7 +27,7 @@ class ReportData:
     """Everything the page shows, computed; ``html.page`` only formats it."""
 
     artifact_path: Path
-    manifest: dict
+    manifest: ArtifactManifest
     artifact_sha256: str
     drift: dict | None
     validation: object  # scores.Validation
@@ -76,9 +77,9 @@ def build_report(
 
     from mxa_edge import __version__
     from mxa_edge.fileio import atomic_path
+    from mxa_edge.formats import load_artifact
     from mxa_edge.report import html, records, scores
     from mxa_edge.report.tables import pathology_table
-    from mxa_edge.runtime.artifact import load_artifact
 
     say = progress or (lambda msg: None)
     if gallery < 0:
@@ -98,15 +99,15 @@ def build_report(
         )
 
     say("reading the validation split")
-    run_dir, run_manifest, run_why = scores.source_run_manifest(art)
-    valid = scores.load_validation(art, data, run_manifest, run_why)
+    run, run_why = scores.source_run(art)
+    valid = scores.load_validation(art, data, run, run_why)
     ref = scores.Scores("FP32 (PyTorch, source run)", why=valid.why)
-    new = scores.Scores(f"exported ({art.backend})", why=valid.why)
+    new = scores.Scores(f"exported ({art.runtime})", why=valid.why)
     if valid.arrays is not None:
         say("scoring the exported model")
         new = scores.exported_scores(art, valid.arrays, drift)
         say("scoring the FP32 model")
-        ref = scores.fp32_scores(art, valid.arrays, run_dir, run_manifest, run_why)
+        ref = scores.fp32_scores(art, valid.arrays, run, run_why)
     else:
         gaps.append(f"No validation images: {valid.why}. ROC, calibration and gallery are left out.")
     for s in (ref, new):
@@ -128,7 +129,7 @@ def build_report(
             if s.probs is not None:
                 computed[key] = evaluate(targets, s.probs, mask, labels=labels, n_boot=n_boot, seed=seed)
                 reliabilities[i] = reliability_curve(targets, s.probs, mask)
-    table = pathology_table(labels, drift, art.manifest.get("drift"), computed, valid.same_as_gate, n_boot, seed)
+    table = pathology_table(labels, drift, art.manifest.drift, computed, valid.same_as_gate, n_boot, seed)
     not_eval = [r.name for r in table.rows if r.verdict == "not evaluable"]
     if not_eval:
         gaps.append(f"Not evaluable (one class in the validation split): {', '.join(not_eval)}.")

@@ -52,12 +52,12 @@ def draw_truth(img, boxes: list) -> int:
     """Draw normalized ground-truth boxes (label, [x1, y1, x2, y2]) dashed; returns how many."""
     from PIL import ImageDraw
 
-    from mxa_edge.runtime.overlay import _font
+    from mxa_edge.runtime.overlay import label_font
 
     draw = ImageDraw.Draw(img)
     sx, sy = img.width, img.height  # boxes are normalized to the saved image, whose aspect we keep
     side = min(img.width, img.height)
-    font = _font(max(9, side // 40))
+    font = label_font(max(9, side // 40))
     n = 0
     for label, box in boxes:
         if label in _NOT_LESIONS:

@@ -25,7 +25,9 @@ h1 { font-size: 22px; margin: 0 0 4px; }
 h2 { font-size: 17px; margin: 30px 0 8px; padding-bottom: 4px; border-bottom: 1px solid var(--line); }
 h3 { font-size: 14px; margin: 16px 0 6px; }
 .sub { color: var(--muted); }
-code, pre, .mono { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, "DejaVu Sans Mono", monospace; font-size: 12px; }
+code, pre, .mono {
+  font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, "DejaVu Sans Mono", monospace; font-size: 12px;
+}
 .hash { word-break: break-all; }
 table { border-collapse: collapse; margin: 6px 0 10px; }
 th, td { border: 1px solid var(--line); padding: 3px 8px; text-align: left; vertical-align: top; }
@@ -124,27 +126,25 @@ def header(d) -> str:
         )
     )
     return (
-        f'<header class="top"><h1>Model validation report: {e(d.manifest.get("model_id"))}</h1>'
+        f'<header class="top"><h1>Model validation report: {e(d.manifest.model_id)}</h1>'
         f"<div>Drift gate {badge(verdict, big=True)} "
-        f'<span class="sub">max per-finding AUC drop {num(t.max_drop, "g")}, max macro drop {num(t.max_macro_drop, "g")}'
-        f" · {e(d.manifest.get('backend'))} · weights {e((d.manifest.get('precision') or {}).get('weights'))}</span></div>"
-        f'<div class="sub">Report generated {e(d.generated)} by mxa-edge {e(d.tool_version)} for sign-off before deployment.</div>'
+        f'<span class="sub">max per-finding AUC drop {num(t.max_drop, "g")}, '
+        f"max macro drop {num(t.max_macro_drop, 'g')}"
+        f" · {e(d.manifest.runtime)} · weights {e(d.manifest.precision.weights)}</span></div>"
+        f'<div class="sub">Report generated {e(d.generated)} by mxa-edge {e(d.tool_version)} '
+        "for sign-off before deployment.</div>"
         f"<nav>{nav}</nav></header>"
     )
 
 
 def identity(d) -> str:
     m = d.manifest
-    src = m.get("source_run") or {}
-    files = "<br>".join(
-        f'<code>{e(n)}</code> <code class="hash">{e(h)}</code>' for n, h in (m.get("files") or {}).items()
-    )
-    fp = src.get("data_fingerprint")
-    fp_html = (
-        "<br>".join(f"{e(k)}: <code>{e(v)}</code>" for k, v in fp.items()) if isinstance(fp, dict) else value_html(fp)
-    )
-    spec = m.get("model") or {}
-    versions = ", ".join(f"{e(k)} {e(v)}" for k, v in (m.get("versions") or {}).items() if v) or "—"
+    src = m.source_run
+    files = "<br>".join(f'<code>{e(n)}</code> <code class="hash">{e(h)}</code>' for n, h in m.files.items())
+    fp = src.data_fingerprint
+    fp_html = "<br>".join(f"{e(k)}: <code>{e(v)}</code>" for k, v in fp.items()) if fp else value_html(None)
+    spec = m.model
+    versions = ", ".join(f"{e(k)} {e(v)}" for k, v in m.versions.items() if v) or "—"
     v = d.validation
     if v.arrays is not None:
         same = {
@@ -152,33 +152,38 @@ def identity(d) -> str:
             False: "NOT the images the drift gate used",
             None: "gate fingerprint not recorded",
         }[v.same_as_gate]
-        data_html = f"<code>{e(v.root)}</code> ({e(v.source)}), valid split: {len(v.arrays)} images, fingerprint <code>{e(v.fingerprint)}</code> — {e(same)}"
+        data_html = (
+            f"<code>{e(v.root)}</code> ({e(v.source)}), valid split: {len(v.arrays)} images, "
+            f"fingerprint <code>{e(v.fingerprint)}</code> — {e(same)}"
+        )
     else:
         data_html = f'<span class="ne">not available: {e(v.why)}</span>'
     pairs = [
         (
             "Artifact sha256",
-            f'<code class="hash">{e(d.artifact_sha256)}</code><br><span class="note">sha256 of manifest.json, then “name NUL sha256 LF” per model file</span>',
+            f'<code class="hash">{e(d.artifact_sha256)}</code><br><span class="note">sha256 of manifest.json, '
+            "then “name NUL sha256 LF” per model file</span>",
         ),
         ("Artifact folder", f"<code>{e(d.artifact_path)}</code>"),
-        ("Model id", e(m.get("model_id"))),
-        ("Backend / entry", f"{e(m.get('backend'))} / <code>{e(m.get('entry'))}</code>"),
+        ("Model id", e(m.model_id)),
+        ("Backend / entry", f"{e(m.runtime)} / <code>{e(m.entry)}</code>"),
         ("Model files (sha256, verified)", files),
-        ("Model", f"{e(spec.get('variant'))} at {e(spec.get('image_size'))} px, MXA: {value_html(spec.get('mxa'))}"),
+        ("Model", f"{e(spec.variant)} at {e(spec.image_size)} px, MXA: {value_html(spec.to_dict()['mxa'])}"),
         (
             "Cost (FP32, batch 1)",
-            f"{num((m.get('flops') or 0) / 1e9, '.3f')} GFLOPs · {num((m.get('macs') or 0) / 1e6, '.1f')} M MACs · {num((m.get('params') or 0) / 1e6, '.2f')} M params",
+            f"{num((m.flops or 0) / 1e9, '.3f')} GFLOPs · {num((m.macs or 0) / 1e6, '.1f')} M MACs · "
+            f"{num((m.params or 0) / 1e6, '.2f')} M params",
         ),
-        ("Source run", f"<code>{e(src.get('path'))}</code>"),
-        ("Source weights sha256", f'<code class="hash">{e(src.get("weights_sha256"))}</code>'),
+        ("Source run", f"<code>{e(src.path)}</code>"),
+        ("Source weights sha256", f'<code class="hash">{e(src.weights_sha256)}</code>'),
         ("Training data fingerprint", fp_html),
         ("Data used by this report", data_html),
-        ("Labels / thresholds", e(", ".join(f"{k} {v:g}" for k, v in (m.get("thresholds") or {}).items()))),
-        ("Preprocess", value_html(m.get("preprocess"))),
+        ("Labels / thresholds", e(", ".join(f"{k} {v:g}" for k, v in m.thresholds.items()))),
+        ("Preprocess", value_html(m.preprocess.to_dict())),
         ("Versions", versions),
-        ("Created", e(m.get("created"))),
+        ("Created", e(m.created)),
     ]
-    manifest = json.dumps(m, indent=2, sort_keys=False)
+    manifest = json.dumps(m.to_dict(), indent=2, sort_keys=False)
     return (
         '<section id="identity"><h2>1. Model identity</h2>'
         + kv_table(pairs)
@@ -220,11 +225,13 @@ def pathology(d) -> str:
                 )
             )
         rows.append(
-            f'<tr data-finding="{e(r.name)}"><td>{e(r.name)}</td><td class="num">{counts}</td>{cells}<td>{badge(r.verdict)}</td></tr>'
+            f'<tr data-finding="{e(r.name)}"><td>{e(r.name)}</td><td '
+            f'class="num">{counts}</td>{cells}<td>{badge(r.verdict)}</td></tr>'
         )
     mc = t.macro
     foot = (
-        f'<tr><td>macro ({len([r for r in t.rows if r.verdict not in (NOT_EVALUABLE, "no record")])} evaluable)</td><td class="num">{num(t.n_images, "d")} images</td>'
+        f"<tr><td>macro ({len([r for r in t.rows if r.verdict not in (NOT_EVALUABLE, 'no record')])} "
+        f'evaluable)</td><td class="num">{num(t.n_images, "d")} images</td>'
         + "".join(
             f'<td class="num">{c}</td>'
             for c in (
@@ -248,7 +255,8 @@ def pathology(d) -> str:
     return (
         '<section id="per-pathology"><h2>2. Per-pathology AUC: FP32 vs exported, drift verdict</h2>'
         f"<p>Overall: {badge(overall, big=True)} {e(bounds)}</p>"
-        f'<table id="pathology-table" class="per-pathology"><thead><tr>{"".join(f"<th>{h}</th>" for h in head)}</tr></thead>'
+        '<table id="pathology-table" class="per-pathology">'
+        f"<thead><tr>{''.join(f'<th>{h}</th>' for h in head)}</tr></thead>"
         f"<tbody>{''.join(rows)}</tbody><tfoot>{foot}</tfoot></table>"
         f'<p class="note">{e(t.source)}</p>{notes}</section>'
     )
@@ -361,7 +369,8 @@ def bench(d) -> str:
             flat = flatten(row)
             body.append("<tr>" + "".join(_bench_cell(flat[c]) if c in flat else "<td>—</td>" for c in cols) + "</tr>")
         out.append(
-            f'<table id="bench-table" class="bench"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+            f'<table id="bench-table" class="bench"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(body)}</tbody></table>"
         )
     elif not b.problems:
         out.append(gap("the bench file has no rows"))
@@ -412,9 +421,9 @@ def gallery(d) -> str:
 def export_settings(d) -> str:
     m = d.manifest
     t = d.table
-    cal = m.get("calibration")
-    q = m.get("quantization")
-    pairs = [("Precision", value_html(m.get("precision")))]
+    cal = m.calibration
+    q = m.quantization
+    pairs = [("Precision", value_html(m.precision.to_dict()))]
     if cal:
         pairs += [
             ("Calibration set source", value_html(cal.get("source"))),
@@ -431,8 +440,8 @@ def export_settings(d) -> str:
             pairs.append((f"Quantization: {k}", value_html(v)))
     if not q:
         pairs.append(("Quantization", '<span class="ne">none</span>'))
-    pairs.append(("QAT", value_html(m.get("qat"))))
-    for k, v in (m.get("export") or {}).items():
+    pairs.append(("QAT", value_html(m.qat)))
+    for k, v in m.to_dict()["export"].items():
         pairs.append((f"Export: {k}", value_html(v)))
     pairs += [
         ("Drift bound: per finding", f"AUC drop ≤ {num(t.max_drop, 'g')}"),
@@ -468,6 +477,6 @@ def page(d) -> str:
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{e(d.manifest.get('model_id'))}: validation report</title><style>{CSS}</style></head>"
+        f"<title>{e(d.manifest.model_id)}: validation report</title><style>{CSS}</style></head>"
         f"<body><main>{''.join(sections)}</main></body></html>\n"
     )

@@ -10,10 +10,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mxa_edge.errors import ArtifactError, ConfigError
-from mxa_edge.runtime.artifact import MANIFEST, Artifact
-
-DRIFT = "drift.json"
+from mxa_edge.errors import ConfigError
+from mxa_edge.formats import Artifact
 
 
 def artifact_sha256(artifact: Artifact) -> str:
@@ -23,24 +21,15 @@ def artifact_sha256(artifact: Artifact) -> str:
     ``load_artifact`` has already checked each file against the sha256 the manifest records,
     so this digest changes whenever the manifest or any model file does.
     """
-    h = hashlib.sha256((artifact.path / MANIFEST).read_bytes())
-    for name, digest in sorted((artifact.manifest.get("files") or {}).items()):
+    h = hashlib.sha256(artifact.manifest_path.read_bytes())
+    for name, digest in sorted(artifact.manifest.files.items()):
         h.update(f"{name}\0{digest}\n".encode())
     return h.hexdigest()
 
 
 def read_drift(artifact: Artifact) -> dict | None:
     """drift.json's table (the export-time gate), or None when the artifact has none."""
-    path = artifact.path / DRIFT
-    if not path.is_file():
-        return None
-    try:
-        table = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"{path}: unreadable drift record ({exc})") from None
-    if not isinstance(table, dict) or not isinstance(table.get("per_label"), dict):
-        raise ArtifactError(f"{path}: not a drift table (no per_label section)")
-    return table
+    return artifact.drift_table()
 
 
 @dataclass

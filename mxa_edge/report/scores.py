@@ -9,15 +9,16 @@
 
 from __future__ import annotations
 
-import json
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from mxa_edge import scoring
 from mxa_edge.errors import ArtifactError, MissingDependencyError, MxaError
+from mxa_edge.formats import Artifact, DataSelection, RunRecord, naming
 from mxa_edge.metrics import sigmoid
-from mxa_edge.runtime.artifact import Artifact
 
 BATCH = 32
 
@@ -51,70 +52,61 @@ class Validation:
         return self.fingerprint == self.gate_fingerprint
 
 
-def source_run_manifest(artifact: Artifact) -> tuple[Path | None, dict | None, str | None]:
-    """(run folder, its manifest, why not) from the artifact's ``source_run.path``."""
-    run = (artifact.manifest.get("source_run") or {}).get("path")
-    if not run:
-        return None, None, "the manifest names no source run"
-    run = Path(run)
-    mpath = run / "manifest.json"
-    if not mpath.is_file():
-        return run, None, f"the source run {run} is not on this machine"
+def source_run(artifact: Artifact) -> tuple[RunRecord | None, str | None]:
+    """(the source run's record, why not) from the artifact's ``source_run.path``."""
+    path = artifact.manifest.source_run.path
+    if not path:
+        return None, "the manifest names no source run"
+    if not (Path(path) / naming.MANIFEST).is_file():
+        return None, f"the source run {path} is not on this machine"
     try:
-        return run, json.loads(mpath.read_text()), None
-    except (OSError, json.JSONDecodeError) as exc:
-        return run, None, f"the source run's manifest {mpath} is unreadable ({exc})"
+        return RunRecord.load(path), None
+    except ArtifactError as exc:
+        return None, f"the source run's manifest is unusable ({exc})"
 
 
 def load_validation(
-    artifact: Artifact, data=None, run_manifest: dict | None = None, run_why: str | None = None
+    artifact: Artifact, data=None, run: RunRecord | None = None, run_why: str | None = None
 ) -> Validation:
-    """The valid split of ``data`` (default: the source run's data root), read with the
-    artifact's own preprocessing. A missing default is a gap (``why``); a bad ``data`` raises."""
-    from mxa_edge.data.arrays import load_split_arrays
-    from mxa_edge.data.chexpert import dataset_fingerprint, find_dataset_root
+    """The valid split of ``data`` (default: the source run's data root), selected as the drift
+    gate selected it and read with the artifact's own preprocessing. A missing default is a gap
+    (``why``); a bad ``data`` raises."""
+    from mxa_edge.data.chexpert import dataset_fingerprint
     from mxa_edge.evaluation import read_boxes
 
-    settings = (run_manifest or {}).get("data") or {}
-    fp = (artifact.manifest.get("source_run") or {}).get("data_fingerprint") or {}
-    v = Validation(gate_fingerprint=fp.get("valid") if isinstance(fp, dict) else None)
+    selection = artifact.manifest.source_run.selection() or (run.data if run is not None else None)
+    v = Validation(gate_fingerprint=artifact.manifest.source_run.data_fingerprint.get("valid"))
     if data is not None:
         v.source = "--data"
-        root = find_dataset_root(data)  # DatasetError for a wrong --data: the user asked for it
+        # DatasetError for a wrong --data: the user asked for it
+        selection = (selection or DataSelection(root=str(data))).with_root(data)
     else:
         v.source = "the source run's data root"
-        if not settings.get("root"):
+        if selection is None:
             v.why = f"{run_why or 'the source run names no data root'}; pass --data DIR (a CheXpert-layout root)"
             return v
         try:
-            root = find_dataset_root(settings["root"])
+            selection = selection.with_root(selection.root)
         except MxaError as exc:
-            v.why = f"the source run's data root is not usable here ({exc}); pass --data DIR"
+            gone = f"{run_why}, and " if run_why else ""
+            v.why = f"{gone}the source run's data root is not usable here ({exc}); pass --data DIR"
             return v
-    v.root = root
-    v.arrays = load_split_arrays(
-        root,
-        "valid",
-        artifact.preprocess,
-        uncertainty=settings.get("uncertainty", "u1"),
-        blank=settings.get("blank", "negative"),
-        frontal_only=settings.get("frontal_only", True),
-        ap_pa=settings.get("ap_pa"),
-    )
+    v.root = Path(selection.root)
+    v.arrays = selection.load("valid", artifact.preprocess)
     v.fingerprint = dataset_fingerprint(v.arrays.split)
-    v.boxes = dict(read_boxes(root))
+    v.boxes = dict(read_boxes(v.root))
     return v
 
 
 def exported_scores(artifact: Artifact, arrays, drift: dict | None) -> Scores:
     from mxa_edge.runtime.engines import open_engine, open_model_file
 
-    s = Scores(f"exported ({artifact.backend}, {artifact.precision.get('weights', '?')})")
+    s = Scores(f"exported ({artifact.runtime}, {artifact.precision.weights})")
     try:
         engine = open_engine(artifact)
     except MissingDependencyError as exc:
         gated, runtime = (drift or {}).get("gated_file"), (drift or {}).get("gated_runtime")
-        if not gated or runtime in (None, artifact.backend) or not (artifact.path / gated).is_file():
+        if not gated or runtime in (None, artifact.runtime) or not (artifact.path / gated).is_file():
             s.why = str(exc)
             return s
         try:
@@ -122,52 +114,46 @@ def exported_scores(artifact: Artifact, arrays, drift: dict | None) -> Scores:
         except MxaError as exc2:
             s.why = f"{exc}; and its gated file {gated} could not run either ({exc2})"
             return s
-        s.note = f"{artifact.backend} cannot run here ({exc}); scored {gated} through {runtime}, as the drift gate did"
+        s.note = f"{artifact.runtime} cannot run here ({exc}); scored {gated} through {runtime}, as the drift gate did"
     except MxaError as exc:
         s.why = str(exc)
         return s
-    pp = artifact.preprocess
-    logits = [engine.run(arrays.model_input(slice(i, i + BATCH), pp))["logits"] for i in range(0, len(arrays), BATCH)]
-    s.probs = sigmoid(np.concatenate(logits))
+    to_input = functools.partial(arrays.model_input, preprocess=artifact.preprocess)
+    s.probs = sigmoid(scoring.score(scoring.engine_runner(engine), arrays, batch=BATCH, to_input=to_input)["logits"])
     return s
 
 
-def fp32_scores(
-    artifact: Artifact, arrays, run_dir: Path | None, run_manifest: dict | None, run_why: str | None
-) -> Scores:
+def fp32_scores(artifact: Artifact, arrays, run: RunRecord | None, run_why: str | None) -> Scores:
     s = Scores("FP32 (PyTorch, source run)")
-    if run_manifest is None:
+    if run is None:
         s.why = run_why or "the source run is not available"
         return s
     try:
-        import torch
+        import torch  # noqa: F401 (is it installed?)
     except ImportError:
         s.why = "PyTorch is not installed here (light runtime install); install the [train] extra for FP32 curves"
         return s
-    expected = (artifact.manifest.get("source_run") or {}).get("weights_sha256")
-    if expected and run_manifest.get("weights_sha256") and run_manifest["weights_sha256"] != expected:
+    expected = artifact.manifest.source_run.weights_sha256
+    if expected and run.weights_sha256 and run.weights_sha256 != expected:
         s.why = (
-            f"the run in {run_dir} now holds other weights (sha256 {run_manifest['weights_sha256'][:12]}…) than the "
+            f"the run in {run.path} now holds other weights (sha256 {run.weights_sha256[:12]}…) than the "
             f"ones this artifact was exported from ({expected[:12]}…)"
         )
         return s
-    if run_manifest.get("preprocess") != artifact.manifest.get("preprocess"):
+    if run.preprocess != artifact.preprocess:
         s.why = "the run's preprocessing differs from the artifact's"
         return s
     try:
-        from mxa_edge.training.run_io import load_run
+        from mxa_edge.models.weights import load_run
 
-        model, _ = load_run(run_dir)
+        model, _ = load_run(run)
     except ImportError as exc:
         s.why = f"the training dependencies are not installed ({exc}); install the [train] extra"
         return s
     except ArtifactError as exc:
         s.why = str(exc)
         return s
-    pp = artifact.preprocess
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(arrays), BATCH):
-            out.append(model(torch.from_numpy(arrays.model_input(slice(i, i + BATCH), pp))).numpy())
-    s.probs = sigmoid(np.concatenate(out))
+    to_input = functools.partial(arrays.model_input, preprocess=artifact.preprocess)
+    runner = scoring.torch_runner(model, aux=False)
+    s.probs = sigmoid(scoring.score(runner, arrays, batch=BATCH, to_input=to_input)["logits"])
     return s

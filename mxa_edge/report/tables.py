@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mxa_edge.gate import GateSpec, finding_fails, verdict
+
 PASS, FAIL, NOT_EVALUABLE, NO_BOUND = "PASS", "FAIL", "not evaluable", "no bound recorded"
 
 
@@ -42,12 +44,12 @@ class PathologyTable:
     notes: list[str] = field(default_factory=list)
 
 
-def _verdict(delta, bound) -> str:
+def _verdict(delta, bound, ci=None, mode: str = "point") -> str:
     if delta is None:
         return NOT_EVALUABLE
     if bound is None:
         return NO_BOUND
-    return FAIL if delta < -bound else PASS
+    return FAIL if finding_fails(delta, bound, ci=ci, mode=mode) else PASS
 
 
 def pathology_table(
@@ -67,7 +69,8 @@ def pathology_table(
             drift,
             (
                 f"AUCs, Δ and its CI, agreement and counts: the export's drift gate (drift.json, "
-                f"{drift.get('n_images', '?')} validation images, {drift.get('n_boot', '?')} paired bootstrap resamples)."
+                f"{drift.get('n_images', '?')} validation images, {drift.get('n_boot', '?')} paired bootstrap "
+                "resamples)."
             ),
         )
         use_ci = same_images is True
@@ -110,6 +113,7 @@ def pathology_table(
         )
 
     max_drop, max_macro = table.get("max_drop"), table.get("max_macro_drop")
+    mode = table.get("gate_mode", "point")
     rows = []
     for name in labels:
         v = table["per_label"].get(name) or {}
@@ -124,7 +128,7 @@ def pathology_table(
             v.get("delta"),
             v.get("delta_ci"),
             v.get("agreement_at_threshold"),
-            _verdict(v.get("delta"), max_drop),
+            _verdict(v.get("delta"), max_drop, v.get("delta_ci"), mode),
         )
         if use_ci and row.delta is not None:
             row.auc_ref_ci = ((ev_ref or {}).get("per_label", {}).get(name) or {}).get("auc_ci")
@@ -141,10 +145,11 @@ def pathology_table(
         table.get("macro_delta"),
         table.get("macro_delta_ci"),
         table.get("agreement_at_threshold"),
-        _verdict(table.get("macro_delta"), max_macro),
+        _verdict(table.get("macro_delta"), max_macro, table.get("macro_delta_ci"), mode),
     )
     passed = table.get("passed")
     if passed is None and max_drop is not None and max_macro is not None:
-        passed = all(r.verdict != FAIL for r in rows + [macro])
+        shown = {**table, "per_label": {r.name: {"delta": r.delta, "delta_ci": r.delta_ci} for r in rows}}
+        passed = verdict(shown, GateSpec(max_macro, max_drop, mode)).passed
         notes.append("Overall verdict recomputed here from the manifest's bounds (no drift.json).")
     return PathologyTable(rows, macro, passed, max_drop, max_macro, table.get("n_images"), source, notes)

@@ -79,7 +79,7 @@ def _blend_attention(img, attention: np.ndarray, box, scale: float, alpha: float
     img.paste(Image.fromarray(np.round(base).astype(np.uint8), mode="RGB"))
 
 
-def _font(size: int):
+def label_font(size: int):
     from PIL import ImageFont
 
     try:
@@ -104,7 +104,7 @@ def render_overlay(gray: np.ndarray, result, *, max_side: int = 1024, top_k: int
         xy = [v * scale for v in box]
         draw.rectangle(xy, outline=DEEP_BOX_COLOUR if deepest else BOX_COLOUR, width=width * 3 if deepest else width)
 
-    font = _font(max(10, side // 40))
+    font = label_font(max(10, side // 40))
     lines = [(result.model_id, TEXT_COLOUR)]
     for label, p in result.ranked()[:top_k]:
         positive = label in result.positives

@@ -154,14 +154,14 @@ class Predictor:
     """
 
     def __init__(self, artifact_path, threads: int | None = None):
-        from mxa_edge.runtime.artifact import load_artifact
+        from mxa_edge.formats import load_artifact
         from mxa_edge.runtime.engines import open_engine
 
         self.artifact = load_artifact(artifact_path)  # hashes checked before anything loads
         self.preprocess = self.artifact.preprocess
         self.labels = self.artifact.labels
         self.thresholds = self.artifact.thresholds
-        self.model_id = str(self.artifact.manifest.get("model_id") or Path(artifact_path).name)
+        self.model_id = self.artifact.manifest.model_id
         self.engine = open_engine(self.artifact, threads)
 
     def predict_files(

@@ -20,6 +20,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from mxa_edge import scoring
 from mxa_edge.fileio import atomic_path
 from mxa_edge.progress import SILENT, Reporter
 from mxa_edge.training.augment import RandAugmentGray
@@ -71,13 +72,14 @@ def _epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
 def predict_logits(model, images_u8: np.ndarray, value_range, batch_size: int = 128, device: str = "cpu") -> np.ndarray:
     """Logits (N, C) for uint8 images (N, S, S), without augmentation."""
     model.eval()
-    out = []
     lo, hi = value_range
-    with torch.no_grad():
-        for i in range(0, len(images_u8), batch_size):
-            x = torch.from_numpy(images_u8[i : i + batch_size]).to(device).float().div_(255.0)
-            out.append(model((x * (hi - lo) + lo)[:, None]).float().cpu())
-    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+    def to_model_range(x: torch.Tensor) -> torch.Tensor:  # on the device: uint8 crosses the bus
+        return (x.float().div(255.0) * (hi - lo) + lo)[:, None]
+
+    runner = scoring.torch_runner(model, device=device, prepare=to_model_range, aux=False)
+    out = scoring.score(runner, images_u8, batch=batch_size)
+    return out.get("logits", np.zeros((0, 0), np.float32))
 
 
 def run_loop(

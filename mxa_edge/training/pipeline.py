@@ -18,22 +18,23 @@ import json
 import math
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from mxa_edge import __version__
-from mxa_edge.data.arrays import SplitArrays, load_split_arrays
+from mxa_edge import __version__, scoring
+from mxa_edge.data.arrays import SplitArrays
 from mxa_edge.data.chexpert import dataset_fingerprint
 from mxa_edge.errors import ConfigError, DatasetError
 from mxa_edge.fileio import atomic_path, read_json, sha256_file, write_json
-from mxa_edge.labels import CHEXPERT_LABELS
+from mxa_edge.formats import DataSelection, RunRecord, naming
 from mxa_edge.metrics import evaluate, sigmoid
 from mxa_edge.models.configs import ModelSpec, MXAConfig
+from mxa_edge.models.weights import save_weights
 from mxa_edge.paths import cache_dir
-from mxa_edge.preprocess import Preprocess
+from mxa_edge.preprocess import Preprocess, unit_to_range
 from mxa_edge.progress import SILENT, Reporter
-from mxa_edge.training import run_io
 from mxa_edge.training.augment import RandAugmentGray
 from mxa_edge.training.config import TrainConfig, ema_decay_for
 from mxa_edge.training.loop import LoopSettings, predict_logits, refresh_attention_bias_cache, run_loop
@@ -90,49 +91,39 @@ class _Data:
         else:
             self.root = find_dataset_root(Path(cfg.data))
         self.pp = Preprocess(image_size=cfg.image_size)
-        kw = dict(
+        selection = DataSelection(
+            root=str(self.root.resolve()),
             uncertainty=cfg.uncertainty,
             blank=cfg.blank,
             frontal_only=cfg.frontal_only,
             ap_pa=cfg.ap_pa,
-            workers=cfg.workers,
         )
-        self.train = load_split_arrays(
-            self.root,
+        self.train = selection.load(
             "train",
             self.pp,
             limit=cfg.limit_train,
             progress=reporter.callback("decoding train images"),
-            **kw,
+            workers=cfg.workers,
         )
-        self.valid = load_split_arrays(
-            self.root,
+        self.valid = selection.load(
             "valid",
             self.pp,
             limit=cfg.limit_valid,
             progress=reporter.callback("decoding valid images"),
-            **kw,
+            workers=cfg.workers,
         )
         if len(self.train) < cfg.batch_size:
             raise DatasetError(
-                f"{self.root}: {len(self.train)} training images is fewer than one batch ({cfg.batch_size}); lower --batch-size"
+                f"{self.root}: {len(self.train)} training images is fewer than one batch ({cfg.batch_size}); "
+                "lower --batch-size"
             )
         self.fingerprint = {
             "train": dataset_fingerprint(self.train.split),
             "valid": dataset_fingerprint(self.valid.split),
         }
-
-    def record(self, cfg: TrainConfig) -> dict:
-        return {
-            "root": str(self.root.resolve()),
-            "uncertainty": cfg.uncertainty,
-            "blank": cfg.blank,
-            "frontal_only": cfg.frontal_only,
-            "ap_pa": cfg.ap_pa,
-            "fingerprint": self.fingerprint,
-            "n_train": len(self.train),
-            "n_valid": len(self.valid),
-        }
+        self.selection = replace(
+            selection, fingerprint=self.fingerprint, counts={"train": len(self.train), "valid": len(self.valid)}
+        )
 
 
 # ---------------------------------------------------------------- teacher
@@ -252,15 +243,16 @@ def make_kd_targets(cfg: TrainConfig, data: _Data, teacher, info: dict, reporter
         return (lambda idx, x: _teacher_logits(teacher, x, size)), None
     reporter.log("teacher: computing soft labels for the training images (once, un-augmented)")
     lo, hi = data.pp.value_range
-    outs, mask = [], None
-    cb = reporter.callback("teacher soft labels")
-    with torch.no_grad():
-        for i in range(0, len(data.train), 128):
-            x = torch.from_numpy(data.train.images[i : i + 128]).float().div_(255.0)[:, None] * (hi - lo) + lo
-            logits, mask = _teacher_logits(teacher, x.to(cfg.device), size)
-            outs.append(logits.cpu())
-            cb(min(i + 128, len(data.train)), len(data.train))
-    cached, kd_mask = torch.cat(outs), mask.cpu()
+    kd_mask = {}
+
+    def run_batch(images_u8):
+        x = unit_to_range(torch.from_numpy(images_u8).float().div_(255.0)[:, None], (lo, hi)).to(cfg.device)
+        with torch.no_grad():
+            logits, kd_mask["mask"] = _teacher_logits(teacher, x, size)
+        return {"logits": logits.cpu().numpy()}
+
+    out = scoring.score(run_batch, data.train.images, batch=128, progress=reporter.callback("teacher soft labels"))
+    cached, kd_mask = torch.from_numpy(out["logits"]), kd_mask["mask"].cpu()
     dev = torch.device(cfg.device)
     return (lambda idx, x: (cached[idx].to(dev), kd_mask.to(dev))), cached.numpy()
 
@@ -313,12 +305,10 @@ def train(cfg: TrainConfig, reporter: Reporter = SILENT) -> dict:
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda was asked for but CUDA is not available here; use --device cpu")
     out = Path(cfg.out)
-    if (out / run_io.MANIFEST).exists() and not cfg.resume:
+    if (out / naming.MANIFEST).exists() and not cfg.resume:
         raise ConfigError(f"{out}: already holds a finished run; pass --resume to continue it or choose another --out")
     device = ddp.init_from_env(cfg.device)
     if device != cfg.device:  # this rank's GPU under torchrun
-        from dataclasses import replace
-
         cfg = replace(cfg, device=device)
     if not ddp.is_main():
         reporter = SILENT
@@ -392,7 +382,7 @@ def train(cfg: TrainConfig, reporter: Reporter = SILENT) -> dict:
         lambda m: _macro_auc(m, data.valid, data.pp, cfg.device),
         settings,
         kd_targets=kd_fn,
-        checkpoint_path=out / run_io.CHECKPOINT,
+        checkpoint_path=out / naming.CHECKPOINT,
         resume=cfg.resume,
         log_path=log_path,
         reporter=reporter,
@@ -403,7 +393,7 @@ def train(cfg: TrainConfig, reporter: Reporter = SILENT) -> dict:
         return {"run": str(out), "rank": ddp.rank()}
     student.load_state_dict(result.best_state)
     refresh_attention_bias_cache(student)
-    weights_sha = run_io.save_weights(student, out / run_io.WEIGHTS)
+    weights_sha = save_weights(student, out / naming.WEIGHTS)
 
     reporter.log("evaluating the selected weights on the validation split (bootstrap CIs)")
     probs = sigmoid(predict_logits(student, data.valid.images, data.pp.value_range, device=cfg.device))
@@ -411,43 +401,33 @@ def train(cfg: TrainConfig, reporter: Reporter = SILENT) -> dict:
     metrics["selected_epoch"] = result.best_epoch
     metrics["teacher"] = {k: v for k, v in teacher_info.items() if k in ("kind", "valid_macro_auc", "init", "weights")}
     metrics["train_seconds"] = time.perf_counter() - t_start
-    write_json(out / run_io.METRICS, metrics)
+    RunRecord.save_metrics(out, metrics)
     history = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.exists() else result.history
     _plot_curves(history, out / "curves.png")
 
-    manifest = {
-        "format": "mxa-edge-run",
-        "format_version": 1,
-        "labels": list(CHEXPERT_LABELS),
-        "preprocess": data.pp.to_dict(),
-        "model": spec.to_dict(),
-        "model_name": spec.name,
-        "weights": run_io.WEIGHTS,
-        "weights_sha256": weights_sha,
-        "thresholds": {label: 0.5 for label in CHEXPERT_LABELS},
-        "data": data.record(cfg),
-        "train_config": cfg.to_dict(),
-        "teacher": {k: v for k, v in teacher_info.items() if k != "cache"},
-        "ema_decay": settings.ema_decay,
-        "effective_lr": settings.lr,
-        "precision": {
-            "amp": settings.amp or "off",
-            "channels_last": settings.channels_last,
-            "compile": settings.compile,
-        },
-        "selected_epoch": result.best_epoch,
-        "versions": _versions(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    manifest["distributed"] = (
-        {"world_size": ddp.world_size(), "backend": "nccl" if cfg.device.startswith("cuda") else "gloo"}
-        if ddp.world_size() > 1
-        else None
+    record = RunRecord(
+        model=spec,
+        preprocess=data.pp,
+        data=data.selection,
+        weights_sha256=weights_sha,
+        train_config=cfg.to_dict(),
+        teacher={k: v for k, v in teacher_info.items() if k != "cache"},
+        ema_decay=settings.ema_decay,
+        effective_lr=settings.lr,
+        numerics={"amp": settings.amp or "off", "channels_last": settings.channels_last, "compile": settings.compile},
+        selected_epoch=result.best_epoch,
+        distributed=(
+            {"world_size": ddp.world_size(), "backend": "nccl" if cfg.device.startswith("cuda") else "gloo"}
+            if ddp.world_size() > 1
+            else None
+        ),
+        versions=_versions(),
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
-    write_json(out / run_io.MANIFEST, manifest)
+    record.save(out)
     ddp.barrier()
     ddp.shutdown()
-    return {"run": str(out), "metrics": metrics, "manifest": manifest}
+    return {"run": str(out), "metrics": metrics, "record": record}
 
 
 class _XrvAdapter(torch.nn.Module):

@@ -1,0 +1,127 @@
+"""Target ``tensorrt``: a Q/DQ ONNX (INT8) or the FP32 ONNX (FP16), plus the engine built on the
+deployment GPU (``model.engine``). TensorRT builds engines for one GPU on that GPU, so the
+portable artifact is the ONNX and the exact ``trtexec`` command; where TensorRT and CUDA exist
+the engine is built at export and run by ``TensorRtEngine``.
+
+Where they do not (this project's CPU machines), the drift gate runs the ONNX through ONNX
+Runtime (``gate_runtime``) and every use of the engine fails with a clear message. The exporter
+is ``mxa_edge.export.tensorrt_backend``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+from mxa_edge.backends.registry import register
+from mxa_edge.backends.spec import BackendSpec, Engine, check_batch
+from mxa_edge.errors import ConfigError, MissingDependencyError
+from mxa_edge.formats.precision import Precision
+
+ENGINE_FILE = "model.engine"
+BUILD_FILE = "BUILD_TRT.txt"
+
+
+def tensorrt_status() -> tuple[bool, str]:
+    """(TensorRT and a CUDA device are usable here, why not) without importing torch needlessly."""
+    if importlib.util.find_spec("tensorrt") is None:
+        return False, "TensorRT is not installed"
+    try:
+        if importlib.util.find_spec("torch") is None:
+            return False, "cannot check for CUDA (torch is not installed)"
+    except ValueError:
+        return False, "cannot check for CUDA (torch is not importable)"
+    import torch
+
+    if not torch.cuda.is_available():
+        return False, "no CUDA device"
+    return True, ""
+
+
+class TensorRtEngine(Engine):
+    """Runs a serialized TensorRT engine (TensorRT 10 tensor-address API) on torch CUDA buffers."""
+
+    name = "tensorrt"
+
+    def __init__(self, engine_path: Path):
+        ok, why = tensorrt_status()
+        if not ok:
+            raise MissingDependencyError(
+                f"{engine_path.parent}: a TensorRT artifact runs only where TensorRT and CUDA are installed ({why})"
+            )
+        if not engine_path.is_file():
+            raise MissingDependencyError(
+                f"{engine_path.parent}: no {ENGINE_FILE}; build it on the GPU machine with the command in {BUILD_FILE}"
+            )
+        import tensorrt as trt
+        import torch
+
+        self._trt, self._torch = trt, torch
+        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self.engine = runtime.deserialize_cuda_engine(engine_path.read_bytes())
+        self.context = self.engine.create_execution_context()
+        self.stream = torch.cuda.Stream()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.output_names = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        self.inference_precision = "tensorrt"
+
+    def bind(self, batch: np.ndarray):
+        """Input and output buffers on the GPU for ``batch``; returns ``run() -> {name: cuda tensor}``
+        (bench times this, without the host copies)."""
+        torch, trt = self._torch, self._trt
+        inp = torch.from_numpy(check_batch(batch)).cuda()
+        ctx = self.context
+        ctx.set_input_shape("image", tuple(inp.shape))
+        bufs = {}
+        for n in self.output_names:
+            dtype = torch.from_numpy(np.empty(0, trt.nptype(self.engine.get_tensor_dtype(n)))).dtype
+            bufs[n] = torch.empty(tuple(ctx.get_tensor_shape(n)), dtype=dtype, device="cuda")
+
+        def run():
+            ctx.set_input_shape("image", tuple(inp.shape))
+            ctx.set_tensor_address("image", inp.data_ptr())
+            for n, b in bufs.items():
+                ctx.set_tensor_address(n, b.data_ptr())
+            ctx.execute_async_v3(self.stream.cuda_stream)
+            self.stream.synchronize()
+            return bufs
+
+        return run
+
+    def run(self, batch):
+        return {k: v.float().cpu().numpy() for k, v in self.bind(batch)().items()}
+
+
+def open_tensorrt(model_file: Path, *, precision=None, threads=None, cache=True) -> TensorRtEngine:
+    # The artifact's entry is the ONNX the engine was built from; the engine sits beside it.
+    return TensorRtEngine(Path(model_file).with_name(ENGINE_FILE))
+
+
+def _needs_reduced_precision(precision: Precision, fp16: bool, static_batch) -> None:
+    if not (precision.int8 or fp16):
+        raise ConfigError("the tensorrt target needs --int8 or --fp16 (FP32 TensorRT gains nothing over ONNX Runtime)")
+    if precision.qat:
+        raise ConfigError(
+            "--qat exports to onnx or openvino; TensorRT wants symmetric Q/DQ, use --target tensorrt --int8"
+        )
+
+
+TENSORRT = register(
+    BackendSpec(
+        name="tensorrt",
+        runtime="tensorrt",
+        display="TensorRT",
+        files="model.qdq.onnx or model.onnx (+ model.engine)",
+        exporter="mxa_edge.export.tensorrt_backend:TensorRtExporter",
+        engine=open_tensorrt,
+        precisions=(Precision.FP16, Precision.INT8),
+        cpu=False,
+        gpu=True,
+        gate_runtime="onnxruntime",
+        int8_with_fp16=True,
+        order=30,
+        validate=_needs_reduced_precision,
+    )
+)

@@ -1,0 +1,246 @@
+"""``ArtifactManifest`` and ``load_artifact``: an exported artifact folder, typed, versioned and
+verified (numpy/stdlib only: this is on the light runtime path).
+
+    ARTIFACT/
+      manifest.json   format, labels, thresholds, preprocess, precision, files {name: sha256}, ...
+      model file(s)   model.onnx / model.int8.onnx / model.xml + model.bin / model.qdq.onnx
+      drift.json      the drift gate's table; drift.png its plot
+
+Every model file's SHA-256 is checked against the manifest BEFORE anything loads it, so a
+truncated copy or a swapped file is refused instead of silently giving other predictions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mxa_edge.errors import ArtifactError
+from mxa_edge.fileio import read_json, sha256_file, write_json
+from mxa_edge.formats import naming
+from mxa_edge.formats.precision import NumericFormat, Precision
+from mxa_edge.formats.run import check_header, read_manifest_json
+from mxa_edge.formats.selection import DataSelection
+from mxa_edge.labels import CHEXPERT_LABELS
+from mxa_edge.models.configs import ModelSpec
+from mxa_edge.preprocess import Preprocess
+
+ARTIFACT_FORMAT_VERSION = 1
+
+
+@dataclass
+class SourceRun:
+    """The training run an artifact was exported from."""
+
+    path: str | None = None
+    weights_sha256: str | None = None
+    data_fingerprint: dict = field(default_factory=dict)  # split -> fingerprint
+    data: DataSelection | None = None  # the run's data policy (absent in artifacts before it was copied)
+
+    def to_dict(self) -> dict:
+        d = {"path": self.path, "weights_sha256": self.weights_sha256, "data_fingerprint": self.data_fingerprint}
+        if self.data is not None:
+            d["data"] = self.data.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> SourceRun:
+        d = d or {}
+        fp = d.get("data_fingerprint")
+        return cls(
+            path=d.get("path"),
+            weights_sha256=d.get("weights_sha256"),
+            data_fingerprint=dict(fp) if isinstance(fp, dict) else {},
+            data=DataSelection.from_dict(d["data"]) if d.get("data") else None,
+        )
+
+    def selection(self) -> DataSelection | None:
+        """The data policy the artifact was gated with: its own copy, else the source run's (when
+        that run folder is on this machine)."""
+        if self.data is not None:
+            return self.data
+        if self.path and naming.is_run(self.path):
+            from mxa_edge.formats.run import RunRecord
+
+            try:
+                return RunRecord.load(self.path).data
+            except ArtifactError:
+                return None
+        return None
+
+
+@dataclass
+class ArtifactManifest:
+    model_id: str
+    runtime: str  # which engine runs the entry file: onnxruntime / openvino / tensorrt (backend registry)
+    entry: str  # the model file the engine opens
+    files: dict  # name -> sha256 of every model file
+    preprocess: Preprocess
+    precision: NumericFormat
+    model: ModelSpec
+    target: str  # the export target (backend registry name)
+    outputs: list = field(default_factory=lambda: ["logits"])
+    inputs: list = field(default_factory=lambda: ["image"])
+    thresholds: dict = field(default_factory=lambda: {label: 0.5 for label in CHEXPERT_LABELS})
+    quantization: dict | None = None
+    qat: dict | None = None
+    calibration: dict | None = None
+    source_run: SourceRun = field(default_factory=SourceRun)
+    flops: int | None = None
+    macs: int | None = None
+    params: int | None = None
+    drift: dict | None = None  # the gate's summary (drift.json has the full table)
+    export: dict = field(default_factory=dict)  # target, onnx_opset, static_batch, backend notes
+    versions: dict = field(default_factory=dict)
+    created: str | None = None
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return CHEXPERT_LABELS
+
+    @property
+    def export_precision(self) -> Precision:
+        return self.precision.precision(qat=self.qat is not None)
+
+    @property
+    def static_batch(self) -> int | None:
+        return self.export.get("static_batch")
+
+    def to_dict(self) -> dict:
+        return {
+            "format": naming.ARTIFACT_FORMAT,
+            "format_version": ARTIFACT_FORMAT_VERSION,
+            "model_id": self.model_id,
+            "backend": self.runtime,
+            "entry": self.entry,
+            "files": dict(self.files),
+            "inputs": list(self.inputs),
+            "outputs": list(self.outputs),
+            "labels": list(CHEXPERT_LABELS),
+            "thresholds": {label: float(self.thresholds.get(label, 0.5)) for label in CHEXPERT_LABELS},
+            "preprocess": self.preprocess.to_dict(),
+            "precision": self.precision.to_dict(),
+            "quantization": self.quantization,
+            "qat": self.qat,
+            "calibration": self.calibration,
+            "source_run": self.source_run.to_dict(),
+            "model": self.model.to_dict(),
+            # FP32 model at batch 1, torch FlopCounterMode: conv/linear/matmul only, 2 FLOPs per MAC.
+            "flops": self.flops,
+            "macs": self.macs,
+            "params": self.params,
+            "drift": self.drift,
+            "export": {"target": self.target, **{k: v for k, v in self.export.items() if k != "target"}},
+            "versions": self.versions,
+            "created": self.created,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict, where="manifest") -> ArtifactManifest:
+        try:
+            export = dict(d.get("export") or {})
+            return cls(
+                model_id=d["model_id"],
+                runtime=d["backend"],
+                entry=d["entry"],
+                files=dict(d.get("files") or {}),
+                preprocess=Preprocess.from_dict(d["preprocess"]),
+                precision=NumericFormat.from_dict(d.get("precision")),
+                model=ModelSpec.from_dict(d["model"]),
+                target=export.get("target") or d["backend"],
+                outputs=list(d.get("outputs") or ["logits"]),
+                inputs=list(d.get("inputs") or ["image"]),
+                thresholds=dict(d.get("thresholds") or {}),
+                quantization=d.get("quantization"),
+                qat=d.get("qat"),
+                calibration=d.get("calibration"),
+                source_run=SourceRun.from_dict(d.get("source_run")),
+                flops=d.get("flops"),
+                macs=d.get("macs"),
+                params=d.get("params"),
+                drift=d.get("drift"),
+                export=export,
+                versions=dict(d.get("versions") or {}),
+                created=d.get("created"),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ArtifactError(f"{where}: malformed artifact manifest ({type(exc).__name__}: {exc})") from None
+
+    def save(self, folder) -> None:
+        write_json(Path(folder) / naming.MANIFEST, self.to_dict())
+
+
+@dataclass
+class Artifact:
+    """A verified artifact folder."""
+
+    path: Path
+    manifest: ArtifactManifest
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return CHEXPERT_LABELS
+
+    @property
+    def preprocess(self) -> Preprocess:
+        return self.manifest.preprocess
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        t = self.manifest.thresholds
+        return {label: float(t.get(label, 0.5)) for label in self.labels}
+
+    @property
+    def runtime(self) -> str:
+        return self.manifest.runtime
+
+    @property
+    def entry(self) -> Path:
+        return self.path / self.manifest.entry
+
+    @property
+    def precision(self) -> NumericFormat:
+        return self.manifest.precision
+
+    @property
+    def outputs(self) -> list[str]:
+        return list(self.manifest.outputs)
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / naming.MANIFEST
+
+    def drift_table(self) -> dict | None:
+        """drift.json's table (the export-time gate), or None when the artifact has none."""
+        path = self.path / naming.DRIFT
+        if not path.is_file():
+            return None
+        try:
+            table = read_json(path)
+        except (OSError, ValueError) as exc:
+            raise ArtifactError(f"{path}: unreadable drift record ({exc})") from None
+        if not isinstance(table, dict) or not isinstance(table.get("per_label"), dict):
+            raise ArtifactError(f"{path}: not a drift table (no per_label section)")
+        return table
+
+
+def load_artifact(path) -> Artifact:
+    """Read ``path/manifest.json`` and verify every listed file; raises ArtifactError."""
+    path = Path(path)
+    hint = " (the export failed its drift gate)" if path.name.endswith(naming.REJECTED_SUFFIX) else ""
+    mpath, raw = read_manifest_json(
+        path, f"not an mxa-edge artifact, no {naming.MANIFEST}{hint}; pass the folder `mxa-edge export` wrote"
+    )
+    check_header(raw, mpath, naming.ARTIFACT_FORMAT, ARTIFACT_FORMAT_VERSION, "an exported artifact")
+    manifest = ArtifactManifest.from_dict(raw, mpath)
+    if manifest.entry not in manifest.files:
+        raise ArtifactError(f"{mpath}: entry {manifest.entry!r} is not among the hashed files")
+    for name, expected in manifest.files.items():
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise ArtifactError(f"{mpath}: file name {name!r} points outside the artifact")
+        f = path / name
+        if not f.is_file():
+            raise ArtifactError(f"{f}: missing; the artifact is incomplete (copy the whole folder)")
+        if sha256_file(f) != expected:
+            raise ArtifactError(f"{f}: SHA-256 differs from the manifest; the file was changed or is incomplete")
+    return Artifact(path, manifest)

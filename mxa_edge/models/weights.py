@@ -1,0 +1,40 @@
+"""Student weights on disk (torch): safetensors only, never pickled code.
+
+``load_run`` rebuilds the student from the run's ``RunRecord`` alone and checks the weights'
+SHA-256 against it before loading them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mxa_edge.errors import ArtifactError
+from mxa_edge.fileio import atomic_path, sha256_file
+from mxa_edge.formats import RunRecord
+
+
+def save_weights(model, path: Path) -> str:
+    """Save a state dict as safetensors (atomically); returns its SHA-256."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp))
+    return sha256_file(path)
+
+
+def load_run(run, device: str = "cpu"):
+    """(student in eval mode, RunRecord) from a run folder (or its loaded RunRecord)."""
+    from safetensors.torch import load_file
+
+    from mxa_edge.models.student import build_student
+
+    record = run if isinstance(run, RunRecord) else RunRecord.load(run)
+    weights = record.weights_path
+    if not weights.is_file():
+        raise ArtifactError(f"{record.path}: no {weights.name}; the run did not finish an epoch")
+    if record.weights_sha256 and sha256_file(weights) != record.weights_sha256:
+        raise ArtifactError(f"{weights}: SHA-256 differs from the manifest; the file was changed or is incomplete")
+    model = build_student(record.model, record.preprocess.value_range)
+    model.load_state_dict(load_file(str(weights), device=device))
+    return model.to(device).eval(), record
