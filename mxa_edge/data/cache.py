@@ -6,8 +6,10 @@ into one raw uint8 file (N x S x S, 50 KB per image at 224 px; 11 GB for all of 
 plus an index; training then memory-maps it, so the OS page cache serves batches at memory
 speed and every DDP rank shares the same pages.
 
-The cache key is the split's fingerprint (its image paths and labels) and the preprocessing
-(size, crop, interpolation): a changed CSV or resolution never reuses stale pixels.
+The cache key is the split's fingerprint (its image paths and labels), each file's size and
+modification time, the decoder's identity (``decode.decoder_identity``: code and library
+versions) and the preprocessing (size, crop, interpolation): a changed CSV, a replaced image,
+another decoder or resolution never reuses stale pixels.
 """
 
 from __future__ import annotations
@@ -19,14 +21,14 @@ from pathlib import Path
 import numpy as np
 
 from mxa_edge.data.chexpert import ChexpertSplit, dataset_fingerprint
-from mxa_edge.data.decode import decode_into
+from mxa_edge.data.decode import decode_into, decoder_identity, files_state
 from mxa_edge.fileio import atomic_dir
 from mxa_edge.paths import cache_dir
 from mxa_edge.preprocess import Preprocess
 
 IMAGES = "images.u8"
 INDEX = "index.json"
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def cache_key(split: ChexpertSplit, pp: Preprocess) -> str:
@@ -34,6 +36,8 @@ def cache_key(split: ChexpertSplit, pp: Preprocess) -> str:
         {
             "v": CACHE_VERSION,
             "data": dataset_fingerprint(split),
+            "files": files_state(split.paths),
+            "decoder": decoder_identity(),
             "n": len(split),
             "size": pp.image_size,
             "crop": pp.crop,

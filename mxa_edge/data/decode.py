@@ -6,6 +6,8 @@ Both the in-memory split arrays (``arrays.load_split_arrays``) and the on-disk i
 
 from __future__ import annotations
 
+import hashlib
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Sequence
@@ -14,6 +16,37 @@ import numpy as np
 
 from mxa_edge.imageio import load_radiograph
 from mxa_edge.preprocess import Preprocess, center_crop_resize
+
+# Bump when decode_resized gives other pixels for the same file (decoder, crop, rounding):
+# caches keyed on it (``decoder_identity``) are then rebuilt, never reused.
+DECODER_VERSION = 1
+
+
+def decoder_identity() -> dict:
+    """What, besides the file, decides the decoded pixels: this code's version and the image
+    libraries'. Part of every cache key over decoded images."""
+    from importlib import metadata
+
+    versions = {}
+    for dist in ("pillow", "pydicom", "numpy"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = None
+    return {"decoder": DECODER_VERSION, **versions}
+
+
+def files_state(paths: Sequence[Path]) -> str:
+    """sha256 over each file's size and modification time, in order: a re-encoded or replaced
+    image changes it without reading any image (a stat per file: about a second for CheXpert)."""
+    digest = hashlib.sha256()
+    for p in paths:
+        try:
+            st = os.stat(p)
+            digest.update(f"{st.st_size}:{st.st_mtime_ns}\n".encode())
+        except OSError:
+            digest.update(b"missing\n")
+    return digest.hexdigest()
 
 
 def decode_resized(path: Path, preprocess: Preprocess) -> np.ndarray:

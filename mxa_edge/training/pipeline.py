@@ -26,6 +26,7 @@ import torch
 from mxa_edge import __version__, scoring
 from mxa_edge.data.arrays import SplitArrays
 from mxa_edge.data.chexpert import dataset_fingerprint
+from mxa_edge.data.decode import decoder_identity, files_state
 from mxa_edge.errors import ConfigError, DatasetError
 from mxa_edge.fileio import atomic_path, read_json, sha256_file, write_json
 from mxa_edge.formats import DataSelection, RunRecord, naming
@@ -70,12 +71,19 @@ def _parse_augment(spec: str) -> RandAugmentGray | None:
 
 
 def _versions() -> dict:
+    from importlib import metadata
+
     import timm
 
+    try:
+        xrv = metadata.version("torchxrayvision")
+    except metadata.PackageNotFoundError:
+        xrv = None
     return {
         "mxa-edge": __version__,
         "torch": torch.__version__,
         "timm": timm.__version__,
+        "torchxrayvision": xrv,
         "python": platform.python_version(),
     }
 
@@ -132,17 +140,27 @@ class _Data:
 def _teacher_cache_key(cfg: TrainConfig, data: _Data, init_sha: str | None) -> str:
     key = json.dumps(
         {
-            "v": 1,
+            "v": 2,
+            # Which images with which labels (views, projections, limits and the label policy
+            # are all in the fingerprints of the splits as loaded), and the files' current state.
             "data": data.fingerprint["train"],
             "valid": data.fingerprint["valid"],
+            "files": files_state(list(data.train.split.paths) + list(data.valid.split.paths)),
+            "uncertainty": cfg.uncertainty,
+            "blank": cfg.blank,
+            # Everything the fine-tuning loop reads.
             "size": cfg.image_size,
             "epochs": cfg.teacher_epochs,
             "lr": cfg.teacher_lr,
+            "min_lr": cfg.min_lr,
             "bs": cfg.batch_size,
+            "augment": cfg.augment,
             "seed": cfg.seed,
+            "device": torch.device(cfg.device).type,  # CPU and CUDA kernels give other numbers
             "init": init_sha,
-            "uncertainty": cfg.uncertainty,
-            "blank": cfg.blank,
+            # And the code that decodes, builds and trains it.
+            "decoder": decoder_identity(),
+            "versions": _versions(),
         },
         sort_keys=True,
     )
