@@ -13,7 +13,7 @@ import sys
 import typer
 
 from mxa_edge import __version__
-from mxa_edge_cli.commands import bench, data, export, predict, report, train
+from mxa_edge_cli.commands import bench, data, export, predict, report, train, verify
 from mxa_edge_cli.commands import eval as eval_cmd
 
 app = typer.Typer(
@@ -49,6 +49,7 @@ app.command("export")(export.export)
 app.command("bench")(bench.bench)
 app.command("predict")(predict.predict)
 app.command("report")(report.report)
+app.command("verify")(verify.verify)
 
 
 def main() -> None:

@@ -65,3 +65,9 @@ def require(module: str, extra: str = "train"):
         raise MissingDependencyError(
             f"{module} is not installed ({exc}); install the [{extra}] extra: pip install 'mxa-edge[{extra}]'"
         ) from exc
+
+
+class VerificationError(MxaError):
+    """An artifact's golden vectors do not reproduce on this machine (``mxa-edge verify``)."""
+
+    exit_code = 8

@@ -151,9 +151,9 @@ def toy_target():
 
 
 @pytest.mark.slow
-def test_a_toy_backend_goes_through_export_predict_eval_and_bench(tiny_run, toy_target, tmp_path):  # noqa: F811
+def test_a_toy_backend_goes_through_export_verify_predict_eval_and_bench(tiny_run, toy_target, tmp_path):  # noqa: F811
     """A target defined in tests/ alone (toy_backend.py), registered through the registry, is
-    exported and gated, then predicted with, evaluated and benchmarked like a built-in one."""
+    exported and gated, then verified, predicted with, evaluated and benchmarked like a built-in one."""
     from mxa_edge.bench import run_bench
     from mxa_edge.evaluation import evaluate_model
     from mxa_edge.export import export_run
@@ -177,6 +177,9 @@ def test_a_toy_backend_goes_through_export_predict_eval_and_bench(tiny_run, toy_
     assert got.shape == (3, 14) and np.abs(got - want).max() < 1e-4
     assert np.allclose([r.roi_boxes for r in toy], [r.roi_boxes for r in onnx], atol=1e-2)
 
+    from mxa_edge.runtime.verify import verify_artifact
+
+    assert verify_artifact(art).passed  # its golden vectors reproduce through the toy runtime
     metrics = evaluate_model(out, n_boot=0)
     assert metrics["macro_auc"] == pytest.approx(res.summary["macro_auc_new"], abs=1e-6)
 

@@ -324,6 +324,37 @@ def test_cli_quiet_export_prints_nothing_and_json_stays_clean(tiny_run):
     assert payload["passed"] and payload["manifest"]["precision"]["weights"] == "int8"
 
 
+def test_out_never_replaces_a_user_folder_or_a_run(tiny_run, tmp_path):
+    """--out on a folder holding a user's file, on a file, or on the run itself: refused with one
+    line and exit 2 before any work, and nothing there is touched. An existing artifact is
+    replaced, with its old files gone."""
+    import subprocess
+    import sys
+
+    cli = [sys.executable, "-m", "mxa_edge_cli.app", "export", str(tiny_run), "--n-boot", "0"]
+    user = tmp_path / "models"
+    user.mkdir()
+    (user / "notes.txt").write_text("mine")
+    a_file = tmp_path / "plain.txt"
+    a_file.write_text("mine too")
+    before = sorted(p.name for p in tiny_run.iterdir())
+    for target, why in ((user, "not an mxa-edge artifact"), (a_file, "not a folder"), (tiny_run, "training run")):
+        out = subprocess.run(cli + ["--out", str(target)], capture_output=True, text=True)
+        assert out.returncode == 2, out.stderr
+        assert why in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert (user / "notes.txt").read_text() == "mine" and sorted(p.name for p in user.iterdir()) == ["notes.txt"]
+    assert a_file.read_text() == "mine too" and sorted(p.name for p in tiny_run.iterdir()) == before
+
+    art = tmp_path / "art"
+    first = _export(tiny_run, "onnx", "x", n_boot=0).artifact  # a published artifact to replace
+    shutil.copytree(first, art)
+    (art / "stray.bin").write_text("left by an older version")
+    from mxa_edge.export import export_run
+
+    res = export_run(tiny_run, "onnx", art, n_boot=0, **LOOSE)
+    assert res.artifact == art and not (art / "stray.bin").exists() and (art / "model.onnx").is_file()
+
+
 def test_qat_option_errors(tiny_run):
     from mxa_edge.errors import ConfigError
     from mxa_edge.export import export_run
@@ -456,3 +487,76 @@ def test_tampered_artifact_is_refused(tiny_run, tmp_path):
     entry.unlink()
     with pytest.raises(ArtifactError, match="missing"):
         load_artifact(copy)
+
+
+def test_edited_manifest_is_refused_by_predict(tiny_run, tmp_path):
+    """A threshold edited in manifest.json after export: the digest no longer matches, and
+    predict (which loads through load_artifact) refuses the artifact before running anything."""
+    from mxa_edge.formats import load_artifact
+    from mxa_edge.runtime.predict import Predictor
+
+    art = _export(tiny_run, "onnx", "onnx-fp32", reuse=True)
+    assert load_artifact(art).manifest.artifact_sha256  # a fresh export is signed and loads
+    copy = tmp_path / "art"
+    shutil.copytree(art, copy)
+    m = json.loads((copy / "manifest.json").read_text())
+    m["thresholds"]["Pneumothorax"] = 0.05
+    (copy / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ArtifactError, match="changed after export"):
+        Predictor(copy)
+    m["format_version"] = 1  # downgrading to the unsigned version is no way around it
+    m.pop("artifact_sha256")
+    (copy / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ArtifactError, match="format_version 1 is not supported"):
+        Predictor(copy)
+
+
+def test_verify_passes_fresh_and_catches_a_swapped_model(tiny_run, tmp_path):
+    """verify on a fresh artifact: PASS with the ISA line. The model file swapped for another
+    valid model (head weights scaled) with re-signed hashes: every hash checks out, but the golden
+    outputs differ: verify FAILs (exit 8) and predict refuses until --no-verify."""
+    import subprocess
+    import sys
+
+    from mxa_edge.errors import VerificationError
+    from mxa_edge.fileio import sha256_file
+    from mxa_edge.formats import RunRecord, load_artifact
+    from mxa_edge.runtime.predict import Predictor
+
+    art = _export(tiny_run, "onnx", "onnx-int8", int8=True, reuse=True)
+    cli = [sys.executable, "-m", "mxa_edge_cli.app"]
+    out = subprocess.run(cli + ["verify", str(art), "--json"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["passed"] and report["n_images"] == 16 and report["max_abs_logit"] <= report["tolerance"]
+    assert report["isa"].startswith(("AVX", "no AVX")) and report["decision_agreement"] == 1.0
+    assert "onnxruntime" in report["executed_precision"] and report["recorded"]["gate_isa"]
+
+    copy = tmp_path / "swapped"
+    shutil.copytree(art, copy)
+    entry = copy / "model.int8.onnx"
+    proto = onnx.load(str(entry))
+    head = {n.input[1] for n in proto.graph.node if n.name == "/backbone/head/Gemm"}
+    for init in proto.graph.initializer:
+        if init.name in head:
+            w = onnx.numpy_helper.to_array(init) * 3.0
+            init.CopyFrom(onnx.numpy_helper.from_array(w.astype(w.dtype), init.name))
+    onnx.save(proto, str(entry))
+    loaded = json.loads((copy / "manifest.json").read_text())
+    from mxa_edge.formats import ArtifactManifest
+
+    manifest = ArtifactManifest.from_dict(loaded)
+    manifest.files["model.int8.onnx"] = sha256_file(entry)
+    manifest.save(copy)  # re-signed: the digest and every hash are consistent again
+    load_artifact(copy)
+    out = subprocess.run(cli + ["verify", str(copy)], capture_output=True, text=True)
+    assert out.returncode == 8 and "FAIL" in out.stdout and "tolerance" in out.stderr, out.stdout + out.stderr
+    with pytest.raises(VerificationError, match="does not reproduce"):
+        Predictor(copy)
+    image = str(RunRecord.load(tiny_run).data.read("valid").paths[0])
+    out = subprocess.run(cli + ["predict", image, "--model", str(copy), "--json"], capture_output=True, text=True)
+    assert out.returncode == 8 and "--no-verify" in out.stderr
+    out = subprocess.run(
+        cli + ["predict", image, "--model", str(copy), "--json", "--no-verify"], capture_output=True, text=True
+    )
+    assert out.returncode == 0 and "--no-verify" in out.stderr and json.loads(out.stdout)

@@ -245,6 +245,7 @@ def test_bad_bench_and_bad_data_are_user_errors(artifact, tmp_path):
 
 def test_gaps_are_stated_when_the_source_run_is_gone(artifact, tmp_path):
     """An artifact copied away from its run: FP32 curves unavailable with why; without --data no images."""
+    from mxa_edge.formats import ArtifactManifest
     from mxa_edge.report import build_report
 
     moved = tmp_path / "artifact"
@@ -253,7 +254,7 @@ def test_gaps_are_stated_when_the_source_run_is_gone(artifact, tmp_path):
     data_root = json.loads((Path(m["source_run"]["path"]) / "manifest.json").read_text())["data"]["root"]
     m["source_run"]["path"] = str(tmp_path / "gone-run")
     m["source_run"]["data"]["root"] = str(tmp_path / "gone-data")  # the artifact carries its data policy
-    (moved / "manifest.json").write_text(json.dumps(m))
+    ArtifactManifest.from_dict(m).save(moved)  # as it would read on another machine (re-signed)
 
     text = " ".join(_parse(build_report(moved, out=tmp_path / "a.html", gallery=0, n_boot=0).read_text()).text)
     assert "pass --data" in text and "is not on this machine" in text

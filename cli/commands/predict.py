@@ -31,6 +31,12 @@ def predict(
     ),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Inference threads. Default: all cores."),
     batch: int = typer.Option(8, "--batch", min=1, help="Images per inference batch."),
+    no_verify: bool = typer.Option(
+        False,
+        "--no-verify",
+        help="Skip the first-use check that this machine reproduces the artifact's gated outputs "
+        "(`mxa-edge verify`). Said in the output when used.",
+    ),
     json_out: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ):
@@ -42,6 +48,9 @@ def predict(
     and the exit status is 3.
 
     The model was trained on frontal chest radiographs: it cannot recognise a lateral view or a non-chest image as such.
+
+    On first use of an artifact on a machine, its golden vectors are run and compared with the outputs the
+    drift gate checked (`mxa-edge verify`); predict refuses (exit 8) when they do not reproduce.
     """
     from mxa_edge.errors import MxaError
     from mxa_edge.runtime.predict import PredictionError, Predictor, expand_inputs
@@ -57,7 +66,14 @@ def predict(
         except OSError as exc:
             raise MxaError(f"{overlay}: cannot create the overlay folder ({exc.strerror or exc})") from None
 
-    predictor = Predictor(model, threads)
+    predictor = Predictor(model, threads, verify=not no_verify)
+    if no_verify:
+        _stderr_line(
+            "warning: --no-verify: this machine was not checked against the artifact's gated outputs",
+            typer.colors.YELLOW,
+        )
+    elif predictor.verification is not None:
+        o.info(f"verified {model} on this machine ({predictor.verification.isa}): PASS")
     results, failed, overlay_names = [], 0, set()
     for item in predictor.predict_files(files, batch, keep_image=overlay is not None):
         if isinstance(item, PredictionError):

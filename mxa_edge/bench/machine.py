@@ -117,3 +117,37 @@ def machine_record() -> dict:
         "gpu": gpu_name(),
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
+
+
+def isa_line(flags: dict[str, bool] | None = None) -> str:
+    """The CPU's kernel-relevant ISA in one line: AVX2 / AVX-512 / VNNI / AMX / bf16."""
+    f = cpu_flags() if flags is None else flags
+    parts = ["AVX-512" if f.get("avx512f") else "AVX2" if f.get("avx2") else "no AVX2"]
+    if f.get("fma"):
+        parts.append("FMA")
+    if f.get("avx512_vnni") or f.get("avx_vnni"):
+        parts.append("VNNI")
+    if f.get("avx512_bf16"):
+        parts.append("bf16")
+    if f.get("amx_tile"):
+        parts.append("AMX")
+    missing = [n for n, k in (("AVX-512", "avx512f"), ("VNNI", "avx512_vnni")) if not f.get(k)]
+    if n := [m for m in missing if not (m == "VNNI" and f.get("avx_vnni"))]:
+        return " + ".join(parts) + f" (no {', no '.join(n)})"
+    return " + ".join(parts)
+
+
+def machine_fingerprint() -> dict:
+    """What decides the kernels an artifact runs with here: CPU model, ISA, runtime versions
+    (stdlib only: on the runtime path)."""
+    import hashlib
+    import json
+
+    cpus = _cpuinfo()
+    facts = {
+        "cpu_model": (cpus[0].get("model name") if cpus else None) or platform.processor() or None,
+        "flags": cpu_flags(),
+        "versions": {dist: _version(dist) for dist in ("onnxruntime", "openvino", "numpy", "mxa-edge")},
+    }
+    facts["id"] = hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
+    return facts

@@ -215,7 +215,9 @@ def _engine_open(art: Artifact, spec: BackendSpec, precision_override=None, use_
         from mxa_edge.runtime.engines import open_engine
 
         eng = open_engine(art, threads, precision=precision_override) if use_override else open_engine(art, threads)
-        info = {}
+        from mxa_edge.runtime.verify import engine_facts
+
+        info = {"notes": [f"executed: {engine_facts(eng)}"]}
         if getattr(eng, "inference_precision", None):
             info["inference_precision"] = eng.inference_precision
         # An engine that can time its own device-side call (TensorRT) offers bind(); else run().

@@ -15,7 +15,9 @@
 6. ``_records``: drift.json, drift.png and the ``ArtifactManifest``;
 7. ``_publish``: the temporary folder is renamed to the requested name only when the gate
    passes. A failing export is kept as ``<name>.rejected/`` (replacing an older one) for
-   inspection, never under the requested name, and DriftGateError is raised.
+   inspection, never under the requested name, and DriftGateError is raised. Only folders this
+   tool wrote are replaced (a user's folder, a file or a run is refused before any work), and
+   replacing is crash-safe: a kill at any point leaves one complete artifact.
 
 Every target-specific choice comes from its ``BackendSpec`` (``mxa_edge.backends``).
 """
@@ -38,7 +40,7 @@ from typing import Callable
 from mxa_edge import backends
 from mxa_edge.backends import BackendOutput, BackendSpec, ExportOptions
 from mxa_edge.errors import ConfigError, DriftGateError, MissingDependencyError
-from mxa_edge.fileio import sha256_file, write_json
+from mxa_edge.fileio import default_mode, replace_dir, sha256_file, write_json
 from mxa_edge.formats import ArtifactManifest, Precision, RunRecord, SourceRun, naming
 from mxa_edge.gate import DEFAULT_GATE, GateSpec
 
@@ -239,19 +241,59 @@ def _fix_batch(req: ExportRequest, exporter, out: BackendOutput, work: Path, say
 def _gate(req: ExportRequest, out: BackendOutput, work: Path, valid, valid_x, prob_ref, say):
     from mxa_edge.export import drift
     from mxa_edge.runtime.engines import open_model_file
+    from mxa_edge.runtime.verify import engine_facts
 
     say("drift gate")
     gate_file = work / (out.gate_file or out.files[0])
     runtime = out.gate_runtime or req.spec.runtime
     engine = open_model_file(gate_file, runtime, precision=out.precision.inference_precision)
     prob_new = drift.engine_probs(engine, valid_x)
+    executed = engine_facts(engine)
     del engine
     report = drift.gate(valid.targets, valid.mask, prob_ref, prob_new, spec=req.gate, n_boot=req.n_boot, seed=req.seed)
-    report.table.update({"target": req.spec.name, "gated_file": gate_file.name, "gated_runtime": runtime})
+    report.table.update(
+        {
+            "target": req.spec.name,
+            "gated_file": gate_file.name,
+            "gated_runtime": runtime,
+            "executed_precision": executed,
+        }
+    )
     return report
 
 
-def _records(req, loaded, out, report, qat_info, calib_set, opts, work: Path, run_dir: Path) -> ArtifactManifest:
+def _golden(req: ExportRequest, loaded: _Loaded, out: BackendOutput, work: Path, valid, say) -> dict:
+    """Golden vectors for ``mxa-edge verify``: a few held-out images with the exported model's
+    logits (through the engine the gate used) and the FP32 model's, and the gate machine."""
+    import numpy as np
+
+    from mxa_edge.bench.machine import isa_line, machine_fingerprint
+    from mxa_edge.runtime.engines import open_model_file
+    from mxa_edge.runtime.verify import engine_facts, golden_indices, write_golden
+    from mxa_edge.scoring import score, torch_runner
+
+    say("golden vectors for verify")
+    idx = golden_indices(len(valid))
+    x = valid.model_input(idx, loaded.run.preprocess)
+    runtime = out.gate_runtime or req.spec.runtime
+    engine = open_model_file(
+        work / (out.gate_file or out.files[0]), runtime, precision=out.precision.inference_precision
+    )
+    exported = engine.run(x)["logits"]
+    fp32 = score(torch_runner(loaded.fused, aux=False), x)["logits"]
+    return write_golden(
+        work,
+        np.asarray(valid.images[idx]),
+        exported,
+        fp32,
+        gated_runtime=runtime,
+        executed_precision=engine_facts(engine),
+        gate_isa=isa_line(),
+        gate_machine=machine_fingerprint(),
+    )
+
+
+def _records(req, loaded, out, report, qat_info, calib_set, opts, work: Path, run_dir: Path, valid, say):
     from mxa_edge.export import drift
 
     write_json(work / naming.DRIFT, report.table)
@@ -284,6 +326,7 @@ def _records(req, loaded, out, report, qat_info, calib_set, opts, work: Path, ru
         macs=loaded.cost["macs"],
         params=loaded.cost["params"],
         drift=report.summary(),
+        verification=_golden(req, loaded, out, work, valid, say),
         export={
             "onnx_opset": ONNX_OPSET,
             **{k: v for k, v in opts.notes.items() if k != "mixed_precision"},
@@ -297,11 +340,12 @@ def _records(req, loaded, out, report, qat_info, calib_set, opts, work: Path, ru
 
 
 def _publish(work: Path, out_dir: Path, result: ExportResult, report, req: ExportRequest, say) -> None:
+    """Rename the finished folder into place (``fileio.replace_dir``: crash-safe); only folders
+    this tool wrote are ever replaced (``naming.check_publish_target``)."""
     if not report.passed:
         rejected = naming.rejected_dir(out_dir)
-        if rejected.exists():
-            shutil.rmtree(rejected)
-        os.replace(work, rejected)
+        naming.check_publish_target(rejected)
+        replace_dir(work, rejected)
         result.rejected = rejected
         table = report.table
         worst = ", ".join(
@@ -314,13 +358,12 @@ def _publish(work: Path, out_dir: Path, result: ExportResult, report, req: Expor
         )
         err.result = result
         raise err
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(work, out_dir)
+    naming.check_publish_target(out_dir)
+    replace_dir(work, out_dir)
     result.artifact = out_dir
     say(f"published {out_dir}")
     stale = naming.rejected_dir(out_dir)
-    if stale.is_dir():  # an earlier attempt under this name, now superseded (bench would list it)
+    if naming.is_artifact(stale):  # an earlier attempt under this name, now superseded (bench would list it)
         shutil.rmtree(stale, ignore_errors=True)
         say(f"removed the superseded {stale.name}")
 
@@ -379,17 +422,21 @@ def export_run(
     if not ok:
         raise MissingDependencyError(f"cannot export to {req.spec.name}: {reason}")
 
+    if out_dir is None:
+        out_dir = naming.default_artifact_dir(run_dir, target, req.precision, static_batch)
+    out_dir = Path(out_dir).absolute()
+    for folder in (out_dir, naming.rejected_dir(out_dir)):  # refuse before any work, not after
+        naming.check_publish_target(folder)
+
     say("loading run")
     loaded = _load(run_dir, seed)
     opts = ExportOptions(precision=req.precision, fp16=fp16, calib_method=calib_method, seed=seed)
     calib_set = _quantization_plan(req, loaded, opts, say) if req.precision.int8 else None
     valid, valid_x, prob_ref = _reference(loaded, say)
 
-    if out_dir is None:
-        out_dir = naming.default_artifact_dir(run_dir, target, req.precision, static_batch)
-    out_dir = Path(out_dir).absolute()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    os.chmod(work, default_mode(0o777))  # mkdtemp makes it owner-only: a service account must read it
     try:
         with _quiet_nncf(load=req.precision.qat or (req.precision.int8 and req.spec.accuracy_control)):
             out, qat_info = _write_model(req, loaded, exporter, opts, work, say)
@@ -410,7 +457,7 @@ def export_run(
                 out.quantization["accuracy_control"]["first_gate"] = first
                 _fix_batch(req, exporter, out, work, say)
                 report = _gate(req, out, work, valid, valid_x, prob_ref, say)
-        manifest = _records(req, loaded, out, report, qat_info, calib_set, opts, work, run_dir)
+        manifest = _records(req, loaded, out, report, qat_info, calib_set, opts, work, run_dir, valid, say)
         result = ExportResult(None, report.passed, report.table, report.summary(), manifest, notes=opts.notes)
         _publish(work, out_dir, result, report, req, say)
     finally:

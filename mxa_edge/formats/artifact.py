@@ -12,11 +12,13 @@ truncated copy or a swapped file is refused instead of silently giving other pre
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mxa_edge.errors import ArtifactError
-from mxa_edge.fileio import read_json, sha256_file, write_json
+from mxa_edge.fileio import previous_path, read_json, sha256_file, write_json
 from mxa_edge.formats import naming
 from mxa_edge.formats.precision import NumericFormat, Precision
 from mxa_edge.formats.run import check_header, read_manifest_json
@@ -25,7 +27,19 @@ from mxa_edge.labels import CHEXPERT_LABELS
 from mxa_edge.models.configs import ModelSpec
 from mxa_edge.preprocess import Preprocess
 
-ARTIFACT_FORMAT_VERSION = 1
+# 2: the manifest carries ``artifact_sha256``, its own digest (version 1 had none and cannot be
+# checked for edits, so it is refused rather than trusted).
+ARTIFACT_FORMAT_VERSION = 2
+DIGEST_FIELD = "artifact_sha256"
+
+
+def manifest_digest(manifest: dict) -> str:
+    """THE artifact digest: sha256 of the manifest's canonical JSON without this field. The
+    manifest lists every model file's sha256, so the digest covers the files too: editing a
+    threshold, the preprocessing or a hash changes it."""
+    body = {k: v for k, v in manifest.items() if k != DIGEST_FIELD}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 @dataclass
@@ -91,8 +105,10 @@ class ArtifactManifest:
     params: int | None = None
     drift: dict | None = None  # the gate's summary (drift.json has the full table)
     export: dict = field(default_factory=dict)  # target, onnx_opset, static_batch, backend notes
+    verification: dict | None = None  # golden vectors for ``mxa-edge verify`` (runtime/verify.py)
     versions: dict = field(default_factory=dict)
     created: str | None = None
+    artifact_sha256: str | None = None  # set by save(); checked by load_artifact
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -131,8 +147,10 @@ class ArtifactManifest:
             "params": self.params,
             "drift": self.drift,
             "export": {"target": self.target, **{k: v for k, v in self.export.items() if k != "target"}},
+            "verification": self.verification,
             "versions": self.versions,
             "created": self.created,
+            **({DIGEST_FIELD: self.artifact_sha256} if self.artifact_sha256 else {}),
         }
 
     @classmethod
@@ -160,14 +178,20 @@ class ArtifactManifest:
                 params=d.get("params"),
                 drift=d.get("drift"),
                 export=export,
+                verification=d.get("verification"),
                 versions=dict(d.get("versions") or {}),
                 created=d.get("created"),
+                artifact_sha256=d.get(DIGEST_FIELD),
             )
         except (KeyError, TypeError) as exc:
             raise ArtifactError(f"{where}: malformed artifact manifest ({type(exc).__name__}: {exc})") from None
 
     def save(self, folder) -> None:
-        write_json(Path(folder) / naming.MANIFEST, self.to_dict())
+        """Write manifest.json with its digest (``manifest_digest``)."""
+        d = self.to_dict()
+        d.pop(DIGEST_FIELD, None)
+        self.artifact_sha256 = manifest_digest(d)
+        write_json(Path(folder) / naming.MANIFEST, {**d, DIGEST_FIELD: self.artifact_sha256})
 
 
 @dataclass
@@ -227,11 +251,22 @@ class Artifact:
 def load_artifact(path) -> Artifact:
     """Read ``path/manifest.json`` and verify every listed file; raises ArtifactError."""
     path = Path(path)
+    previous = previous_path(path)
+    if not path.exists() and previous.is_dir():
+        raise ArtifactError(
+            f"{path}: missing: replacing it was interrupted, and the previous artifact is complete at {previous} "
+            "(export again, or rename that folder back)"
+        )
     hint = " (the export failed its drift gate)" if path.name.endswith(naming.REJECTED_SUFFIX) else ""
     mpath, raw = read_manifest_json(
         path, f"not an mxa-edge artifact, no {naming.MANIFEST}{hint}; pass the folder `mxa-edge export` wrote"
     )
     check_header(raw, mpath, naming.ARTIFACT_FORMAT, ARTIFACT_FORMAT_VERSION, "an exported artifact")
+    if raw.get(DIGEST_FIELD) != manifest_digest(raw):
+        raise ArtifactError(
+            f"{mpath}: changed after export ({DIGEST_FIELD} does not match its content): thresholds, "
+            "preprocessing and file hashes can no longer be trusted; re-export the model"
+        )
     manifest = ArtifactManifest.from_dict(raw, mpath)
     if manifest.entry not in manifest.files:
         raise ArtifactError(f"{mpath}: entry {manifest.entry!r} is not among the hashed files")

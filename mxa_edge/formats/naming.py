@@ -82,3 +82,26 @@ def run_artifacts(run_dir) -> list[tuple[Path, bool]]:
             continue
         found.append((d, rejected))
     return found
+
+
+def check_publish_target(folder) -> None:
+    """ConfigError unless ``folder`` may receive an artifact: absent, an empty folder, or an
+    mxa-edge artifact (which is then replaced). Never a user's folder or file, never a run."""
+    from mxa_edge.errors import ConfigError
+
+    folder = Path(folder)
+    if not folder.exists() and not folder.is_symlink():
+        return
+    if folder.is_symlink() or not folder.is_dir():
+        raise ConfigError(f"{folder}: exists and is not a folder; choose another --out")
+    if is_run(folder):
+        raise ConfigError(
+            f"{folder}: is a training run, not an artifact folder; leave --out out "
+            f"(default: RUN/{EXPORTS}/<target>-<precision>) or name a new folder"
+        )
+    if is_artifact(folder) or not any(folder.iterdir()):
+        return
+    raise ConfigError(
+        f"{folder}: exists and is not an mxa-edge artifact; refusing to replace it (its files would be lost): "
+        "choose a new --out folder"
+    )

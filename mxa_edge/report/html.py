@@ -161,8 +161,8 @@ def identity(d) -> str:
     pairs = [
         (
             "Artifact sha256",
-            f'<code class="hash">{e(d.artifact_sha256)}</code><br><span class="note">sha256 of manifest.json, '
-            "then “name NUL sha256 LF” per model file</span>",
+            f'<code class="hash">{e(d.artifact_sha256)}</code><br><span class="note">sha256 of the canonical manifest, '
+            "which lists every model file's sha256</span>",
         ),
         ("Artifact folder", f"<code>{e(d.artifact_path)}</code>"),
         ("Model id", e(m.model_id)),
@@ -446,6 +446,7 @@ def export_settings(d) -> str:
     pairs += [
         ("Drift bound: per finding", f"AUC drop ≤ {num(t.max_drop, 'g')}"),
         ("Drift bound: macro", f"AUC drop ≤ {num(t.max_macro_drop, 'g')}"),
+        ("Executed precision at the gate", e((d.drift or {}).get("executed_precision", "not recorded"))),
         (
             "Drift gate ran",
             e(f"{(d.drift or {}).get('gated_file', '—')} through {(d.drift or {}).get('gated_runtime', '—')}")

@@ -5,7 +5,6 @@ Nothing here imports more than the standard library, numpy and the runtime's art
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,16 +14,9 @@ from mxa_edge.formats import Artifact
 
 
 def artifact_sha256(artifact: Artifact) -> str:
-    """The artifact's identity: sha256 over manifest.json's bytes, then ``name NUL sha256 LF``
-    for every model file in name order.
-
-    ``load_artifact`` has already checked each file against the sha256 the manifest records,
-    so this digest changes whenever the manifest or any model file does.
-    """
-    h = hashlib.sha256(artifact.manifest_path.read_bytes())
-    for name, digest in sorted(artifact.manifest.files.items()):
-        h.update(f"{name}\0{digest}\n".encode())
-    return h.hexdigest()
+    """The artifact's identity: the digest its manifest carries (``formats.artifact.manifest_digest``),
+    which ``load_artifact`` has checked; it covers the manifest and, through its hashes, every file."""
+    return artifact.manifest.artifact_sha256
 
 
 def read_drift(artifact: Artifact) -> dict | None:

@@ -150,12 +150,14 @@ class Predictor:
     """An exported artifact, verified and loaded once, applied to image files.
 
     ``threads``: inference threads (default: all cores). Raises ArtifactError for a missing,
-    incomplete or tampered artifact and MissingDependencyError when its runtime is absent.
+    incomplete or tampered artifact, MissingDependencyError when its runtime is absent, and
+    VerificationError when ``verify`` and this machine does not reproduce the gated outputs.
     """
 
-    def __init__(self, artifact_path, threads: int | None = None):
+    def __init__(self, artifact_path, threads: int | None = None, *, verify: bool = True):
         from mxa_edge.formats import load_artifact
         from mxa_edge.runtime.engines import open_engine
+        from mxa_edge.runtime.verify import ensure_verified
 
         self.artifact = load_artifact(artifact_path)  # hashes checked before anything loads
         self.preprocess = self.artifact.preprocess
@@ -163,6 +165,8 @@ class Predictor:
         self.thresholds = self.artifact.thresholds
         self.model_id = self.artifact.manifest.model_id
         self.engine = open_engine(self.artifact, threads)
+        # First use on this machine: the golden vectors must reproduce (VerificationError if not).
+        self.verification = ensure_verified(self.artifact, self.engine) if verify else None
 
     def predict_files(
         self, paths: Iterable, batch_size: int = 8, *, keep_image: bool = False

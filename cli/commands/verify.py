@@ -1,0 +1,48 @@
+"""``mxa-edge verify``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from mxa_edge_cli.options import JsonOpt, QuietOpt
+from mxa_edge_cli.output import Output
+
+
+def verify(
+    artifact: Path = typer.Argument(..., help="Exported artifact folder (from `mxa-edge export`)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Inference threads. Default: all cores."),
+    json_out: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+):
+    """Check that THIS machine reproduces what the drift gate checked on the build machine.
+
+    Runs the artifact's golden vectors (held-out images stored at export, with the exported
+    model's logits measured at gate time) through the local runtime and compares: PASS when the
+    largest logit difference is within the manifest's tolerance. Prints the machine's ISA
+    (AVX2 / AVX-512 / VNNI / AMX / bf16) and the precision the runtime really executes. Exit 8 on FAIL.
+    """
+    from mxa_edge.errors import VerificationError
+    from mxa_edge.formats import load_artifact
+    from mxa_edge.runtime.verify import verify_artifact
+
+    o = Output(json_out, quiet)
+    report = verify_artifact(load_artifact(artifact), threads=threads)
+
+    def render(console):
+        verdict = "[green]PASS[/]" if report.passed else "[red]FAIL[/]"
+        console.print(f"{artifact}: {verdict}")
+        console.print(f"machine: {report.machine.get('cpu_model')} — ISA {report.isa}")
+        console.print(f"executed: {report.executed_precision}")
+        gate = report.recorded
+        console.print(f"gated on: {gate.get('gate_isa')} — {gate.get('executed_precision')}")
+        console.print(
+            f"max |Δlogit| {report.max_abs_logit:.2e} (tolerance {report.tolerance:.2e}) over {report.n_images} "
+            f"golden images; decisions at the manifest thresholds agree {report.decision_agreement:.1%}"
+        )
+
+    o.result(report.to_dict(), render)
+    if not report.passed:
+        raise VerificationError(f"{artifact}: {report.reason}")

@@ -1,0 +1,177 @@
+"""``mxa-edge verify``: does this machine reproduce what the drift gate checked? (torch-free)
+
+The gate ran on the build machine. A deployment CPU may run other kernels (VNNI or AVX2 int8
+GEMMs, bf16 or f32) and so other numbers. Every artifact therefore carries *golden vectors*:
+a few preprocessed held-out images (``golden/images.npy``, uint8 at the model's resolution;
+the manifest's preprocess turns them into the exact model input), the exported model's logits
+on them measured at gate time, and the FP32 model's. ``verify_artifact`` runs the images
+through the local runtime and compares with the recorded exported logits:
+
+    PASS  when max |Δlogit| <= tolerance, where tolerance = max(MIN_TOLERANCE,
+          TOLERANCE_FRACTION x max |exported - FP32| at gate time): the machine may differ from
+          the gate machine by at most a fraction of the quantization error the gate accepted.
+
+It also reports decision agreement at the manifest thresholds, the machine's ISA and the
+precision the runtime really executes (read back after compile). ``predict`` runs it once per
+artifact and machine (``ensure_verified``, cached by a machine fingerprint).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mxa_edge.errors import ArtifactError, VerificationError
+from mxa_edge.fileio import sha256_file, write_json
+
+GOLDEN_DIR = "golden"
+GOLDEN_FILES = {
+    "images": "golden/images.npy",
+    "exported": "golden/logits_exported.npy",
+    "fp32": "golden/logits_fp32.npy",
+}
+GOLDEN_N = 16
+MIN_TOLERANCE = 0.05  # logits; FP32 exports differ across CPUs by ~1e-4
+TOLERANCE_FRACTION = 0.5
+
+
+def golden_indices(n_images: int, n: int = GOLDEN_N) -> np.ndarray:
+    """Evenly spaced rows of the held-out split (deterministic; spans the CSV, not its head)."""
+    return np.unique(np.linspace(0, n_images - 1, min(n, n_images)).round().astype(int))
+
+
+def write_golden(folder: Path, images_u8: np.ndarray, exported: np.ndarray, fp32: np.ndarray, **recorded) -> dict:
+    """Save the golden vectors into ``folder/golden`` and return the manifest's ``verification``
+    record (file hashes, tolerance, and ``recorded`` facts such as the gate machine)."""
+    (Path(folder) / GOLDEN_DIR).mkdir(exist_ok=True)
+    arrays = {"images": np.ascontiguousarray(images_u8, np.uint8), "exported": exported, "fp32": fp32}
+    for key, rel in GOLDEN_FILES.items():
+        np.save(Path(folder) / rel, arrays[key] if key == "images" else np.asarray(arrays[key], np.float32))
+    gap = float(np.abs(np.asarray(exported, np.float64) - np.asarray(fp32, np.float64)).max())
+    return {
+        "n": int(len(images_u8)),
+        "files": {rel: sha256_file(Path(folder) / rel) for rel in GOLDEN_FILES.values()},
+        "max_abs_logit_exported_vs_fp32": gap,
+        "tolerance": {"max_abs_logit": max(MIN_TOLERANCE, TOLERANCE_FRACTION * gap)},
+        "rule": (
+            f"max |logit - recorded exported logit| <= "
+            f"max({MIN_TOLERANCE}, {TOLERANCE_FRACTION} x max |exported - FP32|)"
+        ),
+        **recorded,
+    }
+
+
+@dataclass
+class VerifyReport:
+    artifact: str
+    passed: bool
+    n_images: int
+    max_abs_logit: float | None
+    tolerance: float | None
+    decision_agreement: float | None  # fraction of (image, finding) decisions equal to the recorded ones
+    flipped: list = field(default_factory=list)  # [(image index, finding)] whose decision changed
+    isa: str = ""
+    machine: dict = field(default_factory=dict)
+    executed_precision: str | None = None
+    recorded: dict = field(default_factory=dict)  # gate machine and its executed precision
+    reason: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def engine_facts(engine) -> str:
+    precision = getattr(engine, "inference_precision", None)
+    providers = getattr(getattr(engine, "session", None), "get_providers", lambda: None)()
+    parts = [engine.name]
+    if precision:
+        parts.append(f"inference precision {precision} (read back after compile)")
+    if providers:
+        parts.append("providers " + ", ".join(providers))
+    return "; ".join(parts)
+
+
+def load_golden(artifact) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(images u8, recorded exported logits, FP32 logits), each file checked against its hash."""
+    rec = artifact.manifest.verification
+    if not rec:
+        raise ArtifactError(f"{artifact.path}: carries no golden vectors; re-export it with this version")
+    out = []
+    for rel in GOLDEN_FILES.values():
+        path = artifact.path / rel
+        if not path.is_file() or sha256_file(path) != rec["files"].get(rel):
+            raise ArtifactError(f"{path}: missing or changed since export; the artifact is incomplete or edited")
+        out.append(np.load(path, allow_pickle=False))
+    return tuple(out)
+
+
+def verify_artifact(artifact, engine=None, threads: int | None = None) -> VerifyReport:
+    """Run the golden vectors through this machine's runtime (``engine``, or one opened here)."""
+    from mxa_edge.bench.machine import isa_line, machine_fingerprint
+    from mxa_edge.data.arrays import to_model_range
+    from mxa_edge.metrics import sigmoid
+    from mxa_edge.runtime.engines import open_engine
+
+    images, recorded, _ = load_golden(artifact)
+    rec = artifact.manifest.verification
+    report = VerifyReport(
+        artifact=str(artifact.path),
+        passed=False,
+        n_images=int(len(images)),
+        max_abs_logit=None,
+        tolerance=float(rec["tolerance"]["max_abs_logit"]),
+        decision_agreement=None,
+        isa=isa_line(),
+        machine=machine_fingerprint(),
+        recorded={k: rec.get(k) for k in ("gate_machine", "gate_isa", "executed_precision", "gated_runtime")},
+    )
+    engine = engine or open_engine(artifact, threads)
+    report.executed_precision = engine_facts(engine)
+    logits = np.asarray(engine.run(to_model_range(images, artifact.preprocess))["logits"], np.float64)
+    diff = np.abs(logits - recorded)
+    report.max_abs_logit = float(diff.max())
+    thresholds = np.array([artifact.thresholds[k] for k in artifact.labels])
+    now, then = sigmoid(logits) >= thresholds, sigmoid(recorded.astype(np.float64)) >= thresholds
+    report.decision_agreement = float((now == then).mean())
+    report.flipped = [(int(i), artifact.labels[j]) for i, j in zip(*np.nonzero(now != then))]
+    report.passed = report.max_abs_logit <= report.tolerance
+    if not report.passed:
+        report.reason = (
+            f"max |Δlogit| {report.max_abs_logit:.4f} > tolerance {report.tolerance:.4f} on {report.n_images} "
+            f"golden images ({len(report.flipped)} decisions changed)"
+        )
+    return report
+
+
+def _stamp(artifact) -> Path:
+    from mxa_edge.bench.machine import machine_fingerprint
+    from mxa_edge.paths import cache_dir
+
+    return cache_dir() / "verified" / f"{artifact.manifest.artifact_sha256[:24]}-{machine_fingerprint()['id']}.json"
+
+
+def ensure_verified(artifact, engine) -> VerifyReport | None:
+    """Verify on first use on this machine (cached by artifact digest and machine fingerprint);
+    raises VerificationError when the machine does not reproduce the gated outputs. Returns the
+    report when it ran now, None when a cached PASS was found."""
+    stamp = _stamp(artifact)
+    if stamp.is_file():
+        try:
+            if json.loads(stamp.read_text()).get("passed"):
+                return None
+        except (OSError, ValueError):
+            pass
+    report = verify_artifact(artifact, engine)
+    if not report.passed:
+        raise VerificationError(
+            f"{artifact.path}: this machine ({report.isa}) does not reproduce the outputs the drift gate checked: "
+            f"{report.reason}; run `mxa-edge verify {artifact.path}` for details (--no-verify overrides)"
+        )
+    try:
+        write_json(stamp, report.to_dict())
+    except OSError:  # a read-only cache: verify again next time
+        pass
+    return report
