@@ -92,21 +92,9 @@ def _run_subjects(run_dir: Path, export_missing: bool, export_kwargs: dict, repo
         if export_missing:
             out += _export_missing(run_dir, export_kwargs, reporter)
     else:
-        out.append(
-            S.Subject(
-                key=f"{group}::pytorch-fp32",
-                group=group,
-                backend="PyTorch eager",
-                precision="FP32",
-                compute="fp32",
-                model=run.model_name,
-                image_size=run.model.image_size,
-                status=S.UNAVAILABLE,
-                reason="torch is not installed (pip install 'mxa-edge[train]')",
-                reference=True,
-                order=0,
-            )
-        )
+        row = S.pytorch_subject(run, metrics, cost, group)
+        row.status, row.reason, row.open = S.UNAVAILABLE, "torch is not installed (pip install 'mxa-edge[train]')", None
+        out.append(row)
     for folder, rejected in naming.run_artifacts(run_dir):
         rows = S.artifact_subjects(folder, group, rejected)
         if not cost and rows and rows[0].flops is not None:
