@@ -26,10 +26,10 @@ import numpy as np
 import torch
 
 from mxa_edge import backends
-from mxa_edge.bench.machine import physical_cores
 from mxa_edge.bench.timing import measure_interleaved, paired_ratio
 from mxa_edge.export.prepare import AuxOutputs, count_flops, fuse_model
 from mxa_edge.formats import Precision
+from mxa_edge.machine import physical_cores
 from mxa_edge.models.configs import ModelSpec, MXAConfig
 from mxa_edge.models.student import build_student
 from mxa_edge.runtime.engines import open_model_file

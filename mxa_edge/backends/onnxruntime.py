@@ -33,6 +33,10 @@ class OrtEngine(Engine):
         outs = self.session.run(self.output_names, {"image": check_batch(batch)})
         return dict(zip(self.output_names, outs))
 
+    def describe(self) -> str:
+        # ORT runs the file's own arithmetic; which providers it got is what can differ.
+        return f"{self.name}; providers {', '.join(self.session.get_providers())}"
+
 
 def open_ort(model_file: Path, *, precision=None, threads=None, cache=True) -> OrtEngine:
     # ONNX Runtime runs the file's own arithmetic: there is no precision hint to pass.

@@ -173,3 +173,11 @@ class Engine:
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         raise NotImplementedError
+
+    def describe(self) -> str:
+        """What this engine really executes, for drift.json, verify and bench: the runtime and the
+        precision read back after compile (not the hint asked for)."""
+        parts = [self.name]
+        if self.inference_precision:
+            parts.append(f"inference precision {self.inference_precision} (read back after compile)")
+        return "; ".join(parts)

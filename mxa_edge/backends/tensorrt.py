@@ -65,7 +65,7 @@ class TensorRtEngine(Engine):
         self.stream = torch.cuda.Stream()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.output_names = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        self.inference_precision = "tensorrt"
+        self.engine_path = engine_path
 
     def bind(self, batch: np.ndarray):
         """Input and output buffers on the GPU for ``batch``; returns ``run() -> {name: cuda tensor}``
@@ -92,6 +92,9 @@ class TensorRtEngine(Engine):
 
     def run(self, batch):
         return {k: v.float().cpu().numpy() for k, v in self.bind(batch)().items()}
+
+    def describe(self) -> str:
+        return f"tensorrt {self._trt.__version__}; {self.engine_path.name} (precisions fixed when it was built)"
 
 
 def open_tensorrt(model_file: Path, *, precision=None, threads=None, cache=True) -> TensorRtEngine:

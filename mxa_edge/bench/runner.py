@@ -21,11 +21,11 @@ import numpy as np
 
 from mxa_edge.backends import all_specs
 from mxa_edge.bench import subjects as S
-from mxa_edge.bench.machine import machine_record, physical_cores
 from mxa_edge.bench.peak import compute_bound
 from mxa_edge.bench.timing import measure_interleaved, paired_ratio
 from mxa_edge.errors import ArtifactError, ConfigError, MissingDependencyError, MxaError
 from mxa_edge.formats import Precision, RunRecord, load_artifact, naming
+from mxa_edge.machine import machine_record, physical_cores
 from mxa_edge.progress import SILENT, Reporter
 
 

@@ -163,8 +163,8 @@ def cuda_subject(run: RunRecord, cost: dict, group: str) -> Subject:
         return s
 
     def open_(threads: int):
-        from mxa_edge.bench.machine import gpu_name
         from mxa_edge.export.prepare import AuxOutputs, fuse_model
+        from mxa_edge.machine import gpu_name
         from mxa_edge.models.weights import load_run
 
         model, _ = load_run(run)
@@ -215,9 +215,7 @@ def _engine_open(art: Artifact, spec: BackendSpec, precision_override=None, use_
         from mxa_edge.runtime.engines import open_engine
 
         eng = open_engine(art, threads, precision=precision_override) if use_override else open_engine(art, threads)
-        from mxa_edge.runtime.verify import engine_facts
-
-        info = {"notes": [f"executed: {engine_facts(eng)}"]}
+        info = {"notes": [f"executed: {eng.describe()}"]}
         if getattr(eng, "inference_precision", None):
             info["inference_precision"] = eng.inference_precision
         # An engine that can time its own device-side call (TensorRT) offers bind(); else run().

@@ -241,14 +241,13 @@ def _fix_batch(req: ExportRequest, exporter, out: BackendOutput, work: Path, say
 def _gate(req: ExportRequest, out: BackendOutput, work: Path, valid, valid_x, prob_ref, say):
     from mxa_edge.export import drift
     from mxa_edge.runtime.engines import open_model_file
-    from mxa_edge.runtime.verify import engine_facts
 
     say("drift gate")
     gate_file = work / (out.gate_file or out.files[0])
     runtime = out.gate_runtime or req.spec.runtime
     engine = open_model_file(gate_file, runtime, precision=out.precision.inference_precision)
     prob_new = drift.engine_probs(engine, valid_x)
-    executed = engine_facts(engine)
+    executed = engine.describe()
     del engine
     report = drift.gate(valid.targets, valid.mask, prob_ref, prob_new, spec=req.gate, n_boot=req.n_boot, seed=req.seed)
     report.table.update(
@@ -267,9 +266,9 @@ def _golden(req: ExportRequest, loaded: _Loaded, out: BackendOutput, work: Path,
     logits (through the engine the gate used) and the FP32 model's, and the gate machine."""
     import numpy as np
 
-    from mxa_edge.bench.machine import isa_line, machine_fingerprint
+    from mxa_edge.machine import isa_line, machine_fingerprint
     from mxa_edge.runtime.engines import open_model_file
-    from mxa_edge.runtime.verify import engine_facts, golden_indices, write_golden
+    from mxa_edge.runtime.verify import golden_indices, write_golden
     from mxa_edge.scoring import score, torch_runner
 
     say("golden vectors for verify")
@@ -287,7 +286,7 @@ def _golden(req: ExportRequest, loaded: _Loaded, out: BackendOutput, work: Path,
         exported,
         fp32,
         gated_runtime=runtime,
-        executed_precision=engine_facts(engine),
+        executed_precision=engine.describe(),
         gate_isa=isa_line(),
         gate_machine=machine_fingerprint(),
     )

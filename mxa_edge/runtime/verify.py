@@ -83,17 +83,6 @@ class VerifyReport:
         return asdict(self)
 
 
-def engine_facts(engine) -> str:
-    precision = getattr(engine, "inference_precision", None)
-    providers = getattr(getattr(engine, "session", None), "get_providers", lambda: None)()
-    parts = [engine.name]
-    if precision:
-        parts.append(f"inference precision {precision} (read back after compile)")
-    if providers:
-        parts.append("providers " + ", ".join(providers))
-    return "; ".join(parts)
-
-
 def load_golden(artifact) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(images u8, recorded exported logits, FP32 logits), each file checked against its hash."""
     rec = artifact.manifest.verification
@@ -110,8 +99,8 @@ def load_golden(artifact) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def verify_artifact(artifact, engine=None, threads: int | None = None) -> VerifyReport:
     """Run the golden vectors through this machine's runtime (``engine``, or one opened here)."""
-    from mxa_edge.bench.machine import isa_line, machine_fingerprint
     from mxa_edge.data.arrays import to_model_range
+    from mxa_edge.machine import isa_line, machine_fingerprint
     from mxa_edge.metrics import sigmoid
     from mxa_edge.runtime.engines import open_engine
 
@@ -129,7 +118,7 @@ def verify_artifact(artifact, engine=None, threads: int | None = None) -> Verify
         recorded={k: rec.get(k) for k in ("gate_machine", "gate_isa", "executed_precision", "gated_runtime")},
     )
     engine = engine or open_engine(artifact, threads)
-    report.executed_precision = engine_facts(engine)
+    report.executed_precision = engine.describe()
     logits = np.asarray(engine.run(to_model_range(images, artifact.preprocess))["logits"], np.float64)
     diff = np.abs(logits - recorded)
     report.max_abs_logit = float(diff.max())
@@ -147,7 +136,7 @@ def verify_artifact(artifact, engine=None, threads: int | None = None) -> Verify
 
 
 def _stamp(artifact) -> Path:
-    from mxa_edge.bench.machine import machine_fingerprint
+    from mxa_edge.machine import machine_fingerprint
     from mxa_edge.paths import cache_dir
 
     return cache_dir() / "verified" / f"{artifact.manifest.artifact_sha256[:24]}-{machine_fingerprint()['id']}.json"

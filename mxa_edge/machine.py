@@ -1,4 +1,5 @@
-"""What the benchmark ran on: CPU model, cores, ISA flags, RAM, OS, library versions, GPU.
+"""The machine: CPU model, cores, ISA flags, RAM, OS, library versions, GPU, and the ISA line
+and fingerprint that bench, export and verify record.
 
 Stdlib only (psutil and torch are used when already importable, never required), so the
 light runtime install can record its machine too.
