@@ -14,10 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mxa_edge import scoring
 from mxa_edge.gate import DEFAULT_GATE, GateSpec, verdict
 from mxa_edge.labels import LABEL_ABBREVIATIONS
-from mxa_edge.metrics import sigmoid
 
 
 @dataclass
@@ -46,18 +44,6 @@ class DriftReport:
             "drifted": self.drifted,
             "n_images": t["n_images"],
         }
-
-
-def torch_probs(model, images: np.ndarray, batch: int = 32) -> np.ndarray:
-    """Probabilities (float64) of a PyTorch model (``model(x)``: the logits) on ``images``."""
-    out = scoring.score(scoring.torch_runner(model, aux=False), images, batch=batch)
-    return sigmoid(out["logits"])
-
-
-def engine_probs(engine, images: np.ndarray, batch: int = 32) -> np.ndarray:
-    """Probabilities (float64) of a runtime engine on ``images``."""
-    out = scoring.score(scoring.engine_runner(engine), images, batch=batch)
-    return sigmoid(out["logits"])
 
 
 def gate(

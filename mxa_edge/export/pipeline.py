@@ -183,15 +183,27 @@ def _quantization_plan(req: ExportRequest, loaded: _Loaded, opts: ExportOptions,
     return calib_set
 
 
-def _reference(loaded: _Loaded, say):
-    """The held-out split and the FP32 model's probabilities on it. The fused model is the
-    reference: equal to the trained one within 1e-4 (checked by fuse_model), and faster."""
-    from mxa_edge.export import drift
+@dataclass
+class _Reference:
+    """The held-out split, as model input, and the FP32 model's logits and probabilities on it."""
+
+    valid: object  # SplitArrays
+    x: object  # float32 (N, 1, S, S)
+    logits: object
+    probs: object
+
+
+def _reference(loaded: _Loaded, say) -> _Reference:
+    """The fused model is the reference: equal to the trained one within 1e-4 (checked by
+    fuse_model), and faster."""
+    from mxa_edge.metrics import sigmoid
+    from mxa_edge.scoring import score, torch_runner
 
     say("reading the validation split")
     valid = loaded.run.data.load("valid", loaded.run.preprocess)
-    valid_x = valid.model_input(slice(None), loaded.run.preprocess)
-    return valid, valid_x, drift.torch_probs(loaded.fused, valid_x)
+    x = valid.model_input(slice(None), loaded.run.preprocess)
+    logits = score(torch_runner(loaded.fused, aux=False), x)["logits"]
+    return _Reference(valid, x, logits, sigmoid(logits))
 
 
 def _write_model(req: ExportRequest, loaded: _Loaded, exporter, opts: ExportOptions, work: Path, say):
@@ -238,18 +250,23 @@ def _fix_batch(req: ExportRequest, exporter, out: BackendOutput, work: Path, say
         out.extra["static_batch"] = exporter.fix_batch(work / out.files[0], req.static_batch)
 
 
-def _gate(req: ExportRequest, out: BackendOutput, work: Path, valid, valid_x, prob_ref, say):
+def _gate(req: ExportRequest, out: BackendOutput, work: Path, ref: _Reference, say):
+    """The drift report and the exported model's logits on the held-out split (the golden
+    vectors are rows of them: one engine, one pass)."""
     from mxa_edge.export import drift
+    from mxa_edge.metrics import sigmoid
     from mxa_edge.runtime.engines import open_model_file
+    from mxa_edge.scoring import engine_runner, score
 
     say("drift gate")
     gate_file = work / (out.gate_file or out.files[0])
     runtime = out.gate_runtime or req.spec.runtime
     engine = open_model_file(gate_file, runtime, precision=out.precision.inference_precision)
-    prob_new = drift.engine_probs(engine, valid_x)
+    logits = score(engine_runner(engine), ref.x)["logits"]
     executed = engine.describe()
     del engine
-    report = drift.gate(valid.targets, valid.mask, prob_ref, prob_new, spec=req.gate, n_boot=req.n_boot, seed=req.seed)
+    v = ref.valid
+    report = drift.gate(v.targets, v.mask, ref.probs, sigmoid(logits), spec=req.gate, n_boot=req.n_boot, seed=req.seed)
     report.table.update(
         {
             "target": req.spec.name,
@@ -258,41 +275,31 @@ def _gate(req: ExportRequest, out: BackendOutput, work: Path, valid, valid_x, pr
             "executed_precision": executed,
         }
     )
-    return report
+    return report, logits
 
 
-def _golden(req: ExportRequest, loaded: _Loaded, out: BackendOutput, work: Path, valid, say) -> dict:
+def _golden(work: Path, ref: _Reference, exported_logits, report) -> dict:
     """Golden vectors for ``mxa-edge verify``: a few held-out images with the exported model's
-    logits (through the engine the gate used) and the FP32 model's, and the gate machine."""
+    logits as the gate measured them, the FP32 model's, and the gate machine."""
     import numpy as np
 
     from mxa_edge.machine import isa_line, machine_fingerprint
-    from mxa_edge.runtime.engines import open_model_file
     from mxa_edge.runtime.verify import golden_indices, write_golden
-    from mxa_edge.scoring import score, torch_runner
 
-    say("golden vectors for verify")
-    idx = golden_indices(len(valid))
-    x = valid.model_input(idx, loaded.run.preprocess)
-    runtime = out.gate_runtime or req.spec.runtime
-    engine = open_model_file(
-        work / (out.gate_file or out.files[0]), runtime, precision=out.precision.inference_precision
-    )
-    exported = engine.run(x)["logits"]
-    fp32 = score(torch_runner(loaded.fused, aux=False), x)["logits"]
+    idx = golden_indices(len(ref.valid))
     return write_golden(
         work,
-        np.asarray(valid.images[idx]),
-        exported,
-        fp32,
-        gated_runtime=runtime,
-        executed_precision=engine.describe(),
+        np.asarray(ref.valid.images[idx]),
+        exported_logits[idx],
+        ref.logits[idx],
+        gated_runtime=report.table["gated_runtime"],
+        executed_precision=report.table["executed_precision"],
         gate_isa=isa_line(),
         gate_machine=machine_fingerprint(),
     )
 
 
-def _records(req, loaded, out, report, qat_info, calib_set, opts, work: Path, run_dir: Path, valid, say):
+def _records(req, loaded, out, report, qat_info, calib_set, opts, work: Path, run_dir: Path, golden: dict):
     from mxa_edge.export import drift
 
     write_json(work / naming.DRIFT, report.table)
@@ -325,7 +332,7 @@ def _records(req, loaded, out, report, qat_info, calib_set, opts, work: Path, ru
         macs=loaded.cost["macs"],
         params=loaded.cost["params"],
         drift=report.summary(),
-        verification=_golden(req, loaded, out, work, valid, say),
+        verification=golden,
         export={
             "onnx_opset": ONNX_OPSET,
             **{k: v for k, v in opts.notes.items() if k != "mixed_precision"},
@@ -431,7 +438,7 @@ def export_run(
     loaded = _load(run_dir, seed)
     opts = ExportOptions(precision=req.precision, fp16=fp16, calib_method=calib_method, seed=seed)
     calib_set = _quantization_plan(req, loaded, opts, say) if req.precision.int8 else None
-    valid, valid_x, prob_ref = _reference(loaded, say)
+    ref = _reference(loaded, say)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
@@ -439,7 +446,7 @@ def export_run(
     try:
         with _quiet_nncf(load=req.precision.qat or (req.precision.int8 and req.spec.accuracy_control)):
             out, qat_info = _write_model(req, loaded, exporter, opts, work, say)
-            report = _gate(req, out, work, valid, valid_x, prob_ref, say)
+            report, logits = _gate(req, out, work, ref, say)
             if not report.passed and req.spec.accuracy_control and req.precision is Precision.INT8:
                 say("INT8 drifted: retrying with accuracy control (reverting the worst layers to float)")
                 first = report.summary()
@@ -448,15 +455,16 @@ def export_run(
                     loaded.example,
                     work,
                     opts,
-                    (valid_x, valid.targets, valid.mask),
+                    (ref.x, ref.valid.targets, ref.valid.mask),
                     req.gate,
-                    prob_ref,
+                    ref.probs,
                     out,
                 )
                 out.quantization["accuracy_control"]["first_gate"] = first
                 _fix_batch(req, exporter, out, work, say)
-                report = _gate(req, out, work, valid, valid_x, prob_ref, say)
-        manifest = _records(req, loaded, out, report, qat_info, calib_set, opts, work, run_dir, valid, say)
+                report, logits = _gate(req, out, work, ref, say)
+        golden = _golden(work, ref, logits, report)
+        manifest = _records(req, loaded, out, report, qat_info, calib_set, opts, work, run_dir, golden)
         result = ExportResult(None, report.passed, report.table, report.summary(), manifest, notes=opts.notes)
         _publish(work, out_dir, result, report, req, say)
     finally:
