@@ -84,7 +84,7 @@ def evaluate_model(
             f"{model_path}: no {naming.MANIFEST}; pass a run folder from `mxa-edge train` or an exported artifact"
         )
     if data is not None:  # the same selection on another copy of the data (or the default policy)
-        selection = (selection or DataSelection(root=str(data))).with_root(data)
+        selection = DataSelection.for_data(selection, data)
     arrays = selection.load(split, pp, limit=limit, progress=reporter.callback(f"decoding {split} images"))
     if artifact is not None:
         logits, rois = _artifact_outputs(artifact, arrays, pp)

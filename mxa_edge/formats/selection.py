@@ -58,6 +58,12 @@ class DataSelection:
 
         return replace(self, root=str(find_dataset_root(root)))
 
+    @classmethod
+    def for_data(cls, selection: DataSelection | None, data) -> DataSelection:
+        """``--data DIR``: ``selection`` (a run's or an artifact's) on that copy of the data, or
+        the default policy when the model records none. DatasetError when DIR is no CheXpert root."""
+        return (selection or cls(root=str(data))).with_root(data)
+
     # ------------------------------------------------------------------ reading
 
     def read(self, split: str):

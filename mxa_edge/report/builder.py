@@ -91,7 +91,7 @@ def build_report(
     art.path = art.path.absolute()
     out = Path(out) if out is not None else default_out(art.path)
     bench_rec = records.read_bench(bench) if bench is not None else None  # fail early on a bad file
-    drift = records.read_drift(art)
+    drift = art.drift_table()
     gaps: list[str] = []
     if drift is None:
         gaps.append(

@@ -19,11 +19,6 @@ def artifact_sha256(artifact: Artifact) -> str:
     return artifact.manifest.artifact_sha256
 
 
-def read_drift(artifact: Artifact) -> dict | None:
-    """drift.json's table (the export-time gate), or None when the artifact has none."""
-    return artifact.drift_table()
-
-
 @dataclass
 class Bench:
     """A ``mxa-edge bench --json`` file, read defensively: whatever rows and sections it has."""

@@ -79,7 +79,7 @@ def load_validation(
     if data is not None:
         v.source = "--data"
         # DatasetError for a wrong --data: the user asked for it
-        selection = (selection or DataSelection(root=str(data))).with_root(data)
+        selection = DataSelection.for_data(selection, data)
     else:
         v.source = "the source run's data root"
         if selection is None:
