@@ -59,7 +59,7 @@ def roi_localization(rois: np.ndarray, arrays: SplitArrays, boxes: dict) -> dict
 def evaluate_model(
     model_path: Path,
     data: Path | None = None,
-    split: str = "valid",
+    split: str = "valid",  # the held-out split; "tune" and "train" are for diagnosis only
     n_boot: int = 1000,
     seed: int = 0,
     limit: int | None = None,
@@ -72,13 +72,14 @@ def evaluate_model(
     if naming.is_artifact(model_path):
         artifact = load_artifact(model_path)
         selection, pp = artifact.manifest.source_run.selection(), artifact.preprocess
+        decision = artifact.decision
         if selection is None and data is None:
             raise ArtifactError(
                 f"{model_path}: its source run is not on this machine and the artifact names no data; pass --data"
             )
     elif (model_path / naming.MANIFEST).is_file():
         artifact, run = None, RunRecord.load(model_path)
-        selection, pp = run.data, run.preprocess
+        selection, pp, decision = run.data, run.preprocess, run.decision
     else:
         raise ArtifactError(
             f"{model_path}: no {naming.MANIFEST}; pass a run folder from `mxa-edge train` or an exported artifact"
@@ -91,8 +92,15 @@ def evaluate_model(
     else:
         logits, rois = _run_outputs(run, arrays, pp)
     root = Path(selection.root)
-    metrics = evaluate(arrays.targets, sigmoid(logits), arrays.mask, n_boot=n_boot, seed=seed)
-    metrics.update({"model": str(model_path), "data": str(root), "split": split})
+    # What predict would print: the model's calibration and operating points.
+    probs = decision.probabilities(logits)
+    metrics = evaluate(
+        arrays.targets, probs, arrays.mask, n_boot=n_boot, seed=seed, threshold=decision.threshold_array()
+    )
+    metrics["ece_uncalibrated"] = evaluate(arrays.targets, sigmoid(logits), arrays.mask, n_boot=0)["ece"]
+    metrics.update({"model": str(model_path), "data": str(root), "split": split, "decision_policy": decision.policy})
+    if split in ("train", "tune"):
+        metrics["warning"] = f"the {split} split was used to fit this model or its decisions: not a held-out result"
     if rois is not None:
         loc = roi_localization(rois, arrays, read_boxes(root))
         if loc is not None:

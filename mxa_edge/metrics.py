@@ -11,12 +11,16 @@ images (rows) with replacement, the same resample for every label and, in
 ``paired_auc_delta``, for both models, so macro and paired confidence intervals are coherent.
 A resample is represented by how many times it draws each row; the AUC of a resample is then
 a weighted Mann-Whitney statistic over the rows sorted once per label, so no per-resample
-sort is needed.
+sort is needed. The same count matrices give every other bootstrap interval (sensitivity,
+specificity, decision agreement, ECE) as ratios of weighted column sums, ``W @ X`` for a
+per-image matrix ``X`` built once, so those intervals cost one matrix product per chunk of
+resamples and use exactly the resamples of the AUC intervals.
 
 Everything ``evaluate``, ``paired_auc_delta``, ``reliability_curve`` and ``box_coverage``
 return is JSON-ready: plain Python floats and ints, ``None`` where a value is undefined (never
-NaN). Conventions: a score counts as positive when ``score >= threshold``; confidence
-intervals are percentile intervals over the resamples in which the quantity is defined.
+NaN). Conventions: a score counts as positive when ``score >= threshold`` (one threshold for
+every label, or one per label); confidence intervals are percentile intervals over the
+resamples in which the quantity is defined.
 """
 
 from __future__ import annotations
@@ -137,6 +141,22 @@ def _check_boot_args(n_boot: int, ci_level: float = DEFAULT_CI_LEVEL) -> None:
         raise ValueError(f"ci_level must be in (0, 1), got {ci_level!r}")
 
 
+def _resolve_thresholds(threshold, n_labels: int) -> tuple[np.ndarray, float | list[float]]:
+    """Per-label thresholds, shape (C,), and the value to report as the top-level ``threshold``:
+    the scalar when one was given (so existing records keep their shape), else the list."""
+    t = np.asarray(threshold, dtype=np.float64)
+    if t.ndim == 0:
+        vec, shown = np.full(n_labels, float(t)), float(t)
+    elif t.shape == (n_labels,):
+        vec = t.copy()
+        shown = [float(v) for v in vec]
+    else:
+        raise ValueError(f"threshold must be one number or one per label ({n_labels} values), got shape {t.shape}")
+    if not np.all(np.isfinite(vec)):
+        raise ValueError(f"threshold must be finite, got {threshold!r}")
+    return vec, shown
+
+
 # --------------------------------------------------------------------------------------
 # Weighted Mann-Whitney AUC (the core of both the point estimate and the bootstrap)
 # --------------------------------------------------------------------------------------
@@ -189,11 +209,24 @@ def _bootstrap_weights(n_rows: int, n_boot: int, rng: np.random.Generator):
         done += b
 
 
-def _bootstrap(sorted_sets: Sequence[Sequence[_SortedLabel]], n_rows: int, n_boot: int, seed) -> list[np.ndarray]:
-    """(C, n_boot) AUCs for each model in ``sorted_sets``, all on the same resamples."""
+def _bootstrap(
+    sorted_sets: Sequence[Sequence[_SortedLabel]],
+    n_rows: int,
+    n_boot: int,
+    seed,
+    row_sums: np.ndarray | None = None,
+) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """(C, n_boot) AUCs for each model in ``sorted_sets``, all on the same resamples.
+
+    With ``row_sums`` (N, K), also returns the (n_boot, K) weighted column sums ``W @ row_sums``
+    of those same resamples (None without): every count-ratio statistic of a resample (a
+    sensitivity, an agreement, an ECE) is a function of them, so one matrix product per chunk
+    replaces a loop over resamples, and the draws stay the ones the AUC intervals use.
+    """
     outs = [np.full((len(s), n_boot), np.nan) for s in sorted_sets]
+    sums = None if row_sums is None else np.full((n_boot, row_sums.shape[1]), np.nan)
     if n_boot == 0 or n_rows == 0:
-        return outs
+        return outs, sums
     rng = np.random.default_rng(seed)
     start = 0
     for w in _bootstrap_weights(n_rows, n_boot, rng):
@@ -201,8 +234,22 @@ def _bootstrap(sorted_sets: Sequence[Sequence[_SortedLabel]], n_rows: int, n_boo
         for out, labels in zip(outs, sorted_sets):
             for c, lab in enumerate(labels):
                 out[c, start:stop] = lab.auc(w)
+        if sums is not None:
+            sums[start:stop] = w @ row_sums
         start = stop
-    return outs
+    return outs, sums
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """num / den elementwise, NaN where den == 0 (the quantity is undefined there)."""
+    out = np.full(np.broadcast(num, den).shape, np.nan)
+    np.divide(num, den, out=out, where=den > 0)
+    return out
+
+
+def _split_sums(sums: np.ndarray, k: int, n_labels: int) -> np.ndarray:
+    """(B, k*C) column sums of k stacked (N, C) blocks -> (k, C, B)."""
+    return sums.reshape(sums.shape[0], k, n_labels).transpose(1, 2, 0)
 
 
 def _ci(samples: np.ndarray, level: float) -> list[float] | None:
@@ -260,13 +307,39 @@ def bootstrap_auc(
     """
     _check_boot_args(n_boot)
     yt, m, s = _prepare(y_true, mask, y_prob=y_prob)
-    return _bootstrap([_sorted_labels(yt, s["y_prob"], m)], yt.shape[0], int(n_boot), seed)[0]
+    return _bootstrap([_sorted_labels(yt, s["y_prob"], m)], yt.shape[0], int(n_boot), seed)[0][0]
 
 
 def micro_auc(y_true: ArrayLike, y_prob: ArrayLike, mask: ArrayLike | None = None) -> float:
     """ROC AUC over all unmasked cells pooled into one list (NaN if they hold one class)."""
     yt, m, s = _prepare(y_true, mask, y_prob=y_prob)
     return float(auc_per_label(yt[m][:, None], s["y_prob"][m][:, None])[0])
+
+
+def _bin_index(p: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Bin edges and each probability's bin: [lo, hi) except the last bin, which includes 1.0."""
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    return edges, np.clip(np.searchsorted(edges, p, side="right") - 1, 0, n_bins - 1)
+
+
+def _ece_row_sums(yt: np.ndarray, p: np.ndarray, m: np.ndarray, n_bins: int = ECE_BINS) -> np.ndarray:
+    """(N, n_bins + 1): per image, the sum of (p - y) over its unmasked cells in each bin, then
+    its number of unmasked cells.
+
+    ECE = sum over bins of count * |mean p - frequency| / cells = sum |sum(p - y)| / cells: the
+    bin sums are linear in how often each image is drawn, so the ECE of every resample follows
+    from ``W @ _ece_row_sums(...)`` (see ``_ece_from_sums``) with no per-resample binning.
+    """
+    n = p.shape[0]
+    rows = np.broadcast_to(np.arange(n)[:, None], p.shape)[m]
+    _, bins = _bin_index(p[m], n_bins)
+    d = np.bincount(rows * n_bins + bins, weights=p[m] - yt[m], minlength=n * n_bins).reshape(n, n_bins)
+    return np.hstack([d, m.sum(axis=1, keepdims=True).astype(np.float64)])
+
+
+def _ece_from_sums(sums: np.ndarray) -> np.ndarray:
+    """ECE of each row of (B, n_bins + 1) weighted sums of ``_ece_row_sums``; NaN with no cells."""
+    return _ratio(np.abs(sums[:, :-1]).sum(axis=1), sums[:, -1])
 
 
 def reliability_curve(
@@ -286,8 +359,7 @@ def reliability_curve(
     _check_probabilities("y_prob", s["y_prob"], m)
     p = s["y_prob"][m]
     y = yt[m]
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    bins = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, n_bins - 1)
+    edges, bins = _bin_index(p, n_bins)
     counts = np.bincount(bins, minlength=n_bins)
     sum_p = np.bincount(bins, weights=p, minlength=n_bins)
     sum_y = np.bincount(bins, weights=y, minlength=n_bins)
@@ -306,9 +378,10 @@ def reliability_curve(
     }
 
 
-def _threshold_stats(yt: np.ndarray, p: np.ndarray, m: np.ndarray, threshold: float):
-    """Per label: F1 (NaN when no positives and none predicted) and accuracy (NaN with no cells)."""
-    pred = p >= threshold
+def _threshold_stats(yt: np.ndarray, p: np.ndarray, m: np.ndarray, thresholds: np.ndarray):
+    """Per label at its own threshold (``thresholds`` is (C,) or a scalar): F1 (NaN when no
+    positives and none predicted) and accuracy (NaN with no cells)."""
+    pred = p >= thresholds
     pos = yt == 1
     tp = np.sum(m & pred & pos, axis=0)
     fp = np.sum(m & pred & ~pos, axis=0)
@@ -320,6 +393,17 @@ def _threshold_stats(yt: np.ndarray, p: np.ndarray, m: np.ndarray, threshold: fl
     return f1, acc
 
 
+def _decision_columns(yt: np.ndarray, m: np.ndarray, *preds: np.ndarray) -> np.ndarray:
+    """Per-image 0/1 blocks, each (N, C), stacked as (N, k*C): for each model's decisions
+    ``pred`` its true positives, then the positives; for each model its true negatives, then
+    the negatives. Column sums give sensitivity = TP / positives and specificity = TN /
+    negatives, over the whole set (plain sums) or over every resample (``W @ columns``)."""
+    pos = m & (yt == 1)
+    neg = m & (yt == 0)
+    blocks = [pos & pred for pred in preds] + [pos] + [neg & ~pred for pred in preds] + [neg]
+    return np.hstack(blocks).astype(np.float64)
+
+
 def evaluate(
     y_true: ArrayLike,
     y_prob: ArrayLike,
@@ -327,13 +411,20 @@ def evaluate(
     labels: Sequence[str] | None = None,
     n_boot: int = DEFAULT_N_BOOT,
     seed: int | np.random.Generator | None = 0,
-    threshold: float = DEFAULT_THRESHOLD,
+    threshold: float | Sequence[float] | np.ndarray = DEFAULT_THRESHOLD,
     ci_level: float = DEFAULT_CI_LEVEL,
 ) -> dict:
     """All headline metrics of one model, as a JSON-ready dict.
 
+    ``threshold`` is one number for every label or a sequence with one per label column (an
+    operating point fitted per finding, e.g. by ``mxa_edge.operating.fit_thresholds``).
+
     - ``per_label[name]``: ``auc``, ``auc_ci`` ([lo, hi] or None), ``n_pos``, ``n_neg``,
-      ``f1`` and ``accuracy`` at ``threshold`` (None where undefined).
+      ``threshold`` (this label's), and at that threshold ``f1``, ``accuracy``,
+      ``sensitivity`` / ``sensitivity_ci`` (None without positives) and ``specificity`` /
+      ``specificity_ci`` (None without negatives). Their CIs use the resamples of
+      ``auc_ci``, so an AUC interval and the sensitivity interval beside it describe the
+      same uncertainty about the same images.
     - ``macro_auc``: mean AUC over ``labels_evaluated`` (labels with both classes among
       their unmasked rows); None when there are none. ``macro_auc_ci``: percentile interval
       of the per-resample mean over those labels (each resample averages the labels that
@@ -342,8 +433,8 @@ def evaluate(
     - ``f1_macro``: mean F1 over ``labels_evaluated``.
     - ``accuracy``: mean per-label accuracy over labels with at least one unmasked cell.
     - ``ece``: expected calibration error, 15 equal-width bins, all unmasked cells pooled.
-    - ``n_images``, ``labels_evaluated``, and the settings used (``threshold``, ``n_boot``,
-      ``ci_level``).
+    - ``n_images``, ``labels_evaluated``, and the settings used (``threshold``: the number
+      given, or the list of per-label thresholds; ``n_boot``, ``ci_level``).
     ``n_boot=0`` skips the bootstrap (every CI is None).
     """
     _check_boot_args(n_boot, ci_level)
@@ -351,12 +442,19 @@ def evaluate(
     p = s["y_prob"]
     _check_probabilities("y_prob", p, m)
     names = _resolve_labels(labels, yt.shape[1])
+    thresholds, threshold_shown = _resolve_thresholds(threshold, yt.shape[1])
+    n_labels = yt.shape[1]
 
     sorted_labels = _sorted_labels(yt, p, m)
     ones = np.ones((1, yt.shape[0]))
     auc = np.array([lab.auc(ones)[0] for lab in sorted_labels])
-    boot = _bootstrap([sorted_labels], yt.shape[0], int(n_boot), seed)[0]
-    f1, acc = _threshold_stats(yt, p, m, threshold)
+    columns = _decision_columns(yt, m, p >= thresholds)
+    (boot,), boot_sums = _bootstrap([sorted_labels], yt.shape[0], int(n_boot), seed, row_sums=columns)
+    tp, n_pos_f, tn, n_neg_f = _split_sums(columns.sum(axis=0, keepdims=True), 4, n_labels)[..., 0]
+    sens, spec = _ratio(tp, n_pos_f), _ratio(tn, n_neg_f)
+    b_tp, b_pos, b_tn, b_neg = _split_sums(boot_sums, 4, n_labels)
+    sens_boot, spec_boot = _ratio(b_tp, b_pos), _ratio(b_tn, b_neg)
+    f1, acc = _threshold_stats(yt, p, m, thresholds)
     n_pos = np.sum(m & (yt == 1), axis=0)
     n_neg = np.sum(m & (yt == 0), axis=0)
     evaluated = np.isfinite(auc)
@@ -370,6 +468,11 @@ def evaluate(
             "n_neg": int(n_neg[c]),
             "f1": _json_float(f1[c]),
             "accuracy": _json_float(acc[c]),
+            "threshold": float(thresholds[c]),
+            "sensitivity": _json_float(sens[c]),
+            "sensitivity_ci": _ci(sens_boot[c], ci_level) if n_pos[c] else None,
+            "specificity": _json_float(spec[c]),
+            "specificity_ci": _ci(spec_boot[c], ci_level) if n_neg[c] else None,
         }
     has_cells = np.isfinite(acc)
     return {
@@ -382,7 +485,7 @@ def evaluate(
         "ece": reliability_curve(yt, p, m, n_bins=ECE_BINS)["ece"],
         "n_images": int(yt.shape[0]),
         "labels_evaluated": [name for name, ok in zip(names, evaluated) if ok],
-        "threshold": float(threshold),
+        "threshold": threshold_shown,
         "n_boot": int(n_boot),
         "ci_level": float(ci_level),
     }
@@ -396,45 +499,85 @@ def paired_auc_delta(
     n_boot: int = DEFAULT_N_BOOT,
     seed: int | np.random.Generator | None = 0,
     labels: Sequence[str] | None = None,
-    threshold: float = DEFAULT_THRESHOLD,
+    threshold: float | Sequence[float] | np.ndarray = DEFAULT_THRESHOLD,
     ci_level: float = DEFAULT_CI_LEVEL,
 ) -> dict:
     """Compare a new (e.g. quantized) model against a reference on the SAME images.
 
-    Paired bootstrap: each resample is scored for both models, so ``delta_ci`` is the
-    interval of AUC_new - AUC_ref over the same resamples. Returns a JSON-ready dict:
+    ``prob_ref`` / ``prob_new`` are probabilities in [0, 1]; ``threshold`` is one number or
+    one per label column, the same for both models (the deployed operating point).
+
+    Paired bootstrap: each resample is scored for both models, so every ``*_delta_ci`` is the
+    interval of new - ref over the same resamples (the draw cancels out of the difference,
+    which is what makes a small delta detectable). Returns a JSON-ready dict:
 
     - ``per_label[name]``: ``auc_ref``, ``auc_new``, ``delta`` (new - ref), ``delta_ci``
       ([lo, hi] or None), ``agreement_at_threshold`` (fraction of the label's unmasked cells
-      where both models make the same 0/1 decision), ``n_pos``, ``n_neg``. AUC fields are
-      None for labels with one class.
+      where both models make the same 0/1 decision) and its ``agreement_ci``, ``n_pos``,
+      ``n_neg``, ``threshold``; ``sensitivity_ref``, ``sensitivity_new``,
+      ``sensitivity_delta``, ``sensitivity_delta_ci`` (None without positives) and the same
+      four for ``specificity_*`` (None without negatives). AUC fields are None for labels
+      with one class. A model can keep its AUC and still move its decisions (a shifted
+      logit keeps the ranking), which only the threshold fields show.
     - ``macro_auc_ref``, ``macro_auc_new``, ``macro_delta`` (over ``labels_evaluated``) and
       ``macro_delta_ci`` (per-resample mean delta over those labels).
     - ``agreement_at_threshold``: the same fraction over all unmasked cells.
-    - ``n_images``, ``labels_evaluated``, ``threshold``, ``n_boot``, ``ci_level``.
+    - ``ece_ref``, ``ece_new`` (as ``evaluate``'s ``ece``), ``ece_delta`` (new - ref) and
+      ``ece_delta_ci``; None when no cell is unmasked.
+    - ``n_images``, ``labels_evaluated``, ``threshold`` (the number given, or the per-label
+      list), ``n_boot``, ``ci_level``.
+    ``n_boot=0`` skips the bootstrap (every CI is None).
     """
     _check_boot_args(n_boot, ci_level)
     yt, m, s = _prepare(y_true, mask, prob_ref=prob_ref, prob_new=prob_new)
+    _check_probabilities("prob_ref", s["prob_ref"], m)
+    _check_probabilities("prob_new", s["prob_new"], m)
     names = _resolve_labels(labels, yt.shape[1])
+    thresholds, threshold_shown = _resolve_thresholds(threshold, yt.shape[1])
+    n_labels = yt.shape[1]
+
+    pred_ref, pred_new = s["prob_ref"] >= thresholds, s["prob_new"] >= thresholds
+    same = pred_ref == pred_new
+    # Per-image columns whose weighted sums give every threshold and calibration statistic:
+    # [TP ref, TP new, positives, TN ref, TN new, negatives, same decision, cells] (8 blocks
+    # of C), then the ECE sums of ref and of new (ECE_BINS + 1 each).
+    decision = np.hstack([_decision_columns(yt, m, pred_ref, pred_new), m & same, m]).astype(np.float64)
+    k = decision.shape[1]
+    ece_width = ECE_BINS + 1
+    columns = np.hstack(
+        [decision, _ece_row_sums(yt, s["prob_ref"], m, ECE_BINS), _ece_row_sums(yt, s["prob_new"], m, ECE_BINS)]
+    )
 
     ref_sorted = _sorted_labels(yt, s["prob_ref"], m)
     new_sorted = _sorted_labels(yt, s["prob_new"], m)
     ones = np.ones((1, yt.shape[0]))
     auc_ref = np.array([lab.auc(ones)[0] for lab in ref_sorted])
     auc_new = np.array([lab.auc(ones)[0] for lab in new_sorted])
-    boot_ref, boot_new = _bootstrap([ref_sorted, new_sorted], yt.shape[0], int(n_boot), seed)
+    (boot_ref, boot_new), boot_sums = _bootstrap(
+        [ref_sorted, new_sorted], yt.shape[0], int(n_boot), seed, row_sums=columns
+    )
     boot_delta = boot_new - boot_ref
     evaluated = np.isfinite(auc_ref)  # both models see the same labels, so the same classes
 
-    same = (s["prob_ref"] >= threshold) == (s["prob_new"] >= threshold)
-    n_cells = m.sum(axis=0)
-    agree = np.divide(np.sum(m & same, axis=0), n_cells, out=np.full(yt.shape[1], np.nan), where=n_cells > 0)
+    def threshold_rates(sums: np.ndarray):
+        """(sens ref, sens new, spec ref, spec new, agreement), each (C, B), from (B, k) sums."""
+        tp_r, tp_n, pos, tn_r, tn_n, neg, agree, cells = _split_sums(sums[:, :k], 8, n_labels)
+        return _ratio(tp_r, pos), _ratio(tp_n, pos), _ratio(tn_r, neg), _ratio(tn_n, neg), _ratio(agree, cells)
+
+    sens_ref, sens_new, spec_ref, spec_new, agree = (
+        r[:, 0] for r in threshold_rates(decision.sum(axis=0, keepdims=True))
+    )
+    b_sens_ref, b_sens_new, b_spec_ref, b_spec_new, b_agree = threshold_rates(boot_sums)
+    b_sens_delta, b_spec_delta = b_sens_new - b_sens_ref, b_spec_new - b_spec_ref
+    b_ece_delta = _ece_from_sums(boot_sums[:, k + ece_width :]) - _ece_from_sums(boot_sums[:, k : k + ece_width])
     n_pos = np.sum(m & (yt == 1), axis=0)
     n_neg = np.sum(m & (yt == 0), axis=0)
+    n_cells = m.sum(axis=0)
 
     per_label = {}
     for c, name in enumerate(names):
         ok = bool(evaluated[c])
+        has_pos, has_neg = bool(n_pos[c]), bool(n_neg[c])
         per_label[name] = {
             "auc_ref": _json_float(auc_ref[c]),
             "auc_new": _json_float(auc_new[c]),
@@ -443,8 +586,21 @@ def paired_auc_delta(
             "agreement_at_threshold": _json_float(agree[c]),
             "n_pos": int(n_pos[c]),
             "n_neg": int(n_neg[c]),
+            "threshold": float(thresholds[c]),
+            "agreement_ci": _ci(b_agree[c], ci_level) if n_cells[c] else None,
+            "sensitivity_ref": _json_float(sens_ref[c]),
+            "sensitivity_new": _json_float(sens_new[c]),
+            "sensitivity_delta": _json_float(sens_new[c] - sens_ref[c]) if has_pos else None,
+            "sensitivity_delta_ci": _ci(b_sens_delta[c], ci_level) if has_pos else None,
+            "specificity_ref": _json_float(spec_ref[c]),
+            "specificity_new": _json_float(spec_new[c]),
+            "specificity_delta": _json_float(spec_new[c] - spec_ref[c]) if has_neg else None,
+            "specificity_delta_ci": _ci(b_spec_delta[c], ci_level) if has_neg else None,
         }
     any_ok = evaluated.any()
+    ece_ref = reliability_curve(yt, s["prob_ref"], m, n_bins=ECE_BINS)["ece"]
+    ece_new = reliability_curve(yt, s["prob_new"], m, n_bins=ECE_BINS)["ece"]
+    any_cell = ece_ref is not None
     return {
         "per_label": per_label,
         "macro_auc_ref": _json_float(auc_ref[evaluated].mean()) if any_ok else None,
@@ -452,9 +608,13 @@ def paired_auc_delta(
         "macro_delta": _json_float((auc_new[evaluated] - auc_ref[evaluated]).mean()) if any_ok else None,
         "macro_delta_ci": _ci(_mean_over_finite(boot_delta[evaluated]), ci_level) if any_ok else None,
         "agreement_at_threshold": float(np.sum(m & same) / m.sum()) if m.any() else None,
+        "ece_ref": ece_ref,
+        "ece_new": ece_new,
+        "ece_delta": float(ece_new - ece_ref) if any_cell else None,
+        "ece_delta_ci": _ci(b_ece_delta, ci_level) if any_cell else None,
         "n_images": int(yt.shape[0]),
         "labels_evaluated": [name for name, ok in zip(names, evaluated) if ok],
-        "threshold": float(threshold),
+        "threshold": threshold_shown,
         "n_boot": int(n_boot),
         "ci_level": float(ci_level),
     }

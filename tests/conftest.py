@@ -76,10 +76,11 @@ def quick_run(
 ) -> Path:
     """A run folder from a few hand-rolled AdamW steps on fresh phantoms: faster than the full
     trainer, and enough for export/predict plumbing (AUCs just above chance)."""
+    from dataclasses import replace
+
     import numpy as np
     import torch
 
-    from mxa_edge.data.arrays import load_split_arrays
     from mxa_edge.data.chexpert import dataset_fingerprint
     from mxa_edge.data.phantom import generate_phantom_dataset
     from mxa_edge.formats import DataSelection, RunRecord
@@ -90,8 +91,8 @@ def quick_run(
 
     root = generate_phantom_dataset(tmp / "data", n_train=n_train, n_valid=n_valid, size=source_size, seed=seed)
     pp = Preprocess(image_size=size)
-    train = load_split_arrays(root, "train", pp)
-    valid = load_split_arrays(root, "valid", pp)
+    selection = DataSelection(root=str(root))  # the default carve: 10% of train.csv's patients tune
+    train, tune, valid = (selection.load(split, pp) for split in ("train", "tune", "valid"))
     torch.manual_seed(seed)
     model = MultiLabelStudent(ModelSpec("m0", size))
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
@@ -106,17 +107,30 @@ def quick_run(
         loss.backward()
         opt.step()
     model.eval()
+    from mxa_edge.formats import DecisionRule
+    from mxa_edge.training.loop import predict_logits
+
+    decision = DecisionRule.fit(  # as train does: calibration and thresholds from the tuning split
+        predict_logits(model, tune.images, pp.value_range),
+        tune.targets,
+        tune.mask,
+        "youden",
+        fitted_on={"split": "tune", "fingerprint": dataset_fingerprint(tune.split), "n_images": len(tune)},
+    )
     run = tmp / "run"
     run.mkdir()
     sha = save_weights(model, run / "weights.safetensors")
     RunRecord(
         model=model.spec,
         preprocess=pp,
-        data=DataSelection(
-            root=str(root),
-            fingerprint={"train": dataset_fingerprint(train.split), "valid": dataset_fingerprint(valid.split)},
+        data=replace(
+            selection,
+            fingerprint={
+                name: dataset_fingerprint(a.split) for name, a in (("train", train), ("tune", tune), ("valid", valid))
+            },
         ),
         weights_sha256=sha,
+        decision=decision,
         versions={"torch": torch.__version__},
     ).save(run)
     return run

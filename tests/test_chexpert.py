@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 from pathlib import Path
 
@@ -14,7 +15,9 @@ from mxa_edge.data.chexpert import (
     Uncertainty,
     dataset_fingerprint,
     find_dataset_root,
+    patient_key,
     read_split,
+    subset,
     targets_and_mask,
 )
 from mxa_edge.errors import ConfigError, DatasetError
@@ -260,3 +263,63 @@ def test_real_pediatric_pneumonia_train_size():
     if not SHARED.is_dir():
         pytest.skip("../shared is absent: real images are not part of the repo")
     assert len(read_split(PEDIATRIC, "train")) == 758  # all 758 rows of train.csv are Frontal
+
+
+# --- patients, sex and age ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "rel, key",
+    [
+        ("CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg", "train/patient00001"),
+        ("renamed/valid/patient00001/study2/view2_lateral.jpg", "valid/patient00001"),  # root dropped
+        ("root/extra/train/patient7/study1/x.jpg", "extra/train/patient7"),  # all before the study
+        ("train/patient00001/view1_frontal.jpg", "train/patient00001"),  # no study: parent folder
+        ("images/x.png", "images"),
+        ("x.png", "x.png"),  # no folder at all: each image its own patient
+    ],
+)
+def test_patient_key(rel, key):
+    assert patient_key(rel) == key
+
+
+def test_read_split_patients_sex_age(tmp_path):
+    split = read_split(_dataset(tmp_path), "train", frontal_only=False)
+    assert split.patients == [
+        "train/patient00001",
+        "train/patient00002",
+        "train/patient00002",
+        "train/patient00003",
+        "train/patient00004",
+    ]
+    assert split.sex == ["Female", "Female", "Female", "Male", "Male"]
+    assert split.age == [68.0, 87.0, 87.0, 41.0, 20.0]
+
+
+def test_sex_and_age_are_optional(tmp_path):
+    # Without the columns: every row unknown, and the CSV is still read.
+    header = HEADER.replace("Sex,Age,", "")
+    rows = [",".join(r.split(",")[:1] + r.split(",")[3:]) for r in ROWS]
+    split = read_split(_dataset(tmp_path / "a", rows=rows, header=header), "train")
+    assert len(split) == 4 and split.sex == ["Unknown"] * 4 and all(math.isnan(a) for a in split.age)
+    # Blank or unparseable cells: unknown, never an error (they describe, they do not select).
+    rows = list(ROWS[:2]) + [ROWS[3].replace("Male,41", ",abc"), ROWS[4].replace("Male,20", "unknown,-3")]
+    split = read_split(_dataset(tmp_path / "b", rows=rows), "train")
+    assert split.sex == ["Female", "Female", "Unknown", "Unknown"]
+    assert split.age[:2] == [68.0, 87.0] and all(math.isnan(a) for a in split.age[2:])
+
+
+def test_subset_slices_every_row_field(tmp_path):
+    split = read_split(_dataset(tmp_path), "train", frontal_only=False)
+    part = subset(split, np.array([4, 1]), name="tune")
+    assert part.name == "tune" and part.root == split.root and len(part) == 2
+    for f in dataclasses.fields(ChexpertSplit):
+        whole, sliced = getattr(split, f.name), getattr(part, f.name)
+        if isinstance(whole, np.ndarray):
+            np.testing.assert_array_equal(sliced, whole[[4, 1]])
+        elif isinstance(whole, list):
+            assert sliced == [whole[4], whole[1]], f.name
+    assert subset(split, np.array([], dtype=int)).name == "train"
+    # A split built by hand without the newer fields keeps them empty.
+    bare = ChexpertSplit(root=split.root, name="x", paths=split.paths, raw=split.raw)
+    assert subset(bare, [0, 2]).patients == [] and len(subset(bare, [0, 2])) == 2

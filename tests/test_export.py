@@ -19,11 +19,14 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 from mxa_edge.errors import ArtifactError, DriftGateError, MissingDependencyError  # noqa: E402
+from mxa_edge.gate import GateSpec  # noqa: E402
 
 SIZE = 64
-# Loose gate for a 100-image validation set: per-label AUCs of a tiny model move a few
-# points with any perturbation; the default bounds are for real validation sets.
-LOOSE = {"max_macro_drop": 0.03, "max_drop": 0.10}
+# Loose gate for a 100-image validation set: per-label AUCs and decisions of a tiny model move
+# with any perturbation; the default bounds are for real validation sets.
+LOOSE_DECISIONS = {"max_sens_drop": 0.25, "max_spec_drop": 0.25, "min_agreement": 0.7, "max_ece_increase": 0.1}
+LOOSE_GATE = GateSpec(0.03, 0.10, **LOOSE_DECISIONS)
+LOOSE = {"gate": LOOSE_GATE}
 
 
 def make_tiny_run(tmp: Path, *, steps: int = 30, seed: int = 0) -> Path:
@@ -52,8 +55,9 @@ def _export(run, target, name, *, reuse: bool = False, **kw):
 
     kw.setdefault("calib_size", 24)
     kw.setdefault("n_boot", 200)
-    for k, v in LOOSE.items():
-        kw.setdefault(k, v)
+    if "gate" not in kw:  # AUC bounds as asked (loose by default), decisions loose
+        auc = {k: kw.pop(k, getattr(LOOSE_GATE, k)) for k in ("max_macro_drop", "max_drop")}
+        kw["gate"] = GateSpec(**auc, **LOOSE_DECISIONS)
     result = export_run(run, target, run / "exports" / name, **kw)
     return result.artifact if reuse else result
 
@@ -309,6 +313,7 @@ def test_cli_quiet_export_prints_nothing_and_json_stays_clean(tiny_run):
         "0.03",
         "--max-drop",
         "0.1",
+        *("--max-sens-drop", "0.25", "--max-spec-drop", "0.25", "--min-agreement", "0.7", "--max-ece-increase", "0.1"),
     ]
     out = subprocess.run(
         cli + ["--out", str(tiny_run / "exports" / "cli-quiet"), "--quiet"], capture_output=True, text=True
@@ -438,6 +443,11 @@ def test_tensorrt_writes_qdq_onnx_and_command(tiny_run):
     res = info.value.result
     art = res.artifact
     assert res.passed and (art / "model.qdq.onnx").is_file()
+    from mxa_edge.backends.tensorrt import GATED_ON_PROXY
+
+    # Said wherever the verdict is read: the engine itself was never run.
+    assert res.manifest.export["gated_with"] == GATED_ON_PROXY == res.drift["gated_with"]
+    assert res.manifest.drift["gated_with"] == GATED_ON_PROXY
     cmd = (art / "BUILD_TRT.txt").read_text()
     assert "trtexec --onnx=model.qdq.onnx --saveEngine=model.engine --int8" in cmd
     assert f"--minShapes=image:1x1x{SIZE}x{SIZE}" in cmd
@@ -449,12 +459,41 @@ def test_tensorrt_writes_qdq_onnx_and_command(tiny_run):
     assert sess.run(["logits"], {"image": np.zeros((2, 1, SIZE, SIZE), np.float32)})[0].shape == (2, 14)
 
 
-def test_tensorrt_engine_build():
+def test_tensorrt_fp16_without_an_fp16_path_is_refused(tiny_run):
+    """FP16 has no execution path on a CPU: a gate here would compare FP32 with FP32 and could
+    not fail, so the export is refused before any work instead of reporting a PASS."""
     from mxa_edge.backends.tensorrt import tensorrt_status
+
+    if tensorrt_status()[0]:
+        pytest.skip("TensorRT and CUDA are present here: FP16 is gated on the engine (test_tensorrt_engine_build)")
+    for kw in ({"fp16": True}, {"fp16": True, "int8": True}):
+        with pytest.raises(MissingDependencyError, match="can be drift-gated only where TensorRT and CUDA"):
+            _export(tiny_run, "tensorrt", "trt-fp16", **kw)
+    assert not (tiny_run / "exports" / "trt-fp16").exists()
+
+
+def test_tensorrt_engine_build(tiny_run):
+    """Where TensorRT and CUDA exist: the export builds the engine and gates THAT engine; the
+    engine's logits match ONNX Runtime on the same Q/DQ graph within INT8 kernel tolerance."""
+    from mxa_edge.backends.tensorrt import GATED_ON_ENGINE, tensorrt_status
 
     ok, reason = tensorrt_status()
     if not ok:
-        pytest.skip(f"{reason}: building a TensorRT engine needs TensorRT and a CUDA GPU")
+        pytest.skip(f"{reason}: building a TensorRT engine needs TensorRT 10 and a CUDA GPU")
+    from mxa_edge.formats import load_artifact
+    from mxa_edge.runtime.engines import open_engine
+
+    res = _export(tiny_run, "tensorrt", "trt-int8-engine", int8=True)
+    art = load_artifact(res.artifact)
+    assert (res.artifact / "model.engine").is_file() and "model.engine" in art.manifest.files
+    assert art.manifest.export["gated_with"] == GATED_ON_ENGINE and res.drift["gated_runtime"] == "tensorrt"
+    x = np.random.default_rng(0).uniform(-1024, 1024, (4, 1, SIZE, SIZE)).astype(np.float32)
+    trt_logits = open_engine(art).run(x)["logits"]
+    sess = ort.InferenceSession(str(res.artifact / "model.qdq.onnx"), providers=["CPUExecutionProvider"])
+    ort_logits = sess.run(["logits"], {"image": x})[0]
+    assert np.abs(trt_logits - ort_logits).max() < 0.1, np.abs(trt_logits - ort_logits).max()
+    fp16 = _export(tiny_run, "tensorrt", "trt-fp16-engine", fp16=True)
+    assert load_artifact(fp16.artifact).manifest.export["gated_with"] == GATED_ON_ENGINE
 
 
 def test_stratified_calibration_covers_rare_labels(tiny_run):
@@ -500,7 +539,7 @@ def test_edited_manifest_is_refused_by_predict(tiny_run, tmp_path):
     copy = tmp_path / "art"
     shutil.copytree(art, copy)
     m = json.loads((copy / "manifest.json").read_text())
-    m["thresholds"]["Pneumothorax"] = 0.05
+    m["decision"]["thresholds"]["Pneumothorax"] = 0.05
     (copy / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(ArtifactError, match="changed after export"):
         Predictor(copy)

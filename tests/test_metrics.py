@@ -350,3 +350,200 @@ def test_bad_values_are_rejected_with_a_fix():
         metrics.auc_per_label(y, np.nan_to_num(p), m * 2)
     with pytest.raises(ValueError, match="n_boot"):
         metrics.bootstrap_auc(y, np.nan_to_num(p), n_boot=-1)
+
+
+# ---------------------------------------------------------------------- operating points
+
+
+def _logit(p):
+    return np.log(p) - np.log1p(-p)
+
+
+def test_sensitivity_specificity_match_sklearn_recall_at_per_label_thresholds():
+    y, p, m = _data(seed=17, rounding=2)
+    thresholds = np.linspace(0.2, 0.8, C)
+    out = metrics.evaluate(y, p, m, n_boot=0, threshold=thresholds)
+    json.dumps(out, allow_nan=False)
+    assert out["threshold"] == pytest.approx(list(thresholds)) and isinstance(out["threshold"], list)
+    for c, name in enumerate(CHEXPERT_LABELS):
+        k = m[:, c] == 1
+        pred = (p[k, c] >= thresholds[c]).astype(int)
+        row = out["per_label"][name]
+        assert row["threshold"] == thresholds[c]
+        assert row["sensitivity"] == pytest.approx(sk.recall_score(y[k, c], pred), abs=1e-12)
+        assert row["specificity"] == pytest.approx(sk.recall_score(y[k, c], pred, pos_label=0), abs=1e-12)
+        assert row["f1"] == pytest.approx(sk.f1_score(y[k, c], pred), abs=1e-12)
+        assert row["accuracy"] == pytest.approx(sk.accuracy_score(y[k, c], pred), abs=1e-12)
+        assert row["sensitivity_ci"] is None and row["specificity_ci"] is None  # n_boot=0
+
+
+def test_per_label_thresholds_are_honoured_hand_made():
+    # Two labels with the same scores; label a at 0.3, label b at 0.7.
+    y = np.array([[1, 1], [1, 1], [0, 0], [0, 0]], dtype=float)
+    p = np.array([[0.8, 0.8], [0.4, 0.4], [0.5, 0.5], [0.2, 0.2]])
+    out = metrics.evaluate(y, p, labels=["a", "b"], n_boot=0, threshold=[0.3, 0.7])
+    a, b = out["per_label"]["a"], out["per_label"]["b"]
+    assert (a["sensitivity"], a["specificity"]) == (1.0, 0.5)  # 0.8, 0.4 caught; 0.5 a false alarm
+    assert (b["sensitivity"], b["specificity"]) == (0.5, 1.0)  # only 0.8 called positive
+    assert (a["threshold"], b["threshold"]) == (0.3, 0.7)
+    assert a["accuracy"] == b["accuracy"] == 0.75
+    scalar = metrics.evaluate(y, p, labels=["a", "b"], n_boot=0, threshold=0.45)
+    assert scalar["threshold"] == 0.45 and scalar["per_label"]["b"]["threshold"] == 0.45
+    with pytest.raises(ValueError, match=r"one per label \(2 values\)"):
+        metrics.evaluate(y, p, labels=["a", "b"], n_boot=0, threshold=[0.3, 0.5, 0.7])
+    with pytest.raises(ValueError, match="finite"):
+        metrics.evaluate(y, p, labels=["a", "b"], n_boot=0, threshold=[0.3, np.nan])
+
+
+def test_sensitivity_specificity_cis_contain_point_and_are_none_when_undefined():
+    y, p, m = _data(n=400, seed=18, rounding=3)
+    y[:, 2] = 0  # no positives: sensitivity undefined, specificity defined
+    y[:, 3] = 1  # no negatives
+    out = metrics.evaluate(y, p, m, n_boot=300, seed=2)
+    json.dumps(out, allow_nan=False)
+    for c, row in enumerate(out["per_label"].values()):
+        for key in ("sensitivity", "specificity"):
+            if (c == 2 and key == "sensitivity") or (c == 3 and key == "specificity"):
+                assert row[key] is None and row[key + "_ci"] is None
+            else:
+                lo, hi = row[key + "_ci"]
+                assert lo <= row[key] <= hi
+
+
+def test_evaluate_sensitivity_ci_matches_naive_resampling():
+    y, p, m = _data(n=60, seed=19)
+    n_boot, seed = 40, 5
+    out = metrics.evaluate(y, p, m, n_boot=n_boot, seed=seed, threshold=0.4)
+    idx = np.random.default_rng(seed).integers(0, len(y), size=(n_boot, len(y)))
+    for c, name in enumerate(CHEXPERT_LABELS):
+        sens, spec = [], []
+        for b in range(n_boot):
+            keep = m[idx[b], c] == 1
+            yb, pred = y[idx[b], c][keep], p[idx[b], c][keep] >= 0.4
+            if (yb == 1).any():
+                sens.append(np.mean(pred[yb == 1]))
+            if (yb == 0).any():
+                spec.append(np.mean(~pred[yb == 0]))
+        row = out["per_label"][name]
+        np.testing.assert_allclose(row["sensitivity_ci"], np.percentile(sens, [2.5, 97.5]), atol=1e-12)
+        np.testing.assert_allclose(row["specificity_ci"], np.percentile(spec, [2.5, 97.5]), atol=1e-12)
+
+
+def test_ece_of_a_resample_equals_reliability_curve_on_duplicated_rows():
+    y, p, m = _data(n=80, seed=20, rounding=3)
+    yt, mb, s = metrics._prepare(y, m, p=p)
+    rows = metrics._ece_row_sums(yt, s["p"], mb)
+    assert rows.shape == (80, metrics.ECE_BINS + 1)
+    w = np.random.default_rng(0).integers(0, 4, size=80)  # explicit integer draw counts
+    ece = metrics._ece_from_sums(w[None, :].astype(float) @ rows)[0]
+    dup = np.repeat(np.arange(80), w)
+    assert ece == pytest.approx(metrics.reliability_curve(y[dup], p[dup], m[dup])["ece"], abs=1e-12)
+    # Unit weights give the point estimate; all-zero weights have no cells.
+    assert metrics._ece_from_sums(rows.sum(axis=0, keepdims=True))[0] == pytest.approx(
+        metrics.reliability_curve(y, p, m)["ece"], abs=1e-12
+    )
+    assert np.isnan(metrics._ece_from_sums(np.zeros((1, rows.shape[1])))[0])
+
+
+def test_paired_threshold_and_ece_cis_match_naive_resampling():
+    y, _, m = _data(n=60, seed=21)
+    rng = np.random.default_rng(21)
+    logits = 1.5 * (2 * y - 1) + rng.normal(size=y.shape)
+    ref = metrics.sigmoid(logits)
+    new = metrics.sigmoid(logits + rng.normal(scale=0.7, size=y.shape))
+    n_boot, seed = 40, 3
+    thr = np.linspace(0.3, 0.7, C)
+    out = metrics.paired_auc_delta(y, ref, new, m, n_boot=n_boot, seed=seed, threshold=thr)
+    json.dumps(out, allow_nan=False)
+    idx = np.random.default_rng(seed).integers(0, len(y), size=(n_boot, len(y)))
+    ece_delta = []
+    for b in range(n_boot):
+        yb, rb, nb, mb = y[idx[b]], ref[idx[b]], new[idx[b]], m[idx[b]]
+        ece_delta.append(metrics.reliability_curve(yb, nb, mb)["ece"] - metrics.reliability_curve(yb, rb, mb)["ece"])
+    np.testing.assert_allclose(out["ece_delta_ci"], np.percentile(ece_delta, [2.5, 97.5]), atol=1e-12)
+    assert out["ece_ref"] == metrics.evaluate(y, ref, m, n_boot=0)["ece"]
+    assert out["ece_delta"] == pytest.approx(out["ece_new"] - out["ece_ref"], abs=1e-15)
+    for c, name in enumerate(CHEXPERT_LABELS):
+        sens_d, spec_d, agree = [], [], []
+        for b in range(n_boot):
+            keep = m[idx[b], c] == 1
+            yb = y[idx[b], c][keep]
+            pr, pn = ref[idx[b], c][keep] >= thr[c], new[idx[b], c][keep] >= thr[c]
+            if (yb == 1).any():
+                sens_d.append(np.mean(pn[yb == 1]) - np.mean(pr[yb == 1]))
+            if (yb == 0).any():
+                spec_d.append(np.mean(~pn[yb == 0]) - np.mean(~pr[yb == 0]))
+            if keep.any():
+                agree.append(np.mean(pr == pn))
+        row = out["per_label"][name]
+        assert row["threshold"] == thr[c]
+        np.testing.assert_allclose(row["sensitivity_delta_ci"], np.percentile(sens_d, [2.5, 97.5]), atol=1e-12)
+        np.testing.assert_allclose(row["specificity_delta_ci"], np.percentile(spec_d, [2.5, 97.5]), atol=1e-12)
+        np.testing.assert_allclose(row["agreement_ci"], np.percentile(agree, [2.5, 97.5]), atol=1e-12)
+        k = m[:, c] == 1
+        pos, neg = k & (y[:, c] == 1), k & (y[:, c] == 0)
+        assert row["sensitivity_ref"] == pytest.approx(np.mean(ref[pos, c] >= thr[c]), abs=1e-12)
+        assert row["specificity_new"] == pytest.approx(np.mean(new[neg, c] < thr[c]), abs=1e-12)
+        assert row["sensitivity_delta"] == pytest.approx(row["sensitivity_new"] - row["sensitivity_ref"], abs=1e-15)
+
+
+def test_shifted_logits_keep_auc_but_move_decisions():
+    y, _, m = _data(n=400, seed=22)
+    rng = np.random.default_rng(22)
+    logits = 1.5 * (2 * y - 1) + rng.normal(size=y.shape)
+    shifted = logits.copy()
+    shifted[:, 4] += 1.0  # same ranking, more positive calls
+    out = metrics.paired_auc_delta(y, metrics.sigmoid(logits), metrics.sigmoid(shifted), m, n_boot=200)
+    row = out["per_label"][CHEXPERT_LABELS[4]]
+    assert row["delta"] == 0.0 and row["delta_ci"] == [0.0, 0.0]
+    assert row["sensitivity_delta"] > 0 and row["specificity_delta"] < 0
+    assert row["sensitivity_delta_ci"][1] > 0 and row["specificity_delta_ci"][0] < 0
+    assert row["agreement_at_threshold"] < 1
+    lo, hi = row["agreement_ci"]
+    assert lo <= row["agreement_at_threshold"] <= hi < 1
+    assert out["ece_delta"] != 0
+    for name in CHEXPERT_LABELS[:4]:
+        other = out["per_label"][name]
+        assert other["sensitivity_delta"] == other["specificity_delta"] == 0.0
+        assert other["agreement_at_threshold"] == 1.0
+
+
+def test_decision_preserving_transform_gives_zero_threshold_deltas():
+    y, p, m = _data(seed=23, rounding=3)
+    p = np.clip(p, 0.001, 0.999)
+    thr = 0.5
+    sharpened = metrics.sigmoid(3 * _logit(p))  # monotone, fixes 0.5: every decision is kept
+    out = metrics.paired_auc_delta(y, p, sharpened, m, n_boot=100, threshold=thr)
+    for row in out["per_label"].values():
+        assert row["sensitivity_delta"] == row["specificity_delta"] == 0.0
+        assert row["sensitivity_delta_ci"] == row["specificity_delta_ci"] == [0.0, 0.0]
+        assert row["agreement_at_threshold"] == 1.0 and row["agreement_ci"] == [1.0, 1.0]
+    assert out["agreement_at_threshold"] == 1.0
+    # Calibration does move (these scores are under-confident, so sharpening helps): only ECE shows it.
+    lo, hi = out["ece_delta_ci"]
+    assert lo <= out["ece_delta"] <= hi < 0
+
+
+def test_paired_n_boot_zero_gives_no_cis_and_rejects_logits():
+    y, p, m = _data(seed=24)
+    out = metrics.paired_auc_delta(y, p, np.clip(p + 0.1, 0, 1), m, n_boot=0, threshold=[0.5] * C)
+    json.dumps(out, allow_nan=False)
+    assert out["threshold"] == [0.5] * C
+    assert out["ece_delta_ci"] is None and out["macro_delta_ci"] is None
+    assert out["ece_delta"] is not None
+    for row in out["per_label"].values():
+        for key in ("delta_ci", "agreement_ci", "sensitivity_delta_ci", "specificity_delta_ci"):
+            assert row[key] is None
+        assert row["sensitivity_delta"] is not None
+    with pytest.raises(ValueError, match=r"prob_new must be probabilities in \[0, 1\]"):
+        metrics.paired_auc_delta(y, p, _logit(np.clip(p, 0.01, 0.99)), m, n_boot=0)
+
+
+def test_paired_identical_predictions_have_zero_threshold_and_ece_deltas():
+    y, p, m = _data(seed=25)
+    out = metrics.paired_auc_delta(y, p, p.copy(), m, n_boot=100)
+    assert out["ece_delta"] == 0.0 and out["ece_delta_ci"] == [0.0, 0.0]
+    assert out["threshold"] == 0.5
+    for row in out["per_label"].values():
+        assert row["sensitivity_ref"] == row["sensitivity_new"]
+        assert row["sensitivity_delta_ci"] == [0.0, 0.0] and row["agreement_ci"] == [1.0, 1.0]

@@ -20,12 +20,13 @@ import numpy as np
 import pytest
 
 from mxa_edge.errors import InputImageError
+from mxa_edge.gate import GateSpec
 from mxa_edge.labels import CHEXPERT_LABELS
 
 SIZE = 64
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 # The export's drift gate is not what these tests check; bounds wide enough for a tiny model.
-ANY_DRIFT = {"max_macro_drop": 1.0, "max_drop": 1.0, "n_boot": 0}
+ANY_DRIFT = {"gate": GateSpec(1.0, 1.0, "point", 1.0, 1.0, 0.0, 1.0), "n_boot": 0}
 
 
 def _cli(*args, env_extra: dict | None = None, pythonpath: Path | None = None) -> subprocess.CompletedProcess:
@@ -148,14 +149,14 @@ def test_fp32_artifact_matches_pytorch(predict_run, onnx_fp32, two_images):
 
     from mxa_edge.imageio import load_radiograph
     from mxa_edge.models.weights import load_run
-    from mxa_edge.runtime.predict import PredictionResult, Predictor, sigmoid
+    from mxa_edge.runtime.predict import PredictionResult, Predictor
 
     model, run = load_run(predict_run)
     pp = run.preprocess
     grays = [load_radiograph(p) for p in two_images]
     with torch.no_grad():
         ref = model.forward_aux(torch.from_numpy(np.stack([pp(g) for g in grays])))
-    ref_probs = sigmoid(ref["logits"].numpy())
+    ref_probs = run.decision.probabilities(ref["logits"].numpy())  # calibrated, as predict outputs
     assert np.ptp(ref_probs) > 1e-3  # the model is not constant: the comparison means something
 
     results = list(Predictor(onnx_fp32, threads=1).predict_files(two_images, batch_size=1))
@@ -174,12 +175,13 @@ def test_int8_artifact_close_to_pytorch(predict_run, onnx_int8, two_images):
 
     from mxa_edge.imageio import load_radiograph
     from mxa_edge.models.weights import load_run
-    from mxa_edge.runtime.predict import Predictor, sigmoid
+    from mxa_edge.runtime.predict import Predictor
 
     model, run = load_run(predict_run)
     pp = run.preprocess
     with torch.no_grad():
-        ref = sigmoid(model(torch.from_numpy(np.stack([pp(load_radiograph(p)) for p in two_images]))).numpy())
+        logits = model(torch.from_numpy(np.stack([pp(load_radiograph(p)) for p in two_images]))).numpy()
+    ref = run.decision.probabilities(logits)
     got = np.array(
         [[r.probabilities[k] for k in CHEXPERT_LABELS] for r in Predictor(onnx_int8).predict_files(two_images)]
     )
@@ -202,10 +204,12 @@ def test_cli_real_images_without_torch(onnx_fp32, tmp_path):
     files = sorted(p for p in images.iterdir() if p.is_file())
     assert sorted(Path(r["file"]).name for r in results) == [p.name for p in files]
     for r in results:
-        probs = r["probabilities"]
-        assert list(probs) == list(CHEXPERT_LABELS)
+        findings = r["findings"]
+        assert list(findings) == list(CHEXPERT_LABELS)
+        probs = {k: f["probability"] for k, f in findings.items()}
         assert all(0.0 <= v <= 1.0 for v in probs.values())
-        assert r["positives"] == [k for k in sorted(probs, key=lambda k: -probs[k]) if probs[k] >= r["thresholds"][k]]
+        assert all(f["positive"] == (f["probability"] >= f["threshold"]) and f["policy"] for f in findings.values())
+        assert r["positives"] == [k for k in sorted(probs, key=lambda k: -probs[k]) if findings[k]["positive"]]
         assert len(r["roi_boxes"]) == 3  # M0 with MXA per stage: one box per stage
         for x1, y1, x2, y2 in r["roi_boxes"]:
             assert 0 <= x1 < x2 <= r["width"] and 0 <= y1 < y2 <= r["height"], (r["file"], r["roi_boxes"])
@@ -283,10 +287,18 @@ def test_cli_csv_and_overlay(onnx_fp32, two_images, tmp_path):
     assert "Probability" in proc.stdout  # the human table went to stdout
     with out_csv.open(newline="") as f:
         rows = list(csv.reader(f))
-    assert rows[0] == ["file", *CHEXPERT_LABELS, "positives"]
+    fields = ("probability", "positive", "threshold", "policy")
+    assert rows[0] == ["file", "positives", *(f"{k} {f}" for k in CHEXPERT_LABELS for f in fields)]
     assert len(rows) == 1 + len(two_images)
     assert [r[0] for r in rows[1:]] == [str(p) for p in two_images]
-    assert all(0.0 <= float(v) <= 1.0 for r in rows[1:] for v in r[1:15])
+    for r in rows[1:]:
+        cells = dict(zip(rows[0], r))
+        for k in CHEXPERT_LABELS:
+            p, t = float(cells[f"{k} probability"]), float(cells[f"{k} threshold"])
+            assert 0.0 <= p <= 1.0 and cells[f"{k} positive"] == str(int(p >= t)) and cells[f"{k} policy"]
+        assert set(filter(None, cells["positives"].split(";"))) == {
+            k for k in CHEXPERT_LABELS if cells[f"{k} positive"] == "1"
+        }
     assert not [p for p in out_csv.parent.iterdir() if p.name != out_csv.name]  # no temp file left behind
     for src in two_images:
         with Image.open(src) as a, Image.open(overlays / f"{src.stem}.overlay.png") as b:
@@ -301,3 +313,55 @@ def test_cli_nothing_found_and_bad_artifact(onnx_fp32, tmp_path):
     img = _write_png(tmp_path / "x.png", 64, 64)
     proc = _cli(img, "--model", tmp_path)
     assert proc.returncode == 6 and "not an mxa-edge artifact" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_predict_applies_the_manifests_calibration_and_thresholds(predict_run, onnx_fp32, two_images, tmp_path):
+    """A decision rule far from (identity, 0.5): predict must print its calibrated probability
+    and decide at its per-finding thresholds, naming the policy that set each."""
+    import shutil
+
+    import torch
+
+    from mxa_edge.fileio import read_json, write_json
+    from mxa_edge.formats.artifact import DIGEST_FIELD, manifest_digest
+    from mxa_edge.imageio import load_radiograph
+    from mxa_edge.metrics import sigmoid
+    from mxa_edge.models.weights import load_run
+    from mxa_edge.runtime.predict import Predictor
+
+    art = tmp_path / "custom"
+    shutil.copytree(onnx_fp32, art)
+    m = read_json(art / "manifest.json")
+    scale = {k: 0.5 + 0.1 * i for i, k in enumerate(CHEXPERT_LABELS)}
+    bias = {k: -1.0 + 0.15 * i for i, k in enumerate(CHEXPERT_LABELS)}
+    thresholds = {k: 0.05 + 0.06 * i for i, k in enumerate(CHEXPERT_LABELS)}
+    m["decision"].update(
+        scale=scale,
+        bias=bias,
+        thresholds=thresholds,
+        policy="sens:0.90",
+        label_source={**{k: "fitted" for k in CHEXPERT_LABELS}, "Fracture": "fallback 0.5: no positives"},
+    )
+    m.pop(DIGEST_FIELD)
+    write_json(art / "manifest.json", {**m, DIGEST_FIELD: manifest_digest(m)})  # as export would sign it
+
+    model, run = load_run(predict_run)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(np.stack([run.preprocess(load_radiograph(p)) for p in two_images]))).numpy()
+    a = np.array([scale[k] for k in CHEXPERT_LABELS])
+    b = np.array([bias[k] for k in CHEXPERT_LABELS])
+    expected = sigmoid(a * logits + b)
+    results = list(Predictor(art, threads=1).predict_files(two_images))
+    for r, want in zip(results, expected):
+        d = r.to_dict()["findings"]
+        got = np.array([d[k]["probability"] for k in CHEXPERT_LABELS])
+        np.testing.assert_allclose(got, want, atol=1e-4)
+        for k, p in zip(CHEXPERT_LABELS, want):
+            assert d[k]["threshold"] == pytest.approx(thresholds[k])
+            if abs(p - thresholds[k]) > 1e-3:
+                assert d[k]["positive"] == (p >= thresholds[k]), k
+        assert d["Fracture"]["policy"] == "fallback 0.5: no positives" and d["Edema"]["policy"] == "sens:0.90"
+    # The thresholds are not 0.5: some decisions differ from what a flat 0.5 would give.
+    flat = expected >= 0.5
+    custom = expected >= np.array([thresholds[k] for k in CHEXPERT_LABELS])
+    assert (flat != custom).any()

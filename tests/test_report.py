@@ -2,9 +2,13 @@
 
 A tiny run is trained once (real training pipeline, 1 epoch, no teacher) on a copy of the
 session's phantom dataset whose validation split has NO Fracture positives, so one finding is
-one-class; it is exported with the real ``export_run`` (ONNX, loose gate). The page is checked
-as HTML (structure, nothing external) and, where Debian's chromium is installed, in a real
-headless browser (DOM, console, screenshot).
+one-class; it is exported with the real ``export_run`` (ONNX, a gate v2 spec too loose to
+fail). The page is checked as HTML (structure, nothing external) and, where Debian's chromium
+is installed, in a real headless browser (DOM, console, screenshot). The gate v2 rendering
+(a finding failing on sensitivity, gated subgroups, accuracy control, no drift.json) is
+checked on copies of that artifact whose drift.json is rebuilt by ``export.drift.gate`` from
+hand-made probabilities on the real held-out labels (drift.json is not covered by the
+artifact digest; the manifest, when edited, is re-signed).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ pytest.importorskip("matplotlib")
 
 from conftest import tiny_config  # noqa: E402
 
+from mxa_edge.gate import GateSpec  # noqa: E402
 from mxa_edge.labels import CHEXPERT_LABELS  # noqa: E402
 
 ONE_CLASS = "Fracture"
@@ -60,7 +65,10 @@ def artifact(phantom_root, tmp_path_factory) -> Path:
     run = base / "run"
     # One SGD step is enough: the report is under test, not the model.
     train(tiny_config(root, run, epochs=1, kd=False, teacher="none", n_boot=0, limit_train=32))
-    return export_run(run, "onnx", max_macro_drop=1, max_drop=1, n_boot=50).artifact
+    loose = GateSpec(
+        max_macro_drop=1, max_drop=1, max_sens_drop=1, max_spec_drop=1, min_agreement=0, max_ece_increase=1
+    )
+    return export_run(run, "onnx", gate=loose, n_boot=50).artifact
 
 
 @pytest.fixture(scope="module")
@@ -140,12 +148,23 @@ def test_report_structure(report, artifact):
         assert row.startswith(name)
     fracture = rows[CHEXPERT_LABELS.index(ONE_CLASS)]
     assert "not evaluable" in fracture and "no positives" in fracture
+    assert all(r.endswith("PASS") for r in rows)  # loose gate: nothing can fail (Fracture: specificity, agreement)
     evaluable = [r for r in rows if "not evaluable" not in r]
-    assert evaluable and all(r.endswith("PASS") for r in evaluable)  # gate bound 1: nothing can fail
+    assert len(evaluable) == 13
     assert all(re.search(r"\d\.\d{3} – \d\.\d{3}", r) for r in evaluable)  # per-model AUC CIs present
+    assert all(len(re.findall(r"[+-]\d\.\d{4} – [+-]\d\.\d{4}", r)) == 3 for r in evaluable)  # Δ AUC, sens, spec CIs
 
     ids = {a.get("id") for _, a in page.tags}
-    assert {"identity", "per-pathology", "roc", "calibration", "bench", "gallery", "export-settings"} <= ids
+    assert {
+        "identity",
+        "per-pathology",
+        "subgroups",
+        "roc",
+        "calibration",
+        "bench",
+        "gallery",
+        "export-settings",
+    } <= ids
     text = " ".join(page.text)
     manifest = json.loads((artifact / "manifest.json").read_text())
     assert artifact_sha256(load_artifact(artifact)) in text
@@ -154,6 +173,13 @@ def test_report_structure(report, artifact):
     assert "same images as the drift gate" in text
     assert "no benchmark supplied: run `mxa-edge bench ... --json" in text
     assert "ECE" in text
+    # The decision rule replaces the flat thresholds: one row per finding, with its source.
+    rule = manifest["decision"]
+    decision_rows = page.tables["decision-table"]
+    assert len(decision_rows) == 14 and all(f"fitted ({rule['policy']})" in r for r in decision_rows)
+    assert f"{rule['thresholds']['Edema']:.4f}" in decision_rows[CHEXPERT_LABELS.index("Edema")]
+    assert f"the tuning split (tune): {rule['fitted_on']['n_images']} images" in text
+    assert "Labels / thresholds" not in text
     # FP32 and exported both scored here: no "unavailable" gap, 3 gallery overlays + ROC + reliability.
     assert "curves unavailable" not in text
     assert sum(1 for t, _ in page.tags if t == "img") == 2 + 3
@@ -163,6 +189,207 @@ def test_report_structure(report, artifact):
     # Written atomically: nothing else left beside it, readable by others.
     assert [p.name for p in report.parent.iterdir()] == ["report.html"]
     assert report.stat().st_mode & 0o044
+
+
+def _text(html: str) -> str:
+    return " ".join(_parse(html).text)
+
+
+def test_verdict_names_the_held_out_split(report, artifact):
+    """The page says which split produced the verdict: drift.json's, with its size and fingerprint."""
+    html = report.read_text(encoding="utf-8")
+    drift = json.loads((artifact / "drift.json").read_text())
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    assert drift["split"] == "valid" and manifest["drift"]["split"] == "valid"
+    fp = manifest["source_run"]["data_fingerprint"]["valid"]
+    sentence = (
+        f"Verdict produced by the export's drift gate on the held-out split (valid): {drift['n_images']} images, "
+        f"fingerprint {fp}."
+    )
+    page = _parse(html)
+    assert sentence in " ".join(page.text)
+    assert any(a.get("id") == "verdict-split" for _, a in page.tags)  # in the header too
+    assert "Accuracy control" not in " ".join(page.text)  # ONNX: none ran
+
+
+def test_subgroup_section_lists_slices_with_status(report, artifact):
+    drift = json.loads((artifact / "drift.json").read_text())
+    slices = drift["subgroups"]
+    assert slices, "the phantom valid.csv records sex, age and projection"
+    page = _parse(report.read_text(encoding="utf-8"))
+    rows = page.tables["subgroup-table"]
+    assert len(rows) == len(slices)
+    for (name, sub), row in zip(slices.items(), rows):
+        assert row.startswith(f"{name} {sub['n_images']} ")
+        if sub["status"] is not None:
+            assert "not evaluable" in row and sub["status"] in row
+        else:
+            assert "PASS" in row and "FAIL" not in row
+    assert any(s["status"] is not None for s in slices.values())  # "Age: <40" is too small in this phantom
+    assert any(s["status"] is None for s in slices.values())
+    assert "REPORTED ONLY" in " ".join(page.text)  # gate.subgroups is off in the loose spec
+
+
+def test_reliability_shows_ece_before_and_after_calibration(report, artifact):
+    """FP32 before (sigmoid of the logits) and after (decision rule) calibration, and the exported
+    model after: the held-out ECEs the training run recorded in metrics.json, and the gate's."""
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    metrics = json.loads((Path(manifest["source_run"]["path"]) / "metrics.json").read_text())
+    cal = metrics["calibration"]
+    drift = json.loads((artifact / "drift.json").read_text())
+    rows = _parse(report.read_text(encoding="utf-8")).tables["calibration-table"]
+    before = next(r for r in rows if r.startswith("FP32, before calibration"))
+    after = next(r for r in rows if r.startswith("FP32, after calibration"))
+    exported = next(r for r in rows if r.startswith("exported, after calibration"))
+    assert f"ECE {cal['ece_before']:.3f} " in before
+    assert f"ECE {cal['ece_after']:.3f} " in after
+    assert f"ECE {drift['ece_new']:.3f} " in exported
+    gate_row = next(r for r in rows if r.startswith("At the drift gate"))
+    assert f"FP32 {drift['ece_ref']:.3f} → exported {drift['ece_new']:.3f}" in gate_row
+
+
+def _rebuilt_drift(artifact, spec, shifted: str, shift: float = 3.0) -> dict:
+    """A drift table from ``export.drift.gate`` on the real held-out labels and slices: made-up
+    FP32 probabilities, and the exported model's the same except ``shifted``'s logits lowered by
+    ``shift`` (its ranking, so its AUC, unchanged; its sensitivity at the threshold falls)."""
+    import numpy as np
+
+    from mxa_edge.data.subgroups import subgroup_rows
+    from mxa_edge.export.drift import gate
+    from mxa_edge.formats import load_artifact
+    from mxa_edge.metrics import sigmoid
+
+    art = load_artifact(artifact)
+    valid = art.manifest.source_run.selection().load("valid", art.preprocess)
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=valid.targets.shape) + 1.5 * (valid.targets == 1)
+    moved = logits.copy()
+    moved[:, CHEXPERT_LABELS.index(shifted)] -= shift
+    report = gate(
+        valid.targets,
+        valid.mask,
+        sigmoid(logits),
+        sigmoid(moved),
+        thresholds=art.decision.threshold_array(),
+        spec=spec,
+        n_boot=50,
+        subgroups=subgroup_rows(valid.split),
+        split="valid",
+    )
+    return report.table
+
+
+def test_finding_failing_on_sensitivity_and_gated_subgroups(artifact, tmp_path):
+    """drift.json where one finding's decisions moved but not its ranking: the row fails on
+    sensitivity (and only there), the AUC Δ is 0, the slices are gated and fail with their
+    reasons; accuracy control, recorded in the manifest, is said to be fitted on the tuning split."""
+    from mxa_edge.formats import ArtifactManifest
+    from mxa_edge.gate import checks
+    from mxa_edge.report import build_report
+
+    target = "Edema"
+    spec = GateSpec(min_agreement=0.0, max_ece_increase=1.0, subgroups=True)  # sensitivity is what can fail
+    table = _rebuilt_drift(artifact, spec, target)
+    failing = [c for c in checks(table, spec) if c.failed and c.scope == target]
+    assert [c.metric for c in failing] == ["sensitivity"]  # the premise: the gate fails it on sensitivity only
+    assert table["per_label"][target]["delta"] == 0.0 and not table["passed"]
+
+    moved = tmp_path / "artifact"
+    shutil.copytree(artifact, moved)
+    (moved / "drift.json").write_text(json.dumps(table, indent=2))
+    m = json.loads((moved / "manifest.json").read_text())
+    m["quantization"] = {
+        "accuracy_control": {"tool": "nncf.quantize_with_accuracy_control", "split": "tune", "n_images": 20}
+    }
+    ArtifactManifest.from_dict(m).save(moved)  # re-signed, as an OpenVINO export records it
+
+    page = _parse(build_report(moved, out=tmp_path / "r.html", gallery=0, n_boot=0).read_text())
+    text = " ".join(page.text)
+    rows = dict(zip(CHEXPERT_LABELS, page.tables["pathology-table"]))
+    row = rows[target]
+    assert "FAIL" in row and "PASS" not in row
+    reason = row.split("FAIL", 1)[1]
+    assert failing[0].describe()[len(target) + 1 :] in reason  # "sensitivity -0.xxxx (max drop 0.0xxx)"
+    assert "specificity" not in reason and "AUC" not in reason and "agreement" not in reason
+    assert "+0.0000" in row  # Δ AUC: the ranking did not move
+    assert all(r.endswith("PASS") for name, r in rows.items() if name != target)
+    assert re.search(r"Drift gate\s+FAIL", text)
+
+    # Subgroups: gated, each slice with its status; evaluable slices fail on the shifted finding.
+    assert "GATED" in text and "failing subgroup check(s)" in text
+    sub_rows = page.tables["subgroup-table"]
+    assert len(sub_rows) == len(table["subgroups"])
+    for (name, sub), r in zip(table["subgroups"].items(), sub_rows):
+        assert r.startswith(name)
+        if sub["status"] is not None:
+            assert "not evaluable" in r and sub["status"] in r
+        else:
+            assert ("FAIL" in r) == (not sub["passed"])
+            for reason in sub["failures"]:
+                assert reason in r
+
+    tune_fp = m["source_run"]["data_fingerprint"]["tune"]
+    assert f"fitted on the tuning split (tune): 20 images, fingerprint {tune_fp}" in text
+    assert "the verdict is the held-out gate's" in text
+    assert "Verdict produced by the export's drift gate on the held-out split (valid)" in text
+
+
+def test_without_drift_json_the_table_is_computed_and_judged_here(artifact, tmp_path):
+    """No drift.json: the table is computed as the export computes it (calibrated probabilities,
+    the artifact's thresholds, the held-out slices) and judged with the manifest's gate."""
+    from mxa_edge.report import build_report
+
+    moved = tmp_path / "artifact"
+    shutil.copytree(artifact, moved)
+    (moved / "drift.json").unlink()
+    drift = json.loads((artifact / "drift.json").read_text())
+    manifest = json.loads((artifact / "manifest.json").read_text())
+
+    page = _parse(build_report(moved, out=tmp_path / "r.html", gallery=0, n_boot=20).read_text())
+    text = " ".join(page.text)
+    fp = manifest["source_run"]["data_fingerprint"]["valid"]
+    assert f"Verdict computed by this report on the held-out split (valid): {drift['n_images']} images, " in text
+    assert f"fingerprint {fp}" in text
+    assert "Bounds from the manifest's drift summary" in text
+    rows = page.tables["pathology-table"]
+    assert len(rows) == 14 and all(r.endswith("PASS") for r in rows)
+    sub_rows = page.tables["subgroup-table"]
+    assert len(sub_rows) == len(drift["subgroups"])
+    assert all(r.startswith(name) for name, r in zip(drift["subgroups"], sub_rows))
+
+
+def test_table_judged_by_the_gate_with_its_recorded_or_default_spec():
+    """No training: the table module on hand-made probabilities. Without any recorded bounds the
+    default gate judges (said in a note); a drift.json whose ``passed`` disagrees with its own
+    table is flagged, and the table's verdict is the one shown."""
+    import numpy as np
+
+    from mxa_edge.export.drift import gate
+    from mxa_edge.gate import DEFAULT_GATE, verdict
+    from mxa_edge.report.tables import FAIL, PASS, pathology_table
+
+    rng = np.random.default_rng(1)
+    y = (rng.random((120, 14)) < 0.4).astype(np.float32)
+    mask = np.ones_like(y)
+    ref = 1 / (1 + np.exp(-(rng.normal(size=y.shape) + 2 * y)))
+    new = ref.copy()
+    new[:, 3] = np.clip(new[:, 3] - 0.3, 0, 1)  # Lung Opacity: decisions move
+    computed = dict(targets=y, mask=mask, ref_probs=ref, new_probs=new, thresholds=np.full(14, 0.5), subgroups={})
+
+    t = pathology_table(CHEXPERT_LABELS, None, None, computed, None, 0, 0)
+    assert t.spec == DEFAULT_GATE and t.computed_here and t.split == "valid"
+    assert any("DEFAULT_GATE" in n for n in t.notes)
+    lung = t.rows[3]
+    assert lung.verdict == FAIL and "sensitivity" in {c.metric for c in lung.failures}
+    assert t.passed is False and t.passed == verdict(gate(y, mask, ref, new, n_boot=0).table, DEFAULT_GATE).passed
+
+    recorded = gate(y, mask, ref, ref, n_boot=0).table  # identical models: passes
+    assert recorded["passed"] is True
+    tampered = {**recorded, "passed": False}
+    t = pathology_table(CHEXPERT_LABELS, tampered, None, {}, None, 0, 0)
+    assert t.passed is True and all(r.verdict == PASS for r in t.rows)
+    assert any("drift.json records the export as failed" in n for n in t.notes)
+    assert t.spec_source == "drift.json" and not t.computed_here
 
 
 def test_cli_with_bench_json_rendered_defensively(artifact, tmp_path):

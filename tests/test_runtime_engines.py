@@ -36,7 +36,12 @@ def test_engines_agree_with_manifest(tiny_run):
     a, b = open_engine(ort_art).run(x), ov.run(x)
     assert set(a) == set(b) == {"logits", "roi", "attention", "attention_box"}
     assert np.abs(a["logits"] - b["logits"]).max() < 1e-3
-    assert ov_art.thresholds["Cardiomegaly"] == 0.5 and ov_art.preprocess.image_size == SIZE
+    from mxa_edge.formats import RunRecord
+
+    run = RunRecord.load(tiny_run)  # the run's decision rule travels into every artifact, unchanged
+    assert ov_art.decision == run.decision == ort_art.decision and run.decision.fitted_on["split"] == "tune"
+    assert ov_art.thresholds["Cardiomegaly"] == run.decision.thresholds["Cardiomegaly"]
+    assert ov_art.preprocess.image_size == SIZE
     with pytest.raises(ValueError):
         open_engine(ort_art).run(x[:, 0])
 

@@ -130,6 +130,6 @@ def test_gate_score_matches_the_gate():
     worse = ref.copy()
     worse[:, 1] = np.clip(worse[:, 1] + rng.normal(0, 0.3, 400), 0.01, 0.99)
     s = score(worse)
-    report = gate(y, mask, ref, worse, max_macro_drop=0.005, max_drop=0.02, n_boot=0)
+    report = gate(y, mask, ref, worse, spec=GateSpec(0.005, 0.02), n_boot=0)
     assert (s >= 0) == report.passed
     assert s < 0  # this much noise on one finding fails

@@ -128,13 +128,27 @@ def test_pediatric_pneumonia_end_to_end(tmp_path):
     metrics = train(cfg)["metrics"]
     evaluable = {k for k, v in metrics["per_label"].items() if v["auc"] is not None}
     assert evaluable == {"No Finding", "Pneumonia"}
-    assert metrics["macro_auc"] is not None
+    assert metrics["macro_auc"] is not None and metrics["split"] == "valid"
+
+    # Three roles, never mixed: the tuning split (which selected the epoch and fitted the
+    # decision rule) shares no patient with the training images, and no image with valid.csv.
+    from mxa_edge.formats import RunRecord
+
+    run = RunRecord.load(tmp_path / "peds")
+    train_rows, tune_rows, valid_rows = (run.data.read(split) for split in ("train", "tune", "valid"))
+    assert len(tune_rows) > 0 and not set(tune_rows.patients) & set(train_rows.patients)
+    assert not set(tune_rows.rel_paths) & set(valid_rows.rel_paths)
+    assert set(run.data.fingerprint) == {"train", "tune", "valid"}
+    assert run.decision.fitted_on["split"] == "tune" and run.decision.policy == "youden"
 
     # Export works from a run on real data too: INT8 calibrated on its real training images,
     # gated on its real validation images (the two findings the dataset labels).
     from mxa_edge.export import export_run
+    from mxa_edge.gate import GateSpec
 
-    res = export_run(tmp_path / "peds", "onnx", int8=True, calib_size=24, n_boot=100, max_macro_drop=0.05, max_drop=0.1)
+    # A one-epoch model on 96 held-out images: loose bounds (the point is that the chain runs).
+    loose = GateSpec(0.05, 0.1, max_sens_drop=0.1, max_spec_drop=0.1, min_agreement=0.8, max_ece_increase=0.05)
+    res = export_run(tmp_path / "peds", "onnx", int8=True, calib_size=24, n_boot=100, gate=loose)
     assert res.passed and (res.artifact / "manifest.json").is_file()
     gated = {k for k, v in res.drift["per_label"].items() if v["delta"] is not None}
     assert gated == {"No Finding", "Pneumonia"}

@@ -17,14 +17,22 @@ def eval_(
     data: Optional[Path] = typer.Option(
         None, "--data", "-d", help="CheXpert-layout root. Default: the data the model was trained on."
     ),
-    split: str = typer.Option("valid", "--split", help="train, valid, or a path to a CheXpert-layout CSV."),
+    split: str = typer.Option(
+        "valid",
+        "--split",
+        help="valid (held out: the default, the only split whose numbers are results), tune (the split that "
+        "selected the epoch and fitted calibration and thresholds), train, or a path to a CheXpert-layout CSV.",
+    ),
     n_boot: int = typer.Option(1000, "--n-boot", min=0, help="Bootstrap resamples for the 95% CIs (0: none)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Evaluate only the first N images."),
     seed: int = SeedOpt,
     json_out: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ):
-    """Per-pathology AUC with 95% bootstrap CIs, macro/micro AUC, F1 and accuracy at 0.5, ECE.
+    """Per-pathology AUC with 95% bootstrap CIs, and sensitivity/specificity at the model's operating points.
+
+    Probabilities are calibrated and decisions made exactly as `predict` does (the run's or artifact's
+    decision rule); ECE is shown for both the raw and the calibrated probabilities.
 
     Findings with one class in the split are reported as not evaluable (null in --json).
     On phantom data, also how well the MXA ROI boxes cover the ground-truth finding boxes.
@@ -33,6 +41,8 @@ def eval_(
 
     o = Output(json_out, quiet)
     metrics = evaluate_model(model, data, split, n_boot=n_boot, seed=seed, limit=limit, reporter=o.reporter())
+    if metrics.get("warning"):
+        o.warn(metrics["warning"])
     o.result(
         metrics,
         lambda c: print_metrics(c, metrics, f"{model} on {metrics['data']} ({split}, {metrics['n_images']} images)"),

@@ -9,9 +9,15 @@ from typing import Optional
 import typer
 
 from mxa_edge import backends
-from mxa_edge.gate import DEFAULT_GATE, finding_fails
+from mxa_edge.gate import DEFAULT_GATE
 from mxa_edge_cli.options import JsonOpt, QuietOpt, SeedOpt
 from mxa_edge_cli.output import Output
+
+
+class GateMode(str, Enum):
+    point = "point"
+    ci = "ci"
+
 
 # The choices are the backend registry's (a new target needs no edit here).
 Target = Enum("Target", {name: name for name in backends.names()}, type=str)
@@ -41,7 +47,37 @@ def export(
         help="Refuse to publish when the macro AUC drops by more than this.",
     ),
     max_drop: float = typer.Option(
-        DEFAULT_GATE.max_drop, "--max-drop", help="Refuse to publish when any pathology's AUC drops by more than this."
+        DEFAULT_GATE.max_drop, "--max-drop", help="Refuse to publish when any finding's AUC drops by more than this."
+    ),
+    max_sens_drop: float = typer.Option(
+        DEFAULT_GATE.max_sens_drop,
+        "--max-sens-drop",
+        help="Refuse when any finding's sensitivity at its threshold drops by more than this (or by more than one "
+        "image, 1/positives, when that is coarser).",
+    ),
+    max_spec_drop: float = typer.Option(
+        DEFAULT_GATE.max_spec_drop,
+        "--max-spec-drop",
+        help="The same for specificity (one image = 1/negatives).",
+    ),
+    min_agreement: float = typer.Option(
+        DEFAULT_GATE.min_agreement,
+        "--min-agreement",
+        help="Refuse when, for any finding, fewer than this share of images get the same decision from both models.",
+    ),
+    max_ece_increase: float = typer.Option(
+        DEFAULT_GATE.max_ece_increase, "--max-ece-increase", help="Refuse when the calibration error rises by more."
+    ),
+    gate_on: GateMode = typer.Option(
+        GateMode.point,
+        "--gate-on",
+        help="point: gate the point estimates (strict, the default); ci: fail a check only when its whole paired "
+        "95% bootstrap interval lies beyond the bound (for small validation sets).",
+    ),
+    gate_subgroups: bool = typer.Option(
+        False,
+        "--gate-subgroups",
+        help="Also gate each slice of the CSV's Sex, age band (<40, 40-65, >65) and AP/PA columns (always reported).",
     ),
     max_noise: float = typer.Option(
         0.08,
@@ -68,15 +104,18 @@ def export(
     json_out: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ):
-    """Quantize and export a run, then check it pathology by pathology against the FP32 model.
+    """Quantize and export a run, then check it finding by finding against the FP32 model (gate v2).
 
-    Every export runs the FP32 PyTorch model and the exported model on the run's validation
-    images. If the macro AUC drops by more than --max-macro-drop or any finding's AUC by more
-    than --max-drop, the artifact is NOT published under its name (it is kept as
-    <name>.rejected/ for inspection) and the command exits non-zero with the drift table.
+    Every export runs the FP32 PyTorch model and the exported model on the run's held-out images (valid.csv),
+    both calibrated and thresholded by the run's decision rule, i.e. on what predict outputs. Per finding:
+    AUC change (--max-drop; macro: --max-macro-drop), sensitivity and specificity change at its threshold
+    (--max-sens-drop, --max-spec-drop), decision agreement (--min-agreement); and the ECE change. If any check
+    fails, the artifact is NOT published under its name (it is kept as <name>.rejected/ for inspection) and the
+    command exits non-zero with the drift table. Subgroup slices are always in drift.json.
     """
     from mxa_edge.errors import DriftGateError, MissingDependencyError
     from mxa_edge.export import export_run
+    from mxa_edge.gate import GateSpec
 
     o = Output(json_out, quiet)
     try:
@@ -91,8 +130,16 @@ def export(
                 calib=calib,
                 calib_size=calib_size,
                 calib_method=calib_method.value,
-                max_macro_drop=max_macro_drop,
-                max_drop=max_drop,
+                gate=GateSpec(
+                    max_macro_drop=max_macro_drop,
+                    max_drop=max_drop,
+                    mode=gate_on.value,
+                    max_sens_drop=max_sens_drop,
+                    max_spec_drop=max_spec_drop,
+                    min_agreement=min_agreement,
+                    max_ece_increase=max_ece_increase,
+                    subgroups=gate_subgroups,
+                ),
                 n_boot=n_boot,
                 max_noise=max_noise,
                 static_batch=static_batch,
@@ -118,46 +165,36 @@ def _payload(result) -> dict:
 
 
 def _render(console, result) -> None:
-    from rich.table import Table
+    from mxa_edge_cli.render import drift_table
 
-    d = result.drift
-    t = Table(title=f"AUC drift: FP32 PyTorch vs {result.manifest.get('model_id')}", title_justify="left")
-    for col in ("Finding", "FP32", "exported", "Δ", "95% CI of Δ", "agree@0.5", ""):
-        t.add_column(col, justify="left" if col == "Finding" else "right")
-    for name, v in d["per_label"].items():
-        if v["delta"] is None:
-            t.add_row(name, "[dim]not evaluable[/]", "", "", "", "", "")
-            continue
-        bad = finding_fails(v["delta"], d["max_drop"], ci=v.get("delta_ci"), mode=d.get("gate_mode", "point"))
-        ci = v.get("delta_ci")
-        t.add_row(
-            name,
-            f"{v['auc_ref']:.3f}",
-            f"{v['auc_new']:.3f}",
-            f"[{'red' if bad else 'green'}]{v['delta']:+.4f}[/]",
-            f"{ci[0]:+.4f}…{ci[1]:+.4f}" if ci else "—",
-            f"{v['agreement_at_threshold']:.3f}" if v.get("agreement_at_threshold") is not None else "—",
-            "[red]DRIFT[/]" if bad else "",
-        )
-    t.add_section()
-    md = d.get("macro_delta")
-    t.add_row(
-        "[bold]macro[/]",
-        f"{d['macro_auc_ref']:.3f}",
-        f"{d['macro_auc_new']:.3f}",
-        f"{md:+.4f}" if md is not None else "—",
-        "",
-        f"{d.get('agreement_at_threshold', 0):.3f}",
-        "",
-    )
-    console.print(t)
+    d, m = result.drift, result.manifest.to_dict()
+    console.print(drift_table(d, f"Gate v2: FP32 PyTorch vs {m['model_id']}"))
     verdict = "[green]PASSED[/]" if result.passed else "[red]FAILED[/]"
+    g = d.get("gate") or {}
     console.print(
-        f"gate {verdict} (max macro drop {d['max_macro_drop']}, max per-finding drop {d['max_drop']}) on "
-        f"{d['n_images']} images"
+        f"gate {verdict} on {d['n_images']} held-out images ({g.get('mode', 'point')} estimates): AUC drop ≤ "
+        f"{g.get('max_drop')} (macro {g.get('max_macro_drop')}), sensitivity/specificity drop ≤ "
+        f"{g.get('max_sens_drop')}/{g.get('max_spec_drop')} (or one image), agreement ≥ {g.get('min_agreement')}, "
+        f"ECE rise ≤ {g.get('max_ece_increase')}"
     )
+    for line in d.get("failures") or []:
+        console.print(f"  [red]✗[/] {line}")
+    subs = d.get("subgroups") or {}
+    if subs:
+        parts = []
+        for name, sub in subs.items():
+            if sub.get("status"):
+                parts.append(f"{name}: [dim]{sub['status']}[/]")
+            else:
+                parts.append(f"{name}: {'[green]pass[/]' if sub.get('passed') else '[red]FAIL[/]'}")
+        gated = "gated" if g.get("subgroups") else "reported, not gated (--gate-subgroups)"
+        console.print(f"subgroups ({gated}): " + "; ".join(parts))
     if result.artifact:
-        console.print(f"artifact: [bold]{result.artifact}[/]  precision {result.manifest['precision']}")
+        p = m["precision"]
+        console.print(
+            f"artifact: [bold]{result.artifact}[/]  ({p.get('weights')} weights, {p.get('activations')} activations, "
+            f"runs as {p.get('inference_precision')})"
+        )
         console.print(f"next: mxa-edge predict IMAGE --model {result.artifact}")
     elif result.rejected:
         console.print(f"[red]not published[/]; kept for inspection as {result.rejected}")

@@ -24,7 +24,10 @@ def predict(
         ..., "--model", "-m", help="Exported artifact folder (from `mxa-edge export`).", show_default=False
     ),
     csv_out: Optional[Path] = typer.Option(
-        None, "--csv", help="Also write one CSV row per image (file, 14 probabilities, positives)."
+        None,
+        "--csv",
+        help="Also write one CSV row per image: file, positives, and per finding its calibrated probability, "
+        "positive (1/0), threshold and the policy that set it.",
     ),
     overlay: Optional[Path] = typer.Option(
         None, "--overlay", help="Write an overlay PNG per image into this folder (ROI boxes, attention, top findings)."
@@ -42,7 +45,11 @@ def predict(
 ):
     """Predict the 14 findings on images with an exported artifact, offline, without PyTorch.
 
-    Preprocessing and thresholds come from the artifact's manifest only; ROI boxes are in pixels of the original image.
+    Each finding gets a calibrated probability (Platt scaling fitted on the training run's tuning split, so 0.3 means
+    about 3 in 10 such images have the finding) and is called positive when that probability reaches its own threshold,
+    chosen on the same split by the run's operating-point policy (e.g. youden, sens:0.90), never a flat 0.5.
+    Preprocessing, calibration and thresholds come from the artifact's manifest only; ROI boxes are in pixels of the
+    original image.
 
     Files that cannot be read are reported on stderr, one line each; the others are still predicted,
     and the exit status is 3.
@@ -129,9 +136,14 @@ def _write_csv(path: Path, records: list[dict], labels) -> None:
     try:
         with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["file", *labels, "positives"])
+            fields = ("probability", "positive", "threshold", "policy")
+            w.writerow(["file", "positives", *(f"{k} {f}" for k in labels for f in fields)])
             for r in records:
-                w.writerow([r["file"], *(f"{r['probabilities'][k]:.6f}" for k in labels), ";".join(r["positives"])])
+                row = [r["file"], ";".join(r["positives"])]
+                for k in labels:
+                    f = r["findings"][k]
+                    row += [f"{f['probability']:.6f}", int(f["positive"]), f"{f['threshold']:.6f}", f["policy"]]
+                w.writerow(row)
     except OSError as exc:
         raise MxaError(f"{path}: cannot write the CSV ({exc.strerror or exc})") from None
 
@@ -141,13 +153,20 @@ def _print_result(console, item, overlay_path) -> None:
 
     table = Table(title=f"{item.file}  ({item.width}x{item.height})", title_justify="left")
     table.add_column("Finding")
-    table.add_column("Probability", justify="right")
+    table.add_column("Probability (calibrated)", justify="right")
     table.add_column("Threshold", justify="right")
+    table.add_column("Set by")
     table.add_column("")
     for label, p in item.ranked():
         positive = label in item.positives
         name = f"[bold]{label}[/]" if positive else label
-        table.add_row(name, f"{p:.3f}", f"{item.thresholds[label]:.3f}", "[bold red]positive[/]" if positive else "")
+        table.add_row(
+            name,
+            f"{p:.3f}",
+            f"{item.thresholds[label]:.3f}",
+            item.policies.get(label, ""),
+            "[bold red]positive[/]" if positive else "",
+        )
     console.print(table)
     if item.roi_boxes:
         x1, y1, x2, y2 = item.roi_boxes[-1]

@@ -103,6 +103,27 @@ def train(
     class_balanced: bool = typer.Option(
         False, "--class-balanced", help="Class-balanced positive weights in the BCE term."
     ),
+    tune_fraction: float = typer.Option(
+        0.1,
+        "--tune-fraction",
+        min=0.01,
+        max=0.5,
+        help="Share of train.csv's patients held back as the tuning split (patient-level, stratified so rare "
+        "findings get positives). It selects the epoch and EMA state and fits calibration and thresholds; "
+        "valid.csv stays held out for the reported metrics.",
+    ),
+    operating_point: str = typer.Option(
+        "youden",
+        "--operating-point",
+        help="How each finding's threshold is fitted on the tuning split: youden (max sensitivity + specificity; "
+        "the default: no assumption about prevalence or costs), sens:0.90 (highest threshold keeping sensitivity "
+        ">= 0.90: rule-out/triage), spec:0.90, or f1.",
+    ),
+    no_calibrate: bool = typer.Option(
+        False,
+        "--no-calibrate",
+        help="Skip per-finding Platt calibration (probabilities are then the raw sigmoid outputs).",
+    ),
     augment: str = typer.Option(
         "rand-m5-mstd1", "--augment", help="Grayscale-safe RandAugment ('rand-m<mag>-mstd<std>-n<ops>') or 'none'."
     ),
@@ -190,6 +211,9 @@ def train(
         frontal_only=not include_lateral,
         ap_pa=ap_pa,
         class_balanced=class_balanced,
+        tune_fraction=tune_fraction,
+        operating_point=operating_point,
+        calibrate=not no_calibrate,
         augment=augment,
         ema=not no_ema,
         seed=seed,
@@ -210,11 +234,12 @@ def train(
         print_metrics(
             console,
             metrics,
-            f"Validation metrics — {result['record'].model_name} (epoch {metrics['selected_epoch']})",
+            f"Held-out metrics (valid.csv) — {result['record'].model_name} "
+            f"(epoch {metrics['selected_epoch']}, selected on the tuning split)",
         )
         t = metrics.get("teacher", {})
         if t.get("valid_macro_auc") is not None:
-            console.print(f"teacher ({t['kind']}) validation macro AUC: {t['valid_macro_auc']:.3f}")
+            console.print(f"teacher ({t['kind']}) held-out macro AUC: {t['valid_macro_auc']:.3f}")
         console.print(f"run folder: [bold]{result['run']}[/]  ({metrics['train_seconds']:.0f} s)")
         console.print(f"next: mxa-edge export {result['run']} --target openvino --int8")
 

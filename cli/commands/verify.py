@@ -37,7 +37,9 @@ def verify(
         console.print(f"machine: {report.machine.get('cpu_model')} — ISA {report.isa}")
         console.print(f"executed: {report.executed_precision}")
         gate = report.recorded
-        console.print(f"gated on: {gate.get('gate_isa')} — {gate.get('executed_precision')}")
+        console.print(
+            f"gated on: {gate.get('gate_isa')} — {gate.get('executed_precision')} — with {gate.get('gated_with')}"
+        )
         console.print(
             f"max |Δlogit| {report.max_abs_logit:.2e} (tolerance {report.tolerance:.2e}) over {report.n_images} "
             f"golden images; decisions at the manifest thresholds agree {report.decision_agreement:.1%}"

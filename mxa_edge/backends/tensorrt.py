@@ -22,12 +22,26 @@ from mxa_edge.formats.precision import Precision
 
 ENGINE_FILE = "model.engine"
 BUILD_FILE = "BUILD_TRT.txt"
+# The engine runner and builder use TensorRT 10's tensor-address API (set_tensor_address,
+# execute_async_v3, build_serialized_network); TensorRT 8/9 lack it. Declared in the [gpu] extra.
+TENSORRT_MAJOR = 10
+# What the manifest, bench, report and verify say about the gate of a TensorRT artifact.
+GATED_ON_ENGINE = "tensorrt engine (model.engine, on this GPU)"
+GATED_ON_PROXY = "onnxruntime proxy of the Q/DQ graph (no TensorRT/CUDA at export; the engine itself was never run)"
 
 
 def tensorrt_status() -> tuple[bool, str]:
     """(TensorRT and a CUDA device are usable here, why not) without importing torch needlessly."""
     if importlib.util.find_spec("tensorrt") is None:
         return False, "TensorRT is not installed"
+    try:
+        from importlib import metadata
+
+        version = metadata.version("tensorrt")
+    except Exception:  # a source build without metadata: let the import decide
+        version = None
+    if version and int(version.split(".")[0]) != TENSORRT_MAJOR:
+        return False, f"TensorRT {version} is installed; mxa-edge needs TensorRT {TENSORRT_MAJOR}.x"
     try:
         if importlib.util.find_spec("torch") is None:
             return False, "cannot check for CUDA (torch is not installed)"
@@ -109,6 +123,15 @@ def _needs_reduced_precision(precision: Precision, fp16: bool, static_batch) -> 
         raise ConfigError(
             "--qat exports to onnx or openvino; TensorRT wants symmetric Q/DQ, use --target tensorrt --int8"
         )
+    if fp16:
+        ok, why = tensorrt_status()
+        if not ok:
+            # FP16 has no execution path here: ONNX Runtime on a CPU would run the FP32 graph, so
+            # a gate here would compare FP32 with FP32 and could not fail. It never reports PASS.
+            raise MissingDependencyError(
+                f"--target tensorrt --fp16 can be drift-gated only where TensorRT and CUDA run the FP16 engine "
+                f"({why}); export it on the GPU machine (--int8 alone is gated here through ONNX Runtime's Q/DQ)"
+            )
 
 
 TENSORRT = register(

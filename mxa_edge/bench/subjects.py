@@ -132,7 +132,7 @@ def pytorch_subject(run: RunRecord, metrics: dict | None, cost: dict, group: str
         flops=cost.get("flops"),
         size_mb=_files_mb(run_dir, [naming.WEIGHTS]),
         macro_auc=(metrics or {}).get("macro_auc"),
-        macro_auc_source="run metrics.json (validation split)" if metrics else None,
+        macro_auc_source="run metrics.json (held-out split)" if metrics else None,
         notes=["Conv+BN fused, torch.inference_mode"],
         open=open_,
         reference=True,
@@ -192,7 +192,7 @@ def _artifact_meta(art: Artifact, group: str) -> dict:
         macro_auc=drift.get("macro_auc_new"),
         worst_delta=drift.get("worst_delta"),
         worst_label=drift.get("worst_label"),
-        macro_auc_source=f"drift gate ({drift.get('n_images')} validation images)" if drift else None,
+        macro_auc_source=f"drift gate ({drift.get('n_images')} held-out images)" if drift else None,
         value_range=m.preprocess.value_range,
     )
 
@@ -201,13 +201,11 @@ def _rejection(d: dict) -> str:
     """One line on why the drift gate refused an export."""
     if not d:
         return "drift gate failed"
-    md, wd = d.get("macro_delta"), d.get("worst_delta")
-    return (
-        f"drift gate failed: macro AUC {md:+.4f} (bound -{d.get('max_macro_drop')}), worst {d.get('worst_label')} "
-        f"{wd:+.4f} (bound -{d.get('max_drop')}); {len(d.get('drifted') or [])} over their bound"
-        if md is not None and wd is not None
-        else "drift gate failed"
-    )
+    reasons = d.get("reasons") or []
+    if not reasons:
+        return "drift gate failed"
+    more = f" (+{len(reasons) - 2} more)" if len(reasons) > 2 else ""
+    return f"drift gate failed on the held-out split: {'; '.join(reasons[:2])}{more}"
 
 
 def _engine_open(art: Artifact, spec: BackendSpec, precision_override=None, use_override=False):
@@ -268,7 +266,10 @@ def artifact_subjects(path: Path, group: str, rejected: bool = False) -> list[Su
         order=order,
         **meta,
     )
-    if spec.gate_runtime:
+    gated_with = (m.export or {}).get("gated_with")
+    if gated_with and gated_with != m.runtime:
+        row.notes.append(f"AUC from the drift gate, gated with the {gated_with}")
+    elif spec.gate_runtime and not gated_with:  # artifacts from before gated_with was recorded
         row.notes.append(f"AUC from the drift gate through {spec.gate_runtime} on the exported file")
     if spec.engine is None:
         row.status, row.reason, row.open = UNAVAILABLE, f"the {spec.name} target has no engine", None

@@ -1,9 +1,13 @@
-"""The drift gate: is the exported model as good as the FP32 PyTorch model, per pathology?
+"""The drift gate's table: is the exported model as good as the FP32 PyTorch model, per
+finding, in what ``predict`` outputs?
 
-Both models score the same validation images (the run's valid split, read with the run's
-own Preprocess); ``metrics.paired_auc_delta`` gives per-pathology AUC, the paired delta
-with its bootstrap CI, macro delta and agreement at 0.5. The gate fails when the macro AUC
-drops by more than ``max_macro_drop`` or any pathology by more than ``max_drop``; the rule
+Both models score the same HELD-OUT images (the run's valid.csv, read by its ``DataSelection``
+with its own Preprocess; nothing was fitted on them). Both are calibrated and thresholded by the
+run's ``DecisionRule`` (fitted on the tuning split), so the table compares the decisions predict
+would print. ``metrics.paired_auc_delta`` gives, with paired bootstrap CIs: per finding the AUC
+change, the sensitivity and specificity change at the threshold and the decision agreement;
+macro AUC change; ECE change. The same table is computed on each slice of the CSV's own
+columns (sex, age band, AP/PA): always reported, gated with ``GateSpec.subgroups``. The rule
 itself is ``mxa_edge.gate``'s.
 """
 
@@ -20,30 +24,66 @@ from mxa_edge.labels import LABEL_ABBREVIATIONS
 
 @dataclass
 class DriftReport:
-    table: dict  # paired_auc_delta's dict + gate fields
+    table: dict  # paired_auc_delta's dict + gate fields (+ "subgroups")
     passed: bool
-    drifted: list[str]  # pathologies past max_drop (and "macro" when the macro bound fails)
+    drifted: list[str]  # scopes with a failing check (findings, "macro", "all findings", "<slice> / <finding>")
+    reasons: list[str]  # one line per failing check
 
     def summary(self) -> dict:
+        """The gate in a few numbers, for the manifest, bench and the CLI."""
         t = self.table
-        worst = min(
-            ((k, v["delta"]) for k, v in t["per_label"].items() if v["delta"] is not None),
-            key=lambda kv: kv[1],
-            default=(None, None),
+        per = t["per_label"]
+
+        def worst(key):
+            vals = [(k, v[key]) for k, v in per.items() if v.get(key) is not None]
+            return min(vals, key=lambda kv: kv[1], default=(None, None))
+
+        auc, sens, spec, agree = (
+            worst("delta"),
+            worst("sensitivity_delta"),
+            worst("specificity_delta"),
+            worst("agreement_at_threshold"),
         )
+        subgroups = {
+            name: ("not evaluable: " + s["status"]) if s.get("status") else ("pass" if s.get("passed") else "FAIL")
+            for name, s in (t.get("subgroups") or {}).items()
+        }
         return {
             "passed": self.passed,
+            "split": t.get("split"),
             "macro_auc_ref": t["macro_auc_ref"],
             "macro_auc_new": t["macro_auc_new"],
             "macro_delta": t["macro_delta"],
-            "worst_label": worst[0],
-            "worst_delta": worst[1],
+            "worst_label": auc[0],
+            "worst_delta": auc[1],
+            "worst_sensitivity": {"label": sens[0], "delta": sens[1]},
+            "worst_specificity": {"label": spec[0], "delta": spec[1]},
+            "min_agreement": {"label": agree[0], "agreement": agree[1]},
             "agreement_at_threshold": t["agreement_at_threshold"],
-            "max_macro_drop": t["max_macro_drop"],
-            "max_drop": t["max_drop"],
+            "ece_ref": t.get("ece_ref"),
+            "ece_new": t.get("ece_new"),
+            "ece_delta": t.get("ece_delta"),
+            "gate": t.get("gate"),
             "drifted": self.drifted,
+            "reasons": self.reasons,
+            "subgroups": subgroups,
             "n_images": t["n_images"],
+            "gated_with": t.get("gated_with"),
         }
+
+
+def _slice_table(y, mask, ref, new, rows, thresholds, n_boot, seed, spec) -> dict:
+    from mxa_edge.data.subgroups import slice_status
+    from mxa_edge.metrics import paired_auc_delta
+
+    m = mask[rows] == 1
+    n_pos, n_neg = int(np.sum(m & (y[rows] == 1))), int(np.sum(m & (y[rows] == 0)))
+    status = slice_status(len(rows), n_pos, n_neg)
+    if status is not None:
+        return {"n_images": len(rows), "status": status, "table": None, "passed": None, "failures": []}
+    table = paired_auc_delta(y[rows], ref[rows], new[rows], mask[rows], n_boot=n_boot, seed=seed, threshold=thresholds)
+    v = verdict(table, GateSpec(**{**spec.to_dict(), "subgroups": False}))
+    return {"n_images": len(rows), "status": None, "table": table, "passed": v.passed, "failures": v.reasons()}
 
 
 def gate(
@@ -52,49 +92,68 @@ def gate(
     prob_ref,
     prob_new,
     *,
-    max_macro_drop: float = DEFAULT_GATE.max_macro_drop,
-    max_drop: float = DEFAULT_GATE.max_drop,
+    thresholds=0.5,
+    spec: GateSpec = DEFAULT_GATE,
     n_boot: int = 1000,
     seed: int = 0,
-    spec: GateSpec | None = None,
+    subgroups: dict | None = None,
+    split: str = "valid",
 ) -> DriftReport:
-    """paired_auc_delta's table judged by ``mxa_edge.gate.verdict``; ``spec`` (when given)
-    replaces ``max_macro_drop``/``max_drop``."""
+    """paired_auc_delta's table judged by ``mxa_edge.gate.verdict``. ``prob_*`` are calibrated
+    probabilities; ``thresholds`` the operating points (scalar or per finding); ``subgroups``
+    maps slice names to row indices (``mxa_edge.data.subgroups.subgroup_rows``); ``split`` names
+    the split the images are from (recorded, so a reader knows what produced the verdict)."""
     from mxa_edge.metrics import paired_auc_delta
 
-    spec = spec if spec is not None else GateSpec(max_macro_drop, max_drop)
-    table = paired_auc_delta(y_true, prob_ref, prob_new, mask, n_boot=n_boot, seed=seed)
+    y, m = np.asarray(y_true), np.asarray(mask)
+    ref, new = np.asarray(prob_ref, dtype=np.float64), np.asarray(prob_new, dtype=np.float64)
+    table = paired_auc_delta(y, ref, new, m, n_boot=n_boot, seed=seed, threshold=thresholds)
+    table["subgroups"] = {
+        name: _slice_table(y, m, ref, new, np.asarray(rows), thresholds, n_boot, seed, spec)
+        for name, rows in (subgroups or {}).items()
+    }
     v = verdict(table, spec)
-    table["max_macro_drop"], table["max_drop"] = float(spec.max_macro_drop), float(spec.max_drop)
-    if spec.mode != DEFAULT_GATE.mode:  # records written in the default mode keep their old fields
-        table["gate_mode"] = spec.mode
-    table["passed"] = v.passed
-    return DriftReport(table, v.passed, list(v.drifted))
+    table.update({"gate": spec.to_dict(), "split": split, "passed": v.passed, "failures": v.reasons()})
+    return DriftReport(table, v.passed, list(v.drifted), v.reasons())
 
 
 def plot(report: DriftReport, path: Path, title: str) -> None:
-    """Grouped bars: FP32 vs exported AUC per pathology (Agg backend, no display needed)."""
+    """AUC per finding (FP32 vs exported) and the change in sensitivity / specificity at the
+    operating points (Agg backend, no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
 
-    names = [k for k, v in report.table["per_label"].items() if v["auc_ref"] is not None]
-    ref = [report.table["per_label"][k]["auc_ref"] for k in names]
-    new = [report.table["per_label"][k]["auc_new"] for k in names]
+    per = report.table["per_label"]
+    names = [k for k, v in per.items() if v["auc_ref"] is not None]
     x = np.arange(len(names))
-    fig = Figure(figsize=(10, 4))
-    ax = fig.subplots()
+    ticks = [LABEL_ABBREVIATIONS.get(k, k) for k in names]
+    fig = Figure(figsize=(10, 6.5))
+    ax, ax2 = fig.subplots(2, 1)
+    ref = [per[k]["auc_ref"] for k in names]
+    new = [per[k]["auc_new"] for k in names]
     ax.bar(x - 0.2, ref, 0.4, label="FP32 (PyTorch)")
     ax.bar(x + 0.2, new, 0.4, label="exported")
     for i, k in enumerate(names):
         if k in report.drifted:
             ax.annotate("drift", (x[i], max(ref[i], new[i])), ha="center", va="bottom", color="red", fontsize=8)
-    ax.set_xticks(x, [LABEL_ABBREVIATIONS.get(k, k) for k in names])
+    ax.set_xticks(x, ticks)
     ax.set_ylim(0.0, 1.05)
     ax.set_ylabel("ROC AUC")
     s = report.summary()
-    ax.set_title(f"{title}: macro delta {s['macro_delta']:+.4f} ({'pass' if report.passed else 'FAIL'})")
+    ax.set_title(f"{title}: macro AUC Δ {s['macro_delta']:+.4f} ({'pass' if report.passed else 'FAIL'})")
     ax.legend(loc="lower right")
+    sens = [per[k].get("sensitivity_delta") or 0.0 for k in names]
+    spec = [per[k].get("specificity_delta") or 0.0 for k in names]
+    ax2.bar(x - 0.2, sens, 0.4, label="Δ sensitivity")
+    ax2.bar(x + 0.2, spec, 0.4, label="Δ specificity")
+    bound = (report.table.get("gate") or {}).get("max_sens_drop")
+    if bound is not None:
+        ax2.axhline(-bound, color="red", lw=0.8, ls="--", label=f"max drop {bound:g} (or 1/n)")
+    ax2.axhline(0.0, color="black", lw=0.6)
+    ax2.set_xticks(x, ticks)
+    ax2.set_ylabel("change at the threshold")
+    ax2.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(str(path), dpi=100)

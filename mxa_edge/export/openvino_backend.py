@@ -119,20 +119,19 @@ def quantize_ir_with_accuracy_control(
 ):
     """NNCF PTQ that reverts quantizers to float, the ones that move the logits most first
     (NNCF's ranking by normalised MSE of the logits), until the drift gate's score
-    (``mxa_edge.gate.gate_score``: macro AND per-pathology bounds) on ``validation`` (images, targets, mask:
-    the run's valid split) passes. Returns the quantized model (``quantized_ops`` tells what
-    stayed INT8).
+    (``mxa_edge.gate.gate_score``: every check of gate v2) on ``validation`` (images, targets,
+    mask and the run's DecisionRule; the run's TUNING split, never the held-out split the gate
+    then reports on) passes. Returns the quantized model (``quantized_ops`` tells what stayed INT8).
     """
     disable_telemetry()
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters, AdvancedQuantizationParameters
 
     from mxa_edge import gate
-    from mxa_edge.metrics import sigmoid
 
-    images, targets, mask = validation
+    images, targets, mask, decision = validation
     items = [(np.ascontiguousarray(images[i : i + 1], dtype=np.float32), i) for i in range(len(images))]
-    score = gate.gate_score(targets, mask, prob_ref, gate_spec)
+    score = gate.gate_score(targets, mask, prob_ref, gate_spec, thresholds=decision.threshold_array())
 
     def validate(compiled, data):
         """(gate score, per-image logits). Per-image logits (not per-image metric values)
@@ -145,7 +144,7 @@ def quantize_ir_with_accuracy_control(
         if len(rows) < len(items):  # a subset (NNCF probes the mode with one item): no AUC
             return float("nan"), [[row] for row in logits]
         order = np.argsort(rows)
-        prob = sigmoid(np.concatenate(logits)[order].astype(np.float64))
+        prob = decision.probabilities(np.concatenate(logits)[order])
         return score(prob), [[row] for row in logits]
 
     advanced = AdvancedQuantizationParameters()
@@ -361,10 +360,11 @@ class OpenVinoExporter:
         )
         quant["accuracy_control"] = {
             "tool": "nncf.quantize_with_accuracy_control",
-            "metric": "drift gate score on the run's valid split: 1 + min(macro change / max macro drop, "
-            "worst pathology change / max drop); passes at >= 0",
-            "max_macro_drop": float(gate_spec.max_macro_drop),
-            "max_drop": float(gate_spec.max_drop),
+            "metric": "gate v2 score (mxa_edge.gate.gate_score): 1 + the smallest headroom over every check; "
+            "passes at >= 0",
+            "split": "tune",  # fitted here; the published verdict is the held-out gate's
+            "n_images": int(len(validation[0])),
+            "gate": gate_spec.to_dict(),
             "max_iterations": AC_MAX_ITERATIONS,
             "ranking_subset_size": min(AC_RANKING_SUBSET, len(validation[0])),
             "reverted_to_float": sorted(quantized_ops(plain) - quantized_ops(controlled)),

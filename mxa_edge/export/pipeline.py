@@ -3,15 +3,18 @@
 1. ``_load``: the run (weights hash checked), fused Conv+BN (checked against the unfused model);
 2. ``_quantization_plan`` (INT8): the calibration set (also QAT's range initialisation) and, for
    PTQ, the label-free sensitivity analysis that picks the few layers kept in float;
-3. ``_reference``: the held-out split (the run's ``valid.csv``, read by its ``DataSelection``)
-   and the FP32 model's probabilities on it;
+3. ``_reference``: the held-out split (the run's ``valid.csv``, read by its ``DataSelection``;
+   nothing is fitted on it), its subgroup slices, and the FP32 model's calibrated probabilities
+   on it (the run's ``DecisionRule``, fitted on the tuning split);
 4. ``_write_model``: the target's exporter writes its model file(s) into a hidden temporary
    folder; with ``qat`` the fake-quantized model is first fine-tuned on the TRAIN split,
    distilled from the FP32 model (``qat.py``), and exported as is; ``--static-batch`` fixes the
    batch in the file;
-5. ``_gate``: FP32 PyTorch vs the exported model through the runtime engine, judged by
-   ``mxa_edge.gate``; a target with accuracy control (OpenVINO) re-quantizes a failing PTQ
-   INT8 once with the gate's own score in the loop and is gated again;
+5. ``_gate``: FP32 PyTorch vs the exported model through the runtime engine, both calibrated and
+   thresholded by the run's decision rule, judged by ``mxa_edge.gate`` (gate v2: AUC, sensitivity,
+   specificity, agreement, ECE; subgroups); a target with accuracy control (OpenVINO)
+   re-quantizes a failing PTQ INT8 once with the gate's own score in the loop, computed on the
+   run's TUNING split, and is then gated again on the held-out split;
 6. ``_records``: drift.json, drift.png and the ``ArtifactManifest``;
 7. ``_publish``: the temporary folder is renamed to the requested name only when the gate
    passes. A failing export is kept as ``<name>.rejected/`` (replacing an older one) for
@@ -32,7 +35,7 @@ import shutil
 import sys
 import tempfile
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -185,25 +188,25 @@ def _quantization_plan(req: ExportRequest, loaded: _Loaded, opts: ExportOptions,
 
 @dataclass
 class _Reference:
-    """The held-out split, as model input, and the FP32 model's logits and probabilities on it."""
+    """A split, as model input, and the FP32 model's logits and calibrated probabilities on it."""
 
+    split: str
     valid: object  # SplitArrays
     x: object  # float32 (N, 1, S, S)
     logits: object
-    probs: object
+    probs: object  # the run's DecisionRule applied: what predict would output
 
 
-def _reference(loaded: _Loaded, say) -> _Reference:
+def _reference(loaded: _Loaded, say, split: str = "valid") -> _Reference:
     """The fused model is the reference: equal to the trained one within 1e-4 (checked by
     fuse_model), and faster."""
-    from mxa_edge.metrics import sigmoid
     from mxa_edge.scoring import score, torch_runner
 
-    say("reading the validation split")
-    valid = loaded.run.data.load("valid", loaded.run.preprocess)
-    x = valid.model_input(slice(None), loaded.run.preprocess)
+    say("reading the held-out split" if split == "valid" else f"reading the {split} split")
+    arrays = loaded.run.data.load(split, loaded.run.preprocess)
+    x = arrays.model_input(slice(None), loaded.run.preprocess)
     logits = score(torch_runner(loaded.fused, aux=False), x)["logits"]
-    return _Reference(valid, x, logits, sigmoid(logits))
+    return _Reference(split, arrays, x, logits, loaded.run.decision.probabilities(logits))
 
 
 def _write_model(req: ExportRequest, loaded: _Loaded, exporter, opts: ExportOptions, work: Path, say):
@@ -250,11 +253,11 @@ def _fix_batch(req: ExportRequest, exporter, out: BackendOutput, work: Path, say
         out.extra["static_batch"] = exporter.fix_batch(work / out.files[0], req.static_batch)
 
 
-def _gate(req: ExportRequest, out: BackendOutput, work: Path, ref: _Reference, say):
+def _gate(req: ExportRequest, out: BackendOutput, work: Path, ref: _Reference, decision, say):
     """The drift report and the exported model's logits on the held-out split (the golden
     vectors are rows of them: one engine, one pass)."""
+    from mxa_edge.data.subgroups import subgroup_rows
     from mxa_edge.export import drift
-    from mxa_edge.metrics import sigmoid
     from mxa_edge.runtime.engines import open_model_file
     from mxa_edge.scoring import engine_runner, score
 
@@ -266,12 +269,26 @@ def _gate(req: ExportRequest, out: BackendOutput, work: Path, ref: _Reference, s
     executed = engine.describe()
     del engine
     v = ref.valid
-    report = drift.gate(v.targets, v.mask, ref.probs, sigmoid(logits), spec=req.gate, n_boot=req.n_boot, seed=req.seed)
+    report = drift.gate(
+        v.targets,
+        v.mask,
+        ref.probs,
+        decision.probabilities(logits),
+        thresholds=decision.threshold_array(),
+        spec=req.gate,
+        n_boot=req.n_boot,
+        seed=req.seed,
+        subgroups=subgroup_rows(v.split),
+        split=ref.split,
+    )
     report.table.update(
         {
             "target": req.spec.name,
             "gated_file": gate_file.name,
             "gated_runtime": runtime,
+            # What the verdict is evidence of: the deployed runtime itself, or a stand-in for it
+            # (TensorRT without TensorRT here); bench, the report and verify repeat it.
+            "gated_with": out.extra.get("gated_with", runtime),
             "executed_precision": executed,
         }
     )
@@ -318,7 +335,7 @@ def _records(req, loaded, out, report, qat_info, calib_set, opts, work: Path, ru
         model=spec,
         target=req.spec.name,
         outputs=["logits"] + (["roi", "attention", "attention_box"] if spec.mxa else []),
-        thresholds={k: float(loaded.run.thresholds.get(k, 0.5)) for k in loaded.run.labels},
+        decision=loaded.run.decision,
         quantization=quantization,
         qat=qat_info,
         calibration=calib_set.summary() if calib_set is not None else None,
@@ -353,14 +370,10 @@ def _publish(work: Path, out_dir: Path, result: ExportResult, report, req: Expor
         naming.check_publish_target(rejected)
         replace_dir(work, rejected)
         result.rejected = rejected
-        table = report.table
-        worst = ", ".join(
-            f"{k} {table['per_label'][k]['delta']:+.4f}" if k != "macro" else f"macro {table['macro_delta']:+.4f}"
-            for k in report.drifted
-        )
+        shown = report.reasons[:4] + ([f"{len(report.reasons) - 4} more"] if len(report.reasons) > 4 else [])
         err = DriftGateError(
-            f"{req.spec.name} export drifted past its bound (max drop {req.gate.max_drop}, "
-            f"macro {req.gate.max_macro_drop}): {worst}; not published, kept as {rejected}"
+            f"{req.spec.name} export drifted past the gate on the held-out split: {'; '.join(shown)}; "
+            f"not published, kept as {rejected}"
         )
         err.result = result
         raise err
@@ -390,6 +403,7 @@ def export_run(
     calib_method: str = "minmax",
     max_macro_drop: float = DEFAULT_GATE.max_macro_drop,
     max_drop: float = DEFAULT_GATE.max_drop,
+    gate: GateSpec | None = None,
     fp16: bool = False,
     seed: int = 0,
     qat_epochs: int = 1,
@@ -400,6 +414,8 @@ def export_run(
     progress: Callable[[str], None] | None = None,
 ) -> ExportResult:
     """Export a training run; see the module docstring for the steps and failure behaviour.
+    ``gate`` (a GateSpec) sets every bound of the gate; without it ``max_macro_drop``/``max_drop``
+    set the AUC bounds and the rest keep their defaults.
 
     Raises DriftGateError (``.result`` holds the ExportResult with the drift table) when the
     gate fails, and, for a target whose engine must be built elsewhere (TensorRT without
@@ -410,7 +426,7 @@ def export_run(
     req = ExportRequest(
         spec=backends.get(target),
         precision=Precision.from_flags(int8=int8, fp16=fp16, qat=qat),
-        gate=GateSpec(max_macro_drop, max_drop),
+        gate=gate if gate is not None else replace(DEFAULT_GATE, max_macro_drop=max_macro_drop, max_drop=max_drop),
         fp16=fp16,
         calib=calib,
         calib_size=calib_size,
@@ -439,6 +455,7 @@ def export_run(
     opts = ExportOptions(precision=req.precision, fp16=fp16, calib_method=calib_method, seed=seed)
     calib_set = _quantization_plan(req, loaded, opts, say) if req.precision.int8 else None
     ref = _reference(loaded, say)
+    decision = loaded.run.decision
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
@@ -446,23 +463,24 @@ def export_run(
     try:
         with _quiet_nncf(load=req.precision.qat or (req.precision.int8 and req.spec.accuracy_control)):
             out, qat_info = _write_model(req, loaded, exporter, opts, work, say)
-            report, logits = _gate(req, out, work, ref, say)
+            report, logits = _gate(req, out, work, ref, decision, say)
             if not report.passed and req.spec.accuracy_control and req.precision is Precision.INT8:
-                say("INT8 drifted: retrying with accuracy control (reverting the worst layers to float)")
+                say("INT8 drifted: retrying with accuracy control on the tuning split (reverting layers to float)")
                 first = report.summary()
+                tune = _reference(loaded, say, split="tune")  # fitting never sees the held-out images
                 out = exporter.export_with_accuracy_control(
                     loaded.fused,
                     loaded.example,
                     work,
                     opts,
-                    (ref.x, ref.valid.targets, ref.valid.mask),
+                    (tune.x, tune.valid.targets, tune.valid.mask, decision),
                     req.gate,
-                    ref.probs,
+                    tune.probs,
                     out,
                 )
                 out.quantization["accuracy_control"]["first_gate"] = first
                 _fix_batch(req, exporter, out, work, say)
-                report, logits = _gate(req, out, work, ref, say)
+                report, logits = _gate(req, out, work, ref, decision, say)
         golden = _golden(work, ref, logits, report)
         manifest = _records(req, loaded, out, report, qat_info, calib_set, opts, work, run_dir, golden)
         result = ExportResult(None, report.passed, report.table, report.summary(), manifest, notes=opts.notes)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mxa_edge.backends.spec import BackendOutput, ExportOptions
-from mxa_edge.backends.tensorrt import BUILD_FILE, ENGINE_FILE, tensorrt_status
+from mxa_edge.backends.tensorrt import BUILD_FILE, ENGINE_FILE, GATED_ON_ENGINE, GATED_ON_PROXY, tensorrt_status
 from mxa_edge.export.onnx_graph import check_parity, export_onnx, quantize_onnx
 from mxa_edge.formats.precision import NumericFormat
 
@@ -100,14 +100,16 @@ class TensorRtExporter:
             files,
             precision,
             quant,
-            # The gate runs the ONNX through ONNX Runtime (CPU): for int8 that is the same Q/DQ
-            # arithmetic TensorRT must honour; fp16 has no CPU equivalent and is gated as FP32.
+            # With TensorRT and CUDA here the gate runs the built engine itself. Without them it
+            # runs the Q/DQ ONNX through ONNX Runtime (CPU): the quantization TensorRT must honour,
+            # not TensorRT's kernels, and the manifest says so (FP16 is refused before any work).
             gate_file=entry,
-            gate_runtime="onnxruntime",
+            gate_runtime="tensorrt" if ok else "onnxruntime",
             extra={
                 "trtexec": command,
                 "build_file": BUILD_FILE,
                 "engine_built": ok,
                 "engine_missing_reason": reason or None,
+                "gated_with": GATED_ON_ENGINE if ok else GATED_ON_PROXY,
             },
         )

@@ -5,6 +5,7 @@ Everything else reads these objects, never raw manifest JSON.
 """
 
 from mxa_edge.formats.artifact import Artifact, ArtifactManifest, SourceRun, load_artifact
+from mxa_edge.formats.decision import DecisionRule
 from mxa_edge.formats.naming import artifact_dir_name, is_artifact, is_run
 from mxa_edge.formats.precision import NumericFormat, Precision
 from mxa_edge.formats.run import RunRecord
@@ -14,6 +15,7 @@ __all__ = [
     "Artifact",
     "ArtifactManifest",
     "DataSelection",
+    "DecisionRule",
     "NumericFormat",
     "Precision",
     "RunRecord",

@@ -2,7 +2,8 @@
 verified (numpy/stdlib only: this is on the light runtime path).
 
     ARTIFACT/
-      manifest.json   format, labels, thresholds, preprocess, precision, files {name: sha256}, ...
+      manifest.json   format, labels, decision (calibration, thresholds), preprocess, precision,
+                      files {name: sha256}, ...
       model file(s)   model.onnx / model.int8.onnx / model.xml + model.bin / model.qdq.onnx
       drift.json      the drift gate's table; drift.png its plot
 
@@ -20,6 +21,7 @@ from pathlib import Path
 from mxa_edge.errors import ArtifactError
 from mxa_edge.fileio import previous_path, read_json, sha256_file, write_json
 from mxa_edge.formats import naming
+from mxa_edge.formats.decision import DecisionRule
 from mxa_edge.formats.precision import NumericFormat, Precision
 from mxa_edge.formats.run import check_header, read_manifest_json
 from mxa_edge.formats.selection import DataSelection
@@ -29,7 +31,9 @@ from mxa_edge.preprocess import Preprocess
 
 # 2: the manifest carries ``artifact_sha256``, its own digest (version 1 had none and cannot be
 # checked for edits, so it is refused rather than trusted).
-ARTIFACT_FORMAT_VERSION = 2
+# 3: ``decision`` (calibration + per-finding operating points, fitted on the run's tuning split)
+# replaces the flat ``thresholds``, and drift.json is gate v2 on the held-out split.
+ARTIFACT_FORMAT_VERSION = 3
 DIGEST_FIELD = "artifact_sha256"
 
 
@@ -95,7 +99,7 @@ class ArtifactManifest:
     target: str  # the export target (backend registry name)
     outputs: list = field(default_factory=lambda: ["logits"])
     inputs: list = field(default_factory=lambda: ["image"])
-    thresholds: dict = field(default_factory=lambda: {label: 0.5 for label in CHEXPERT_LABELS})
+    decision: DecisionRule = field(default_factory=DecisionRule.uncalibrated)
     quantization: dict | None = None
     qat: dict | None = None
     calibration: dict | None = None
@@ -133,7 +137,7 @@ class ArtifactManifest:
             "inputs": list(self.inputs),
             "outputs": list(self.outputs),
             "labels": list(CHEXPERT_LABELS),
-            "thresholds": {label: float(self.thresholds.get(label, 0.5)) for label in CHEXPERT_LABELS},
+            "decision": self.decision.to_dict(),
             "preprocess": self.preprocess.to_dict(),
             "precision": self.precision.to_dict(),
             "quantization": self.quantization,
@@ -168,7 +172,7 @@ class ArtifactManifest:
                 target=export.get("target") or d["backend"],
                 outputs=list(d.get("outputs") or ["logits"]),
                 inputs=list(d.get("inputs") or ["image"]),
-                thresholds=dict(d.get("thresholds") or {}),
+                decision=DecisionRule.from_dict(d.get("decision")),
                 quantization=d.get("quantization"),
                 qat=d.get("qat"),
                 calibration=d.get("calibration"),
@@ -210,8 +214,12 @@ class Artifact:
         return self.manifest.preprocess
 
     @property
+    def decision(self) -> DecisionRule:
+        return self.manifest.decision
+
+    @property
     def thresholds(self) -> dict[str, float]:
-        t = self.manifest.thresholds
+        t = self.manifest.decision.thresholds
         return {label: float(t.get(label, 0.5)) for label in self.labels}
 
     @property

@@ -13,12 +13,15 @@ from pathlib import Path
 from mxa_edge.errors import ArtifactError
 from mxa_edge.fileio import read_json, write_json
 from mxa_edge.formats import naming
+from mxa_edge.formats.decision import DecisionRule
 from mxa_edge.formats.selection import DataSelection
 from mxa_edge.labels import CHEXPERT_LABELS
 from mxa_edge.models.configs import ModelSpec
 from mxa_edge.preprocess import Preprocess
 
-RUN_FORMAT_VERSION = 1
+# 2: the tuning split in ``data`` and the ``decision`` section (calibration + operating points)
+# replace the flat ``thresholds``; version 1 runs selected and reported on one split.
+RUN_FORMAT_VERSION = 2
 
 
 def check_header(manifest: dict, path: Path, fmt: str, version: int, what: str) -> None:
@@ -53,7 +56,7 @@ class RunRecord:
     preprocess: Preprocess
     data: DataSelection
     weights_sha256: str | None = None
-    thresholds: dict = field(default_factory=lambda: {label: 0.5 for label in CHEXPERT_LABELS})
+    decision: DecisionRule = field(default_factory=DecisionRule.uncalibrated)
     train_config: dict = field(default_factory=dict)
     teacher: dict = field(default_factory=dict)
     ema_decay: float | None = None
@@ -99,7 +102,7 @@ class RunRecord:
             "model_name": self.model_name,
             "weights": naming.WEIGHTS,
             "weights_sha256": self.weights_sha256,
-            "thresholds": {label: float(self.thresholds.get(label, 0.5)) for label in CHEXPERT_LABELS},
+            "decision": self.decision.to_dict(),
             "data": self.data.to_dict(),
             "train_config": self.train_config,
             "teacher": self.teacher,
@@ -120,7 +123,7 @@ class RunRecord:
                 preprocess=Preprocess.from_dict(d["preprocess"]),
                 data=DataSelection.from_dict(d["data"]),
                 weights_sha256=d.get("weights_sha256"),
-                thresholds=dict(d.get("thresholds") or {}),
+                decision=DecisionRule.from_dict(d.get("decision")),
                 train_config=dict(d.get("train_config") or {}),
                 teacher=dict(d.get("teacher") or {}),
                 ema_decay=d.get("ema_decay"),

@@ -3,6 +3,13 @@ are read. It is the only place a split is decided: training, eval, export (calib
 gate, QAT), the report and the ablation all call ``DataSelection.load``/``read``, so they cannot
 disagree on the views, projections or label policy (a run trained on PA views is gated on PA views).
 
+Three roles, never mixed: "train" fits the weights; "tune" chooses everything else a run
+chooses (epoch, calibration, thresholds, accuracy control); "valid" (valid.csv) only judges.
+"train" and "tune" are carved from train.csv at patient level (``mxa_edge.data.split``) after
+the view filters, so together they are exactly the filtered train.csv, and a change of label
+policy does not move the carve. A record without ``tune_fraction`` predates the carve: it
+trained on all of train.csv and has no tuning split.
+
 Stored in the run manifest's ``data`` section and copied into every artifact's ``source_run``.
 """
 
@@ -11,7 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-SPLITS = ("train", "valid")  # CheXpert's own CSVs; valid.csv is the held-out split
+# "train" and "tune" are rows of train.csv (the carve); "valid" is valid.csv, the held-out split.
+SPLITS = ("train", "tune", "valid")
 
 
 @dataclass(frozen=True)
@@ -23,6 +31,15 @@ class DataSelection:
     ap_pa: str | None = None  # keep one projection ("AP" / "PA"), or both
     fingerprint: dict = field(default_factory=dict)  # split -> dataset_fingerprint, as trained
     counts: dict = field(default_factory=dict)  # split -> number of images, as trained
+    tune_fraction: float = 0.1  # ~share of train.csv's rows carved off as "tune" (whole patients); 0: none
+    tune_seed: int = 0  # the carve's draw
+
+    def __post_init__(self):
+        from mxa_edge.data.split import check_tune_fraction, check_tune_seed
+
+        # A bad value fails here, at the record, not at the first read of "train".
+        object.__setattr__(self, "tune_fraction", check_tune_fraction(self.tune_fraction))
+        object.__setattr__(self, "tune_seed", check_tune_seed(self.tune_seed))
 
     # ------------------------------------------------------------------ record
 
@@ -34,6 +51,8 @@ class DataSelection:
             "frontal_only": self.frontal_only,
             "ap_pa": self.ap_pa,
             "fingerprint": dict(self.fingerprint),
+            "tune_fraction": self.tune_fraction,
+            "tune_seed": self.tune_seed,
         }
         d.update({f"n_{split}": n for split, n in self.counts.items()})
         return d
@@ -49,6 +68,9 @@ class DataSelection:
             ap_pa=d.get("ap_pa"),
             fingerprint=dict(d.get("fingerprint") or {}),
             counts=counts,
+            # Absent: the record predates the carve, so that run trained on all of train.csv.
+            tune_fraction=d.get("tune_fraction", 0.0),
+            tune_seed=d.get("tune_seed", 0),
         )
 
     def with_root(self, root) -> DataSelection:
@@ -67,10 +89,17 @@ class DataSelection:
     # ------------------------------------------------------------------ reading
 
     def read(self, split: str):
-        """The split's rows (``ChexpertSplit``) after the view filters; ``split`` is a split name
-        or a CSV path (a calibration CSV in CheXpert's layout)."""
-        from mxa_edge.data.chexpert import read_split
+        """The split's rows (``ChexpertSplit``) after the view filters.
 
+        ``split``: "train" (train.csv less the tuning rows), "tune" (the tuning rows of
+        train.csv), "valid" (valid.csv), or a CSV path (a calibration CSV in CheXpert's layout,
+        read whole). DatasetError for "tune" when this selection has no tuning split.
+        """
+        from mxa_edge.data.chexpert import read_split, subset
+
+        if split in ("train", "tune"):
+            full, rows = self._carve(split)
+            return subset(full, rows, name=split)
         return read_split(Path(self.root), split, frontal_only=self.frontal_only, ap_pa=self.ap_pa)
 
     def targets(self, split) -> tuple:
@@ -80,13 +109,13 @@ class DataSelection:
         return targets_and_mask(split.raw, self.uncertainty, blank=self.blank)
 
     def load(self, split: str, preprocess, *, limit=None, progress=None, workers: int = 2, cache=None):
-        """The split decoded at ``preprocess`` (``mxa_edge.data.arrays.SplitArrays``)."""
+        """The split decoded at ``preprocess`` (``mxa_edge.data.arrays.SplitArrays``); ``split`` as
+        in ``read``. "train" and "tune" read their pixels from the cache of the whole filtered
+        train.csv when it exists; without one, only their own rows are decoded. ``limit`` keeps
+        the first ``limit`` rows of the split."""
         from mxa_edge.data.arrays import load_split_arrays
 
-        return load_split_arrays(
-            Path(self.root),
-            split,
-            preprocess,
+        options = dict(
             uncertainty=self.uncertainty,
             blank=self.blank,
             frontal_only=self.frontal_only,
@@ -96,3 +125,24 @@ class DataSelection:
             workers=workers,
             cache=cache,
         )
+        if split in ("train", "tune"):
+            full, rows = self._carve(split)
+            return load_split_arrays(Path(self.root), full, preprocess, rows=rows, name=split, **options)
+        return load_split_arrays(Path(self.root), split, preprocess, **options)
+
+    def _carve(self, split: str):
+        """(the whole filtered train.csv, the int rows of it that ``split`` holds)."""
+        import numpy as np
+
+        from mxa_edge.data.chexpert import read_split
+        from mxa_edge.data.split import tuning_rows
+        from mxa_edge.errors import DatasetError
+
+        if split == "tune" and self.tune_fraction == 0:
+            raise DatasetError(
+                f"{Path(self.root) / 'train.csv'}: this run has no tuning split (tune_fraction 0: "
+                "it trained on all of train.csv); tune on another run or retrain with a tuning split"
+            )
+        full = read_split(Path(self.root), "train", frontal_only=self.frontal_only, ap_pa=self.ap_pa)
+        tune = tuning_rows(full, self.tune_fraction, self.tune_seed)
+        return full, np.flatnonzero(tune if split == "tune" else ~tune)

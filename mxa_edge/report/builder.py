@@ -4,8 +4,11 @@
 2. the validation split (``data`` or the source run's data root), read with the artifact's
    own preprocessing;
 3. scores: the exported model through its runtime engine, the FP32 model through the source
-   run's PyTorch weights (each may be unavailable, with the reason);
-4. the per-pathology table (drift record + bootstrap CIs), ROC small multiples, reliability;
+   run's PyTorch weights (each may be unavailable, with the reason), both through the
+   artifact's decision rule (calibrated probabilities, as ``predict`` outputs them);
+4. the gate v2 table (drift record, or computed here as the export computes it, judged by
+   ``mxa_edge.gate``), the subgroup slices, ROC small multiples, reliability before and after
+   calibration;
 5. the overlay gallery through the runtime Predictor;
 6. the optional bench JSON;
 7. render and write atomically (temporary file beside ``out``, then rename).
@@ -33,7 +36,7 @@ class ReportData:
     validation: object  # scores.Validation
     table: object  # tables.PathologyTable
     curves: list  # [FP32 Scores, exported Scores]
-    reliabilities: list  # reliability_curve dicts or None, same order
+    reliabilities: list  # scores.Reliability: FP32 before / after calibration, exported after
     roc_png: bytes | None = None
     reliability_png: bytes | None = None
     figure_why: str | None = None
@@ -66,7 +69,8 @@ def build_report(
     ``data``: a CheXpert-layout root for the ROC/calibration/gallery images (default: the source
     run's data root from its manifest). ``bench``: a ``mxa-edge bench --json`` file (optional).
     ``out``: default ARTIFACT/report.html. ``gallery``: overlay images (0: none). ``n_boot``:
-    bootstrap resamples for the per-model AUC CIs.
+    bootstrap resamples for the per-model AUC CIs (and for the whole table when the artifact has
+    no drift.json).
 
     Raises ArtifactError (missing or tampered artifact), DatasetError (a ``data`` folder that
     is not a CheXpert root), ConfigError (bad arguments or an unreadable bench file). Anything
@@ -79,7 +83,7 @@ def build_report(
     from mxa_edge.fileio import atomic_path
     from mxa_edge.formats import load_artifact
     from mxa_edge.report import html, records, scores
-    from mxa_edge.report.tables import pathology_table
+    from mxa_edge.report.tables import NO_RECORD, pathology_table
 
     say = progress or (lambda msg: None)
     if gallery < 0:
@@ -120,19 +124,48 @@ def build_report(
     from mxa_edge.metrics import evaluate, reliability_curve
 
     labels = list(art.labels)
+    thresholds = art.decision.threshold_array()
     computed: dict = {}
-    reliabilities: list = [None, None]
+    reliabilities = [
+        scores.Reliability("FP32, before calibration (sigmoid of the logits)", "ref", False, why=ref.why),
+        scores.Reliability("FP32, after calibration (decision rule)", "ref", True, why=ref.why),
+        scores.Reliability("exported, after calibration (decision rule)", "new", True, why=new.why),
+    ]
     if valid.arrays is not None:
+        from mxa_edge.data.subgroups import subgroup_rows
+
         targets, mask = valid.arrays.targets, valid.arrays.mask
-        computed.update(targets=targets, mask=mask, ref_probs=ref.probs, new_probs=new.probs)
-        for i, (key, s) in enumerate((("ref", ref), ("new", new))):
+        computed.update(
+            targets=targets,
+            mask=mask,
+            ref_probs=ref.probs,
+            new_probs=new.probs,
+            thresholds=thresholds,
+            subgroups=subgroup_rows(valid.arrays.split),
+            split="valid",
+        )
+        for key, s in (("ref", ref), ("new", new)):
             if s.probs is not None:
-                computed[key] = evaluate(targets, s.probs, mask, labels=labels, n_boot=n_boot, seed=seed)
-                reliabilities[i] = reliability_curve(targets, s.probs, mask)
-    table = pathology_table(labels, drift, art.manifest.drift, computed, valid.same_as_gate, n_boot, seed)
-    not_eval = [r.name for r in table.rows if r.verdict == "not evaluable"]
+                computed[key] = evaluate(
+                    targets, s.probs, mask, labels=labels, n_boot=n_boot, seed=seed, threshold=thresholds
+                )
+        for rel, probs in zip(reliabilities, (ref.uncalibrated, ref.probs, new.probs)):
+            if probs is not None:
+                rel.curve = reliability_curve(targets, probs, mask)
+    table = pathology_table(
+        labels,
+        drift,
+        art.manifest.drift,
+        computed,
+        valid.same_as_gate,
+        n_boot,
+        seed,
+        fingerprints=art.manifest.source_run.data_fingerprint,
+        report_fingerprint=valid.fingerprint,
+    )
+    not_eval = [r.name for r in table.rows if r.verdict != NO_RECORD and not r.auc_evaluable]
     if not_eval:
-        gaps.append(f"Not evaluable (one class in the validation split): {', '.join(not_eval)}.")
+        gaps.append(f"AUC not evaluable (one class in the held-out split): {', '.join(not_eval)}.")
 
     d = ReportData(
         art.path,
@@ -161,7 +194,7 @@ def build_report(
                 for key in ("ref", "new")
             ]
             d.roc_png = roc_grid(labels, np.asarray(targets), np.asarray(mask), d.curves, aucs)
-            d.reliability_png = reliability_diagram(d.curves, reliabilities)
+            d.reliability_png = reliability_diagram(reliabilities)
         except ImportError as exc:
             d.figure_why = f"figures need matplotlib ({exc}); install the [train] extra"
             gaps.append(d.figure_why)

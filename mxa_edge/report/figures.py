@@ -89,32 +89,45 @@ def roc_grid(labels, targets, mask, curves: list, aucs: list[dict], cols: int = 
     return _figure_png(fig, dpi=90)
 
 
-def reliability_diagram(curves: list, reliabilities: list[dict | None]) -> bytes:
-    """Observed frequency against mean predicted probability (all evaluated cells pooled)."""
+def reliability_diagram(reliabilities: list) -> bytes:
+    """Observed frequency against mean predicted probability (all evaluated cells pooled), one
+    curve per ``scores.Reliability`` that has one: FP32 before calibration (dotted), FP32 and the
+    exported model after the decision rule (solid / dashed)."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6.4, 5.2), layout="constrained")
     ax, hist = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     ax.plot([0, 1], [0, 1], color="#999999", lw=0.8, ls=":", label="perfect calibration")
-    colours = [REF_COLOUR, NEW_COLOUR]
-    markers = ["o", "s"]
-    width = None
-    for i, (scores, rel) in enumerate(zip(curves, reliabilities)):
-        if scores.probs is None or rel is None:
-            continue
+    drawn = [r for r in reliabilities if r.curve is not None]
+    for i, r in enumerate(drawn):
+        rel = r.curve
+        colour = REF_COLOUR if r.model == "ref" else NEW_COLOUR
+        if not r.calibrated:
+            style = dict(marker="^", ls=":", lw=1.2, mfc="white", alpha=0.85)
+        elif r.model == "ref":
+            style = dict(marker="o", ls="-", lw=1.4)
+        else:
+            style = dict(marker="s", ls="--", lw=1.3)
         x = np.array([v if v is not None else np.nan for v in rel["mean_predicted"]])
         y = np.array([v if v is not None else np.nan for v in rel["observed_frequency"]])
         ok = np.isfinite(x) & np.isfinite(y)
-        tag = "FP32" if i == 0 else "exported"
-        ax.plot(x[ok], y[ok], marker=markers[i], ms=4, color=colours[i], lw=1.3, label=f"{tag}: ECE {rel['ece']:.3f}")
+        ece = "—" if rel["ece"] is None else f"{rel['ece']:.3f}"
+        ax.plot(x[ok], y[ok], ms=4, color=colour, label=f"{r.label}: ECE {ece}", **style)
         edges = np.asarray(rel["bin_edges"])
-        width = (edges[1] - edges[0]) * 0.45
-        offset = -width / 2 if i == 0 else width / 2
-        hist.bar(np.asarray(rel["bin_centers"]) + offset, rel["counts"], width=width, color=colours[i], alpha=0.8)
+        width = (edges[1] - edges[0]) * 0.9 / len(drawn)
+        offset = (i - (len(drawn) - 1) / 2) * width
+        hist.bar(
+            np.asarray(rel["bin_centers"]) + offset,
+            rel["counts"],
+            width=width,
+            color=colour,
+            alpha=0.45 if not r.calibrated else 0.85,
+            hatch=None if r.calibrated else "///",
+        )
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_ylabel("observed frequency")
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="upper left", fontsize=7)
     ax.set_title("Reliability (all findings pooled, 15 bins)", fontsize=10)
     hist.set_yscale("symlog")
     hist.set_xlabel("predicted probability")

@@ -12,7 +12,7 @@ from html import escape
 
 from mxa_edge.report.figures import png_data_uri
 from mxa_edge.report.records import flatten
-from mxa_edge.report.tables import FAIL, NOT_EVALUABLE, PASS
+from mxa_edge.report.tables import FAIL, NO_RECORD, NOT_EVALUABLE, PASS, split_name
 
 CSS = """
 :root { --ink:#1c2430; --muted:#5b6675; --line:#d7dce3; --pass:#137333; --fail:#b3261e; --warn:#8a5a00; --bg:#f6f7f9; }
@@ -39,6 +39,8 @@ tfoot td { font-weight: 600; background: var(--bg); }
 .badge.pass { background: var(--pass); } .badge.fail { background: var(--fail); }
 .badge.na { background: #8d96a3; } .badge.big { font-size: 15px; padding: 3px 12px; }
 .ne { color: var(--muted); font-style: italic; }
+.ci, .rn { display: block; color: var(--muted); font-size: 11px; }
+ul.why { margin: 2px 0 0; padding-left: 16px; font-size: 12px; color: var(--fail); }
 .gap { border-left: 4px solid var(--warn); background: #fff8e6; padding: 6px 10px; margin: 8px 0; }
 .note { color: var(--muted); font-size: 13px; }
 img.fig { max-width: 100%; height: auto; border: 1px solid var(--line); }
@@ -81,9 +83,10 @@ def gap(text: str) -> str:
     return f'<p class="gap">{e(text)}</p>'
 
 
-def kv_table(pairs, cls: str = "kv") -> str:
+def kv_table(pairs, cls: str = "kv", table_id: str | None = None) -> str:
     body = "".join(f"<tr><th>{e(k)}</th><td>{v}</td></tr>" for k, v in pairs)
-    return f'<table class="{cls}"><tbody>{body}</tbody></table>'
+    ident = f' id="{e(table_id)}"' if table_id else ""
+    return f'<table{ident} class="{cls}"><tbody>{body}</tbody></table>'
 
 
 def value_html(v) -> str:
@@ -109,6 +112,48 @@ def value_html(v) -> str:
 # --- sections ---------------------------------------------------------------------------------
 
 
+def bounds_line(spec) -> str:
+    """The gate's bounds in one line (header, export settings)."""
+    return (
+        f"AUC drop ≤ {num(spec.max_drop, 'g')} per finding, ≤ {num(spec.max_macro_drop, 'g')} macro · "
+        f"sensitivity drop ≤ {num(spec.max_sens_drop, 'g')}, specificity drop ≤ {num(spec.max_spec_drop, 'g')} "
+        f"(or 1/n) · agreement ≥ {num(spec.min_agreement, 'g')} · ECE rise ≤ {num(spec.max_ece_increase, 'g')} · "
+        f"mode {spec.mode} · subgroups {'gated' if spec.subgroups else 'reported only'}"
+    )
+
+
+def provenance(d) -> str:
+    """One sentence: which split produced the verdict (images, fingerprint), by whom."""
+    t = d.table
+    if t.passed is None and t.split is None and not t.computed_here:
+        return "No verdict: the artifact has no drift.json and the two models could not both be scored here."
+    who = "computed by this report" if t.computed_here else "produced by the export's drift gate"
+    where = split_name(t.split)
+    if t.split is None:
+        where = "a split the drift record does not name"
+    parts = [f"{num(t.n_images, 'd')} images"]
+    if t.fingerprint:
+        parts.append(f"fingerprint {t.fingerprint}")
+    return f"Verdict {who} on the {where}: {', '.join(parts)}."
+
+
+def accuracy_control_line(d) -> str | None:
+    """When OpenVINO accuracy control ran: on which split it was fitted."""
+    ac = (d.manifest.quantization or {}).get("accuracy_control")
+    if not isinstance(ac, dict):
+        return None
+    split = ac.get("split")
+    parts = [f"{ac['n_images']} images" if ac.get("n_images") is not None else None]
+    fp = d.manifest.source_run.data_fingerprint.get(split) if split else None
+    if fp:
+        parts.append(f"fingerprint {fp}")
+    extra = ", ".join(p for p in parts if p)
+    return (
+        f"Accuracy control ({ac.get('tool', 'NNCF')}) re-quantized the model with the gate's score, fitted on the "
+        f"{split_name(split)}{': ' + extra if extra else ''}; the verdict is the held-out gate's, run afterwards."
+    )
+
+
 def header(d) -> str:
     t = d.table
     verdict = None if t.passed is None else (PASS if t.passed else FAIL)
@@ -116,7 +161,8 @@ def header(d) -> str:
         f'<a href="#{i}">{e(n)}</a>'
         for i, n in (
             ("identity", "Identity"),
-            ("per-pathology", "Per-pathology AUC"),
+            ("per-pathology", "Per-pathology gate"),
+            ("subgroups", "Subgroups"),
             ("roc", "ROC"),
             ("calibration", "Calibration"),
             ("bench", "Benchmark"),
@@ -125,12 +171,13 @@ def header(d) -> str:
             ("gaps", "Gaps"),
         )
     )
+    ac = accuracy_control_line(d)
     return (
         f'<header class="top"><h1>Model validation report: {e(d.manifest.model_id)}</h1>'
         f"<div>Drift gate {badge(verdict, big=True)} "
-        f'<span class="sub">max per-finding AUC drop {num(t.max_drop, "g")}, '
-        f"max macro drop {num(t.max_macro_drop, 'g')}"
+        f'<span class="sub">{e(bounds_line(t.spec))}'
         f" · {e(d.manifest.runtime)} · weights {e(d.manifest.precision.weights)}</span></div>"
+        f'<div class="sub" id="verdict-split">{e(provenance(d))}{" " + e(ac) if ac else ""}</div>'
         f'<div class="sub">Report generated {e(d.generated)} by mxa-edge {e(d.tool_version)} '
         "for sign-off before deployment.</div>"
         f"<nav>{nav}</nav></header>"
@@ -178,7 +225,7 @@ def identity(d) -> str:
         ("Source weights sha256", f'<code class="hash">{e(src.weights_sha256)}</code>'),
         ("Training data fingerprint", fp_html),
         ("Data used by this report", data_html),
-        ("Labels / thresholds", e(", ".join(f"{k} {v:g}" for k, v in m.thresholds.items()))),
+        ("Decision rule", decision_summary(m.decision, fp)),
         ("Preprocess", value_html(m.preprocess.to_dict())),
         ("Versions", versions),
         ("Created", e(m.created)),
@@ -187,7 +234,128 @@ def identity(d) -> str:
     return (
         '<section id="identity"><h2>1. Model identity</h2>'
         + kv_table(pairs)
+        + decision_table(m.decision, m.labels)
         + f"<details><summary>manifest.json</summary><pre>{e(manifest)}</pre></details></section>"
+    )
+
+
+CALIBRATION_METHODS = {
+    "platt": "Platt scaling per finding: probability = sigmoid(scale × logit + bias)",
+    "none": "none: probability = sigmoid(logit)",
+}
+
+
+def fitted_on(rule, fingerprints: dict | None = None) -> str:
+    """'the tuning split (tune): 20 images, fingerprint …' or why it is not recorded."""
+    f = rule.fitted_on or {}
+    split = f.get("split")
+    if not split:
+        return "not recorded (no tuning split: the default rule)"
+    parts = []
+    if f.get("n_images") is not None:
+        parts.append(f"{f['n_images']} images")
+    fp = f.get("fingerprint") or (fingerprints or {}).get(split)
+    if fp:
+        parts.append(f"fingerprint {fp}")
+    return f"the {split_name(split)}" + (f": {', '.join(parts)}" if parts else "")
+
+
+def decision_summary(rule, fingerprints: dict | None = None, per_finding: str = "below") -> str:
+    method = CALIBRATION_METHODS.get(rule.calibration, rule.calibration)
+    return (
+        f"calibration: {e(method)}<br>operating points: {e(rule.policy)}<br>"
+        f"fitted on {e(fitted_on(rule, fingerprints))}; nothing is fitted on the held-out split "
+        f'<span class="note">(per finding: {e(per_finding)})</span>'
+    )
+
+
+def threshold_source(rule, label: str) -> str:
+    source = rule.label_source.get(label)
+    if source is None:
+        return rule.policy
+    return f"fitted ({rule.policy})" if source == "fitted" else f"fallback: {source}"
+
+
+def decision_table(rule, labels) -> str:
+    """Per finding: threshold and its source, calibration, what the tuning split reached."""
+    notes = (rule.fitted_on or {}).get("calibration_notes") or {}
+    body = []
+    for label in labels:
+        thr = rule.thresholds.get(label)
+        if rule.calibration == "none":
+            cal = '<span class="ne">none</span>'
+        elif notes.get(label):
+            cal = f'<span class="ne">{e(notes[label])}</span>'
+        else:
+            cal = e(f"scale {rule.scale.get(label, 1.0):.4g}, bias {rule.bias.get(label, 0.0):+.4g}")
+        tuned = rule.tuning.get(label) or {}
+        reached = (
+            f"{num(tuned.get('sensitivity'))} / {num(tuned.get('specificity'))} "
+            f"({num(tuned.get('n_pos'), 'd')} / {num(tuned.get('n_neg'), 'd')})"
+            if tuned
+            else "—"
+        )
+        body.append(
+            f'<tr data-finding="{e(label)}"><td>{e(label)}</td><td class="num">{num(thr, ".4f")}</td>'
+            f'<td>{e(threshold_source(rule, label))}</td><td>{cal}</td><td class="num">{e(reached)}</td></tr>'
+        )
+    head = (
+        "Finding",
+        "Threshold (calibrated probability)",
+        "Threshold source",
+        "Calibration",
+        "Tuning split: sensitivity / specificity (n+ / n−)",
+    )
+    return (
+        "<h3>Decision rule: calibration and operating point per finding</h3>"
+        '<table id="decision-table" class="decision">'
+        f"<thead><tr>{''.join(f'<th>{h}</th>' for h in head)}</tr></thead>"
+        f"<tbody>{''.join(body)}</tbody></table>"
+        '<p class="note">What predict outputs: each finding’s logit through its calibration, positive at or above '
+        "its threshold. The drift gate and this report apply the same rule to both models.</p>"
+    )
+
+
+def with_ci(value, interval, fmt: str = ".3f", change: str | None = None) -> str:
+    """A value, its 95% CI on a second line (always shown: '—' when there is none), and an
+    optional third line (e.g. 'FP32 → exported')."""
+    out = f'{num(value, fmt)}<span class="ci">{ci(interval, fmt)}</span>'
+    if change:
+        out += f'<span class="rn">{e(change)}</span>'
+    return out
+
+
+def check_text(c) -> str:
+    """A failing gate check without its scope: 'sensitivity -0.0833 (max drop 0.0417)'."""
+    text = c.describe()
+    return text[len(c.scope) + 1 :] if text.startswith(c.scope + " ") else text
+
+
+def verdict_cell(verdict: str, failures) -> str:
+    why = "".join(f"<li>{e(check_text(c))}</li>" for c in failures)
+    if why:
+        why = f'<ul class="why">{why}</ul>'
+    return f"<td>{badge(verdict)}{why}</td>"
+
+
+def _arrow(a, b, fmt: str = ".3f") -> str | None:
+    return None if a is None and b is None else f"{num(a, fmt)} → {num(b, fmt)}"
+
+
+def gate_rule_text(spec) -> str:
+    mode = (
+        "Mode ci: a check fails only when its whole 95% interval lies beyond the bound (the point estimate where "
+        "there is no interval)."
+        if spec.mode == "ci"
+        else "Mode point: the point estimates are gated; the 95% intervals are shown beside them."
+    )
+    return (
+        f"A finding FAILS when its AUC drops by more than {num(spec.max_drop, 'g')}, its sensitivity by more than "
+        f"{num(spec.max_sens_drop, 'g')} or its specificity by more than {num(spec.max_spec_drop, 'g')} at its "
+        "threshold (never finer than one image: 1/n positives or negatives), or when fewer than "
+        f"{num(spec.min_agreement, 'g')} of its images get the same decision from both models. The macro AUC may "
+        f"drop by at most {num(spec.max_macro_drop, 'g')}, the ECE (all findings) rise by at most "
+        f"{num(spec.max_ece_increase, 'g')}. {mode} Δ = exported − FP32."
     )
 
 
@@ -196,70 +364,177 @@ def pathology(d) -> str:
     head = (
         "Finding",
         "n+ / n−",
-        "FP32 AUC",
-        "95% CI",
-        "Exported AUC",
-        "95% CI",
-        "Δ AUC",
-        "95% CI of Δ",
-        "Agreement",
+        "Threshold",
+        "FP32 AUC (95% CI)",
+        "Exported AUC (95% CI)",
+        "Δ AUC (95% CI)",
+        "Δ sensitivity (95% CI)",
+        "Δ specificity (95% CI)",
+        "Agreement (95% CI)",
         "Verdict",
     )
+    ncols = len(head)
     rows = []
     for r in t.rows:
         counts = f"{r.n_pos} / {r.n_neg}" if r.n_pos is not None else "—"
-        if r.verdict == NOT_EVALUABLE:
-            why = "no positives" if r.n_pos == 0 else "no negatives" if r.n_neg == 0 else "one class"
-            cells = f'<td colspan="7" class="ne">not evaluable ({e(why)} in the validation split)</td>'
+        if r.verdict == NO_RECORD:
+            cells = f'<td colspan="{ncols - 3}" class="ne">no record</td>'
         else:
-            cells = "".join(
-                f'<td class="num">{c}</td>'
-                for c in (
-                    num(r.auc_ref),
-                    ci(r.auc_ref_ci),
-                    num(r.auc_new),
-                    ci(r.auc_new_ci),
-                    num(r.delta, "+.4f"),
-                    ci(r.delta_ci, "+.4f"),
-                    num(r.agreement),
+            if r.auc_evaluable:
+                auc = "".join(
+                    f'<td class="num">{c}</td>'
+                    for c in (
+                        with_ci(r.auc_ref, r.auc_ref_ci),
+                        with_ci(r.auc_new, r.auc_new_ci),
+                        with_ci(r.delta, r.delta_ci, "+.4f"),
+                    )
                 )
+            else:
+                why = "no positives" if r.n_pos == 0 else "no negatives" if r.n_neg == 0 else "one class"
+                auc = f'<td colspan="3" class="ne">AUC not evaluable ({e(why)} in the held-out split)</td>'
+            sens = (
+                with_ci(r.sens_delta, r.sens_delta_ci, "+.4f", _arrow(r.sens_ref, r.sens_new))
+                if r.sens_delta is not None
+                else '<span class="ne">— (no positives)</span>'
             )
+            spec = (
+                with_ci(r.spec_delta, r.spec_delta_ci, "+.4f", _arrow(r.spec_ref, r.spec_new))
+                if r.spec_delta is not None
+                else '<span class="ne">— (no negatives)</span>'
+            )
+            cells = (
+                f'<td class="num">{num(r.threshold, ".4f")}</td>{auc}'
+                f'<td class="num">{sens}</td><td class="num">{spec}</td>'
+                f'<td class="num">{with_ci(r.agreement, r.agreement_ci)}</td>'
+            )
+        verdict = verdict_cell(r.verdict, r.failures) if r.verdict != NO_RECORD else f"<td>{badge(r.verdict)}</td>"
         rows.append(
-            f'<tr data-finding="{e(r.name)}"><td>{e(r.name)}</td><td '
-            f'class="num">{counts}</td>{cells}<td>{badge(r.verdict)}</td></tr>'
+            f'<tr data-finding="{e(r.name)}"><td>{e(r.name)}</td><td class="num">{counts}</td>{cells}{verdict}</tr>'
         )
     mc = t.macro
+    n_eval = len([r for r in t.rows if r.auc_evaluable])
     foot = (
-        f"<tr><td>macro ({len([r for r in t.rows if r.verdict not in (NOT_EVALUABLE, 'no record')])} "
-        f'evaluable)</td><td class="num">{num(t.n_images, "d")} images</td>'
+        f'<tr id="macro-row"><td>macro AUC ({n_eval} evaluable)</td><td class="num">{num(t.n_images, "d")} images</td>'
+        '<td class="num">—</td>'
         + "".join(
             f'<td class="num">{c}</td>'
             for c in (
-                num(mc.auc_ref),
-                ci(mc.auc_ref_ci),
-                num(mc.auc_new),
-                ci(mc.auc_new_ci),
-                num(mc.delta, "+.4f"),
-                ci(mc.delta_ci, "+.4f"),
-                num(mc.agreement),
+                with_ci(mc.auc_ref, mc.auc_ref_ci),
+                with_ci(mc.auc_new, mc.auc_new_ci),
+                with_ci(mc.delta, mc.delta_ci, "+.4f"),
+                "—",
+                "—",
+                f'{num(mc.agreement)}<span class="rn">all findings</span>',
             )
         )
-        + f"<td>{badge(mc.verdict)}</td></tr>"
+        + verdict_cell(mc.verdict, mc.failures)
+        + "</tr>"
+    )
+    ec = t.ece
+    foot += (
+        f'<tr id="ece-row"><td>ECE (all findings)</td><td colspan="{ncols - 2}" class="num">'
+        f"FP32 {num(ec.ref)} → exported {num(ec.new)} · Δ {num(ec.delta, '+.4f')} "
+        f"(95% CI {ci(ec.delta_ci, '+.4f')}) · max rise {num(t.spec.max_ece_increase, 'g')}</td>"
+        + (verdict_cell(ec.verdict, ec.failures) if ec.verdict != NO_RECORD else f"<td>{badge(ec.verdict)}</td>")
+        + "</tr>"
     )
     overall = None if t.passed is None else (PASS if t.passed else FAIL)
-    bounds = (
-        f"A finding FAILS when its AUC drops by more than {num(t.max_drop, 'g')}; the macro AUC may drop by at most "
-        f"{num(t.max_macro_drop, 'g')}. Δ = exported − FP32."
+    sub_fail = [c for c in t.failures if " / " in c.scope]
+    sub_line = (
+        f'<p class="note">The overall verdict includes {len(sub_fail)} failing subgroup check(s) '
+        "(subgroups are gated; see the subgroup section).</p>"
+        if sub_fail
+        else ""
+    )
+    ac = accuracy_control_line(d)
+    rule = d.manifest.decision
+    decided = (
+        f"Both models are calibrated and thresholded by the artifact's decision rule ({rule.calibration} "
+        f"calibration, {rule.policy} operating points), fitted on "
+        f"{fitted_on(rule, d.manifest.source_run.data_fingerprint)}."
     )
     notes = "".join(f'<p class="note">{e(n)}</p>' for n in t.notes)
     return (
-        '<section id="per-pathology"><h2>2. Per-pathology AUC: FP32 vs exported, drift verdict</h2>'
-        f"<p>Overall: {badge(overall, big=True)} {e(bounds)}</p>"
+        '<section id="per-pathology"><h2>2. Per-pathology gate: FP32 vs exported, drift verdict</h2>'
+        f'<p>Overall: {badge(overall, big=True)} <b id="verdict-provenance">{e(provenance(d))}</b></p>'
+        + (f"<p>{e(ac)}</p>" if ac else "")
+        + f"<p>{e(gate_rule_text(t.spec))}</p>"
+        f'<p class="note">Bounds from {e(t.spec_source)}. {e(decided)}</p>'
         '<table id="pathology-table" class="per-pathology">'
         f"<thead><tr>{''.join(f'<th>{h}</th>' for h in head)}</tr></thead>"
         f"<tbody>{''.join(rows)}</tbody><tfoot>{foot}</tfoot></table>"
-        f'<p class="note">{e(t.source)}</p>{notes}</section>'
+        f'{sub_line}<p class="note">{e(t.source)} Per finding: value, then its 95% CI; sensitivity and specificity '
+        "also FP32 → exported.</p>"
+        f"{notes}</section>"
     )
+
+
+def _worst_cell(w, fmt: str) -> str:
+    if w.value is None:
+        return '<td class="num">—</td>'
+    return f'<td class="num">{num(w.value, fmt)}<span class="rn">{e(w.label)}</span></td>'
+
+
+def subgroups(d) -> str:
+    t = d.table
+    out = ['<section id="subgroups"><h2>3. Subgroups: the gate on each slice</h2>']
+    if t.passed is None and not t.subgroups:
+        out.append(gap("no drift table, so no subgroup slices (see the per-pathology section)"))
+        out.append("</section>")
+        return "".join(out)
+    gated = t.spec.subgroups
+    out.append(
+        "<p>"
+        + (
+            "Subgroups are GATED (gate.subgroups on): a failing slice fails the export."
+            if gated
+            else "Subgroups are REPORTED ONLY (gate.subgroups off): a slice below a bound does not fail the export."
+        )
+        + f" Slices of the {e(split_name(t.split))} from the CSV's own columns (sex, age band, AP/PA); each is "
+        "judged with the same bounds by the same rule. Rows with an unknown value belong to no slice.</p>"
+    )
+    if not t.subgroups:
+        out.append(gap("the drift record has no subgroup slices (the CSV records no sex, age or projection)"))
+        out.append("</section>")
+        return "".join(out)
+    head = (
+        "Slice",
+        "Images",
+        "Status",
+        "Worst Δ AUC",
+        "Worst Δ sensitivity",
+        "Worst Δ specificity",
+        "Lowest agreement",
+    )
+    body = []
+    for r in t.subgroups:
+        if r.status is not None:
+            status = f'{badge(NOT_EVALUABLE)} <span class="ne">{e(r.status)}</span>'
+            cells = '<td colspan="4" class="ne">—</td>'
+        else:
+            status = badge(r.verdict)
+            if r.verdict == FAIL and not gated:
+                status += ' <span class="note">(reported only, not gated)</span>'
+            if r.failures:
+                status += '<ul class="why">' + "".join(f"<li>{e(c.describe())}</li>" for c in r.failures) + "</ul>"
+            cells = (
+                _worst_cell(r.worst_auc, "+.4f")
+                + _worst_cell(r.worst_sens, "+.4f")
+                + _worst_cell(r.worst_spec, "+.4f")
+                + _worst_cell(r.lowest_agreement, ".3f")
+            )
+        body.append(
+            f'<tr data-slice="{e(r.name)}"><td>{e(r.name)}</td><td class="num">{num(r.n_images, "d")}</td>'
+            f"<td>{status}</td>{cells}</tr>"
+        )
+    out.append(
+        '<table id="subgroup-table" class="subgroups">'
+        f"<thead><tr>{''.join(f'<th>{h}</th>' for h in head)}</tr></thead>"
+        f"<tbody>{''.join(body)}</tbody></table>"
+        '<p class="note">Worst: the lowest value over the slice’s findings, with the finding. A slice is not '
+        "evaluable when it is too small or lacks a class; its numbers would be noise.</p></section>"
+    )
+    return "".join(out)
 
 
 def _figure(uri_or_png, alt: str) -> str:
@@ -268,12 +543,14 @@ def _figure(uri_or_png, alt: str) -> str:
 
 
 def roc(d) -> str:
-    out = ['<section id="roc"><h2>3. ROC curves per finding</h2>']
+    out = ['<section id="roc"><h2>4. ROC curves per finding</h2>']
     out.append(
         '<p class="note">Computed by this report on the validation split: <span class="legend-swatch" '
         'style="border-top:2px solid #1f5fa8"></span>FP32 PyTorch (source run) <span class="legend-swatch" '
         'style="border-top:2px dashed #d9641e"></span>exported model through its runtime engine. '
-        "Legend numbers are each curve’s AUC on these images.</p>"
+        "Legend numbers are each curve’s AUC on these images. Both models’ probabilities are calibrated by the "
+        "decision rule (as predict outputs them); calibration is monotone per finding, so it leaves the curves and "
+        "AUCs unchanged.</p>"
     )
     for s in d.curves:
         if s.probs is None:
@@ -289,18 +566,45 @@ def roc(d) -> str:
 
 
 def calibration(d) -> str:
-    out = ['<section id="calibration"><h2>4. Calibration</h2>']
+    out = ['<section id="calibration"><h2>5. Calibration</h2>']
+    rule = d.manifest.decision
     if d.reliability_png is not None:
         out.append(_figure(d.reliability_png, "Reliability diagram"))
-        rows = [(s.label, f"{num(r['ece'])} ECE over {r['n']} cells") for s, r in zip(d.curves, d.reliabilities) if r]
-        out.append(kv_table(rows))
-        out.append(
-            '<p class="note">ECE: count-weighted mean |mean predicted − observed frequency| over 15 equal-width '
-            "bins, all findings’ evaluated cells pooled. The exported model is deployed with the manifest’s "
-            "thresholds, so calibration shifts matter even when AUC does not move.</p>"
-        )
     else:
-        out.append(gap(d.figure_why or "no model could be scored here, so there is no calibration to show"))
+        out.append(gap(d.figure_why or "no model could be scored here, so there is no reliability diagram to show"))
+    rows = []
+    for r in d.reliabilities:
+        if r.curve is not None:
+            value = f"ECE {num(r.curve['ece'])} over {r.curve['n']} cells"
+        else:
+            value = f'<span class="ne">not computed: {e(r.why or "no scores")}</span>'
+        rows.append((r.label, value))
+    t = d.table
+    if t.ece.ref is not None or t.ece.new is not None:
+        where = "computed here" if t.computed_here else "drift.json"
+        rows.append(
+            (
+                f"At the drift gate ({where}, {split_name(t.split)}, after calibration)",
+                e(
+                    f"FP32 {num(t.ece.ref)} → exported {num(t.ece.new)}, Δ {num(t.ece.delta, '+.4f')} "
+                    f"(95% CI {ci(t.ece.delta_ci, '+.4f')})"
+                ),
+            )
+        )
+    out.append(kv_table(rows, table_id="calibration-table"))
+    if rule.calibration == "none":
+        out.append(
+            '<p class="note">The decision rule has no calibration (identity): the curves before and after '
+            "calibration coincide.</p>"
+        )
+    out.append(
+        '<p class="note">Held-out images (the report’s validation split). Before calibration: the plain sigmoid of '
+        "the FP32 logits; after: the decision rule’s per-finding calibration, fitted on "
+        f"{e(fitted_on(rule, d.manifest.source_run.data_fingerprint))}, as predict applies it. "
+        "ECE: count-weighted mean |mean predicted − observed frequency| over 15 equal-width "
+        "bins, all findings’ evaluated cells pooled. The exported model is deployed with the manifest’s "
+        "thresholds on calibrated probabilities, so calibration shifts matter even when AUC does not move.</p>"
+    )
     out.append("</section>")
     return "".join(out)
 
@@ -347,7 +651,7 @@ def _bench_cell(v) -> str:
 
 
 def bench(d) -> str:
-    out = ['<section id="bench"><h2>5. Benchmark and compute bound</h2>']
+    out = ['<section id="bench"><h2>6. Benchmark and compute bound</h2>']
     b = d.bench
     if b is None:
         out.append(
@@ -389,7 +693,7 @@ def bench(d) -> str:
 
 
 def gallery(d) -> str:
-    out = ['<section id="gallery"><h2>6. ROI and attention overlays on validation images</h2>']
+    out = ['<section id="gallery"><h2>7. ROI and attention overlays on validation images</h2>']
     if d.gallery_why:
         out.append(gap(d.gallery_why))
     if d.gallery:
@@ -440,27 +744,47 @@ def export_settings(d) -> str:
             pairs.append((f"Quantization: {k}", value_html(v)))
     if not q:
         pairs.append(("Quantization", '<span class="ne">none</span>'))
+    ac = accuracy_control_line(d)
+    if ac:
+        pairs.append(("Accuracy control fitted on", e(ac)))
     pairs.append(("QAT", value_html(m.qat)))
     for k, v in m.to_dict()["export"].items():
         pairs.append((f"Export: {k}", value_html(v)))
+    spec = t.spec
     pairs += [
-        ("Drift bound: per finding", f"AUC drop ≤ {num(t.max_drop, 'g')}"),
-        ("Drift bound: macro", f"AUC drop ≤ {num(t.max_macro_drop, 'g')}"),
+        ("Decision rule", decision_summary(m.decision, m.source_run.data_fingerprint, "see Model identity")),
+        ("Drift gate bounds from", e(t.spec_source)),
+        (
+            "Drift bound: AUC",
+            f"per finding drop ≤ {num(spec.max_drop, 'g')}, macro drop ≤ {num(spec.max_macro_drop, 'g')}",
+        ),
+        (
+            "Drift bound: decisions",
+            f"sensitivity drop ≤ {num(spec.max_sens_drop, 'g')}, specificity drop ≤ {num(spec.max_spec_drop, 'g')} "
+            f"(never finer than 1/n), agreement ≥ {num(spec.min_agreement, 'g')}",
+        ),
+        ("Drift bound: calibration", f"ECE rise ≤ {num(spec.max_ece_increase, 'g')}"),
+        ("Drift gate mode", e(spec.mode)),
+        ("Subgroups", "gated" if spec.subgroups else "reported only"),
+        ("Verdict split", e(provenance(d))),
         ("Executed precision at the gate", e((d.drift or {}).get("executed_precision", "not recorded"))),
         (
             "Drift gate ran",
-            e(f"{(d.drift or {}).get('gated_file', '—')} through {(d.drift or {}).get('gated_runtime', '—')}")
+            e(
+                f"{(d.drift or {}).get('gated_file', '—')} through {(d.drift or {}).get('gated_runtime', '—')}"
+                f" ({(d.drift or {}).get('gated_with') or 'the deployed runtime'})"
+            )
             if d.drift
             else '<span class="ne">no drift.json in the artifact</span>',
         ),
     ]
-    return '<section id="export-settings"><h2>7. Export settings</h2>' + kv_table(pairs) + "</section>"
+    return '<section id="export-settings"><h2>8. Export settings</h2>' + kv_table(pairs) + "</section>"
 
 
 def gaps(d) -> str:
     items = "".join(f"<li>{e(g)}</li>" for g in d.gaps)
     body = f"<ul>{items}</ul>" if items else "<p>None: every section was generated from records or computed here.</p>"
-    return f'<section id="gaps"><h2>8. What this report could not show</h2>{body}</section>'
+    return f'<section id="gaps"><h2>9. What this report could not show</h2>{body}</section>'
 
 
 def page(d) -> str:
@@ -468,6 +792,7 @@ def page(d) -> str:
         header(d),
         identity(d),
         pathology(d),
+        subgroups(d),
         roc(d),
         calibration(d),
         bench(d),

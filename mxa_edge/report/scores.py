@@ -1,5 +1,10 @@
 """Validation images and the two models' scores on them, each with the reason when unavailable.
 
+Scores are what ``predict`` outputs: the raw logits through the artifact's ``DecisionRule``
+(per-finding calibration fitted on the run's tuning split), so the report judges the same
+probabilities the drift gate judged and the deployment will print. The raw logits are kept
+too, for the reliability diagram's "before calibration" curve.
+
 - The exported model runs through the runtime engine the artifact names (``open_engine``); a
   TensorRT artifact, which has no engine here, falls back to the file its drift gate ran
   (the Q/DQ ONNX through ONNX Runtime) and says so.
@@ -17,7 +22,7 @@ import numpy as np
 
 from mxa_edge import scoring
 from mxa_edge.errors import ArtifactError, MissingDependencyError, MxaError
-from mxa_edge.formats import Artifact, DataSelection, RunRecord, naming
+from mxa_edge.formats import Artifact, DataSelection, DecisionRule, RunRecord, naming
 from mxa_edge.metrics import sigmoid
 
 BATCH = 32
@@ -25,12 +30,34 @@ BATCH = 32
 
 @dataclass
 class Scores:
-    """Probabilities (N, 14) of one model on the validation images, or why there are none."""
+    """Calibrated probabilities (N, 14) of one model on the validation images (and its raw
+    logits), or why there are none."""
 
     label: str  # legend name
-    probs: np.ndarray | None = None
+    probs: np.ndarray | None = None  # the decision rule's calibrated probabilities
     why: str | None = None  # set when probs is None
     note: str | None = None  # a caveat on how the scores were obtained
+    logits: np.ndarray | None = None  # raw model outputs, before calibration
+
+    @property
+    def uncalibrated(self) -> np.ndarray | None:
+        """Plain sigmoid of the logits: the probabilities before the decision rule."""
+        return None if self.logits is None else sigmoid(self.logits)
+
+    def set_logits(self, logits, decision: DecisionRule) -> None:
+        self.logits = np.asarray(logits)
+        self.probs = decision.probabilities(self.logits)
+
+
+@dataclass
+class Reliability:
+    """One curve of the reliability diagram: ``reliability_curve``'s dict, or why there is none."""
+
+    label: str  # legend / table name
+    model: str  # "ref" or "new" (colour)
+    calibrated: bool  # after the decision rule (solid) or before (dotted)
+    curve: dict | None = None
+    why: str | None = None
 
 
 @dataclass
@@ -119,7 +146,10 @@ def exported_scores(artifact: Artifact, arrays, drift: dict | None) -> Scores:
         s.why = str(exc)
         return s
     to_input = functools.partial(arrays.model_input, preprocess=artifact.preprocess)
-    s.probs = sigmoid(scoring.score(scoring.engine_runner(engine), arrays, batch=BATCH, to_input=to_input)["logits"])
+    s.set_logits(
+        scoring.score(scoring.engine_runner(engine), arrays, batch=BATCH, to_input=to_input)["logits"],
+        artifact.decision,
+    )
     return s
 
 
@@ -155,5 +185,5 @@ def fp32_scores(artifact: Artifact, arrays, run: RunRecord | None, run_why: str 
         return s
     to_input = functools.partial(arrays.model_input, preprocess=artifact.preprocess)
     runner = scoring.torch_runner(model, aux=False)
-    s.probs = sigmoid(scoring.score(runner, arrays, batch=BATCH, to_input=to_input)["logits"])
+    s.set_logits(scoring.score(runner, arrays, batch=BATCH, to_input=to_input)["logits"], artifact.decision)
     return s

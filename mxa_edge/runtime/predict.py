@@ -11,8 +11,10 @@
 
 The flow per image: ``load_radiograph`` (PNG / JPEG / single-frame DICOM -> gray [0, 1]) ->
 the artifact's own ``Preprocess`` (centre square crop, resize, [-1024, 1024]) -> batch ->
-engine (ONNX Runtime or OpenVINO, chosen by the manifest) -> sigmoid of the logits -> 14
-probabilities; a finding is positive when its probability reaches the manifest's threshold.
+engine (ONNX Runtime or OpenVINO, chosen by the manifest) -> logits -> the manifest's
+``DecisionRule``: per finding a calibrated probability (Platt scaling fitted on the run's
+tuning split) and a positive/negative decision at that finding's own threshold (set by the
+run's operating-point policy, e.g. Youden's J, on the tuning split). Never a flat 0.5.
 The MXA ROI boxes (one per MXA block, the last from the deepest) and the spatial attention
 map's box come out of the model in the centre-crop frame and are mapped back to pixel
 coordinates of the ORIGINAL image with ``Preprocess.box_to_image``.
@@ -41,7 +43,6 @@ import numpy as np
 
 from mxa_edge.errors import InputImageError
 from mxa_edge.imageio import SUPPORTED_SUFFIXES, is_supported_image, load_radiograph
-from mxa_edge.metrics import sigmoid  # re-exported: numpy-only, the one definition
 
 _GLOB_CHARS = frozenset("*?[")
 
@@ -54,24 +55,33 @@ class PredictionResult:
     width: int
     height: int
     model_id: str
-    probabilities: dict[str, float]  # label -> probability, in the artifact's label order
-    thresholds: dict[str, float]  # label -> threshold the positives were decided with
+    probabilities: dict[str, float]  # label -> calibrated probability, in the artifact's label order
+    thresholds: dict[str, float]  # label -> threshold (on the calibrated probability) of its decision
     positives: list[str]  # labels at or above their threshold, most probable first
     roi_boxes: list[list[float]]  # one per MXA block, shallow to deep (last = deepest); [] without MXA
+    policies: dict[str, str] = field(default_factory=dict)  # label -> what set its threshold
     attention_box: list[float] | None = None  # the frame of ``attention`` in image pixels
     attention: np.ndarray | None = field(default=None, repr=False)  # (h, w) spatial attention map
     image: np.ndarray | None = field(default=None, repr=False)  # the decoded gray image, when kept
 
     def to_dict(self) -> dict:
-        """JSON-ready summary (no arrays)."""
+        """JSON-ready summary (no arrays): per finding the calibrated ``probability``, the
+        ``positive`` decision, its ``threshold`` and the ``policy`` that set it."""
         return {
             "file": self.file,
             "model_id": self.model_id,
             "width": self.width,
             "height": self.height,
-            "probabilities": dict(self.probabilities),
+            "findings": {
+                label: {
+                    "probability": p,
+                    "positive": label in self.positives,
+                    "threshold": self.thresholds[label],
+                    "policy": self.policies.get(label),
+                }
+                for label, p in self.probabilities.items()
+            },
             "positives": list(self.positives),
-            "thresholds": dict(self.thresholds),
             "roi_boxes": [list(b) for b in self.roi_boxes],
             "attention_box": list(self.attention_box) if self.attention_box is not None else None,
         }
@@ -162,7 +172,9 @@ class Predictor:
         self.artifact = load_artifact(artifact_path)  # hashes checked before anything loads
         self.preprocess = self.artifact.preprocess
         self.labels = self.artifact.labels
+        self.decision = self.artifact.decision
         self.thresholds = self.artifact.thresholds
+        self.policies = {label: self.decision.label_policy(label) for label in self.labels}
         self.model_id = self.artifact.manifest.model_id
         self.engine = open_engine(self.artifact, threads)
         # First use on this machine: the golden vectors must reproduce (VerificationError if not).
@@ -209,14 +221,16 @@ class Predictor:
     def _run(self, paths: list[Path], grays: list[np.ndarray], keep_image: bool) -> list[PredictionResult]:
         batch = np.stack([self.preprocess(g) for g in grays]).astype(np.float32, copy=False)
         out = self.engine.run(batch)
-        probs = sigmoid(out["logits"])
+        probs = self.decision.probabilities(out["logits"])
+        positive = self.decision.decisions(probs)
         roi = out.get("roi")
         att, att_box = out.get("attention"), out.get("attention_box")
         results = []
         for i, (path, gray) in enumerate(zip(paths, grays)):
             h, w = gray.shape
             p = {label: float(probs[i, j]) for j, label in enumerate(self.labels)}
-            positives = [k for k, v in sorted(p.items(), key=lambda kv: -kv[1]) if v >= self.thresholds[k]]
+            flagged = {label for j, label in enumerate(self.labels) if positive[i, j]}
+            positives = [k for k, _ in sorted(p.items(), key=lambda kv: -kv[1]) if k in flagged]
             boxes = self._to_pixels(roi[i], h, w) if roi is not None else []
             a_box = self._to_pixels(att_box[i][None], h, w)[0] if att_box is not None else None
             results.append(
@@ -228,6 +242,7 @@ class Predictor:
                     probabilities=p,
                     thresholds=dict(self.thresholds),
                     positives=positives,
+                    policies=dict(self.policies),
                     roi_boxes=boxes,
                     attention_box=a_box,
                     attention=np.asarray(att[i, 0], dtype=np.float32) if att is not None else None,

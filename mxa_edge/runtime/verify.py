@@ -101,7 +101,6 @@ def verify_artifact(artifact, engine=None, threads: int | None = None) -> Verify
     """Run the golden vectors through this machine's runtime (``engine``, or one opened here)."""
     from mxa_edge.data.arrays import to_model_range
     from mxa_edge.machine import isa_line, machine_fingerprint
-    from mxa_edge.metrics import sigmoid
     from mxa_edge.runtime.engines import open_engine
 
     images, recorded, _ = load_golden(artifact)
@@ -115,15 +114,18 @@ def verify_artifact(artifact, engine=None, threads: int | None = None) -> Verify
         decision_agreement=None,
         isa=isa_line(),
         machine=machine_fingerprint(),
-        recorded={k: rec.get(k) for k in ("gate_machine", "gate_isa", "executed_precision", "gated_runtime")},
+        recorded={
+            **{k: rec.get(k) for k in ("gate_machine", "gate_isa", "executed_precision", "gated_runtime")},
+            "gated_with": (artifact.manifest.export or {}).get("gated_with") or rec.get("gated_runtime"),
+        },
     )
     engine = engine or open_engine(artifact, threads)
     report.executed_precision = engine.describe()
     logits = np.asarray(engine.run(to_model_range(images, artifact.preprocess))["logits"], np.float64)
     diff = np.abs(logits - recorded)
     report.max_abs_logit = float(diff.max())
-    thresholds = np.array([artifact.thresholds[k] for k in artifact.labels])
-    now, then = sigmoid(logits) >= thresholds, sigmoid(recorded.astype(np.float64)) >= thresholds
+    rule = artifact.decision  # the calibration and thresholds predict applies
+    now, then = rule.decisions(rule.probabilities(logits)), rule.decisions(rule.probabilities(recorded))
     report.decision_agreement = float((now == then).mean())
     report.flipped = [(int(i), artifact.labels[j]) for i, j in zip(*np.nonzero(now != then))]
     report.passed = report.max_abs_logit <= report.tolerance

@@ -25,6 +25,11 @@ class TrainConfig:
     blank: str = "negative"
     frontal_only: bool = True
     ap_pa: str | None = None
+    # Share of train.csv's patients carved out as the tuning split: epoch/EMA and teacher
+    # selection, calibration and operating points are fitted there, never on valid.csv.
+    tune_fraction: float = 0.1
+    calibrate: bool = True  # Platt scaling per finding, fitted on the tuning split
+    operating_point: str = "youden"  # youden | f1 | sens:0.90 | spec:0.90 (mxa_edge.operating)
     class_balanced: bool = False
     epochs: int = 12
     batch_size: int = 64

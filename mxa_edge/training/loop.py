@@ -249,7 +249,7 @@ def run_loop(
             "kd": kd_sum / max(seen, 1),
             "lr": optimizer.param_groups[0]["lr"],
             "img_per_s": seen_here / max(train_time, 1e-9),
-            "valid_macro_auc": None if math.isnan(score) else score,
+            "tune_macro_auc": None if math.isnan(score) else score,
         }
         history.append(record)
         if not math.isnan(score) and score > best["score"]:
@@ -272,7 +272,7 @@ def run_loop(
         if on_epoch_end is not None:
             on_epoch_end(record, best)
         reporter.log(
-            f"{s.task} epoch {epoch + 1}: loss {record['loss']:.4f}, valid macro AUC "
+            f"{s.task} epoch {epoch + 1}: loss {record['loss']:.4f}, tuning macro AUC "
             f"{'n/a' if math.isnan(score) else f'{score:.4f}'}, {record['img_per_s']:.0f} img/s"
         )
     return LoopResult(best["state"], best["epoch"], best["score"], history)

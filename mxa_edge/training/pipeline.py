@@ -6,9 +6,17 @@
    weights from a local file (``xrv``) or fine-tuned here on the training split and cached
    (``finetune``). Its logits on the un-augmented training images are computed once and
    reused each epoch (``kd_online`` runs it on every augmented batch instead).
-3. Student: EfficientViT-MultiLabel with MXA, trained with BCE + soft KD, selected on the
-   validation split's macro AUC.
-4. Run folder: weights (safetensors), manifest, metrics, log, curves, checkpoint.
+3. Student: EfficientViT-MultiLabel with MXA, trained with BCE + soft KD, selected (epoch and
+   EMA state) on the TUNING split's macro AUC.
+4. Decision rule, fitted on the tuning split: per-finding Platt calibration and operating points
+   (``DecisionRule``).
+5. Headline metrics on the HELD-OUT split (valid.csv), on which nothing was fitted: AUC with
+   CIs, ECE before and after calibration, sensitivity/specificity at the operating points.
+6. Run folder: weights (safetensors), manifest, metrics, log, curves, checkpoint.
+
+Three roles for data, never mixed: training images (train.csv minus the tuning patients), the
+tuning split (``--tune-fraction`` of train.csv's patients, carved by ``DataSelection``) and the
+held-out split (valid.csv).
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from mxa_edge.data.chexpert import dataset_fingerprint
 from mxa_edge.data.decode import decoder_identity, files_state
 from mxa_edge.errors import ConfigError, DatasetError
 from mxa_edge.fileio import atomic_path, read_json, sha256_file, write_json
-from mxa_edge.formats import DataSelection, RunRecord, naming
+from mxa_edge.formats import DataSelection, DecisionRule, RunRecord, naming
 from mxa_edge.metrics import evaluate, sigmoid
 from mxa_edge.models.configs import ModelSpec, MXAConfig
 from mxa_edge.models.weights import save_weights
@@ -105,6 +113,10 @@ class _Data:
             blank=cfg.blank,
             frontal_only=cfg.frontal_only,
             ap_pa=cfg.ap_pa,
+            tune_fraction=cfg.tune_fraction,
+            # Fixed, not the training seed: the tuning split is a property of the data, so runs
+            # that differ only in their seed (or an ablation) are selected and calibrated alike.
+            tune_seed=0,
         )
         self.train = selection.load(
             "train",
@@ -113,11 +125,14 @@ class _Data:
             progress=reporter.callback("decoding train images"),
             workers=cfg.workers,
         )
+        self.tune = selection.load(
+            "tune", self.pp, progress=reporter.callback("decoding tuning images"), workers=cfg.workers
+        )
         self.valid = selection.load(
             "valid",
             self.pp,
             limit=cfg.limit_valid,
-            progress=reporter.callback("decoding valid images"),
+            progress=reporter.callback("decoding held-out images"),
             workers=cfg.workers,
         )
         if len(self.train) < cfg.batch_size:
@@ -126,11 +141,13 @@ class _Data:
                 "lower --batch-size"
             )
         self.fingerprint = {
-            "train": dataset_fingerprint(self.train.split),
-            "valid": dataset_fingerprint(self.valid.split),
+            split: dataset_fingerprint(arrays.split)
+            for split, arrays in (("train", self.train), ("tune", self.tune), ("valid", self.valid))
         }
         self.selection = replace(
-            selection, fingerprint=self.fingerprint, counts={"train": len(self.train), "valid": len(self.valid)}
+            selection,
+            fingerprint=self.fingerprint,
+            counts={"train": len(self.train), "tune": len(self.tune), "valid": len(self.valid)},
         )
 
 
@@ -144,8 +161,8 @@ def _teacher_cache_key(cfg: TrainConfig, data: _Data, init_sha: str | None) -> s
             # Which images with which labels (views, projections, limits and the label policy
             # are all in the fingerprints of the splits as loaded), and the files' current state.
             "data": data.fingerprint["train"],
-            "valid": data.fingerprint["valid"],
-            "files": files_state(list(data.train.split.paths) + list(data.valid.split.paths)),
+            "tune": data.fingerprint["tune"],  # selects the epoch
+            "files": files_state(list(data.train.split.paths) + list(data.tune.split.paths)),
             "uncertainty": cfg.uncertainty,
             "blank": cfg.blank,
             # Everything the fine-tuning loop reads.
@@ -215,7 +232,7 @@ def finetune_teacher(cfg: TrainConfig, data: _Data, reporter: Reporter):
         data.train.targets,
         data.train.mask,
         lambda lg, t, m, tl, km: loss(lg, t, m),
-        lambda mdl: _macro_auc(mdl, data.valid, data.pp, cfg.device),
+        lambda mdl: _macro_auc(mdl, data.tune, data.pp, cfg.device),
         settings,
         reporter=reporter,
     )
@@ -223,7 +240,7 @@ def finetune_teacher(cfg: TrainConfig, data: _Data, reporter: Reporter):
     cached.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(cached) as tmp:
         save_file({k: v.contiguous().cpu() for k, v in densenet.state_dict().items()}, str(tmp))
-    info.update({"valid_macro_auc": result.best_score, "best_epoch": result.best_epoch})
+    info.update({"tune_macro_auc": result.best_score, "best_epoch": result.best_epoch})
     write_json(cached.with_suffix(".json"), {k: v for k, v in info.items() if k != "cache"})
     return Teacher(densenet, "finetune"), info
 
@@ -298,13 +315,15 @@ def _plot_curves(history: list[dict], path: Path) -> None:
         axes[0].plot(ep, [r["loss"] for r in rows], style, marker="o", label=task)
         axes[1].plot(
             ep,
-            [r["valid_macro_auc"] if r["valid_macro_auc"] is not None else float("nan") for r in rows],
+            [r["tune_macro_auc"] if r.get("tune_macro_auc") is not None else float("nan") for r in rows],
             style,
             marker="o",
             label=task,
         )
         axes[2].plot(ep, [r["lr"] for r in rows], style, label=task)
-    for ax, title in zip(axes, ("training loss", "validation macro AUC", "learning rate (end of epoch)")):
+    for ax, title in zip(
+        axes, ("training loss", "tuning macro AUC (selects the epoch)", "learning rate (end of epoch)")
+    ):
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
@@ -315,11 +334,54 @@ def _plot_curves(history: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def fit_decision(cfg: TrainConfig, data: _Data, student) -> DecisionRule:
+    """Calibration and operating points of the selected student, fitted on the tuning split."""
+    logits = predict_logits(student, data.tune.images, data.pp.value_range, device=cfg.device)
+    return DecisionRule.fit(
+        logits,
+        data.tune.targets,
+        data.tune.mask,
+        cfg.operating_point,
+        calibrate=cfg.calibrate,
+        fitted_on={"split": "tune", "fingerprint": data.fingerprint["tune"], "n_images": len(data.tune)},
+    )
+
+
+def held_out_metrics(valid: SplitArrays, logits, decision: DecisionRule, *, n_boot: int, seed: int) -> dict:
+    """metrics.json: ``evaluate`` on the held-out split with the calibrated probabilities and
+    the operating points (sensitivity/specificity with CIs), plus the ECE and reliability curve
+    before calibration, so the report can show what calibration did."""
+    from mxa_edge.metrics import reliability_curve
+
+    probs = decision.probabilities(logits)
+    metrics = evaluate(valid.targets, probs, valid.mask, n_boot=n_boot, seed=seed, threshold=decision.threshold_array())
+    raw = reliability_curve(valid.targets, sigmoid(logits), valid.mask)
+    metrics["split"] = "valid"
+    metrics["calibration"] = {
+        "method": decision.calibration,
+        "fitted_on": "tune",
+        "ece_before": raw["ece"],
+        "ece_after": metrics["ece"],
+        "reliability_before": raw,
+        "reliability_after": reliability_curve(valid.targets, probs, valid.mask),
+    }
+    metrics["operating_point"] = {"policy": decision.policy, "fitted_on": "tune"}
+    return metrics
+
+
 def train(cfg: TrainConfig, reporter: Reporter = SILENT) -> dict:
     """Run the whole training job; returns the summary also written to metrics.json."""
     from mxa_edge.training import distributed as ddp
 
     t_start = time.perf_counter()
+    if not 0 < cfg.tune_fraction <= 0.5:
+        raise ConfigError(
+            f"--tune-fraction must be in (0, 0.5], got {cfg.tune_fraction}: the tuning split selects the epoch and "
+            "fits calibration and thresholds, and nothing may be fitted on the held-out split instead"
+        )
+    from mxa_edge.operating import parse_policy
+
+    parse_policy(cfg.operating_point)  # an unknown policy fails now, not after training
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda was asked for but CUDA is not available here; use --device cpu")
     out = Path(cfg.out)
@@ -397,7 +459,7 @@ def train(cfg: TrainConfig, reporter: Reporter = SILENT) -> dict:
         data.train.targets,
         data.train.mask,
         loss,
-        lambda m: _macro_auc(m, data.valid, data.pp, cfg.device),
+        lambda m: _macro_auc(m, data.tune, data.pp, cfg.device),
         settings,
         kd_targets=kd_fn,
         checkpoint_path=out / naming.CHECKPOINT,
@@ -413,11 +475,15 @@ def train(cfg: TrainConfig, reporter: Reporter = SILENT) -> dict:
     refresh_attention_bias_cache(student)
     weights_sha = save_weights(student, out / naming.WEIGHTS)
 
-    reporter.log("evaluating the selected weights on the validation split (bootstrap CIs)")
-    probs = sigmoid(predict_logits(student, data.valid.images, data.pp.value_range, device=cfg.device))
-    metrics = evaluate(data.valid.targets, probs, data.valid.mask, n_boot=cfg.n_boot, seed=cfg.seed)
+    reporter.log(f"fitting calibration and operating points ({cfg.operating_point}) on the tuning split")
+    decision = fit_decision(cfg, data, student)
+    reporter.log("evaluating the selected weights on the held-out split (bootstrap CIs)")
+    logits = predict_logits(student, data.valid.images, data.pp.value_range, device=cfg.device)
+    metrics = held_out_metrics(data.valid, logits, decision, n_boot=cfg.n_boot, seed=cfg.seed)
     metrics["selected_epoch"] = result.best_epoch
-    metrics["teacher"] = {k: v for k, v in teacher_info.items() if k in ("kind", "valid_macro_auc", "init", "weights")}
+    metrics["teacher"] = {
+        k: v for k, v in teacher_info.items() if k in ("kind", "valid_macro_auc", "tune_macro_auc", "init", "weights")
+    }
     metrics["train_seconds"] = time.perf_counter() - t_start
     RunRecord.save_metrics(out, metrics)
     history = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.exists() else result.history
@@ -428,6 +494,7 @@ def train(cfg: TrainConfig, reporter: Reporter = SILENT) -> dict:
         preprocess=data.pp,
         data=data.selection,
         weights_sha256=weights_sha,
+        decision=decision,
         train_config=cfg.to_dict(),
         teacher={k: v for k, v in teacher_info.items() if k != "cache"},
         ema_decay=settings.ema_decay,
