@@ -1,17 +1,19 @@
 """The CPU's peak FLOP/s per precision: measured with a large GEMM, and in theory.
 
-Measured (on the benchmark's pinned threads; the best of several runs, since load from
-other jobs only ever slows a GEMM down):
+Measured (on the benchmark's pinned threads; the best of several runs, since load from other
+jobs only ever slows a GEMM down), with kernels that exist on every x86 ISA, each probe capped
+at about a second (``PROBE_SECONDS``) so that an AVX2-only machine costs seconds, not minutes:
 
-- fp32: the faster of two square fp32 matmuls, numpy's BLAS (limited to the pinned threads
-  through threadpoolctl when that is installed) and torch.mm when torch is installed. Both
-  count: on this project's 2-core EPYC torch.mm reaches 174 GFLOP/s and OpenBLAS 216, and
-  OpenVINO's own FP32 kernels run M5/224 at 205, so torch alone under-stated the peak;
-- bf16: torch.mm on bf16 tensors (oneDNN uses AVX512-BF16/AMX when present), else an
-  estimate of 2x fp32 when the CPU has avx512_bf16 (VDPBF16PS does 2 MACs per fp32 lane);
-- int8: torch._int_mm (int8 x int8 -> int32 through oneDNN's VNNI kernels), else an
-  estimate of 4x fp32 when the CPU has VNNI (VPDPBUSD does 4 u8*s8 MACs per 32-bit lane,
-  i.e. 64 per 512-bit instruction against 16 fp32 FMAs).
+- fp32: the faster of numpy's BLAS (pinned through threadpoolctl when installed) and torch.mm
+  when torch is installed (on a 2-core EPYC torch.mm reached 174 GFLOP/s and OpenBLAS 216);
+- int8: ONNX Runtime's ``MatMulInteger`` (u8 x s8 -> s32), whose MLAS kernels use VNNI
+  (VPDPBUSD) where present and AVX2 ``vpmaddubsw`` otherwise: the integer GEMM an INT8
+  artifact actually runs on. ``torch._int_mm`` is never used: it has no fast CPU path on AVX2
+  (1.3-1.9 GFLOP/s measured on an AVX2-only EPYC, minutes per bench);
+- bf16: ``torch.mm`` on bf16 tensors only when the CPU has AVX512-BF16 or AMX-BF16, and only
+  after a small probe shows oneDNN really runs it fast (``ONEDNN_MAX_CPU_ISA=AVX2`` takes the
+  fast path away while the flags stay); otherwise estimated (2x fp32 with those flags, else 1x).
+Each entry says which method produced it.
 
 Theoretical: cores x GHz x FLOPs/cycle, with AVX-512 FMA = 16 fp32 lanes x 2 FLOPs = 32
 fp32 FLOPs/cycle per FMA unit. Both the 1-unit and the 2-unit figure are reported; the
@@ -30,15 +32,20 @@ from mxa_edge.machine import cpu_flags, cpu_ghz
 
 FP32_FLOPS_PER_CYCLE_PER_FMA_UNIT = 32  # AVX-512: 16 fp32 lanes x (multiply + add)
 FP32_FLOPS_PER_CYCLE_AVX2_UNIT = 16  # AVX2: 8 lanes x 2
+PROBE_SECONDS = 1.0  # wall-clock cap per precision (after the first call)
 
 
-def _best_gflops(fn, n: int, repeats: int) -> float:
+def _best_gflops(fn, n: int, repeats: int, budget: float = PROBE_SECONDS) -> float:
+    """Best rate over up to ``repeats`` calls, stopping once ``budget`` seconds are spent."""
     fn()  # first call: allocation, kernel selection
-    best = 0.0
+    best, spent = 0.0, 0.0
     for _ in range(repeats):
         t = time.perf_counter()
         fn()
-        best = max(best, 2.0 * n**3 / (time.perf_counter() - t) / 1e9)
+        dt = time.perf_counter() - t
+        best, spent = max(best, 2.0 * n**3 / dt / 1e9), spent + dt
+        if spent > budget:
+            break
     return best
 
 
@@ -51,21 +58,64 @@ def _numpy_fp32(threads: int, n: int, repeats: int) -> dict:
 
         with threadpool_limits(threads):
             gf = _best_gflops(lambda: a @ b, n, repeats)
-        how = f"numpy fp32 matmul {n}x{n} on {threads} BLAS threads, best of {repeats}"
+        how = f"numpy fp32 matmul {n}x{n} on {threads} BLAS threads, best of up to {repeats}"
     except ImportError:
         gf = _best_gflops(lambda: a @ b, n, repeats)
-        how = f"numpy fp32 matmul {n}x{n} (BLAS threads not pinned: threadpoolctl missing), best of {repeats}"
+        how = f"numpy fp32 matmul {n}x{n} (BLAS threads not pinned: threadpoolctl missing), best of up to {repeats}"
     return {"gflops": gf, "method": how}
 
 
+def _ort_int8(threads: int, n: int, repeats: int) -> dict | None:
+    """ONNX Runtime MatMulInteger u8 x s8 -> s32 on an n x n problem; None without onnx/ORT."""
+    try:
+        import onnxruntime as ort
+        from onnx import TensorProto, helper
+    except ImportError:
+        return None
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["a", "b"], ["c"])],
+        "int8_peak",
+        [
+            helper.make_tensor_value_info("a", TensorProto.UINT8, [n, n]),
+            helper.make_tensor_value_info("b", TensorProto.INT8, [n, n]),
+        ],
+        [helper.make_tensor_value_info("c", TensorProto.INT32, [n, n])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    feeds = {
+        "a": rng.integers(0, 256, (n, n), dtype=np.uint8),
+        "b": rng.integers(-128, 128, (n, n), dtype=np.int8),
+    }
+    gf = _best_gflops(lambda: sess.run(None, feeds), n, repeats)
+    return {"gflops": gf, "method": f"onnxruntime MatMulInteger u8 x s8 {n}x{n} (MLAS), best of up to {repeats}"}
+
+
+def _torch_bf16(torch, threads: int, n: int, repeats: int, fp32_gflops: float) -> dict | None:
+    """torch.mm bf16, only after a 256x256 probe shows a fast path (>= half the fp32 rate)."""
+    g = torch.Generator().manual_seed(0)
+    small = torch.randn(256, 256, generator=g).bfloat16()
+    probe = _best_gflops(lambda: torch.mm(small, small), 256, 3, budget=0.2)
+    if probe < 0.5 * fp32_gflops * (256 / n) ** 0.5:  # small GEMMs run below peak: a loose bar
+        return None
+    a, b = torch.randn(n, n, generator=g).bfloat16(), torch.randn(n, n, generator=g).bfloat16()
+    gf = _best_gflops(lambda: torch.mm(a, b), n, repeats)
+    return {"gflops": gf, "method": f"torch.mm bf16 {n}x{n}, best of up to {repeats}"}
+
+
 def measured_peaks(threads: int, n: int = 2048, repeats: int = 5) -> dict:
-    """{precision: {gflops, method}} for fp32, bf16 and int8 on ``threads`` threads."""
+    """{precision: {gflops, method, seconds}} for fp32, bf16 and int8 on ``threads`` threads."""
     flags = cpu_flags()
     peaks: dict[str, dict] = {}
     try:
         import torch
     except ImportError:
         torch = None
+    t0 = time.perf_counter()
     if torch is not None:
         prev = torch.get_num_threads()
         torch.set_num_threads(threads)
@@ -75,37 +125,48 @@ def measured_peaks(threads: int, n: int = 2048, repeats: int = 5) -> dict:
             b = torch.randn(n, n, generator=g)
             peaks["fp32"] = {
                 "gflops": _best_gflops(lambda: torch.mm(a, b), n, repeats),
-                "method": f"torch.mm fp32 {n}x{n}, best of {repeats}",
+                "method": f"torch.mm fp32 {n}x{n}, best of up to {repeats}",
             }
-            ab, bb = a.bfloat16(), b.bfloat16()
-            peaks["bf16"] = {
-                "gflops": _best_gflops(lambda: torch.mm(ab, bb), n, repeats),
-                "method": f"torch.mm bf16 {n}x{n}, best of {repeats}",
-            }
-            ai = torch.randint(-128, 128, (n, n), dtype=torch.int8, generator=g)
-            bi = torch.randint(-128, 128, (n, n), dtype=torch.int8, generator=g)
-            try:
-                peaks["int8"] = {
-                    "gflops": _best_gflops(lambda: torch._int_mm(ai, bi), n, repeats),
-                    "method": f"torch._int_mm int8 {n}x{n}, best of {repeats}",
-                }
-            except (RuntimeError, AttributeError) as exc:
-                peaks["int8_error"] = str(exc).splitlines()[0]
         finally:
             torch.set_num_threads(prev)
     numpy_fp32 = _numpy_fp32(threads, n, repeats)
     if "fp32" not in peaks or numpy_fp32["gflops"] > peaks["fp32"]["gflops"]:
         peaks["fp32"] = numpy_fp32
     fp32 = peaks["fp32"]["gflops"]
+    peaks["fp32"]["seconds"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    has_bf16 = bool(flags.get("avx512_bf16") or flags.get("amx_bf16"))
+    if torch is not None and has_bf16:
+        prev = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            measured = _torch_bf16(torch, threads, n, repeats, fp32)
+        finally:
+            torch.set_num_threads(prev)
+        if measured is not None:
+            peaks["bf16"] = measured
     if "bf16" not in peaks:
-        k = 2.0 if flags.get("avx512_bf16") or flags.get("amx_bf16") else 1.0
-        peaks["bf16"] = {
-            "gflops": k * fp32,
-            "method": f"estimated: {k:g} x measured fp32 (avx512_bf16={flags.get('avx512_bf16')})",
-        }
-    if "int8" not in peaks:
+        k = 2.0 if has_bf16 else 1.0
+        why = (
+            "no fast bf16 GEMM here (oneDNN restricted, e.g. ONEDNN_MAX_CPU_ISA, or torch missing)"
+            if has_bf16
+            else "no AVX512-BF16/AMX-BF16 on this CPU"
+        )
+        peaks["bf16"] = {"gflops": k * fp32, "method": f"estimated: {k:g} x measured fp32 ({why})"}
+    peaks["bf16"]["seconds"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    measured = _ort_int8(threads, n, repeats)
+    if measured is not None:
+        peaks["int8"] = measured
+    else:
         k = 4.0 if flags.get("avx512_vnni") or flags.get("avx_vnni") or flags.get("amx_int8") else 1.0
-        peaks["int8"] = {"gflops": k * fp32, "method": f"estimated: {k:g} x measured fp32 (VNNI={k > 1})"}
+        peaks["int8"] = {
+            "gflops": k * fp32,
+            "method": f"estimated: {k:g} x measured fp32 (VNNI={k > 1}; onnx not installed to measure)",
+        }
+    peaks["int8"]["seconds"] = time.perf_counter() - t0
     return peaks
 
 
