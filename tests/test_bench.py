@@ -127,6 +127,12 @@ def test_fastest_gated_export_is_the_minimum_over_passing_exports(result, bench_
     assert fast["throughput"]["throughput_img_s"] == max(r["throughput_img_s"] for r in eligible)
     named = {fast["latency"]["row"], fast["throughput"]["row"]}
     assert not any(n.startswith("PyTorch") or "CPU default" in n for n in named)
+    # INT8 against float: a speedup, and where it is below 1 a one-line reason naming the ISA.
+    verdict = fast["int8_vs_float"]
+    assert "INT8" in verdict["int8"] and "INT8" not in verdict["float"] and verdict["speedup"] > 0
+    assert (verdict["note"] is None) == (verdict["speedup"] >= 1.0)
+    if verdict["note"]:
+        assert "\n" not in verdict["note"] and "on this CPU (" in verdict["note"]
 
 
 def test_machine_record_and_compute_bound(result):

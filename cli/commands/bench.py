@@ -167,8 +167,11 @@ def render(console, result: dict) -> None:
             console.print(f"  [{i}] {n}", highlight=False, markup=False)
     m, cb = result["machine"], result["compute_bound"]
     flags = " ".join(k for k, v in m["flags"].items() if v)
+    from mxa_edge.machine import isa_line
+
     console.print(
-        f"{m['cpu_model']}, {m['physical_cores']} physical / {m['logical_cores']} logical cores, {flags}; "
+        f"{m['cpu_model']} ({isa_line()}), {m['physical_cores']} physical / {m['logical_cores']} logical cores, "
+        f"{flags}; "
         f"{st['threads']} threads, {st['seconds']} s per row and batch in {st['rounds']} interleaved rounds (medians); "
         f"load average {', '.join(f'{x:.1f}' for x in m['load_average'] or [])}"
     )
@@ -191,6 +194,13 @@ def render(console, result: dict) -> None:
             if thr:
                 line += f"; most img/s at batch {tb}: [bold]{thr['row']}[/] ({thr['throughput_img_s']:.0f} img/s)"
             console.print(line + (f" — {Path(group).name}" if len(result["fastest"]) > 1 else ""))
+        verdict = fast.get("int8_vs_float")
+        if verdict and verdict.get("note"):
+            console.print(f"[yellow]{verdict['note']}[/]")
+        elif verdict:
+            console.print(
+                f"INT8 earns its place here: {verdict['int8']} is {verdict['speedup']:.2f}x {verdict['float']}"
+            )
     best = cb.get("best_int8")
     if best:
         console.print(

@@ -25,7 +25,7 @@ from mxa_edge.bench.peak import compute_bound
 from mxa_edge.bench.timing import measure_interleaved, paired_ratio
 from mxa_edge.errors import ArtifactError, ConfigError, MissingDependencyError, MxaError
 from mxa_edge.formats import Precision, RunRecord, load_artifact, naming
-from mxa_edge.machine import machine_record, physical_cores
+from mxa_edge.machine import isa_line, machine_record, physical_cores
 from mxa_edge.progress import SILENT, Reporter
 
 
@@ -295,6 +295,32 @@ def fastest_gated(rows: list[dict]) -> dict:
             best["throughput"] is None or r["throughput_img_s"] > best["throughput"]["throughput_img_s"]
         ):
             best["throughput"] = name
+        # The fastest gated INT8 and the fastest gated float artifact, for the INT8 verdict.
+        kind = "int8" if "INT8" in r["precision"] else "float"
+        if best.get(kind) is None or r["p50_ms"] < best[kind]["p50_ms"]:
+            best[kind] = name
+    for best in out.values():
+        int8, flt = best.pop("int8", None), best.pop("float", None)
+        if int8 and flt:
+            ratio = flt["p50_ms"] / int8["p50_ms"]
+            best["int8_vs_float"] = {
+                "int8": int8["row"],
+                "float": flt["row"],
+                "speedup": ratio,
+                "note": None
+                if ratio >= 1.0
+                else (
+                    f"INT8 is slower than float on this CPU ({isa_line()}): {int8['row']} {int8['p50_ms']:.2f} ms vs "
+                    f"{flt['row']} {flt['p50_ms']:.2f} ms at the smallest batch; "
+                    + (
+                        "without VNNI, INT8 GEMMs take 3 instructions per multiply-add block and the Q/DQ "
+                        "reorders cost more than they save"
+                        if "VNNI" not in isa_line()
+                        else "the model is overhead-bound (small ops, layout reorders), not compute-bound"
+                    )
+                    + f": deploy {best['latency']['row']}"
+                ),
+            }
     return out
 
 
