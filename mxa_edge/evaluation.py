@@ -56,6 +56,30 @@ def roi_localization(rois: np.ndarray, arrays: SplitArrays, boxes: dict) -> dict
     return result
 
 
+def decision_metrics(arrays: SplitArrays, logits, decision, *, n_boot: int, seed: int, split: str = "valid") -> dict:
+    """The metrics of what predict outputs: ``evaluate`` on the decision rule's calibrated
+    probabilities at its per-finding thresholds (sensitivity/specificity with CIs), plus the ECE
+    and reliability curve before and after calibration. train (metrics.json) and eval share it."""
+    from mxa_edge.metrics import reliability_curve
+
+    probs = decision.probabilities(logits)
+    metrics = evaluate(
+        arrays.targets, probs, arrays.mask, n_boot=n_boot, seed=seed, threshold=decision.threshold_array()
+    )
+    raw = reliability_curve(arrays.targets, sigmoid(logits), arrays.mask)
+    metrics["split"] = split
+    metrics["calibration"] = {
+        "method": decision.calibration,
+        "fitted_on": decision.fitted_on.get("split", "tune"),
+        "ece_before": raw["ece"],
+        "ece_after": metrics["ece"],
+        "reliability_before": raw,
+        "reliability_after": reliability_curve(arrays.targets, probs, arrays.mask),
+    }
+    metrics["operating_point"] = {"policy": decision.policy, "fitted_on": decision.fitted_on.get("split", "tune")}
+    return metrics
+
+
 def evaluate_model(
     model_path: Path,
     data: Path | None = None,
@@ -93,12 +117,8 @@ def evaluate_model(
         logits, rois = _run_outputs(run, arrays, pp)
     root = Path(selection.root)
     # What predict would print: the model's calibration and operating points.
-    probs = decision.probabilities(logits)
-    metrics = evaluate(
-        arrays.targets, probs, arrays.mask, n_boot=n_boot, seed=seed, threshold=decision.threshold_array()
-    )
-    metrics["ece_uncalibrated"] = evaluate(arrays.targets, sigmoid(logits), arrays.mask, n_boot=0)["ece"]
-    metrics.update({"model": str(model_path), "data": str(root), "split": split, "decision_policy": decision.policy})
+    metrics = decision_metrics(arrays, logits, decision, n_boot=n_boot, seed=seed, split=split)
+    metrics.update({"model": str(model_path), "data": str(root)})
     if split in ("train", "tune"):
         metrics["warning"] = f"the {split} split was used to fit this model or its decisions: not a held-out result"
     if rois is not None:

@@ -13,7 +13,7 @@ itself is ``mxa_edge.gate``'s.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +82,7 @@ def _slice_table(y, mask, ref, new, rows, thresholds, n_boot, seed, spec) -> dic
     if status is not None:
         return {"n_images": len(rows), "status": status, "table": None, "passed": None, "failures": []}
     table = paired_auc_delta(y[rows], ref[rows], new[rows], mask[rows], n_boot=n_boot, seed=seed, threshold=thresholds)
-    v = verdict(table, GateSpec(**{**spec.to_dict(), "subgroups": False}))
+    v = verdict(table, replace(spec, subgroups=False))
     return {"n_images": len(rows), "status": None, "table": table, "passed": v.passed, "failures": v.reasons()}
 
 

@@ -36,6 +36,7 @@ from mxa_edge.data.arrays import SplitArrays
 from mxa_edge.data.chexpert import dataset_fingerprint
 from mxa_edge.data.decode import decoder_identity, files_state
 from mxa_edge.errors import ConfigError, DatasetError
+from mxa_edge.evaluation import decision_metrics
 from mxa_edge.fileio import atomic_path, read_json, sha256_file, write_json
 from mxa_edge.formats import DataSelection, DecisionRule, RunRecord, naming
 from mxa_edge.metrics import evaluate, sigmoid
@@ -347,28 +348,6 @@ def fit_decision(cfg: TrainConfig, data: _Data, student) -> DecisionRule:
     )
 
 
-def held_out_metrics(valid: SplitArrays, logits, decision: DecisionRule, *, n_boot: int, seed: int) -> dict:
-    """metrics.json: ``evaluate`` on the held-out split with the calibrated probabilities and
-    the operating points (sensitivity/specificity with CIs), plus the ECE and reliability curve
-    before calibration, so the report can show what calibration did."""
-    from mxa_edge.metrics import reliability_curve
-
-    probs = decision.probabilities(logits)
-    metrics = evaluate(valid.targets, probs, valid.mask, n_boot=n_boot, seed=seed, threshold=decision.threshold_array())
-    raw = reliability_curve(valid.targets, sigmoid(logits), valid.mask)
-    metrics["split"] = "valid"
-    metrics["calibration"] = {
-        "method": decision.calibration,
-        "fitted_on": "tune",
-        "ece_before": raw["ece"],
-        "ece_after": metrics["ece"],
-        "reliability_before": raw,
-        "reliability_after": reliability_curve(valid.targets, probs, valid.mask),
-    }
-    metrics["operating_point"] = {"policy": decision.policy, "fitted_on": "tune"}
-    return metrics
-
-
 def train(cfg: TrainConfig, reporter: Reporter = SILENT) -> dict:
     """Run the whole training job; returns the summary also written to metrics.json."""
     from mxa_edge.training import distributed as ddp
@@ -479,7 +458,7 @@ def train(cfg: TrainConfig, reporter: Reporter = SILENT) -> dict:
     decision = fit_decision(cfg, data, student)
     reporter.log("evaluating the selected weights on the held-out split (bootstrap CIs)")
     logits = predict_logits(student, data.valid.images, data.pp.value_range, device=cfg.device)
-    metrics = held_out_metrics(data.valid, logits, decision, n_boot=cfg.n_boot, seed=cfg.seed)
+    metrics = decision_metrics(data.valid, logits, decision, n_boot=cfg.n_boot, seed=cfg.seed)
     metrics["selected_epoch"] = result.best_epoch
     metrics["teacher"] = {
         k: v for k, v in teacher_info.items() if k in ("kind", "valid_macro_auc", "tune_macro_auc", "init", "weights")
