@@ -53,11 +53,39 @@ def print_metrics(console: Console, metrics: dict, title: str = "Held-out metric
     console.print(metrics_table(metrics, title))
     cov = metrics.get("roi_localization")
     if cov:
-        console.print(
-            f"MXA ROI vs ground-truth boxes ({cov['n']} finding boxes): "
-            f"hit rate {_num(cov.get('hit_rate'))}, mean coverage {_num(cov.get('mean_coverage'))}, mean IoU "
-            f"{_num(cov.get('mean_iou'))}"
+        console.print(localization_table(cov))
+
+
+def localization_table(cov: dict) -> Table:
+    """The MXA boxes (last block) against the ground-truth finding boxes, beside the two chance
+    baselines on the same boxes: the untrained ROI predictor's box and a same-size box at a
+    random position; with the model's paired gain over each."""
+    n_images = f", {cov['n_images']} images" if cov.get("n_images") else ""
+    table = Table(
+        title=f"MXA ROI vs ground-truth finding boxes ({cov['n']} boxes{n_images})",
+        title_justify="left",
+        caption="(95% bootstrap CIs over images; gain = model minus baseline, paired)",
+    )
+    metrics = (("hit_rate", "hit rate"), ("mean_coverage", "coverage"), ("mean_iou", "IoU"))
+    table.add_column("box")
+    for _, label in metrics:
+        table.add_column(label, justify="right")
+    table.add_row("MXA (trained)", *(_with_ci(cov.get(k), cov.get(f"{k}_ci")) for k, _ in metrics))
+    names = {"init_box": ("untrained init", "init"), "random_box": ("random position", "random")}
+    for key, (name, short) in names.items():
+        base = (cov.get("baselines") or {}).get(key)
+        if base is None:
+            continue
+        if "unavailable" in base:
+            table.add_row(name, f"[dim]unavailable: {base['unavailable']}[/]")
+            continue
+        table.add_row(name, *(_with_ci(base.get(k), base.get(f"{k}_ci")) for k, _ in metrics))
+        gain = base.get("model_minus_this") or {}
+        table.add_row(
+            f"  gain vs {short}",
+            *(_delta(gain.get(k, {}).get("delta"), gain.get(k, {}).get("ci"), False) for k, _ in metrics),
         )
+    return table
 
 
 def _delta(value, ci, failed: bool) -> str:

@@ -14,7 +14,7 @@ import numpy as np
 from mxa_edge.data.arrays import SplitArrays
 from mxa_edge.errors import ArtifactError
 from mxa_edge.formats import Artifact, DataSelection, RunRecord, load_artifact, naming
-from mxa_edge.metrics import box_coverage, evaluate, sigmoid
+from mxa_edge.metrics import box_coverage, evaluate, localization_vs_baselines, random_boxes_like, sigmoid
 from mxa_edge.preprocess import Preprocess
 from mxa_edge.progress import SILENT, Reporter
 
@@ -31,28 +31,68 @@ def read_boxes(root: Path) -> dict[str, list[tuple[str, np.ndarray]]]:
     return out
 
 
-def roi_localization(rois: np.ndarray, arrays: SplitArrays, boxes: dict) -> dict | None:
-    """How well the MXA boxes (N, K, 4) cover the ground-truth finding boxes.
+# Draws of the random-position box per ground-truth box: the per-box scores are averaged over
+# them, so the baseline is the chance level of a box of that size, not one lucky or unlucky draw.
+RANDOM_BOX_DRAWS = 64
+
+
+def roi_localization(
+    rois: np.ndarray,
+    arrays: SplitArrays,
+    boxes: dict,
+    init_rois: np.ndarray | None = None,
+    init_unavailable: str | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict | None:
+    """How well the MXA boxes (N, K, 4) cover the ground-truth finding boxes, against chance.
+
+    Two baselines on the same images and boxes: ``init_box``, the box the same model's ROI
+    predictor gives at initialisation (``init_rois``, the untrained model of the run's spec and
+    seed; ``init_unavailable`` says why it is absent), and ``random_box``, a box of the model's
+    own size per image at a uniformly random position inside the image (``RANDOM_BOX_DRAWS``
+    seeded draws). Each metric has a bootstrap CI over images, and each baseline the model's
+    paired gain over it (``model_minus_this``) with its CI, from the same resamples.
 
     Phantom images are square, so the centre crop is the whole image and normalized boxes
     share one frame. 'No Finding' and 'Support Devices' boxes are skipped: they span the
     lungs or the whole chest, not a lesion.
     """
-    pred, gt, per_stage = [], [], defaultdict(lambda: ([], []))
+    image, gt = [], []
     for i, rel in enumerate(arrays.split.rel_paths):
         for label, box in boxes.get(rel, []):
             if label in ("No Finding", "Support Devices"):
                 continue
-            for k in range(rois.shape[1]):
-                per_stage[k][0].append(rois[i, k])
-                per_stage[k][1].append(box)
-            pred.append(rois[i, -1])
+            image.append(i)
             gt.append(box)
     if not gt:
         return None
-    result = box_coverage(np.array(pred), np.array(gt))
-    result["stage"] = "last MXA block"
-    result["per_mxa_block"] = [box_coverage(np.array(p), np.array(g)) for _, (p, g) in sorted(per_stage.items())]
+    image, gt = np.array(image), np.array(gt)
+    model_boxes = rois[image, -1]
+    candidates = {
+        "model": model_boxes,
+        "random_box": random_boxes_like(model_boxes, RANDOM_BOX_DRAWS, np.random.default_rng(seed)),
+    }
+    if init_rois is not None:
+        candidates["init_box"] = init_rois[image, -1]
+    scored = localization_vs_baselines(gt, image, candidates, reference="model", n_boot=n_boot, seed=seed)
+    result = {"stage": "last MXA block", **scored.pop("model")}
+    result["per_mxa_block"] = [box_coverage(rois[image, k], gt) for k in range(rois.shape[1])]
+    random_box = scored.pop("random_box") | {
+        "what": f"the model's box size at a uniformly random position inside the image ({RANDOM_BOX_DRAWS} draws)"
+    }
+    if init_rois is not None:
+        init = init_rois[:, -1]
+        init_box = scored.pop("init_box") | {
+            "what": "the ROI predictor of an untrained model of the run's spec and seed",
+            # How input-dependent the untrained predictor is: its weights are small but not zero.
+            "box_mean": [float(v) for v in init.mean(axis=0)],
+            "box_sd": [float(v) for v in init.std(axis=0)],
+        }
+    else:
+        init_box = {"unavailable": init_unavailable or "not computed"}
+    result["baselines"] = {"init_box": init_box, "random_box": random_box}
+    result.update(scored)  # n_images, n_boot, ci_level
     return result
 
 
@@ -121,11 +161,52 @@ def evaluate_model(
     metrics.update({"model": str(model_path), "data": str(root)})
     if split in ("train", "tune"):
         metrics["warning"] = f"the {split} split was used to fit this model or its decisions: not a held-out result"
-    if rois is not None:
-        loc = roi_localization(rois, arrays, read_boxes(root))
+    boxes = read_boxes(root) if rois is not None else {}
+    if boxes:
+        source = run if artifact is None else _source_run(artifact)
+        init_rois, init_unavailable = _init_rois(source, arrays, pp, reporter)
+        loc = roi_localization(
+            rois, arrays, boxes, init_rois, init_unavailable=init_unavailable, n_boot=n_boot, seed=seed
+        )
         if loc is not None:
             metrics["roi_localization"] = loc
     return metrics
+
+
+def _source_run(artifact: Artifact) -> RunRecord | str:
+    """The run an artifact was exported from, when it is on this machine unchanged; else why not."""
+    src = artifact.manifest.source_run
+    if not src.path or not (Path(src.path) / naming.MANIFEST).is_file():
+        return "its source run is not on this machine"
+    record = RunRecord.load(src.path)
+    if src.weights_sha256 and record.weights_sha256 != src.weights_sha256:
+        return f"the run at {src.path} is not the one this artifact was exported from"
+    return record
+
+
+def _init_rois(source: RunRecord | str, arrays: SplitArrays, pp: Preprocess, reporter: Reporter):
+    """(boxes of the run's model at initialisation (N, K, 4), None), or (None, why they are missing)."""
+    if isinstance(source, str):
+        return None, source
+    try:
+        from mxa_edge.models.weights import initial_student
+    except ImportError:  # a runtime-only install evaluating an artifact
+        return None, "torch is not installed"
+    from mxa_edge.scoring import score, torch_runner
+
+    model, why = initial_student(source)
+    if model is None:
+        return None, why
+    to_input = functools.partial(arrays.model_input, preprocess=pp)
+    out = score(
+        torch_runner(model, aux=True),
+        arrays,
+        batch=128,
+        to_input=to_input,
+        outputs=("roi",),
+        progress=reporter.callback("boxes of the untrained model"),
+    )
+    return out["roi"], None
 
 
 def _run_outputs(run: RunRecord, arrays: SplitArrays, pp: Preprocess):

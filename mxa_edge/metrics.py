@@ -632,6 +632,25 @@ def _as_boxes(name: str, boxes: ArrayLike) -> np.ndarray:
     return b
 
 
+BOX_METRICS = ("mean_coverage", "hit_rate", "mean_iou")
+
+
+def _box_scores(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """(N, 3) per-box coverage, hit (0/1) and IoU of checked (N, 4) box arrays."""
+    gt_area = (gt[:, 2] - gt[:, 0]) * (gt[:, 3] - gt[:, 1])
+    if np.any(gt_area <= 0):
+        i = int(np.flatnonzero(gt_area <= 0)[0])
+        raise ValueError(f"gt_boxes[{i}] = {gt[i].tolist()} has zero area; coverage of it is undefined")
+    pred_area = (pred[:, 2] - pred[:, 0]) * (pred[:, 3] - pred[:, 1])
+    iw = np.clip(np.minimum(pred[:, 2], gt[:, 2]) - np.maximum(pred[:, 0], gt[:, 0]), 0, None)
+    ih = np.clip(np.minimum(pred[:, 3], gt[:, 3]) - np.maximum(pred[:, 1], gt[:, 1]), 0, None)
+    inter = iw * ih
+    cx, cy = (gt[:, 0] + gt[:, 2]) / 2, (gt[:, 1] + gt[:, 3]) / 2
+    hit = (pred[:, 0] <= cx) & (cx <= pred[:, 2]) & (pred[:, 1] <= cy) & (cy <= pred[:, 3])
+    iou = inter / (pred_area + gt_area - inter)
+    return np.stack([inter / gt_area, hit.astype(np.float64), iou], axis=1)
+
+
 def box_coverage(pred_boxes: ArrayLike, gt_boxes: ArrayLike) -> dict:
     """How well one predicted box per image localizes one ground-truth box.
 
@@ -644,22 +663,99 @@ def box_coverage(pred_boxes: ArrayLike, gt_boxes: ArrayLike) -> dict:
     gt = _as_boxes("gt_boxes", gt_boxes)
     if pred.shape != gt.shape:
         raise ValueError(f"pred_boxes has shape {pred.shape} but gt_boxes has shape {gt.shape}; one box per image each")
-    gt_area = (gt[:, 2] - gt[:, 0]) * (gt[:, 3] - gt[:, 1])
-    if np.any(gt_area <= 0):
-        i = int(np.flatnonzero(gt_area <= 0)[0])
-        raise ValueError(f"gt_boxes[{i}] = {gt[i].tolist()} has zero area; coverage of it is undefined")
+    scores = _box_scores(pred, gt)
     if len(gt) == 0:
         return {"mean_coverage": None, "hit_rate": None, "mean_iou": None, "n": 0}
-    pred_area = (pred[:, 2] - pred[:, 0]) * (pred[:, 3] - pred[:, 1])
-    iw = np.clip(np.minimum(pred[:, 2], gt[:, 2]) - np.maximum(pred[:, 0], gt[:, 0]), 0, None)
-    ih = np.clip(np.minimum(pred[:, 3], gt[:, 3]) - np.maximum(pred[:, 1], gt[:, 1]), 0, None)
-    inter = iw * ih
-    cx, cy = (gt[:, 0] + gt[:, 2]) / 2, (gt[:, 1] + gt[:, 3]) / 2
-    hit = (pred[:, 0] <= cx) & (cx <= pred[:, 2]) & (pred[:, 1] <= cy) & (cy <= pred[:, 3])
-    iou = inter / (pred_area + gt_area - inter)
-    return {
-        "mean_coverage": float(np.mean(inter / gt_area)),
-        "hit_rate": float(np.mean(hit)),
-        "mean_iou": float(np.mean(iou)),
-        "n": int(len(gt)),
-    }
+    means = scores.mean(axis=0)
+    return {**{k: float(v) for k, v in zip(BOX_METRICS, means)}, "n": int(len(gt))}
+
+
+def random_boxes_like(pred_boxes: ArrayLike, draws: int, rng: np.random.Generator) -> np.ndarray:
+    """(draws, N, 4) boxes of the same width and height as each of ``pred_boxes`` (N, 4), each at a
+    position drawn uniformly among those that keep it inside the [0, 1] image: the chance level
+    of a box that knows its size but not where the finding is."""
+    pred = _as_boxes("pred_boxes", pred_boxes)
+    if draws < 1:
+        raise ValueError(f"draws must be >= 1, got {draws}")
+    size = pred[:, 2:] - pred[:, :2]  # (N, 2): w, h
+    corner = rng.uniform(size=(draws, *size.shape)) * (1.0 - size)
+    return np.concatenate([corner, corner + size], axis=-1)
+
+
+def _candidate_scores(name: str, boxes: ArrayLike, gt: np.ndarray) -> np.ndarray:
+    """Per-box scores (N, 3) of one candidate: (N, 4) boxes, or (R, N, 4) draws averaged per box."""
+    b = np.asarray(boxes, dtype=np.float64)
+    draws = b[None] if b.ndim == 2 else b
+    if draws.ndim != 3 or draws.shape[1:] != gt.shape:
+        raise ValueError(f"{name} must have shape {gt.shape} or (draws, *{gt.shape}), got {b.shape}")
+    return np.mean([_box_scores(_as_boxes(name, d), gt) for d in draws], axis=0)
+
+
+def localization_vs_baselines(
+    gt_boxes: ArrayLike,
+    image_index: ArrayLike,
+    candidates: dict[str, ArrayLike],
+    reference: str,
+    n_boot: int = DEFAULT_N_BOOT,
+    seed: int | np.random.Generator | None = 0,
+    ci_level: float = DEFAULT_CI_LEVEL,
+) -> dict:
+    """Coverage, hit rate and IoU of several box predictors on the same ground-truth boxes, each
+    with a bootstrap CI, and each candidate's paired difference from ``reference``.
+
+    ``gt_boxes`` (N, 4) may hold several boxes of one image; ``image_index`` (N,) says which
+    image each belongs to, and the bootstrap resamples images (all their boxes together), the
+    same resamples for every candidate, so the paired differences' CIs account for the
+    candidates being scored on the same images. A candidate is (N, 4) boxes or (R, N, 4) draws
+    (``random_boxes_like``), whose per-box scores are averaged over the draws first.
+
+    Returns ``{name: {mean_coverage, mean_coverage_ci, hit_rate, hit_rate_ci, mean_iou,
+    mean_iou_ci, n}}``; every candidate but the reference also has ``<reference>_minus_this``:
+    ``{metric: {"delta", "ci"}}`` (the reference's value minus this candidate's: how far the
+    reference beats it), plus ``n_images``, ``n_boot`` and ``ci_level``.
+    """
+    _check_boot_args(n_boot, ci_level)
+    gt = _as_boxes("gt_boxes", gt_boxes)
+    if reference not in candidates:
+        raise ValueError(f"reference {reference!r} is not one of the candidates {sorted(candidates)}")
+    idx = np.asarray(image_index)
+    if idx.shape != (len(gt),):
+        raise ValueError(f"image_index must have shape ({len(gt)},), one image per box, got {idx.shape}")
+    images, rows = np.unique(idx, return_inverse=True)
+    scores = {name: _candidate_scores(name, boxes, gt) for name, boxes in candidates.items()}
+    if len(gt) == 0:
+        return {name: {k: None for k in BOX_METRICS} | {"n": 0} for name in candidates}
+    # Per image: the number of its boxes and, per candidate, the sums of their scores; a resample's
+    # mean is then (W @ sums) / (W @ counts) with W the images' draw counts.
+    names = list(scores)
+    per_image = np.zeros((len(images), 1 + 3 * len(names)))
+    np.add.at(per_image[:, 0], rows, 1.0)
+    for j, name in enumerate(names):
+        np.add.at(per_image[:, 1 + 3 * j : 4 + 3 * j], rows, scores[name])
+    boot = np.full((int(n_boot), per_image.shape[1]), np.nan)
+    rng = np.random.default_rng(seed)
+    start = 0
+    for w in _bootstrap_weights(len(images), int(n_boot), rng):
+        boot[start : start + w.shape[0]] = w @ per_image
+        start += w.shape[0]
+    boot_means = {name: boot[:, 1 + 3 * j : 4 + 3 * j] / boot[:, :1] for j, name in enumerate(names)}
+
+    out: dict = {}
+    for name in names:
+        means = scores[name].mean(axis=0)
+        row: dict = {"n": int(len(gt))}
+        for m, metric in enumerate(BOX_METRICS):
+            row[metric] = float(means[m])
+            row[f"{metric}_ci"] = _ci(boot_means[name][:, m], ci_level)
+        if name != reference:
+            ref_means = scores[reference].mean(axis=0)
+            row[f"{reference}_minus_this"] = {
+                metric: {
+                    "delta": float(ref_means[m] - means[m]),
+                    "ci": _ci(boot_means[reference][:, m] - boot_means[name][:, m], ci_level),
+                }
+                for m, metric in enumerate(BOX_METRICS)
+            }
+        out[name] = row
+    out.update({"n_images": int(len(images)), "n_boot": int(n_boot), "ci_level": float(ci_level)})
+    return out

@@ -322,6 +322,73 @@ def test_box_coverage_errors_and_empty():
         metrics.box_coverage([[0, 0, 1]], [[0, 0, 1, 1]])
 
 
+def test_localization_vs_baselines_hand_computed_with_paired_gain():
+    # Two images; image 0 has two ground-truth boxes. The model's box covers both of image 0's
+    # boxes and misses image 1's; the baseline covers only image 1's.
+    gt = [[0.1, 0.1, 0.2, 0.2], [0.3, 0.3, 0.4, 0.4], [0.7, 0.7, 0.8, 0.8]]
+    image = [0, 0, 1]
+    model = [[0.0, 0.0, 0.5, 0.5]] * 2 + [[0.0, 0.0, 0.5, 0.5]]
+    baseline = [[0.5, 0.5, 1.0, 1.0]] * 3
+    out = metrics.localization_vs_baselines(gt, image, {"model": model, "base": baseline}, "model", n_boot=500)
+    assert out["model"]["hit_rate"] == pytest.approx(2 / 3) and out["base"]["hit_rate"] == pytest.approx(1 / 3)
+    assert out["model"]["mean_coverage"] == pytest.approx(2 / 3)
+    # IoU of a 0.1-side box inside a 0.5-side box: 0.01 / 0.25.
+    assert out["model"]["mean_iou"] == pytest.approx(2 / 3 * 0.04)
+    gain = out["base"]["model_minus_this"]
+    assert gain["hit_rate"]["delta"] == pytest.approx(1 / 3)
+    assert "model_minus_this" not in out["model"]
+    assert out["n_images"] == 2 and out["model"]["n"] == 3
+    # Resampling whole images: a resample holds image 0 (2 boxes), image 1 (1 box) or both, so
+    # the model's hit rate is one of 1, 0, 2/3 (both once each), 4/5 or 1/2 (one drawn twice).
+    lo, hi = out["model"]["hit_rate_ci"]
+    assert lo == pytest.approx(0.0) and hi == pytest.approx(1.0)
+    json.dumps(out, allow_nan=False)
+
+
+def test_localization_bootstrap_resamples_images_not_boxes():
+    # Every box in one image: every resample draws that image, so the CIs have no width,
+    # whereas resampling boxes would have spread them.
+    rng = np.random.default_rng(0)
+    corner = rng.uniform(0, 0.5, size=(40, 2))
+    gt = np.concatenate([corner, corner + 0.2], axis=1)
+    pred = np.tile([0.0, 0.0, 0.5, 0.5], (40, 1))
+    out = metrics.localization_vs_baselines(gt, np.zeros(40), {"model": pred}, "model", n_boot=200)
+    lo, hi = out["model"]["mean_coverage_ci"]
+    assert lo == pytest.approx(hi) == pytest.approx(out["model"]["mean_coverage"])
+    none = metrics.localization_vs_baselines(gt, np.zeros(40), {"model": pred}, "model", n_boot=0)
+    assert none["model"]["mean_iou_ci"] is None
+
+
+def test_random_boxes_keep_size_stay_inside_and_give_the_chance_level():
+    pred = np.array([[0.1, 0.2, 0.6, 0.7], [0.0, 0.0, 0.3, 0.9]])
+    draws = metrics.random_boxes_like(pred, 4000, np.random.default_rng(1))
+    assert draws.shape == (4000, 2, 4)
+    np.testing.assert_allclose(
+        draws[..., 2:] - draws[..., :2], np.broadcast_to(pred[:, 2:] - pred[:, :2], (4000, 2, 2))
+    )
+    assert draws.min() >= 0.0 and draws.max() <= 1.0
+    same = metrics.random_boxes_like(pred, 4000, np.random.default_rng(1))
+    np.testing.assert_array_equal(draws, same)
+    # A 0.5 x 0.5 box with its corner uniform in [0, 0.5]^2 contains the point (0.1, 0.1) only when
+    # both corner coordinates are <= 0.1: probability (0.1 / 0.5)^2 = 0.04.
+    half = np.array([[0.25, 0.25, 0.75, 0.75]])
+    gt = np.array([[0.09, 0.09, 0.11, 0.11]])
+    chance = metrics.random_boxes_like(half, 20000, np.random.default_rng(2))
+    out = metrics.localization_vs_baselines(gt, [0], {"model": half, "random": chance}, "model", n_boot=0)
+    assert out["random"]["hit_rate"] == pytest.approx(0.04, abs=0.005)
+    assert out["model"]["hit_rate"] == 0.0
+
+
+def test_localization_errors():
+    gt = [[0.1, 0.1, 0.2, 0.2]]
+    with pytest.raises(ValueError, match="reference 'model'"):
+        metrics.localization_vs_baselines(gt, [0], {"other": gt}, "model")
+    with pytest.raises(ValueError, match="image_index"):
+        metrics.localization_vs_baselines(gt, [0, 1], {"model": gt}, "model")
+    with pytest.raises(ValueError, match="draws"):
+        metrics.random_boxes_like(gt, 0, np.random.default_rng(0))
+
+
 # ---------------------------------------------------------------------- input errors
 
 

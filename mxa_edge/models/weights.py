@@ -38,3 +38,23 @@ def load_run(run, device: str = "cpu"):
     model = build_student(record.model, record.preprocess.value_range)
     model.load_state_dict(load_file(str(weights), device=device))
     return model.to(device).eval(), record
+
+
+def initial_student(record: RunRecord):
+    """(the run's student as training started, in eval mode, None), or (None, why it cannot be rebuilt).
+
+    The same construction as ``mxa-edge train``: the run's ModelSpec built under its seed, so every
+    parameter the run did not load from a file (the MXA ROI predictors among them) has the value
+    it started training from. Evaluation uses its boxes as the untrained baseline of localization.
+    """
+    import torch
+
+    from mxa_edge.models.student import build_student
+
+    seed = record.train_config.get("seed")
+    if seed is None:
+        return None, "the run does not record its seed"
+    with torch.random.fork_rng():  # seeded init without leaving the global RNG changed
+        torch.manual_seed(seed)
+        model = build_student(record.model, record.preprocess.value_range)
+    return model.eval(), None
