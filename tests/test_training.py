@@ -46,7 +46,18 @@ def test_checkpoints_load_with_weights_only_and_reproduce_metrics(tiny_run):
     metrics = json.loads((tiny_run / "metrics.json").read_text())
     again = evaluate_model(tiny_run, n_boot=0)
     assert again["macro_auc"] == pytest.approx(metrics["macro_auc"], abs=1e-6)
-    assert "roi_localization" in again and again["roi_localization"]["n"] > 0
+    loc = again["roi_localization"]
+    assert loc["n"] > 0 and loc["n_images"] > 0
+    # The untrained ROI predictor (fc weights ~N(0, 0.01), zero bias) gives the same centred box on
+    # every image: side min_size + (1 - min_size) / 2 = 0.625, offset (1 - 0.625) / 2.
+    init = loc["baselines"]["init_box"]
+    np.testing.assert_allclose(init["box_mean"], [0.1875, 0.1875, 0.8125, 0.8125], atol=1e-3)
+    assert max(init["box_sd"]) < 1e-3 and init["n"] == loc["n"]
+    random_box = loc["baselines"]["random_box"]
+    for base in (init, random_box):
+        assert 0.0 <= base["hit_rate"] <= 1.0
+        gain = base["model_minus_this"]["mean_iou"]["delta"]
+        assert gain == pytest.approx(loc["mean_iou"] - base["mean_iou"])
 
 
 def test_tampered_weights_are_refused(tiny_run, tmp_path):
@@ -153,3 +164,47 @@ def test_pediatric_pneumonia_end_to_end(tmp_path):
     gated = {k for k, v in res.drift["per_label"].items() if v["delta"] is not None}
     assert gated == {"No Finding", "Pneumonia"}
     assert res.manifest.calibration["n"] == 24
+
+
+def test_resolve_device():
+    from mxa_edge.errors import ConfigError
+    from mxa_edge.training.config import TrainConfig, resolve_device
+
+    assert TrainConfig().device == "auto"
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            resolve_device("cuda")
+    with pytest.raises(ConfigError, match="expected auto, cpu or cuda"):
+        resolve_device("tpu")
+
+
+def test_student_weights_start_the_run_and_are_recorded(phantom_root, tmp_path):
+    """--student-weights: a timm efficientvit_m0 checkpoint starts the backbone; the manifest records
+    the file's SHA-256 and what was loaded; eval's untrained baseline rebuilds the same start."""
+    import timm
+
+    from mxa_edge.evaluation import evaluate_model
+    from mxa_edge.fileio import sha256_file
+    from mxa_edge.formats import RunRecord
+    from mxa_edge.training.pipeline import train
+
+    weights = tmp_path / "efficientvit_m0.pth"
+    torch.save(timm.create_model("efficientvit_m0", pretrained=False).state_dict(), weights)
+    cfg = tiny_config(
+        phantom_root, tmp_path / "run", epochs=1, kd=False, teacher="none", student_weights=str(weights), n_boot=0
+    )
+    train(cfg)
+    run = RunRecord.load(tmp_path / "run")
+    init = run.student_init
+    assert init["kind"] == "pretrained" and init["sha256"] == sha256_file(weights)
+    assert init["timm_model"] == "efficientvit_m0" and init["new"]["backbone.head.linear"] == 2
+    assert init["loaded"] > 600 and "backbone.patch_embed.conv1.conv.weight" in init["adapted"]
+    assert run.train_config["device"] == ("cuda" if torch.cuda.is_available() else "cpu")  # resolved from auto
+
+    metrics = evaluate_model(tmp_path / "run", n_boot=0, limit=64)
+    assert "mean_iou" in metrics["roi_localization"]["baselines"]["init_box"]
+    weights.write_bytes(weights.read_bytes() + b"\0")  # changed: the run's start can no longer be rebuilt
+    metrics = evaluate_model(tmp_path / "run", n_boot=0, limit=64)
+    assert "not on this machine unchanged" in metrics["roi_localization"]["baselines"]["init_box"]["unavailable"]

@@ -36,6 +36,7 @@ class UncertaintyPolicy(str, Enum):
 
 
 class Device(str, Enum):
+    auto = "auto"
     cpu = "cpu"
     cuda = "cuda"
 
@@ -58,6 +59,14 @@ def train(
     batch_size: int = typer.Option(64, "--batch-size", min=2, help="Batch size."),
     lr: float = typer.Option(
         1e-3, "--lr", help="Learning rate at batch 512 (the paper's 1e-3); scaled by sqrt(batch/512)."
+    ),
+    student_weights: Optional[Path] = typer.Option(
+        None,
+        "--student-weights",
+        help="Start the student's backbone from a local timm EfficientViT checkpoint of the same variant "
+        "(e.g. efficientvit_m0.r224_in1k's model.safetensors or pytorch_model.bin). Never downloaded. "
+        "As timm does: the RGB stem is summed to one channel, the 14-finding head and the MXA blocks are new. "
+        "The file's SHA-256 is recorded in the run.",
     ),
     no_mxa: bool = typer.Option(False, "--no-mxa", help="Train the paper's baseline: EfficientViT without MXA blocks."),
     mxa_placement: Placement = typer.Option(
@@ -146,13 +155,17 @@ def train(
     compile_model: bool = typer.Option(
         False, "--compile", help="torch.compile the student (first steps are slower while it compiles)."
     ),
-    device: Device = typer.Option(Device.cpu, "--device", help="cpu or cuda."),
+    device: Device = typer.Option(
+        Device.auto,
+        "--device",
+        help="auto: CUDA when torch sees a GPU, else CPU; or cpu, cuda. The run records the device it used.",
+    ),
     devices: int = typer.Option(
         1,
         "--devices",
         min=1,
-        help="Processes for DistributedDataParallel, started with torch's own launcher (one per GPU with "
-        "--device cuda; gloo on CPU).",
+        help="Processes for DistributedDataParallel, started with torch's own launcher (one per GPU, NCCL, when "
+        "the device is CUDA; gloo processes on CPU).",
     ),
     json_out: bool = JsonOpt,
     quiet: bool = QuietOpt,
@@ -172,23 +185,30 @@ def train(
     if resume and out is None:
         raise typer.BadParameter("--resume needs --out (the run folder to continue)", param_hint="--resume")
     out = out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    o = Output(json_out, quiet)
     if devices > 1:
         import os
         import sys
 
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise typer.BadParameter("already running under torchrun; drop --devices", param_hint="--devices")
+        from mxa_edge.training.config import resolve_device
         from mxa_edge.training.distributed import launch
 
-        raw, argv = sys.argv[1:], []
-        for i, a in enumerate(raw):  # drop "--devices N" / "--devices=N"
-            if a.startswith("--devices") or (i > 0 and raw[i - 1] == "--devices"):
-                continue
-            argv.append(a)
+        resolved = resolve_device(device.value)  # once, here: every rank gets the same device
+        _check_gpus(resolved, devices)
+        argv, skip_value = [], False
+        for a in sys.argv[1:]:  # drop "--devices N" and "--device X" (either spelling)
+            if skip_value:
+                skip_value = False
+            elif a in ("--devices", "--device"):
+                skip_value = True
+            elif not a.startswith(("--devices=", "--device=")):
+                argv.append(a)
+        argv += ["--device", resolved]
         if "--out" not in argv and "-o" not in argv:
             argv += ["--out", str(out)]  # every rank must agree on the run folder
         raise typer.Exit(launch(devices, argv))
-    o = Output(json_out, quiet)
     cfg = TrainConfig(
         data=str(data) if data else None,
         out=str(out),
@@ -199,6 +219,7 @@ def train(
         lr=lr,
         mxa=not no_mxa,
         mxa_placement=mxa_placement.value,
+        student_weights=str(student_weights) if student_weights else None,
         kd=not no_kd,
         teacher=teacher.value,
         teacher_weights=str(teacher_weights) if teacher_weights else None,
@@ -240,7 +261,30 @@ def train(
         t = metrics.get("teacher", {})
         if t.get("valid_macro_auc") is not None:
             console.print(f"teacher ({t['kind']}) held-out macro AUC: {t['valid_macro_auc']:.3f}")
-        console.print(f"run folder: [bold]{result['run']}[/]  ({metrics['train_seconds']:.0f} s)")
+        record = result["record"]
+        if record.student_init.get("kind") == "pretrained":
+            init = record.student_init
+            console.print(
+                f"student initialised from {init['weights']} ({init['loaded']} tensors loaded, "
+                f"{sum(init['new'].values())} new: the head and the MXA blocks)"
+            )
+        seconds, device_used = metrics["train_seconds"], record.train_config["device"]
+        console.print(f"run folder: [bold]{result['run']}[/]  ({seconds:.0f} s on {device_used})")
         console.print(f"next: mxa-edge export {result['run']} --target openvino --int8")
 
     o.result({"run": result["run"], "metrics": metrics}, render)
+
+
+def _check_gpus(device: str, devices: int) -> None:
+    """One process per GPU: refuse more CUDA processes than GPUs before launching any."""
+    if not device.startswith("cuda"):
+        return
+    import torch
+
+    found = torch.cuda.device_count()
+    if found < devices:
+        raise typer.BadParameter(
+            f"{devices} CUDA processes need {devices} GPUs; torch sees {found}. Lower --devices, "
+            "or use --device cpu for gloo processes",
+            param_hint="--devices",
+        )

@@ -59,6 +59,9 @@ class RunRecord:
     decision: DecisionRule = field(default_factory=DecisionRule.uncalibrated)
     train_config: dict = field(default_factory=dict)
     teacher: dict = field(default_factory=dict)
+    # Where the student's weights started: {"kind": "scratch"} (the seed alone), or the local
+    # checkpoint it was initialised from with its SHA-256 and what was loaded (models/pretrained.py).
+    student_init: dict = field(default_factory=lambda: {"kind": "scratch"})
     ema_decay: float | None = None
     effective_lr: float | None = None
     numerics: dict = field(default_factory=dict)  # training precision: amp, channels_last, compile
@@ -106,6 +109,7 @@ class RunRecord:
             "data": self.data.to_dict(),
             "train_config": self.train_config,
             "teacher": self.teacher,
+            "student_init": self.student_init,
             "ema_decay": self.ema_decay,
             "effective_lr": self.effective_lr,
             "precision": self.numerics,
@@ -126,6 +130,8 @@ class RunRecord:
                 decision=DecisionRule.from_dict(d.get("decision")),
                 train_config=dict(d.get("train_config") or {}),
                 teacher=dict(d.get("teacher") or {}),
+                # Runs written before --student-weights existed all started from the seed alone.
+                student_init=dict(d.get("student_init") or {"kind": "scratch"}),
                 ema_decay=d.get("ema_decay"),
                 effective_lr=d.get("effective_lr"),
                 numerics=dict(d.get("precision") or {}),

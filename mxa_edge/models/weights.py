@@ -43,9 +43,10 @@ def load_run(run, device: str = "cpu"):
 def initial_student(record: RunRecord):
     """(the run's student as training started, in eval mode, None), or (None, why it cannot be rebuilt).
 
-    The same construction as ``mxa-edge train``: the run's ModelSpec built under its seed, so every
-    parameter the run did not load from a file (the MXA ROI predictors among them) has the value
-    it started training from. Evaluation uses its boxes as the untrained baseline of localization.
+    The same construction as ``mxa-edge train`` (``training.pipeline.build_initial_student``): the
+    run's ModelSpec built under its seed, then its ``--student-weights`` file if it had one, so
+    every parameter (the MXA ROI predictors among them) has the value it started training from.
+    Evaluation uses its boxes as the untrained baseline of localization.
     """
     import torch
 
@@ -57,4 +58,12 @@ def initial_student(record: RunRecord):
     with torch.random.fork_rng():  # seeded init without leaving the global RNG changed
         torch.manual_seed(seed)
         model = build_student(record.model, record.preprocess.value_range)
+    init = record.student_init
+    if init.get("kind") == "pretrained":  # the backbone started from a file: it must be that file
+        from mxa_edge.models.pretrained import load_student_weights
+
+        path = Path(init.get("weights", ""))
+        if not path.is_file() or sha256_file(path) != init.get("sha256"):
+            return None, f"the run started from {path}, which is not on this machine unchanged"
+        load_student_weights(model, path)
     return model.eval(), None

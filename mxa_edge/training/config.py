@@ -13,6 +13,7 @@ class TrainConfig:
     image_size: int = 128
     mxa: bool = True
     mxa_placement: str = "stage"
+    student_weights: str | None = None  # local timm EfficientViT checkpoint to start from (never downloaded)
     kd: bool = True
     teacher: str = "finetune"  # finetune | xrv | none
     teacher_weights: str | None = None
@@ -42,7 +43,7 @@ class TrainConfig:
     ema_decay: float | None = None  # None: chosen from the run length (see ema_decay_for)
     augment: str = "rand-m5-mstd1"
     seed: int = 0
-    device: str = "cpu"
+    device: str = "auto"  # auto (CUDA when available, else CPU) | cpu | cuda; train records the resolved one
     workers: int = 2  # image decoding threads
     limit_train: int | None = None
     limit_valid: int | None = None
@@ -61,13 +62,28 @@ class TrainConfig:
         """bf16 autocast on CUDA by default; on CPU fp32 unless asked (CPU autocast is slow
         for these small depthwise-heavy models)."""
         if self.amp == "auto":
-            return "bf16" if self.device == "cuda" else None
+            return "bf16" if self.device.startswith("cuda") else None  # "cuda:N" under DDP
         return None if self.amp == "off" else self.amp
 
     def effective_lr(self) -> float:
         # Square-root scaling from the paper's 1e-3 at batch 512: linear scaling leaves
         # AdamW far too slow at the small batches a CPU or one GPU runs.
         return self.lr * (self.batch_size / 512) ** 0.5
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when torch sees a CUDA device, else ``cpu``; ``cuda`` without CUDA is refused."""
+    import torch
+
+    from mxa_edge.errors import ConfigError
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device} was asked for but CUDA is not available here; use --device cpu or auto")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ConfigError(f"unknown device {device!r}; expected auto, cpu or cuda")
+    return device
 
 
 def ema_decay_for(total_steps: int, configured: float | None) -> float:

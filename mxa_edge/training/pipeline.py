@@ -46,7 +46,7 @@ from mxa_edge.paths import cache_dir
 from mxa_edge.preprocess import Preprocess, unit_to_range
 from mxa_edge.progress import SILENT, Reporter
 from mxa_edge.training.augment import RandAugmentGray
-from mxa_edge.training.config import TrainConfig, ema_decay_for
+from mxa_edge.training.config import TrainConfig, ema_decay_for, resolve_device
 from mxa_edge.training.loop import LoopSettings, predict_logits, refresh_attention_bias_cache, run_loop
 from mxa_edge.training.loss import DistillationLoss, class_balanced_pos_weight
 
@@ -301,6 +301,23 @@ def _spec(cfg: TrainConfig) -> ModelSpec:
     return ModelSpec(variant=cfg.model, image_size=cfg.image_size, mxa=mxa)
 
 
+def build_initial_student(cfg: TrainConfig, spec: ModelSpec):
+    """(the student as training starts, what it was initialised from): the spec built under the
+    run's seed, then the backbone from ``--student-weights`` when given (``models/pretrained.py``).
+    ``models.weights.initial_student`` rebuilds the same model for evaluation's untrained baseline."""
+    from mxa_edge.models.student import build_student
+
+    with torch.random.fork_rng():  # seeded init without leaving the global RNG changed
+        torch.manual_seed(cfg.seed)
+        student = build_student(spec)
+    if not cfg.student_weights:
+        return student, {"kind": "scratch"}
+    from mxa_edge.models.pretrained import load_student_weights
+
+    info = load_student_weights(student, Path(cfg.student_weights))
+    return student, {**info.to_dict(), "summary": info.summary()}
+
+
 def _plot_curves(history: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -361,16 +378,21 @@ def train(cfg: TrainConfig, reporter: Reporter = SILENT) -> dict:
     from mxa_edge.operating import parse_policy
 
     parse_policy(cfg.operating_point)  # an unknown policy fails now, not after training
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but CUDA is not available here; use --device cpu")
+    cfg = replace(cfg, device=resolve_device(cfg.device))  # the run records the device it ran on
     out = Path(cfg.out)
     if (out / naming.MANIFEST).exists() and not cfg.resume:
         raise ConfigError(f"{out}: already holds a finished run; pass --resume to continue it or choose another --out")
+    spec = _spec(cfg)
+    # Built (and its weights file checked) before minutes of data decoding and teacher training.
+    student, student_init = build_initial_student(cfg, spec)
     device = ddp.init_from_env(cfg.device)
     if device != cfg.device:  # this rank's GPU under torchrun
         cfg = replace(cfg, device=device)
     if not ddp.is_main():
         reporter = SILENT
+    reporter.log(f"device: {cfg.device}")
+    if student_init["kind"] == "pretrained":
+        reporter.log(student_init["summary"])
     out.mkdir(parents=True, exist_ok=True)
     # Rank 0 generates the default dataset and fine-tunes (or finds) the cached teacher
     # first; the other ranks then read both from the cache.
@@ -381,7 +403,6 @@ def train(cfg: TrainConfig, reporter: Reporter = SILENT) -> dict:
     if not ddp.is_main():
         data = _Data(cfg, reporter)
         teacher, teacher_info = build_teacher(cfg, data, reporter)
-    spec = _spec(cfg)
     kd_fn, _ = make_kd_targets(cfg, data, teacher, teacher_info, reporter)
     if teacher is not None:
         teacher_probs = sigmoid(
@@ -396,11 +417,6 @@ def train(cfg: TrainConfig, reporter: Reporter = SILENT) -> dict:
             "macro_auc"
         ]
 
-    with torch.random.fork_rng():  # seeded init without leaving the global RNG changed
-        torch.manual_seed(cfg.seed)
-        from mxa_edge.models.student import build_student
-
-        student = build_student(spec)
     pos_weight = (
         class_balanced_pos_weight(torch.from_numpy(data.train.targets), torch.from_numpy(data.train.mask))
         if cfg.class_balanced
@@ -476,6 +492,7 @@ def train(cfg: TrainConfig, reporter: Reporter = SILENT) -> dict:
         decision=decision,
         train_config=cfg.to_dict(),
         teacher={k: v for k, v in teacher_info.items() if k != "cache"},
+        student_init={k: v for k, v in student_init.items() if k != "summary"},
         ema_decay=settings.ema_decay,
         effective_lr=settings.lr,
         numerics={"amp": settings.amp or "off", "channels_last": settings.channels_last, "compile": settings.compile},
