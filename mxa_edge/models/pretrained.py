@@ -163,7 +163,7 @@ def load_student_weights(student: nn.Module, path: Path) -> StudentInit:
         )
     student.load_state_dict({**ours, **loaded})  # strict: every key accounted for
     return StudentInit(
-        weights=str(path),
+        weights=str(path.resolve()),  # absolute: eval rebuilds the run's start from it, from any folder
         sha256=sha256_file(path),
         timm_model=timm_model,
         loaded=len(loaded),
