@@ -47,7 +47,7 @@ class OnnxExporter:
 
         out_dir = Path(out_dir)
         n = set_export_mode(qmodel, "qdq")
-        export_onnx(qmodel, example, out_dir / INT8_FILE)
+        export_onnx(qmodel, example, out_dir / INT8_FILE, equivalent=False)  # NNCF hooks the original modules
         folded = fold_weight_quantizers(out_dir / INT8_FILE)
         diff = qat_logits_max_diff(qmodel, out_dir / INT8_FILE, example, "onnxruntime")
         quant = {

@@ -22,18 +22,28 @@ OPSET = 17
 PARITY_TOLERANCE = 1e-4  # max |ORT - torch| on FP32 logits
 
 
-def export_onnx(model, example, path: Path) -> list[str]:
+def export_onnx(model, example, path: Path, *, static_batch: int | None = None, equivalent: bool = True) -> list[str]:
     """Fused student -> ONNX at ``path`` with input ``image`` and named outputs; returns them.
 
-    ``example`` is a batch of 2 so no dimension is specialised to 1; the batch axis is dynamic.
+    ``example`` is a batch of 2 so no dimension is specialised to 1; the batch axis is dynamic
+    unless ``static_batch`` fixes it. ``equivalent`` (default) traces the export-only
+    attention and MXA modules (``export_modules``: the same function in ~45% fewer graph
+    nodes); pass False for a model whose modules must be traced as they are (QAT: NNCF's
+    quantizers hook the original modules).
     """
     import torch
 
     from mxa_edge.export.prepare import AuxOutputs
 
+    if equivalent:
+        from mxa_edge.export.export_modules import export_equivalent
+
+        model = export_equivalent(model)
+    if static_batch is not None:
+        example = example[:1].expand(static_batch, *example.shape[1:]).contiguous()
     wrapper = AuxOutputs(model).eval()
     names = wrapper.output_names
-    axes = {"image": {0: "batch"}, **{n: {0: "batch"} for n in names}}
+    axes = None if static_batch is not None else {"image": {0: "batch"}, **{n: {0: "batch"} for n in names}}
     with torch.no_grad():
         torch.onnx.export(
             wrapper,
@@ -94,32 +104,19 @@ def check_parity(model, path: Path, example) -> float:
 
 
 def sensitive_nodes(model_path: Path, *, softmax: bool = True) -> list[str]:
-    """Names of the nodes to keep in float: the MXA ROI predictor, the grid construction
-    feeding every GridSample (walked backwards from its grid input while inside the MXA
-    block's scope, so the backbone feature map it starts from is not swept in) and,
-    optionally, Softmax. Quantizing grid coordinates to 8 bits moves the sampled box by up
-    to 1/256 of its range per step, which shows up directly in the pooled features.
+    """Names of the nodes to keep in float: everything inside an MXA block (``/mxa/`` scope)
+    and, optionally, Softmax.
+
+    The ROI predictor and the sampling grid (or the export-only interpolation matrices) must
+    stay float: quantizing grid coordinates to 8 bits moves the sampled box by up to 1/256 of
+    its range per step, which shows up directly in the pooled features. The CBAM gates work
+    on tiny tensors ((B, C, 1, 2) pooled vectors, one-channel maps): a Q/DQ pair around each
+    costs more time than its int8 kernel saves (M5/224 ORT INT8: see benchmarks/m5_levers.py).
     """
     import onnx
 
     graph = onnx.load(str(model_path), load_external_data=False).graph
-    producer = {out: node for node in graph.node for out in node.output}
-    keep: set[str] = set()
-    for node in graph.node:
-        if "/mxa/roi/" in node.name or (softmax and node.op_type == "Softmax"):
-            keep.add(node.name)
-    for node in graph.node:
-        if node.op_type != "GridSample":
-            continue
-        scope = node.name.rsplit("/", 1)[0] + "/"  # e.g. /backbone/stages.0/.../mixer/mxa/
-        stack = [node.input[1]]
-        while stack:
-            src = producer.get(stack.pop())
-            if src is None or src.name in keep or not src.name.startswith(scope):
-                continue
-            keep.add(src.name)
-            stack.extend(src.input)
-    return sorted(keep)
+    return sorted(node.name for node in graph.node if "/mxa/" in node.name or (softmax and node.op_type == "Softmax"))
 
 
 def constant_tensors(graph) -> dict:
@@ -147,11 +144,12 @@ def activation_matmuls(model_path: Path) -> list[str]:
 class _ArrayReader:
     """onnxruntime CalibrationDataReader over a float32 (N, 1, S, S) array, in small batches."""
 
-    def __init__(self, images: np.ndarray, batch: int = 8):
-        self.images, self.batch, self.i = images, batch, 0
+    def __init__(self, images: np.ndarray, batch: int = 8, exact: bool = False):
+        self.images, self.batch, self.exact, self.i = images, batch, exact, 0
 
     def get_next(self):
-        if self.i >= len(self.images):
+        # exact: a fixed-batch graph takes only full batches (the remainder is left out).
+        if self.i >= len(self.images) or (self.exact and self.i + self.batch > len(self.images)):
             return None
         x = self.images[self.i : self.i + self.batch]
         self.i += self.batch
@@ -268,11 +266,13 @@ def quantize_onnx(
     # Histogram calibrators (entropy, percentile) stack the collected tensors, so every batch
     # must have the same size: feed them one image at a time. They also print progress to
     # stdout, which belongs to results (--json): send it to stderr.
+    # A model traced at a fixed batch takes exactly that many images per calibration call.
+    fixed = _fixed_batch(src)
     with contextlib.redirect_stdout(sys.stderr), _without_preprocess_advice():
         quantize_static(
             str(src),
             str(dst),
-            _ArrayReader(calibration, batch=8 if method == "minmax" else 1),
+            _ArrayReader(calibration, batch=fixed or (8 if method == "minmax" else 1), exact=fixed is not None),
             quant_format=QuantFormat.QDQ,
             activation_type=activation,
             weight_type=QuantType.QInt8,
@@ -296,6 +296,14 @@ def quantize_onnx(
         "excluded_nodes": excluded,
         "n_calibration": int(len(calibration)),
     }
+
+
+def _fixed_batch(path: Path) -> int | None:
+    """The input's batch size when the graph fixes it, else None."""
+    import onnx
+
+    dim = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim[0]
+    return dim.dim_value if dim.HasField("dim_value") else None
 
 
 @contextlib.contextmanager

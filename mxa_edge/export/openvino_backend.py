@@ -23,10 +23,11 @@ from mxa_edge.telemetry import disable_telemetry
 XML = "model.xml"
 BIN = "model.bin"
 
-# Op friendly names keep the ONNX scopes (/backbone/.../mixer/mxa/...). Kept in float:
-# the ROI predictor, ops directly in the MXA block's scope (the grid built from the box and
-# the GridSample itself), and the CBAM sigmoid gates. Softmax is ignored by type.
-IGNORED_PATTERNS = (r".*/mxa/roi/.*", r".*/mxa/[^/]+$", r".*/mxa/(channel|spatial)/Sigmoid.*")
+# Op friendly names keep the ONNX scopes (/backbone/.../mixer/mxa/...). Kept in float: the
+# whole MXA block (the ROI predictor and the sampling grid for precision, the CBAM gates
+# because their tensors are too small for int8 to pay; see onnx_graph.sensitive_nodes).
+# Softmax is ignored by type.
+IGNORED_PATTERNS = (r".*/mxa/.*",)
 IGNORED_TYPES = ("Softmax",)
 # Accuracy control compiles and validates the model once per ranked layer group and once per
 # revert; uncapped it ran >11 min on the 64 px test model with a bad calibration set.
@@ -239,14 +240,20 @@ def fix_ir_batch(xml_path: Path, batch: int) -> int:
 
 
 def sensitive_ops_in_float(ov_model) -> list[str]:
-    """Names of GridSample ops whose grid input is not produced by a FakeQuantize (a check)."""
-    ok = []
+    """The MXA blocks (their scope, ``.../mixer/mxa``) none of whose ops reads a FakeQuantize
+    output: box, sampling grid (GridSample's, or the export-only interpolation matrices) and
+    CBAM gates all in float (a check; the manifest's ``grid_inputs_in_float``)."""
+    scopes, quantized = set(), set()
     for op in ov_model.get_ordered_ops():
-        if op.get_type_name() == "GridSample":
-            src = op.input(1).get_source_output().get_node()
-            if src.get_type_name() != "FakeQuantize":
-                ok.append(op.get_friendly_name())
-    return ok
+        name = op.get_friendly_name()
+        if "/mxa/" not in name:
+            continue
+        scope = name.split("/mxa/")[0] + "/mxa"
+        scopes.add(scope)
+        sources = [i.get_source_output().get_node().get_type_name() for i in op.inputs()]
+        if op.get_type_name() == "FakeQuantize" or "FakeQuantize" in sources:
+            quantized.add(scope)
+    return sorted(scopes - quantized)
 
 
 INT8_FORMAT = NumericFormat("int8", "int8", "f32")
@@ -310,7 +317,8 @@ class OpenVinoExporter:
         out_dir = Path(out_dir)
         n = set_export_mode(qmodel, "fq")
         onnx_path = out_dir / "_qat.onnx"
-        export_onnx(qmodel, example, onnx_path)  # FakeQuantize in OpenVINO's ONNX domain
+        # FakeQuantize in OpenVINO's ONNX domain; NNCF hooks the original modules: no export-only swap
+        export_onnx(qmodel, example, onnx_path, equivalent=False)
         ov_model = ov.Core().read_model(str(onnx_path))
         # Weight FakeQuantize -> int8 constants (what NNCF's own PTQ writes): a 4x smaller .bin.
         compress_quantize_weights_transformation(ov_model)

@@ -135,3 +135,93 @@ class AttentionWithMXA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.attn(x) + self.mxa(x)
+
+
+# --- Export-time equivalents (never trained; built from a trained, fused block) -------------
+
+
+class ExportMXABlock(nn.Module):
+    """The same function as a fused ``MXABlock`` in eval mode, as fewer, larger graph ops.
+
+    Used only when exporting (``mxa_edge.export.export_modules.export_equivalent``); training
+    keeps ``MXABlock``. What changes, and why it is the same function:
+
+    - Crop-and-resize: ``grid_sample`` (bilinear, border, align_corners=False) on a grid that
+      is axis-aligned in the box is separable: out = R_y @ F @ R_x^T, with R[o, i] =
+      relu(1 - |p_o - i|) and p_o the output pixel's source position clamped to [0, S-1]
+      (clamping is what border padding does). The positions are affine in the box, so the
+      whole grid is one Gemm of the box with a constant matrix. About 25 graph ops instead
+      of ~100 (the hand-built grid's Range/Unsqueeze/Expand/Where chain and GridSample).
+    - Channel gate: the shared MLP has no bias, so W2 relu(W1 avg) + W2 relu(W1 max) =
+      W2 (relu(W1 avg) + relu(W1 max)): both poolings go through W1 as one (B, C, 1, 2)
+      conv, and W2 runs once.
+    - Spatial gate: conv([max_c, mean_c]) = conv over [x, max_c] whose first C input
+      channels carry the mean's kernel / C: the channel mean costs no op of its own.
+    Submodule names (``roi``, ``channel``, ``spatial``) are kept so that graph scopes, and
+    with them the float-kept nodes, stay what they were.
+    """
+
+    def __init__(self, block: MXABlock, height: int, width: int):
+        super().__init__()
+        self.roi = block.roi
+        self.channel = _ExportChannelGate(block.channel)
+        self.spatial = _ExportSpatialGate(block.spatial, block.channel.fc2.out_channels)
+        self.height, self.width = int(height), int(width)
+        h, w = self.height, self.width
+        # Source position (in pixels of the input map) of output pixel o along x:
+        # (x1 + (o + .5)/W (x2 - x1)) W - .5 = x1 (W - o - .5) + x2 (o + .5) - .5; same along y.
+        ox = torch.arange(w, dtype=torch.float32) + 0.5
+        oy = torch.arange(h, dtype=torch.float32) + 0.5
+        to_pos = torch.zeros(4, w + h)
+        to_pos[0, :w], to_pos[2, :w] = w - ox, ox  # x1, x2 -> x positions
+        to_pos[1, w:], to_pos[3, w:] = h - oy, oy  # y1, y2 -> y positions
+        self.register_buffer("box_to_positions", to_pos, persistent=False)
+        # Clamp bounds per position (border padding), and the input pixel indices.
+        self.register_buffer("pos_max", torch.cat([torch.full((w,), w - 1.0), torch.full((h,), h - 1.0)]), False)
+        self.register_buffer("x_index", torch.arange(w, dtype=torch.float32).view(w, 1), persistent=False)
+        self.register_buffer("y_index", torch.arange(h, dtype=torch.float32), persistent=False)
+        self.capture = False
+        self.last_box: torch.Tensor | None = None
+        self.last_attention: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        box = self.roi(x)
+        w = self.width
+        pos = torch.minimum(torch.relu(box @ self.box_to_positions - 0.5), self.pos_max)  # (B, W + H)
+        px, py = pos[:, :w], pos[:, w:]
+        ry = torch.relu(1.0 - (py.unsqueeze(2) - self.y_index).abs())  # (B, H_out, H_in)
+        rx_t = torch.relu(1.0 - (px.unsqueeze(1) - self.x_index).abs())  # (B, W_in, W_out)
+        pooled = torch.matmul(torch.matmul(ry.unsqueeze(1), x), rx_t.unsqueeze(1))
+        out, attn = self.spatial(self.channel(pooled))
+        if self.capture:
+            self.last_box, self.last_attention = box, attn
+        return out
+
+
+class _ExportChannelGate(nn.Module):
+    def __init__(self, gate: ChannelAttention):
+        super().__init__()
+        self.fc1, self.fc2, self.act = gate.fc1, gate.fc2, gate.act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = torch.cat([x.mean((2, 3), keepdim=True), x.amax((2, 3), keepdim=True)], dim=3)  # (B, C, 1, 2)
+        hidden = self.act(self.fc1(pooled)).sum(3, keepdim=True)
+        return x * torch.sigmoid(self.fc2(hidden))
+
+
+class _ExportSpatialGate(nn.Module):
+    def __init__(self, gate: SpatialAttention, channels: int):
+        super().__init__()
+        conv = gate.conv
+        k = conv.kernel_size
+        self.conv = nn.Conv2d(channels + 1, 1, k, padding=conv.padding)
+        with torch.no_grad():
+            # Input channels: x's C channels carry the mean's kernel / C, the last one max_c.
+            self.conv.weight.copy_(
+                torch.cat([conv.weight[:, 1:2].expand(1, channels, *k) / channels, conv.weight[:, 0:1]], dim=1)
+            )
+            self.conv.bias.copy_(conv.bias)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        attn = torch.sigmoid(self.conv(torch.cat([x, x.amax(dim=1, keepdim=True)], dim=1)))
+        return x * attn, attn
