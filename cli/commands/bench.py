@@ -201,6 +201,8 @@ def render(console, result: dict) -> None:
             console.print(
                 f"INT8 earns its place here: {verdict['int8']} is {verdict['speedup']:.2f}x {verdict['float']}"
             )
+    for group, goals in (result.get("goals") or {}).items():
+        render_goals(console, goals, Path(group).name if len(result["goals"]) > 1 else None)
     best = cb.get("best_int8")
     if best:
         console.print(
@@ -210,3 +212,35 @@ def render(console, result: dict) -> None:
             f"{_f(best['ratio_to_theoretical_peak'] and best['ratio_to_theoretical_peak'] * 100, '{:.1f}%')} "
             "of theoretical"
         )
+
+
+_GOAL_LABELS = {
+    "int8_vs_pytorch": "best gated INT8 vs PyTorch eager FP32, batch-1 latency",
+    "int8_throughput_vs_bound": "its large-batch throughput, share of the INT8 compute bound",
+    "int8_vs_float": "best gated INT8 vs best gated float artifact, batch-1 latency",
+    "mxa_overhead": "MXA's added batch-1 latency, every backend",
+}
+
+
+def _goal_value(key: str, value) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.1%}" if key in ("int8_throughput_vs_bound", "mxa_overhead") else f"{value:.2f}x"
+
+
+def render_goals(console, goals: dict, title: str | None = None) -> None:
+    """The issue-17 goal ratios, one line each: value, target, met, and the rows compared."""
+    head = f"goals ({goals['isa']}{'; ' + title if title else ''}): INT8 = {goals['int8'] or '—'}, "
+    console.print(head + f"float = {goals['float'] or '—'}", highlight=False)
+    for key, label in _GOAL_LABELS.items():
+        g = goals[key]
+        if g["target"] is None:
+            target, mark = "no target here", "[dim]n/a[/]"
+        else:
+            sign = "<=" if key == "mxa_overhead" else ">="
+            target = f"{sign} {_goal_value(key, g['target'])}"
+            mark = "[dim]not measured[/]" if g["met"] is None else "[green]met[/]" if g["met"] else "[red]missed[/]"
+        line = f"  {label}: {_goal_value(key, g['value'])} (target {target}) {mark}"
+        if g.get("note"):
+            line += f" — {g['note']}"
+        console.print(line, highlight=False)

@@ -21,6 +21,7 @@ import numpy as np
 
 from mxa_edge.backends import all_specs
 from mxa_edge.bench import subjects as S
+from mxa_edge.bench.goals import goal_ratios
 from mxa_edge.bench.peak import compute_bound
 from mxa_edge.bench.timing import measure_interleaved, paired_ratio
 from mxa_edge.errors import ArtifactError, ConfigError, MissingDependencyError, MxaError
@@ -261,6 +262,7 @@ def run_bench(
         "machine": machine,
         "compute_bound": _bound_summary(bound, rows),
         "fastest": fastest_gated(rows),
+        "goals": goal_ratios(rows, batches[0], batches[-1], machine["flags"]),
         "rows": rows,
     }
 
