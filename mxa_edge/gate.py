@@ -13,7 +13,10 @@ an exported model passes when:
 - decision agreement: for every finding at least ``min_agreement`` of the images get the same
   positive/negative decision from both models (this catches churn that leaves sensitivity and
   specificity unchanged: as many images flipping each way);
-- calibration: the expected calibration error rises by no more than ``max_ece_increase``.
+- calibration: the expected calibration error rises by no more than ``max_ece_increase``;
+- input guard (``mxa_edge.guard``): the share of held-out images the exported model's guard
+  flags as out of distribution exceeds the FP32 model's by no more than
+  ``max_guard_flag_increase`` (never finer than one image, 1/n).
 
 A value exactly at its bound passes. An AUC is blind to a constant added to one finding's
 logits; sensitivity, specificity and agreement are not, which is why they are gated.
@@ -56,10 +59,18 @@ class GateSpec:
     min_agreement: float = 0.90
     max_ece_increase: float = 0.02
     subgroups: bool = False
+    max_guard_flag_increase: float = 0.02  # after subgroups: positional construction keeps its meaning
 
     def validate(self) -> "GateSpec":
         """Raise ConfigError for bounds out of range or an unknown mode; return self."""
-        for name in ("max_macro_drop", "max_drop", "max_sens_drop", "max_spec_drop", "max_ece_increase"):
+        for name in (
+            "max_macro_drop",
+            "max_drop",
+            "max_sens_drop",
+            "max_spec_drop",
+            "max_ece_increase",
+            "max_guard_flag_increase",
+        ):
             bound = getattr(self, name)
             if isinstance(bound, bool) or not isinstance(bound, numbers.Real) or not bound >= -1:
                 what = "AUC drops" if name in ("max_macro_drop", "max_drop") else f"{name} bounds"
@@ -79,6 +90,7 @@ class GateSpec:
             "max_spec_drop": float(self.max_spec_drop),
             "min_agreement": float(self.min_agreement),
             "max_ece_increase": float(self.max_ece_increase),
+            "max_guard_flag_increase": float(self.max_guard_flag_increase),
             "mode": self.mode,
             "subgroups": bool(self.subgroups),
         }
@@ -133,7 +145,7 @@ class Check:
     ``exceeds``), "floor" (value < bound) or "rise" (value > bound)."""
 
     scope: str  # a finding, "macro", or "all findings"; subgroup checks are "<slice> / <finding>"
-    metric: str  # "AUC", "sensitivity", "specificity", "agreement", "ECE"
+    metric: str  # "AUC", "sensitivity", "specificity", "agreement", "ECE", "flag rate"
     kind: str
     value: float | None
     bound: float
@@ -226,6 +238,19 @@ def _table_checks(table: Mapping, spec: GateSpec, prefix: str = "") -> list[Chec
                 table.get("ece_delta"),
                 spec.max_ece_increase,
                 table.get("ece_delta_ci"),
+                mode,
+            )
+        )
+    guard = table.get("guard")
+    if guard:  # the input guard's flag rate on the held-out split (not per slice)
+        out.append(
+            _check(
+                prefix + "input guard",
+                "flag rate",
+                "rise",
+                guard.get("flag_rate_delta"),
+                resolution_bound(spec.max_guard_flag_increase, guard.get("n_images")),
+                guard.get("flag_rate_delta_ci"),
                 mode,
             )
         )

@@ -41,16 +41,17 @@ def is_supported_image(path) -> bool:
     return Path(path).suffix.lower() in SUPPORTED_SUFFIXES
 
 
-def load_radiograph(path) -> np.ndarray:
+def load_radiograph(path, frame: int | None = None) -> np.ndarray:
     """Read a PNG, JPEG or DICOM radiograph as float32 (H, W) in [0, 1], bone white.
 
-    Raises InputImageError for a missing, empty, truncated, oversized, constant or otherwise
-    unusable file.
+    ``frame``: for a multi-frame DICOM, the frame to read (0-based); without it a multi-frame
+    file is refused. Raises InputImageError for a missing, empty, truncated, oversized, constant
+    or otherwise unusable file.
     """
     path = Path(path)
     head = _read_head(path)
     if _looks_like_dicom(path, head):
-        gray = _load_dicom(path, has_preamble=head[_DICOM_MAGIC_OFFSET:] == b"DICM")
+        gray = _load_dicom(path, has_preamble=head[_DICOM_MAGIC_OFFSET:] == b"DICM", frame=frame)
     else:
         gray = _load_pillow(path, head)
     return _checked(path, gray)
@@ -213,10 +214,10 @@ def _png_significant_bits(path: Path) -> int | None:
 # --- DICOM (pydicom) -------------------------------------------------------------------------
 
 
-def _load_dicom(path: Path, has_preamble: bool) -> np.ndarray:
+def _load_dicom(path: Path, has_preamble: bool, frame: int | None = None) -> np.ndarray:
     ds = _read_dicom(path, force=not has_preamble)
-    _check_dicom_header(path, ds, has_preamble)
-    arr = _decode_dicom_pixels(path, ds)
+    _check_dicom_header(path, ds, has_preamble, frame)
+    arr = _decode_dicom_pixels(path, ds, frame)
     if float(arr.min()) == float(arr.max()):
         raise InputImageError(path, f"all pixels have the same value ({float(arr.min()):g}): the image is blank")
     return _dicom_to_display(path, ds, arr)
@@ -233,7 +234,7 @@ def _read_dicom(path: Path, force: bool):
         raise InputImageError(path, f"unreadable DICOM ({_short(exc)}); the file is truncated or not DICOM") from None
 
 
-def _check_dicom_header(path: Path, ds, has_preamble: bool) -> None:
+def _check_dicom_header(path: Path, ds, has_preamble: bool, frame: int | None = None) -> None:
     """Everything knowable before the pixels are decoded: presence, frame count, size."""
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         if not has_preamble:
@@ -246,16 +247,23 @@ def _check_dicom_header(path: Path, ds, has_preamble: bool) -> None:
         rows, cols = int(ds.Rows), int(ds.Columns)
     except (AttributeError, TypeError, ValueError) as exc:
         raise InputImageError(path, f"DICOM image header is incomplete ({_short(exc)})") from None
-    if frames > 1:
+    if frames > 1 and frame is None:
         raise InputImageError(
-            path, f"multi-frame DICOM ({frames} frames) is not supported; export the single radiograph frame"
+            path, f"multi-frame DICOM ({frames} frames): say which frame to read, or export the single radiograph frame"
         )
+    if frame is not None and not 0 <= frame < frames:
+        raise InputImageError(path, f"frame {frame} asked for, but the DICOM has {frames} frame(s)")
     _check_pixel_count(path, cols, rows)
 
 
-def _decode_dicom_pixels(path: Path, ds) -> np.ndarray:
+def _decode_dicom_pixels(path: Path, ds, frame: int | None = None) -> np.ndarray:
     try:
-        arr = ds.pixel_array
+        if frame is None:
+            arr = ds.pixel_array
+        else:  # decode only the frame asked for
+            from pydicom.pixels import pixel_array
+
+            arr = pixel_array(ds, index=frame)
     except Exception as exc:  # missing decoder plugin, truncated pixel data, bad transfer syntax
         raise InputImageError(path, _pixel_decode_problem(ds, exc)) from None
     if arr.ndim == 3 and arr.shape[-1] in (3, 4):
@@ -271,10 +279,30 @@ def _pixel_decode_problem(ds, exc: Exception) -> str:
     if ts is not None and getattr(ts, "is_compressed", False):
         return (
             f"DICOM pixel data is compressed ({ts.name}) and could not be decoded ({_short(exc)}); "
-            "install a decoder (pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg, or python-gdcm) "
+            f"install its decoder ({_decoder_hint(ts)}) "
             "or convert the file to uncompressed DICOM (gdcmconv --raw)"
         )
     return f"cannot decode the DICOM pixel data ({_short(exc)}); the file is truncated or corrupt"
+
+
+# Which optional package decodes which compressed transfer syntax (pydicom's pixel handlers).
+# pylibjpeg-libjpeg is GPL-3.0: python-gdcm (BSD) is the alternative where that matters.
+_DECODERS = {
+    "JPEG Lossless": "pip install 'mxa-edge[dicom]' (pylibjpeg + pylibjpeg-libjpeg), or pip install python-gdcm",
+    "JPEG Baseline": "pip install 'mxa-edge[dicom]' (pylibjpeg + pylibjpeg-libjpeg), or Pillow's JPEG plugin",
+    "JPEG Extended": "pip install 'mxa-edge[dicom]' (pylibjpeg + pylibjpeg-libjpeg), or pip install python-gdcm",
+    "JPEG-LS": "pip install pyjpegls, or pip install python-gdcm",
+    "JPEG 2000": "pip install 'mxa-edge[dicom]' (pylibjpeg + pylibjpeg-openjpeg), or pip install python-gdcm",
+    "RLE": "numpy alone decodes RLE Lossless: the data is corrupt, or pip install pylibjpeg-rle",
+}
+
+
+def _decoder_hint(ts) -> str:
+    name = str(getattr(ts, "name", "") or ts)
+    for key, hint in _DECODERS.items():
+        if name.startswith(key) or key in name:
+            return hint
+    return "no decoder is known for it here; pip install python-gdcm covers most"
 
 
 def _dicom_to_display(path: Path, ds, arr: np.ndarray) -> np.ndarray:

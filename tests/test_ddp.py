@@ -39,7 +39,10 @@ def _cmd(data, out, extra=()):
 def test_two_gloo_processes_match_one_process(phantom_root, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run(_cmd(phantom_root, tmp_path / "single"), check=True, env=env, timeout=600)
-    subprocess.run(_cmd(phantom_root, tmp_path / "ddp", ["--devices", "2"]), check=True, env=env, timeout=600)
+    # gloo on CPU: --device auto would pick a GPU where one exists.
+    subprocess.run(
+        _cmd(phantom_root, tmp_path / "ddp", ["--device", "cpu", "--devices", "2"]), check=True, env=env, timeout=600
+    )
     single = [json.loads(x) for x in (tmp_path / "single" / "log.jsonl").read_text().splitlines()]
     ddp = [json.loads(x) for x in (tmp_path / "ddp" / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in ddp] == [1, 2], "rank 0 alone writes one log line per epoch"

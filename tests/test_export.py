@@ -24,7 +24,13 @@ from mxa_edge.gate import GateSpec  # noqa: E402
 SIZE = 64
 # Loose gate for a 100-image validation set: per-label AUCs and decisions of a tiny model move
 # with any perturbation; the default bounds are for real validation sets.
-LOOSE_DECISIONS = {"max_sens_drop": 0.25, "max_spec_drop": 0.25, "min_agreement": 0.7, "max_ece_increase": 0.1}
+LOOSE_DECISIONS = {
+    "max_sens_drop": 0.25,
+    "max_spec_drop": 0.25,
+    "min_agreement": 0.7,
+    "max_ece_increase": 0.1,
+    "max_guard_flag_increase": 0.1,
+}
 LOOSE_GATE = GateSpec(0.03, 0.10, **LOOSE_DECISIONS)
 LOOSE = {"gate": LOOSE_GATE}
 

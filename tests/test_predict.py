@@ -26,7 +26,7 @@ from mxa_edge.labels import CHEXPERT_LABELS
 SIZE = 64
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 # The export's drift gate is not what these tests check; bounds wide enough for a tiny model.
-ANY_DRIFT = {"gate": GateSpec(1.0, 1.0, "point", 1.0, 1.0, 0.0, 1.0), "n_boot": 0}
+ANY_DRIFT = {"gate": GateSpec(1.0, 1.0, "point", 1.0, 1.0, 0.0, 1.0, max_guard_flag_increase=1.0), "n_boot": 0}
 
 
 def _cli(*args, env_extra: dict | None = None, pythonpath: Path | None = None) -> subprocess.CompletedProcess:
@@ -263,17 +263,32 @@ def test_cli_bad_files_reported_rest_predicted(onnx_fp32, two_images, tmp_path):
     for name, data in bad.items():
         (d / name).write_bytes(data)
     jpg.unlink()
-    bad_paths = [d / n for n in bad] + [_multiframe_dicom(d / "cine.dcm"), _huge_png_header(d / "huge.png")]
+    bad_paths = [d / n for n in bad] + [_huge_png_header(d / "huge.png")]
+    ok.append(_multiframe_dicom(d / "cine.dcm"))  # a multi-frame radiograph: its first frame is read
 
-    proc = _cli(d, "--model", onnx_fp32, "--json")
+    out_csv = tmp_path / "rows.csv"
+    proc = _cli(d, "--model", onnx_fp32, "--json", "--csv", out_csv)
     assert proc.returncode == 3, proc.stderr
     assert "Traceback" not in proc.stderr
     error_lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(error_lines) == len(bad_paths), proc.stderr
     for p in bad_paths:
         assert sum(line.startswith(f"error: {p}: ") for line in error_lines) == 1, (p, proc.stderr)
-    results = json.loads(proc.stdout)
-    assert sorted(r["file"] for r in results) == sorted(map(str, ok))
+    # Every input has a row, failed ones with their error: a worklist script sees all of them.
+    rows = {r["file"]: r for r in json.loads(proc.stdout)}
+    assert sorted(rows) == sorted(map(str, ok + bad_paths))
+    assert {f for f, r in rows.items() if r["status"] == "predicted"} == set(map(str, ok))
+    for p in bad_paths:
+        assert rows[str(p)]["status"] == "error" and rows[str(p)]["error"], rows[str(p)]
+        assert f"error: {p}: {rows[str(p)]['error']}" in error_lines
+    cine = rows[str(d / "cine.dcm")]["dicom"]
+    assert cine["frame"] == 0 and cine["n_frames"] == 3 and cine["modality"] == "CR"
+    with out_csv.open(newline="") as f:
+        table = {r["file"]: r for r in csv.DictReader(f)}
+    assert sorted(table) == sorted(rows)
+    for p in bad_paths:
+        assert table[str(p)]["status"] == "error" and table[str(p)]["message"] == rows[str(p)]["error"]
+    assert table[str(d / "cine.dcm")]["frame"] == "0"
 
 
 def test_cli_csv_and_overlay(onnx_fp32, two_images, tmp_path):
@@ -288,7 +303,18 @@ def test_cli_csv_and_overlay(onnx_fp32, two_images, tmp_path):
     with out_csv.open(newline="") as f:
         rows = list(csv.reader(f))
     fields = ("probability", "positive", "threshold", "policy")
-    assert rows[0] == ["file", "positives", *(f"{k} {f}" for k in CHEXPERT_LABELS for f in fields)]
+    dicom = ["study_uid", "series_uid", "sop_uid", "modality", "body_part", "view_position", "frame"]
+    assert rows[0] == [
+        "file",
+        "status",
+        "message",
+        *dicom,
+        "in_distribution",
+        "ood_score",
+        "ood_threshold",
+        "positives",
+        *(f"{k} {f}" for k in CHEXPERT_LABELS for f in fields),
+    ]
     assert len(rows) == 1 + len(two_images)
     assert [r[0] for r in rows[1:]] == [str(p) for p in two_images]
     for r in rows[1:]:
@@ -296,6 +322,8 @@ def test_cli_csv_and_overlay(onnx_fp32, two_images, tmp_path):
         for k in CHEXPERT_LABELS:
             p, t = float(cells[f"{k} probability"]), float(cells[f"{k} threshold"])
             assert 0.0 <= p <= 1.0 and cells[f"{k} positive"] == str(int(p >= t)) and cells[f"{k} policy"]
+        assert cells["status"] == "predicted" and cells["in_distribution"] in ("0", "1")
+        assert (cells["in_distribution"] == "1") == (float(cells["ood_score"]) <= float(cells["ood_threshold"]))
         assert set(filter(None, cells["positives"].split(";"))) == {
             k for k in CHEXPERT_LABELS if cells[f"{k} positive"] == "1"
         }
@@ -365,3 +393,218 @@ def test_predict_applies_the_manifests_calibration_and_thresholds(predict_run, o
     flat = expected >= 0.5
     custom = expected >= np.array([thresholds[k] for k in CHEXPERT_LABELS])
     assert (flat != custom).any()
+
+
+# --- input guard ---------------------------------------------------------------------------
+
+
+def _held_out(run: Path):
+    """(frontal gray images of the run's held-out CSV, lateral gray images of both its CSVs: the
+    run trained on frontal views only, so no lateral was seen)."""
+    from mxa_edge.data.chexpert import read_split
+    from mxa_edge.formats import RunRecord
+    from mxa_edge.imageio import load_radiograph
+
+    root = Path(RunRecord.load(run).data.root)
+    valid, train = (read_split(root, name, frontal_only=False) for name in ("valid", "train"))
+    frontal = [load_radiograph(p) for p, v in zip(valid.paths, valid.views) if v == "Frontal"]
+    lateral = [load_radiograph(p) for s in (valid, train) for p, v in zip(s.paths, s.views) if v == "Lateral"]
+    return frontal, lateral
+
+
+def test_artifact_carries_a_fitted_gated_and_verified_input_guard(onnx_fp32):
+    from mxa_edge.formats import load_artifact
+    from mxa_edge.guard import GUARD_FILE
+    from mxa_edge.runtime.verify import verify_artifact
+
+    art = load_artifact(onnx_fp32)
+    m = art.manifest
+    assert m.outputs[-1] == "features" and GUARD_FILE in m.files
+    g = m.guard
+    assert g["fitted_on"] == {"mean_covariance": "train", "threshold": "tune"} and g["percentile"] == 99.0
+    assert g["feature_dim"] == 64 + 128 + 192  # M0's three stage widths, pooled and concatenated
+    assert g["tune_scores"]["p99"] == pytest.approx(g["threshold"])
+    held = g["held_out"]
+    # FP32 export: the same features as PyTorch, so the same flags.
+    assert held["flag_rate_new"] == held["flag_rate_ref"] and held["agreement"] == 1.0
+    # Laterals come from the held-out CSV when it has any (this tiny one may not).
+    assert {"inverted", "texture", "document"} <= set(g["challenge"]) <= {"lateral", "inverted", "texture", "document"}
+    assert all(v["n"] > 0 and 0.0 <= v["flagged"] <= 1.0 for v in g["challenge"].values())
+    drift = json.loads((onnx_fp32 / "drift.json").read_text())
+    assert drift["guard"]["flag_rate_delta"] == 0.0 and drift["gate"]["max_guard_flag_increase"] == 1.0
+    report = verify_artifact(art, threads=1)
+    assert report.passed and report.guard["max_abs_score"] <= report.guard["tolerance"]
+    assert report.guard["flag_agreement"] == 1.0
+
+
+def test_input_guard_flags_what_the_model_was_not_trained_on(predict_run, onnx_fp32):
+    """Even for a model trained a few steps at 64 px: held-out frontals mostly pass; laterals,
+    inverted films, textures and document pages are flagged."""
+    from mxa_edge.data.ood import document_images, inverted, texture_images
+    from mxa_edge.data.phantom import render_lateral
+    from mxa_edge.runtime.predict import Predictor
+
+    predictor = Predictor(onnx_fp32, threads=1, verify=False)
+    frontal, _ = _held_out(predict_run)
+    # The phantom generator's own lateral renderer (the tiny dataset has only a lateral or two).
+    rng = np.random.default_rng(11)
+    lateral = [np.asarray(render_lateral(rng, 96), np.float32) for _ in range(30)]
+    lateral = [g / 255.0 if g.max() > 1.0 else g for g in lateral]
+
+    def rate(images):
+        return float(np.mean([r.in_distribution is False for r in predictor.predict_arrays(list(images))]))
+
+    rates = {
+        "frontal": rate(frontal),
+        "lateral": rate(lateral),
+        "inverted": rate(inverted(np.stack(frontal))),
+        "texture": rate(texture_images(40, 128, seed=3)),
+        "document": rate(document_images(40, 128, seed=3)),
+    }
+    print(rates)
+    assert rates["frontal"] <= 0.10, rates
+    assert min(rates["inverted"], rates["texture"], rates["document"]) >= 0.9, rates
+    assert rates["lateral"] >= 0.9, rates
+
+
+def test_cli_warns_on_flagged_images_and_strict_inputs_refuses_them(predict_run, onnx_fp32, tmp_path):
+    from PIL import Image
+
+    from mxa_edge.data.ood import document_images
+
+    frontal, _ = _held_out(predict_run)
+    chest = tmp_path / "chest.png"
+    Image.fromarray((frontal[0] * 255).astype(np.uint8)).save(chest)
+    page = tmp_path / "page.png"
+    Image.fromarray((document_images(1, 200, seed=5)[0] * 255).astype(np.uint8)).save(page)
+
+    proc = _cli(chest, page, "--model", onnx_fp32, "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = {Path(r["file"]).name: r for r in json.loads(proc.stdout)}
+    assert rows["page.png"]["in_distribution"] is False and rows["page.png"]["status"] == "predicted"
+    assert rows["page.png"]["ood_score"] > rows["page.png"]["ood_threshold"]
+    assert f"warning: {page}: not like the frontal chest radiographs" in proc.stderr
+
+    strict = _cli(chest, page, "--model", onnx_fp32, "--json", "--strict-inputs")
+    assert strict.returncode == 3, strict.stderr
+    rows = {Path(r["file"]).name: r for r in json.loads(strict.stdout)}
+    assert rows["page.png"]["status"] == "error" and "--strict-inputs" in rows["page.png"]["error"]
+    assert "findings" not in rows["page.png"]
+    assert rows["chest.png"]["status"] == "predicted" and rows["chest.png"]["in_distribution"] is True
+
+
+# --- DICOM studies -------------------------------------------------------------------------
+
+
+def _dicom(path: Path, gray: np.ndarray, study: str, series: str, instance: int, **tags) -> Path:
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.InstanceNumber = study, series, instance
+    ds.Modality = "DX"
+    for k, v in tags.items():
+        setattr(ds, k, v)
+    pixels = np.round(np.asarray(gray) * 4095).astype(np.uint16)
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = pixels.tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def _to_jpeg_lossless(path: Path) -> Path:
+    """Re-encode in place as JPEG Lossless, Process 14 SV1 (pydicom cannot encode it; GDCM can)."""
+    gdcm = pytest.importorskip("gdcm", reason="python-gdcm writes the JPEG-Lossless test file ([test] extra)")
+    reader = gdcm.ImageReader()
+    reader.SetFileName(str(path))
+    assert reader.Read()
+    change = gdcm.ImageChangeTransferSyntax()
+    change.SetTransferSyntax(gdcm.TransferSyntax(gdcm.TransferSyntax.JPEGLosslessProcess14_1))
+    change.SetInput(reader.GetImage())
+    assert change.Change()
+    writer = gdcm.ImageWriter()
+    writer.SetFileName(str(path))
+    writer.SetFile(reader.GetFile())
+    writer.SetImage(change.GetOutput())
+    assert writer.Write()
+    return path
+
+
+def test_cli_dicom_study_one_prediction_per_frontal_image_rest_skipped(predict_run, onnx_fp32, tmp_path):
+    pytest.importorskip("pylibjpeg", reason="JPEG-Lossless decoding needs pylibjpeg + pylibjpeg-libjpeg")
+    from pydicom.uid import generate_uid
+
+    from mxa_edge.imageio import load_radiograph
+
+    frontal, lateral = _held_out(predict_run)
+    folder = tmp_path / "study"
+    folder.mkdir()
+    study, other_study = generate_uid(), generate_uid()
+    chest_series, lat_series, ct_series, hand_series = (generate_uid() for _ in range(4))
+    files = {
+        "b_pa.dcm": _dicom(
+            folder / "b_pa.dcm", frontal[0], study, chest_series, 2, ViewPosition="PA", BodyPartExamined="CHEST"
+        ),
+        "a_ap_jpegll.dcm": _to_jpeg_lossless(
+            _dicom(folder / "a_ap_jpegll.dcm", frontal[1], study, chest_series, 1, ViewPosition="AP")
+        ),
+        "lat.dcm": _dicom(
+            folder / "lat.dcm", lateral[0], study, lat_series, 1, ViewPosition="LL", BodyPartExamined="CHEST"
+        ),
+        "ct.dcm": _dicom(folder / "ct.dcm", frontal[2], study, ct_series, 1, Modality="CT", BodyPartExamined="CHEST"),
+        "hand.dcm": _dicom(folder / "hand.dcm", frontal[3], other_study, hand_series, 1, BodyPartExamined="HAND"),
+    }
+    # The compressed file really is JPEG Lossless and decodes to the pixels written.
+    import pydicom
+
+    ds = pydicom.dcmread(files["a_ap_jpegll.dcm"])
+    assert ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.70"
+    np.testing.assert_allclose(load_radiograph(files["a_ap_jpegll.dcm"]), np.round(frontal[1] * 4095) / 4095, atol=1e-6)
+
+    out_csv = tmp_path / "study.csv"
+    proc = _cli(folder, "--model", onnx_fp32, "--json", "--csv", out_csv)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    by_name = {Path(r["file"]).name: r for r in rows}
+    assert set(by_name) == set(files)
+    predicted = [Path(r["file"]).name for r in rows if r["status"] == "predicted"]
+    assert predicted == ["a_ap_jpegll.dcm", "b_pa.dcm"]  # one per frontal image, by instance number
+    reasons = {n: r["reason"] for n, r in by_name.items() if r["status"] == "skipped"}
+    assert "lateral view (ViewPosition LL)" in reasons["lat.dcm"]
+    assert "Modality CT" in reasons["ct.dcm"] and "BodyPartExamined HAND" in reasons["hand.dcm"]
+    for name, r in by_name.items():
+        d = r["dicom"]
+        assert d["study_uid"] == (other_study if name == "hand.dcm" else study)
+        assert d["sop_uid"] and d["series_uid"]
+    ap = by_name["a_ap_jpegll.dcm"]["dicom"]
+    assert ap["view_position"] == "AP" and ap["series_uid"] == chest_series and ap["frame"] is None
+    assert "JPEG Lossless" in ap["transfer_syntax"]
+    # Grouped: the study's files together, its series in order of appearance, the other study after.
+    names = [Path(r["file"]).name for r in rows]
+    assert names.index("hand.dcm") == len(names) - 1
+    with out_csv.open(newline="") as f:
+        table = {Path(r["file"]).name: r for r in csv.DictReader(f)}
+    assert table["lat.dcm"]["status"] == "skipped" and "ViewPosition LL" in table["lat.dcm"]["message"]
+    assert table["b_pa.dcm"]["study_uid"] == study and table["b_pa.dcm"]["view_position"] == "PA"
+
+
+def test_undecodable_transfer_syntax_names_what_to_install(tmp_path):
+    from mxa_edge.imageio import load_radiograph
+
+    path = _dicom(tmp_path / "x.dcm", np.random.default_rng(0).random((16, 16)), "1.2.3", "1.2.3.4", 1)
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.100"  # MPEG2 video: no decoder here
+    ds.PixelData = pydicom.encaps.encapsulate([b"\x00" * 64])
+    ds.save_as(path)
+    with pytest.raises(InputImageError, match=r"compressed \(MPEG2.*install its decoder \(no decoder is known"):
+        load_radiograph(path)

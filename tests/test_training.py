@@ -158,7 +158,15 @@ def test_pediatric_pneumonia_end_to_end(tmp_path):
     from mxa_edge.gate import GateSpec
 
     # A one-epoch model on 96 held-out images: loose bounds (the point is that the chain runs).
-    loose = GateSpec(0.05, 0.1, max_sens_drop=0.1, max_spec_drop=0.1, min_agreement=0.8, max_ece_increase=0.05)
+    loose = GateSpec(
+        0.05,
+        0.1,
+        max_sens_drop=0.1,
+        max_spec_drop=0.1,
+        min_agreement=0.8,
+        max_ece_increase=0.05,
+        max_guard_flag_increase=0.1,
+    )
     res = export_run(tmp_path / "peds", "onnx", int8=True, calib_size=24, n_boot=100, gate=loose)
     assert res.passed and (res.artifact / "manifest.json").is_file()
     gated = {k for k, v in res.drift["per_label"].items() if v["delta"] is not None}

@@ -47,7 +47,8 @@ class TorchScriptEngine(Engine):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             self.module = torch.jit.load(str(path)).eval()
-        self.output_names = ["logits", "roi", "attention", "attention_box"]
+        # The exported graph's outputs, in AuxOutputs' order (the model under test has MXA).
+        self.output_names = ["logits", "roi", "attention", "attention_box", "features"]
 
     def run(self, batch):
         with self.torch.no_grad():

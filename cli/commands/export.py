@@ -68,6 +68,12 @@ def export(
     max_ece_increase: float = typer.Option(
         DEFAULT_GATE.max_ece_increase, "--max-ece-increase", help="Refuse when the calibration error rises by more."
     ),
+    max_guard_flag_increase: float = typer.Option(
+        DEFAULT_GATE.max_guard_flag_increase,
+        "--max-guard-flag-increase",
+        help="Refuse when the input guard flags a larger share of held-out images as out of distribution than with "
+        "the FP32 model, by more than this (never finer than one image).",
+    ),
     gate_on: GateMode = typer.Option(
         GateMode.point,
         "--gate-on",
@@ -138,6 +144,7 @@ def export(
                     max_spec_drop=max_spec_drop,
                     min_agreement=min_agreement,
                     max_ece_increase=max_ece_increase,
+                    max_guard_flag_increase=max_guard_flag_increase,
                     subgroups=gate_subgroups,
                 ),
                 n_boot=n_boot,
@@ -175,8 +182,17 @@ def _render(console, result) -> None:
         f"gate {verdict} on {d['n_images']} held-out images ({g.get('mode', 'point')} estimates): AUC drop ≤ "
         f"{g.get('max_drop')} (macro {g.get('max_macro_drop')}), sensitivity/specificity drop ≤ "
         f"{g.get('max_sens_drop')}/{g.get('max_spec_drop')} (or one image), agreement ≥ {g.get('min_agreement')}, "
-        f"ECE rise ≤ {g.get('max_ece_increase')}"
+        f"ECE rise ≤ {g.get('max_ece_increase')}, input-guard flag-rate rise ≤ {g.get('max_guard_flag_increase')}"
     )
+    guard = d.get("guard")
+    if guard:
+        challenge = ", ".join(
+            f"{kind} {v['flagged']:.0%} of {v['n']}" for kind, v in (guard.get("challenge") or {}).items()
+        )
+        console.print(
+            f"input guard (threshold {guard['threshold']:.1f}): flags {guard['flag_rate_ref']:.1%} of held-out images "
+            f"with FP32, {guard['flag_rate_new']:.1%} exported (agreement {guard['agreement']:.1%}); flags {challenge}"
+        )
     for line in d.get("failures") or []:
         console.print(f"  [red]✗[/] {line}")
     subs = d.get("subgroups") or {}

@@ -34,6 +34,12 @@ def predict(
     ),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Inference threads. Default: all cores."),
     batch: int = typer.Option(8, "--batch", min=1, help="Images per inference batch."),
+    strict_inputs: bool = typer.Option(
+        False,
+        "--strict-inputs",
+        help="Treat images the input guard flags as out of distribution (not like the frontal chest radiographs "
+        "the model was trained on) as errors: no probabilities for them, and exit status 3.",
+    ),
     no_verify: bool = typer.Option(
         False,
         "--no-verify",
@@ -51,16 +57,34 @@ def predict(
     Preprocessing, calibration and thresholds come from the artifact's manifest only; ROI boxes are in pixels of the
     original image.
 
-    Files that cannot be read are reported on stderr, one line each; the others are still predicted,
-    and the exit status is 3.
+    Every input gets a row in the JSON and CSV output with its status: predicted, skipped (with the reason) or error
+    (with the problem; also printed on stderr). The others are still predicted; the exit status is 3 when any file could
+    not be read.
 
-    The model was trained on frontal chest radiographs: it cannot recognise a lateral view or a non-chest image as such.
+    DICOM folders are grouped by study and series; files that are not frontal chest radiographs by their header
+    (Modality, BodyPartExamined, ViewPosition: e.g. a lateral view or a CT series) are skipped with the reason, and
+    each row carries the UIDs, ViewPosition and the frame used.
+
+    Every image is scored by the artifact's input guard: in_distribution is false (and a warning printed) when the
+    image is unlike the frontal chest radiographs the model was trained on, e.g. a lateral view, an inverted film,
+    a non-chest image; --strict-inputs turns those into errors. A model trained on this project's phantoms flags
+    real radiographs too: that is the guard working.
 
     On first use of an artifact on a machine, its golden vectors are run and compared with the outputs the
     drift gate checked (`mxa-edge verify`); predict refuses (exit 8) when they do not reproduce.
     """
+    from collections import Counter
+
     from mxa_edge.errors import MxaError
-    from mxa_edge.runtime.predict import PredictionError, Predictor, expand_inputs
+    from mxa_edge.runtime.predict import (
+        STATUS_ERROR,
+        STATUS_PREDICTED,
+        STATUS_SKIPPED,
+        PredictionError,
+        PredictionSkipped,
+        Predictor,
+        expand_inputs,
+    )
     from mxa_edge_cli.output import Output
 
     o = Output(json_out, quiet)
@@ -81,26 +105,39 @@ def predict(
         )
     elif predictor.verification is not None:
         o.info(f"verified {model} on this machine ({predictor.verification.isa}): PASS")
-    results, failed, overlay_names = [], 0, set()
-    for item in predictor.predict_files(files, batch, keep_image=overlay is not None):
-        if isinstance(item, PredictionError):
-            failed += 1
-            _stderr_line(f"error: {item.file}: {item.problem}", typer.colors.RED)
-            continue
+    records, counts, overlay_names = [], Counter(), set()
+    for item in predictor.predict_files(files, batch, keep_image=overlay is not None, strict_inputs=strict_inputs):
         record = item.to_dict()
-        if overlay is not None:
-            record["overlay"] = str(_write_overlay(item, overlay, overlay_names))
-            item.image = None  # do not keep every decoded image alive
-        results.append(record)
-        if not (json_out or quiet):
-            _print_result(o.out, item, record.get("overlay"))
+        counts[record["status"]] += 1
+        if isinstance(item, PredictionError):
+            _stderr_line(f"error: {item.file}: {item.problem}", typer.colors.RED)
+        elif isinstance(item, PredictionSkipped):
+            o.info(f"skipped {item.file}: {item.reason}")
+        else:
+            if item.in_distribution is False:
+                counts["flagged"] += 1
+                _stderr_line(
+                    f"warning: {item.file}: not like the frontal chest radiographs the model was trained on "
+                    f"(input-guard score {item.ood_score:.1f} > threshold {item.ood_threshold:.1f}); "
+                    "its findings are not reliable",
+                    typer.colors.YELLOW,
+                )
+            if overlay is not None:
+                record["overlay"] = str(_write_overlay(item, overlay, overlay_names))
+                item.image = None  # do not keep every decoded image alive
+            if not (json_out or quiet):
+                _print_result(o.out, item, record.get("overlay"))
+        records.append(record)
 
     if csv_out is not None:
-        _write_csv(csv_out, results, predictor.labels)
-    o.result(results)
+        _write_csv(csv_out, records, predictor.labels)
+    o.result(records)
+    failed = counts[STATUS_ERROR]
     o.info(
-        f"{len(results)} of {len(files)} image(s) predicted with {predictor.model_id}"
-        + (f"; {failed} could not be read (see the errors above)" if failed else "")
+        f"{counts[STATUS_PREDICTED]} of {len(files)} file(s) predicted with {predictor.model_id}"
+        + (f"; {counts['flagged']} flagged by the input guard" if counts["flagged"] else "")
+        + (f"; {counts[STATUS_SKIPPED]} skipped" if counts[STATUS_SKIPPED] else "")
+        + (f"; {failed} could not be predicted (see the errors above)" if failed else "")
     )
     if failed:
         raise typer.Exit(EXIT_SOME_FAILED)
@@ -127,7 +164,11 @@ def _write_overlay(item, folder: Path, used: set[str]) -> Path:
         raise MxaError(f"{folder / name}: cannot write the overlay ({exc.strerror or exc})") from None
 
 
+CSV_DICOM_FIELDS = ("study_uid", "series_uid", "sop_uid", "modality", "body_part", "view_position", "frame")
+
+
 def _write_csv(path: Path, records: list[dict], labels) -> None:
+    """One row per input, whatever became of it: a worklist script sees every file."""
     import csv
 
     from mxa_edge.errors import MxaError
@@ -137,9 +178,33 @@ def _write_csv(path: Path, records: list[dict], labels) -> None:
         with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
             w = csv.writer(f)
             fields = ("probability", "positive", "threshold", "policy")
-            w.writerow(["file", "positives", *(f"{k} {f}" for k in labels for f in fields)])
+            w.writerow(
+                [
+                    "file",
+                    "status",
+                    "message",
+                    *CSV_DICOM_FIELDS,
+                    "in_distribution",
+                    "ood_score",
+                    "ood_threshold",
+                    "positives",
+                    *(f"{k} {f}" for k in labels for f in fields),
+                ]
+            )
             for r in records:
-                row = [r["file"], ";".join(r["positives"])]
+                dicom = r.get("dicom") or {}
+                row = [r["file"], r["status"], r.get("error") or r.get("reason") or ""]
+                row += ["" if dicom.get(k) is None else dicom[k] for k in CSV_DICOM_FIELDS]
+                if "findings" not in r:
+                    w.writerow(row + [""] * (4 + 4 * len(labels)))
+                    continue
+                ind = r.get("in_distribution")
+                row += [
+                    "" if ind is None else int(ind),
+                    "" if r.get("ood_score") is None else f"{r['ood_score']:.4f}",
+                    "" if r.get("ood_threshold") is None else f"{r['ood_threshold']:.4f}",
+                    ";".join(r["positives"]),
+                ]
                 for k in labels:
                     f = r["findings"][k]
                     row += [f"{f['probability']:.6f}", int(f["positive"]), f"{f['threshold']:.6f}", f["policy"]]
@@ -151,7 +216,17 @@ def _write_csv(path: Path, records: list[dict], labels) -> None:
 def _print_result(console, item, overlay_path) -> None:
     from rich.table import Table
 
-    table = Table(title=f"{item.file}  ({item.width}x{item.height})", title_justify="left")
+    title = f"{item.file}  ({item.width}x{item.height})"
+    if item.dicom:
+        d = item.dicom
+        title += (
+            f"  study …{d['study_uid'][-12:]} series …{d['series_uid'][-8:]} {d['view_position'] or 'no ViewPosition'}"
+        )
+        if d.get("frame") is not None:
+            title += f" frame {d['frame']} of {d['n_frames']}"
+    if item.in_distribution is False:
+        title += "  [bold yellow]OUT OF DISTRIBUTION[/]"
+    table = Table(title=title, title_justify="left")
     table.add_column("Finding")
     table.add_column("Probability (calibrated)", justify="right")
     table.add_column("Threshold", justify="right")

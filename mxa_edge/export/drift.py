@@ -69,6 +69,9 @@ class DriftReport:
             "subgroups": subgroups,
             "n_images": t["n_images"],
             "gated_with": t.get("gated_with"),
+            "guard": {k: (t.get("guard") or {}).get(k) for k in ("flag_rate_ref", "flag_rate_new", "agreement")}
+            if t.get("guard")
+            else None,
         }
 
 
@@ -98,11 +101,14 @@ def gate(
     seed: int = 0,
     subgroups: dict | None = None,
     split: str = "valid",
+    guard: dict | None = None,
 ) -> DriftReport:
     """paired_auc_delta's table judged by ``mxa_edge.gate.verdict``. ``prob_*`` are calibrated
     probabilities; ``thresholds`` the operating points (scalar or per finding); ``subgroups``
     maps slice names to row indices (``mxa_edge.data.subgroups.subgroup_rows``); ``split`` names
-    the split the images are from (recorded, so a reader knows what produced the verdict)."""
+    the split the images are from (recorded, so a reader knows what produced the verdict);
+    ``guard``: the input guard's paired record on the same images (``mxa_edge.guard.guard_drift``),
+    gated by ``spec.max_guard_flag_increase``."""
     from mxa_edge.metrics import paired_auc_delta
 
     y, m = np.asarray(y_true), np.asarray(mask)
@@ -112,6 +118,8 @@ def gate(
         name: _slice_table(y, m, ref, new, np.asarray(rows), thresholds, n_boot, seed, spec)
         for name, rows in (subgroups or {}).items()
     }
+    if guard is not None:
+        table["guard"] = guard
     v = verdict(table, spec)
     table.update({"gate": spec.to_dict(), "split": split, "passed": v.passed, "failures": v.reasons()})
     return DriftReport(table, v.passed, list(v.drifted), v.reasons())

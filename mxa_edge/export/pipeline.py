@@ -6,13 +6,17 @@
 3. ``_reference``: the held-out split (the run's ``valid.csv``, read by its ``DataSelection``;
    nothing is fitted on it), its subgroup slices, and the FP32 model's calibrated probabilities
    on it (the run's ``DecisionRule``, fitted on the tuning split);
+   ``_fit_input_guard``: the input guard (``mxa_edge.guard``: Mahalanobis distance of the pooled
+   features; mean/covariance from training images, threshold from the tuning split) and
+   ``_challenge_inputs``: images it must flag (laterals, inverted films, textures, documents);
 4. ``_write_model``: the target's exporter writes its model file(s) into a hidden temporary
    folder; with ``qat`` the fake-quantized model is first fine-tuned on the TRAIN split,
    distilled from the FP32 model (``qat.py``), and exported as is; ``--static-batch`` fixes the
    batch in the file;
 5. ``_gate``: FP32 PyTorch vs the exported model through the runtime engine, both calibrated and
    thresholded by the run's decision rule, judged by ``mxa_edge.gate`` (gate v2: AUC, sensitivity,
-   specificity, agreement, ECE; subgroups); a target with accuracy control (OpenVINO)
+   specificity, agreement, ECE, the input guard's flag rate; subgroups), plus the guard's flag
+   rate on every challenge kind through the exported engine; a target with accuracy control (OpenVINO)
    re-quantizes a failing PTQ INT8 once with the gate's own score in the loop, computed on the
    run's TUNING split, and is then gated again on the held-out split;
 6. ``_records``: drift.json, drift.png and the ``ArtifactManifest``;
@@ -188,13 +192,15 @@ def _quantization_plan(req: ExportRequest, loaded: _Loaded, opts: ExportOptions,
 
 @dataclass
 class _Reference:
-    """A split, as model input, and the FP32 model's logits and calibrated probabilities on it."""
+    """A split, as model input, and the FP32 model's logits, calibrated probabilities and input
+    guard features on it."""
 
     split: str
     valid: object  # SplitArrays
     x: object  # float32 (N, 1, S, S)
     logits: object
     probs: object  # the run's DecisionRule applied: what predict would output
+    features: object = None  # the input guard's features (the graph's ``features`` output)
 
 
 def _reference(loaded: _Loaded, say, split: str = "valid") -> _Reference:
@@ -205,8 +211,55 @@ def _reference(loaded: _Loaded, say, split: str = "valid") -> _Reference:
     say("reading the held-out split" if split == "valid" else f"reading the {split} split")
     arrays = loaded.run.data.load(split, loaded.run.preprocess)
     x = arrays.model_input(slice(None), loaded.run.preprocess)
-    logits = score(torch_runner(loaded.fused, aux=False), x)["logits"]
-    return _Reference(split, arrays, x, logits, loaded.run.decision.probabilities(logits))
+    out = score(torch_runner(loaded.fused, aux=True), x, outputs=("logits", "features"))
+    logits = out["logits"]
+    return _Reference(split, arrays, x, logits, loaded.run.decision.probabilities(logits), out["features"])
+
+
+def _fit_input_guard(loaded: _Loaded, say):
+    """The input guard (``mxa_edge.guard``): mean and covariance of the FP32 model's features on
+    (at most MAX_FIT_IMAGES) training images, threshold from the tuning split. Returns the guard
+    and the tuning reference (accuracy control reuses it)."""
+    from mxa_edge.guard import MAX_FIT_IMAGES, fit_guard
+    from mxa_edge.scoring import score, torch_runner
+
+    pp = loaded.run.preprocess
+    say("input guard: features of the training images")
+    train = loaded.run.data.load("train", pp, limit=MAX_FIT_IMAGES)
+    f_train = score(
+        torch_runner(loaded.fused, aux=True),
+        train,
+        to_input=lambda rows: train.model_input(rows, pp),
+        outputs=("features",),
+    )["features"]
+    tune = _reference(loaded, say, split="tune")
+    return fit_guard(f_train, tune.features), tune
+
+
+@dataclass
+class _Challenge:
+    """Images the guard must flag (``mxa_edge.data.ood``), as model input, by kind."""
+
+    inputs: dict
+
+
+def _challenge_inputs(loaded: _Loaded, ref: _Reference, n: int = 48) -> _Challenge:
+    """Held-out laterals (when the CSV has any), inverted held-out frontals, and generated
+    textures and document pages, each prepared by the run's own preprocessing."""
+    import numpy as np
+
+    from mxa_edge.data.ood import generated_challenge, held_out_laterals
+
+    pp = loaded.run.preprocess
+    inputs = {}
+    laterals = held_out_laterals(loaded.run.data, pp, limit=n)
+    if laterals is not None:
+        inputs["lateral"] = laterals.model_input(slice(None), pp)
+    lo, hi = pp.value_range
+    inputs["inverted"] = (lo + hi) - np.asarray(ref.x[:n])  # 1 - gray, in the model's range
+    for kind, images in generated_challenge(n, 256, seed=0).items():
+        inputs[kind] = np.stack([pp(g) for g in images]).astype(np.float32)
+    return _Challenge(inputs)
 
 
 def _write_model(req: ExportRequest, loaded: _Loaded, exporter, opts: ExportOptions, work: Path, say):
@@ -253,11 +306,13 @@ def _fix_batch(req: ExportRequest, exporter, out: BackendOutput, work: Path, say
         out.extra["static_batch"] = exporter.fix_batch(work / out.files[0], req.static_batch)
 
 
-def _gate(req: ExportRequest, out: BackendOutput, work: Path, ref: _Reference, decision, say):
-    """The drift report and the exported model's logits on the held-out split (the golden
-    vectors are rows of them: one engine, one pass)."""
+def _gate(req: ExportRequest, out: BackendOutput, work: Path, ref: _Reference, decision, guard, challenge, say):
+    """The drift report, the exported model's logits and features on the held-out split (the
+    golden vectors are rows of them: one engine, one pass), and the guard's flag rate on each
+    challenge kind through the same engine."""
     from mxa_edge.data.subgroups import subgroup_rows
     from mxa_edge.export import drift
+    from mxa_edge.guard import FEATURES_OUTPUT, flag_rate, guard_drift
     from mxa_edge.runtime.engines import open_model_file
     from mxa_edge.scoring import engine_runner, score
 
@@ -265,7 +320,22 @@ def _gate(req: ExportRequest, out: BackendOutput, work: Path, ref: _Reference, d
     gate_file = work / (out.gate_file or out.files[0])
     runtime = out.gate_runtime or req.spec.runtime
     engine = open_model_file(gate_file, runtime, precision=out.precision.inference_precision)
-    logits = score(engine_runner(engine), ref.x)["logits"]
+    scored = score(engine_runner(engine), ref.x, outputs=("logits", FEATURES_OUTPUT))
+    if FEATURES_OUTPUT not in scored:
+        raise ConfigError(
+            f"the {req.spec.name} engine gives no {FEATURES_OUTPUT!r} output: the input guard needs it "
+            "(an exporter must keep every output of export.prepare.AuxOutputs)"
+        )
+    logits, features = scored["logits"], scored[FEATURES_OUTPUT]
+    challenge_rates = {
+        kind: {
+            "n": int(len(x)),
+            "flagged": flag_rate(
+                guard.flags(score(engine_runner(engine), x, outputs=(FEATURES_OUTPUT,))[FEATURES_OUTPUT])
+            ),
+        }
+        for kind, x in challenge.inputs.items()
+    }
     executed = engine.describe()
     del engine
     v = ref.valid
@@ -280,6 +350,9 @@ def _gate(req: ExportRequest, out: BackendOutput, work: Path, ref: _Reference, d
         seed=req.seed,
         subgroups=subgroup_rows(v.split),
         split=ref.split,
+        guard=guard_drift(
+            guard.score(ref.features), guard.score(features), guard.threshold, n_boot=req.n_boot, seed=req.seed
+        ),
     )
     report.table.update(
         {
@@ -292,12 +365,14 @@ def _gate(req: ExportRequest, out: BackendOutput, work: Path, ref: _Reference, d
             "executed_precision": executed,
         }
     )
-    return report, logits
+    report.table["guard"]["challenge"] = challenge_rates
+    return report, logits, features
 
 
-def _golden(work: Path, ref: _Reference, exported_logits, report) -> dict:
+def _golden(work: Path, ref: _Reference, exported_logits, exported_features, guard, report) -> dict:
     """Golden vectors for ``mxa-edge verify``: a few held-out images with the exported model's
-    logits as the gate measured them, the FP32 model's, and the gate machine."""
+    logits and input-guard scores as the gate measured them, the FP32 model's, and the gate
+    machine."""
     import numpy as np
 
     from mxa_edge.machine import isa_line, machine_fingerprint
@@ -309,6 +384,7 @@ def _golden(work: Path, ref: _Reference, exported_logits, report) -> dict:
         np.asarray(ref.valid.images[idx]),
         exported_logits[idx],
         ref.logits[idx],
+        guard_scores=(guard.score(exported_features[idx]), guard.score(ref.features[idx])),
         gated_runtime=report.table["gated_runtime"],
         executed_precision=report.table["executed_precision"],
         gate_isa=isa_line(),
@@ -316,8 +392,9 @@ def _golden(work: Path, ref: _Reference, exported_logits, report) -> dict:
     )
 
 
-def _records(req, loaded, out, report, qat_info, calib_set, opts, work: Path, run_dir: Path, golden: dict):
+def _records(req, loaded, out, report, qat_info, calib_set, opts, work: Path, run_dir: Path, golden: dict, guard):
     from mxa_edge.export import drift
+    from mxa_edge.export.prepare import export_output_names
 
     write_json(work / naming.DRIFT, report.table)
     spec = loaded.run.model
@@ -329,13 +406,18 @@ def _records(req, loaded, out, report, qat_info, calib_set, opts, work: Path, ru
         model_id=f"{spec.name}-{req.spec.name}-{'qat-' if req.precision.qat else ''}{out.precision.weights}",
         runtime=req.spec.runtime,
         entry=out.files[0],
-        files={name: sha256_file(work / name) for name in out.files},
+        files={name: sha256_file(work / name) for name in [*out.files, guard.save(work)]},
         preprocess=loaded.run.preprocess,
         precision=out.precision,
         model=spec,
         target=req.spec.name,
-        outputs=["logits"] + (["roi", "attention", "attention_box"] if spec.mxa else []),
+        outputs=export_output_names(spec.mxa is not None),
         decision=loaded.run.decision,
+        guard={
+            **guard.record(),
+            "held_out": {k: v for k, v in report.table["guard"].items() if k != "challenge"},
+            "challenge": report.table["guard"]["challenge"],
+        },
         quantization=quantization,
         qat=qat_info,
         calibration=calib_set.summary() if calib_set is not None else None,
@@ -455,6 +537,8 @@ def export_run(
     opts = ExportOptions(precision=req.precision, fp16=fp16, calib_method=calib_method, seed=seed)
     calib_set = _quantization_plan(req, loaded, opts, say) if req.precision.int8 else None
     ref = _reference(loaded, say)
+    guard, tune = _fit_input_guard(loaded, say)
+    challenge = _challenge_inputs(loaded, ref)
     decision = loaded.run.decision
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -463,11 +547,11 @@ def export_run(
     try:
         with _quiet_nncf(load=req.precision.qat or (req.precision.int8 and req.spec.accuracy_control)):
             out, qat_info = _write_model(req, loaded, exporter, opts, work, say)
-            report, logits = _gate(req, out, work, ref, decision, say)
+            report, logits, features = _gate(req, out, work, ref, decision, guard, challenge, say)
             if not report.passed and req.spec.accuracy_control and req.precision is Precision.INT8:
                 say("INT8 drifted: retrying with accuracy control on the tuning split (reverting layers to float)")
                 first = report.summary()
-                tune = _reference(loaded, say, split="tune")  # fitting never sees the held-out images
+                # ``tune``: fitting never sees the held-out images
                 out = exporter.export_with_accuracy_control(
                     loaded.fused,
                     loaded.example,
@@ -480,9 +564,9 @@ def export_run(
                 )
                 out.quantization["accuracy_control"]["first_gate"] = first
                 _fix_batch(req, exporter, out, work, say)
-                report, logits = _gate(req, out, work, ref, decision, say)
-        golden = _golden(work, ref, logits, report)
-        manifest = _records(req, loaded, out, report, qat_info, calib_set, opts, work, run_dir, golden)
+                report, logits, features = _gate(req, out, work, ref, decision, guard, challenge, say)
+        golden = _golden(work, ref, logits, features, guard, report)
+        manifest = _records(req, loaded, out, report, qat_info, calib_set, opts, work, run_dir, golden, guard)
         result = ExportResult(None, report.passed, report.table, report.summary(), manifest, notes=opts.notes)
         _publish(work, out_dir, result, report, req, say)
     finally:

@@ -44,13 +44,19 @@ def fuse_model(model: nn.Module, example: torch.Tensor | None = None) -> nn.Modu
     return fused
 
 
+def export_output_names(has_mxa: bool) -> list[str]:
+    """The exported graph's outputs, in order: logits, the MXA boxes and map (with MXA), and the
+    pooled ``features`` the artifact's input guard scores (``mxa_edge.guard``)."""
+    return ["logits"] + (["roi", "attention", "attention_box"] if has_mxa else []) + ["features"]
+
+
 class AuxOutputs(nn.Module):
     """Exposes ``forward_aux`` as a tuple in a fixed order, so ONNX outputs have names."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
-        self.output_names = ["logits"] + (["roi", "attention", "attention_box"] if model.mxa_blocks else [])
+        self.output_names = export_output_names(bool(model.mxa_blocks))
 
     def forward(self, image: torch.Tensor):
         out = self.model.forward_aux(image)

@@ -33,7 +33,8 @@ from mxa_edge.preprocess import Preprocess
 # checked for edits, so it is refused rather than trusted).
 # 3: ``decision`` (calibration + per-finding operating points, fitted on the run's tuning split)
 # replaces the flat ``thresholds``, and drift.json is gate v2 on the held-out split.
-ARTIFACT_FORMAT_VERSION = 3
+# 4: the graph has a ``features`` output and the artifact an input guard (``guard``, guard.npz).
+ARTIFACT_FORMAT_VERSION = 4
 DIGEST_FIELD = "artifact_sha256"
 
 
@@ -100,6 +101,7 @@ class ArtifactManifest:
     outputs: list = field(default_factory=lambda: ["logits"])
     inputs: list = field(default_factory=lambda: ["image"])
     decision: DecisionRule = field(default_factory=DecisionRule.uncalibrated)
+    guard: dict | None = None  # the input guard (mxa_edge.guard): threshold, method, its file, measured flag rates
     quantization: dict | None = None
     qat: dict | None = None
     calibration: dict | None = None
@@ -138,6 +140,7 @@ class ArtifactManifest:
             "outputs": list(self.outputs),
             "labels": list(CHEXPERT_LABELS),
             "decision": self.decision.to_dict(),
+            "guard": self.guard,
             "preprocess": self.preprocess.to_dict(),
             "precision": self.precision.to_dict(),
             "quantization": self.quantization,
@@ -173,6 +176,7 @@ class ArtifactManifest:
                 outputs=list(d.get("outputs") or ["logits"]),
                 inputs=list(d.get("inputs") or ["image"]),
                 decision=DecisionRule.from_dict(d.get("decision")),
+                guard=d.get("guard"),
                 quantization=d.get("quantization"),
                 qat=d.get("qat"),
                 calibration=d.get("calibration"),

@@ -51,21 +51,38 @@ class MultiLabelStudent(nn.Module):
                     self.mxa_blocks.append(mxa)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(self._to_unit(x))
+
+    def _to_unit(self, x: torch.Tensor) -> torch.Tensor:
         if self.input_center:  # a symmetric range (the default) needs no shift: one op fewer in exports
             x = x - self.input_center
-        return self.backbone(x * self.input_scale)
+        return x * self.input_scale
+
+    def _logits_and_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """timm's forward (patch_embed -> stages -> pool -> head), keeping every stage's
+        global-average-pooled output: the input guard's features (B, sum of stage widths).
+        Early stages carry image statistics (polarity, texture, exposure) that the deepest,
+        finding-tuned stage may discard, so a lateral view or an inverted film stands out there."""
+        net = self.backbone
+        h = net.patch_embed(self._to_unit(x))
+        pooled = []
+        for stage in net.stages:
+            h = stage(h)
+            pooled.append(h.mean(dim=(2, 3)))
+        return net.forward_head(h), torch.cat(pooled, dim=1)
 
     def forward_aux(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Logits plus every MXA box (B, K, 4) and the first (finest) MXA's spatial attention
-        map (B, 1, h, w), in the frame of its own box ``attention_box`` (B, 4)."""
+        """Logits, the pooled stage ``features`` (B, D) the input guard scores, and every MXA
+        box (B, K, 4) with the first (finest) MXA's spatial attention map (B, 1, h, w), in the
+        frame of its own box ``attention_box`` (B, 4)."""
         for m in self.mxa_blocks:
             m.capture = True
         try:
-            logits = self.forward(x)
+            logits, features = self._logits_and_features(x)
         finally:
             for m in self.mxa_blocks:
                 m.capture = False
-        out = {"logits": logits}
+        out = {"logits": logits, "features": features}
         if self.mxa_blocks:
             out["roi"] = torch.stack([m.last_box for m in self.mxa_blocks], dim=1)
             out["attention"] = self.mxa_blocks[0].last_attention

@@ -133,3 +133,24 @@ def reliability_diagram(reliabilities: list) -> bytes:
     hist.set_xlabel("predicted probability")
     hist.set_ylabel("cells")
     return _figure_png(fig, dpi=90)
+
+
+def guard_histogram(held_out: np.ndarray, challenge: dict, threshold: float) -> bytes:
+    """Input-guard scores: held-out frontal images (should lie left of the threshold) against
+    images the guard should flag (right of it), on a log axis (scores span an order of magnitude)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 3.2), layout="constrained")
+    ax = fig.subplots()
+    everything = np.concatenate([np.asarray(held_out)] + [np.asarray(v) for v in challenge.values()])
+    lo, hi = max(float(everything.min()), 1e-3), float(everything.max())
+    bins = np.geomspace(lo * 0.95, hi * 1.05, 40)
+    ax.hist(held_out, bins=bins, color=NEW_COLOUR, alpha=0.85, label=f"held-out frontal (n={len(held_out)})")
+    for (kind, scores), colour in zip(challenge.items(), ("#b2182b", "#7570b3", "#e7298a", "#66a61e")):
+        ax.hist(scores, bins=bins, histtype="step", lw=1.5, color=colour, label=f"{kind} (n={len(scores)})")
+    ax.axvline(threshold, color="black", ls="--", lw=1.0, label=f"threshold {threshold:.1f}")
+    ax.set_xscale("log")
+    ax.set_xlabel("input-guard score (Mahalanobis distance of the pooled features)")
+    ax.set_ylabel("images")
+    ax.legend(fontsize=7, loc="upper right")
+    return _figure_png(fig, dpi=90)

@@ -104,7 +104,7 @@ def build_gallery(artifact_path, validation, n: int, max_side: int = 384) -> lis
     """Overlays for ``n`` validation images; raises what Predictor raises (no engine here...)."""
     from mxa_edge.labels import CHEXPERT_LABELS
     from mxa_edge.runtime.overlay import render_overlay
-    from mxa_edge.runtime.predict import PredictionError, Predictor
+    from mxa_edge.runtime.predict import PredictionResult, Predictor
 
     if n <= 0:
         return []
@@ -119,8 +119,8 @@ def build_gallery(artifact_path, validation, n: int, max_side: int = 384) -> lis
             for c in range(len(CHEXPERT_LABELS))
             if validation.arrays.mask[i, c] == 1 and validation.arrays.targets[i, c] == 1
         ]
-        if isinstance(res, PredictionError):
-            items.append(GalleryItem(rel, b"", [], truth, problems=[res.problem]))
+        if not isinstance(res, PredictionResult):  # an error (.problem) or a skipped file (.reason)
+            items.append(GalleryItem(rel, b"", [], truth, problems=[getattr(res, "problem", None) or res.reason]))
             continue
         gray, res = _upscaled(res, max_side)
         img = render_overlay(gray, res, max_side=max_side, top_k=3)

@@ -165,6 +165,7 @@ def header(d) -> str:
             ("subgroups", "Subgroups"),
             ("roc", "ROC"),
             ("calibration", "Calibration"),
+            ("input-guard", "Input guard"),
             ("bench", "Benchmark"),
             ("gallery", "Gallery"),
             ("export-settings", "Export settings"),
@@ -609,6 +610,47 @@ def calibration(d) -> str:
     return "".join(out)
 
 
+def input_guard(d) -> str:
+    out = ['<section id="input-guard"><h2>5b. Input guard: is an image like the training images?</h2>']
+    g = d.manifest.guard
+    if not g:
+        out.append(gap("this artifact carries no input guard (exported before format 4)"))
+        out.append("</section>")
+        return "".join(out)
+    if d.guard_png is not None:
+        out.append(_figure(d.guard_png, "Input-guard score distributions"))
+    held = g.get("held_out") or {}
+    rows = [
+        ("Method", e(g.get("method"))),
+        ("Threshold", e(f"{num(g.get('threshold'), '.2f')}: {g.get('threshold_rule')}")),
+        (
+            "Fitted on",
+            e(
+                f"training images ({g.get('n_fit')}) for mean and covariance; "
+                f"tuning split ({g.get('n_threshold')}) for the threshold"
+            ),
+        ),
+        (
+            "Held-out images flagged (at export)",
+            e(
+                f"FP32 {num(held.get('flag_rate_ref'), '.1%')}, exported {num(held.get('flag_rate_new'), '.1%')} "
+                f"of {held.get('n_images')} (agreement {num(held.get('agreement'), '.1%')})"
+            ),
+        ),
+    ]
+    for kind, v in (g.get("challenge") or {}).items():
+        rows.append((f"Flagged: {kind} (at export)", e(f"{num(v.get('flagged'), '.1%')} of {v.get('n')}")))
+    out.append(kv_table(rows, table_id="guard-table"))
+    out.append(
+        '<p class="note">predict reports <code>in_distribution</code> and the score for every image and warns on '
+        "flagged ones; <code>--strict-inputs</code> refuses them. The drift gate bounds the rise of the held-out "
+        "flag rate from FP32 to the exported model, and verify checks the scores on the golden images. A model "
+        "trained on synthetic phantoms is expected to flag real radiographs.</p>"
+    )
+    out.append("</section>")
+    return "".join(out)
+
+
 _BENCH_FIRST = (
     "backend",
     "target",
@@ -795,6 +837,7 @@ def page(d) -> str:
         subgroups(d),
         roc(d),
         calibration(d),
+        input_guard(d),
         bench(d),
         gallery(d),
         export_settings(d),

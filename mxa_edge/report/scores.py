@@ -38,6 +38,8 @@ class Scores:
     why: str | None = None  # set when probs is None
     note: str | None = None  # a caveat on how the scores were obtained
     logits: np.ndarray | None = None  # raw model outputs, before calibration
+    guard_scores: np.ndarray | None = None  # the artifact's input-guard score per image (exported model)
+    challenge_scores: dict | None = None  # kind -> input-guard scores of images it should flag
 
     @property
     def uncalibrated(self) -> np.ndarray | None:
@@ -146,11 +148,35 @@ def exported_scores(artifact: Artifact, arrays, drift: dict | None) -> Scores:
         s.why = str(exc)
         return s
     to_input = functools.partial(arrays.model_input, preprocess=artifact.preprocess)
-    s.set_logits(
-        scoring.score(scoring.engine_runner(engine), arrays, batch=BATCH, to_input=to_input)["logits"],
-        artifact.decision,
+    out = scoring.score(
+        scoring.engine_runner(engine), arrays, batch=BATCH, to_input=to_input, outputs=("logits", "features")
     )
+    s.set_logits(out["logits"], artifact.decision)
+    if artifact.manifest.guard and "features" in out:
+        s.guard_scores, s.challenge_scores = _guard_scores(artifact, engine, arrays, out["features"])
     return s
+
+
+def _guard_scores(artifact: Artifact, engine, arrays, features) -> tuple[np.ndarray, dict]:
+    """The input guard's scores on the held-out images and on a small challenge set (inverted
+    held-out images, generated textures and document pages: ``mxa_edge.data.ood``)."""
+    from mxa_edge.data.ood import document_images, inverted, texture_images
+    from mxa_edge.guard import InputGuard
+
+    guard = InputGuard.load(artifact.path, artifact.manifest.guard)
+    pp = artifact.preprocess
+    n = min(48, len(arrays))
+    challenge = {
+        "inverted held-out": [g for g in inverted(np.asarray(arrays.images[:n], np.float32) / 255.0)],
+        "texture": list(texture_images(n, 256, seed=5)),
+        "document": list(document_images(n, 256, seed=5)),
+    }
+    scored = {}
+    for kind, grays in challenge.items():
+        batch = np.stack([pp(g) for g in grays]).astype(np.float32)
+        feats = scoring.score(scoring.engine_runner(engine), batch, batch=BATCH, outputs=("features",))["features"]
+        scored[kind] = guard.score(feats)
+    return guard.score(features), scored
 
 
 def fp32_scores(artifact: Artifact, arrays, run: RunRecord | None, run_why: str | None) -> Scores:

@@ -23,10 +23,13 @@ Preprocessing is read from the artifact's manifest only: nothing here can make i
 differ from what the model was trained and drift-checked with. The artifact's hashes are
 verified before the model is loaded (``load_artifact``).
 
-What the model cannot tell you: it was trained on frontal (PA/AP) chest radiographs. A lateral
-view, a radiograph of another body part, or a photograph of a screen still gets 14
-probabilities; nothing in the output flags such an image as out of scope. Whoever runs
-predict must make sure the inputs are frontal chest radiographs.
+Inputs out of scope: the model was trained on frontal (PA/AP) chest radiographs. DICOM files
+are triaged by their header first (``mxa_edge.dicom``: modality, body part, view position;
+skipped files are reported with the reason, never silently dropped) and grouped by study and
+series. Every predicted image is then scored by the artifact's input guard
+(``mxa_edge.guard``): ``in_distribution`` is False when its features lie farther from the
+training images' than the threshold, e.g. a lateral view without a ViewPosition tag, an
+inverted film, a non-chest image. With ``strict_inputs`` such an image is an error instead.
 
 Only numpy, Pillow, pydicom (for DICOM files) and the engine's runtime are imported here.
 """
@@ -44,6 +47,8 @@ import numpy as np
 from mxa_edge.errors import InputImageError
 from mxa_edge.imageio import SUPPORTED_SUFFIXES, is_supported_image, load_radiograph
 
+STATUS_PREDICTED, STATUS_SKIPPED, STATUS_ERROR = "predicted", "skipped", "error"
+
 _GLOB_CHARS = frozenset("*?[")
 
 
@@ -60,6 +65,10 @@ class PredictionResult:
     positives: list[str]  # labels at or above their threshold, most probable first
     roi_boxes: list[list[float]]  # one per MXA block, shallow to deep (last = deepest); [] without MXA
     policies: dict[str, str] = field(default_factory=dict)  # label -> what set its threshold
+    in_distribution: bool | None = None  # the input guard's verdict (None: artifact without a guard)
+    ood_score: float | None = None  # the guard's Mahalanobis distance; flagged above ood_threshold
+    ood_threshold: float | None = None
+    dicom: dict | None = None  # UIDs, Modality, BodyPartExamined, ViewPosition, frame used (DICOM inputs)
     attention_box: list[float] | None = None  # the frame of ``attention`` in image pixels
     attention: np.ndarray | None = field(default=None, repr=False)  # (h, w) spatial attention map
     image: np.ndarray | None = field(default=None, repr=False)  # the decoded gray image, when kept
@@ -69,7 +78,12 @@ class PredictionResult:
         ``positive`` decision, its ``threshold`` and the ``policy`` that set it."""
         return {
             "file": self.file,
+            "status": STATUS_PREDICTED,
             "model_id": self.model_id,
+            "in_distribution": self.in_distribution,
+            "ood_score": self.ood_score,
+            "ood_threshold": self.ood_threshold,
+            "dicom": self.dicom,
             "width": self.width,
             "height": self.height,
             "findings": {
@@ -97,9 +111,65 @@ class PredictionError:
 
     file: str
     problem: str
+    dicom: dict | None = None
 
     def to_dict(self) -> dict:
-        return {"file": self.file, "error": self.problem}
+        return {"file": self.file, "status": STATUS_ERROR, "error": self.problem, "dicom": self.dicom}
+
+
+@dataclass
+class PredictionSkipped:
+    """An input deliberately not predicted (a lateral view, a CT slice, a hand radiograph...)."""
+
+    file: str
+    reason: str
+    dicom: dict | None = None
+
+    def to_dict(self) -> dict:
+        return {"file": self.file, "status": STATUS_SKIPPED, "reason": self.reason, "dicom": self.dicom}
+
+
+@dataclass
+class PlannedInput:
+    """One input file after its DICOM header (if any) was read: what to do with it."""
+
+    path: Path
+    frame: int | None = None  # the frame to read from a multi-frame DICOM
+    dicom: dict | None = None
+    skip: str | None = None  # why it is not predicted
+    error: str | None = None  # why it cannot be read
+
+
+def plan_inputs(paths: Iterable) -> list[PlannedInput]:
+    """Read the DICOM headers (not the pixels) of ``paths``, decide what is skipped and why
+    (``mxa_edge.dicom.skip_reason``), and order DICOM files by study, series and instance
+    number (each study where its first file was; other files keep their place)."""
+    from mxa_edge.dicom import is_dicom_file, read_header, skip_reason
+
+    planned: list[PlannedInput] = []
+    keys = []
+    first_study: dict[str, int] = {}
+    first_series: dict[tuple, int] = {}
+    for i, path in enumerate(Path(p) for p in paths):
+        key = (i, 0, 0, i)
+        if not is_dicom_file(path) or not path.is_file():
+            planned.append(PlannedInput(path))
+        else:
+            try:
+                header = read_header(path)
+            except InputImageError as exc:
+                planned.append(PlannedInput(path, error=exc.problem))
+            else:
+                frame = 0 if header.n_frames > 1 else None
+                info = {**header.to_dict(), "frame": 0 if frame is not None else None}
+                planned.append(PlannedInput(path, frame, info, skip=skip_reason(header)))
+                study = header.study_uid or f"<no study {i}>"
+                s_pos = first_study.setdefault(study, i)
+                r_pos = first_series.setdefault((study, header.series_uid), i)
+                key = (s_pos, r_pos, header.instance_number if header.instance_number is not None else 0, i)
+        keys.append(key)
+    order = sorted(range(len(planned)), key=lambda j: keys[j])
+    return [planned[j] for j in order]
 
 
 # --- inputs ----------------------------------------------------------------------------------
@@ -166,6 +236,7 @@ class Predictor:
 
     def __init__(self, artifact_path, threads: int | None = None, *, verify: bool = True):
         from mxa_edge.formats import load_artifact
+        from mxa_edge.guard import InputGuard
         from mxa_edge.runtime.engines import open_engine
         from mxa_edge.runtime.verify import ensure_verified
 
@@ -176,57 +247,81 @@ class Predictor:
         self.thresholds = self.artifact.thresholds
         self.policies = {label: self.decision.label_policy(label) for label in self.labels}
         self.model_id = self.artifact.manifest.model_id
+        record = self.artifact.manifest.guard
+        self.guard = InputGuard.load(self.artifact.path, record) if record else None
         self.engine = open_engine(self.artifact, threads)
         # First use on this machine: the golden vectors must reproduce (VerificationError if not).
         self.verification = ensure_verified(self.artifact, self.engine) if verify else None
 
     def predict_files(
-        self, paths: Iterable, batch_size: int = 8, *, keep_image: bool = False
-    ) -> Iterator[PredictionResult | PredictionError]:
-        """One PredictionResult or PredictionError per path, in the order given.
+        self, paths: Iterable, batch_size: int = 8, *, keep_image: bool = False, strict_inputs: bool = False
+    ) -> Iterator[PredictionResult | PredictionError | PredictionSkipped]:
+        """One PredictionResult, PredictionSkipped or PredictionError per path; DICOM files
+        grouped by study and series (``plan_inputs``), the other files in the order given.
 
         Images are decoded one at a time and run ``batch_size`` at a time; a file that cannot
         be read yields a PredictionError and the others go on. ``keep_image`` keeps the decoded
-        gray image on each result (for overlays).
+        gray image on each result (for overlays). ``strict_inputs``: an image the input guard
+        flags becomes a PredictionError (its probabilities are not given out).
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        pending: list[PredictionError | tuple[Path, np.ndarray]] = []
+        pending: list = []
         n_images = 0
-        for path in paths:
-            path = Path(path)
-            try:
-                gray = load_radiograph(path)
-            except InputImageError as exc:
-                pending.append(PredictionError(str(path), exc.problem))
+        for item in plan_inputs(paths):
+            if item.error is not None:
+                pending.append(PredictionError(str(item.path), item.error, item.dicom))
                 continue
-            pending.append((path, gray))
+            if item.skip is not None:
+                pending.append(PredictionSkipped(str(item.path), item.skip, item.dicom))
+                continue
+            try:
+                gray = load_radiograph(item.path, frame=item.frame)
+            except InputImageError as exc:
+                pending.append(PredictionError(str(item.path), exc.problem, item.dicom))
+                continue
+            pending.append((item, gray))
             n_images += 1
             if n_images == batch_size:
-                yield from self._flush(pending, keep_image)
+                yield from self._flush(pending, keep_image, strict_inputs)
                 pending, n_images = [], 0
-        yield from self._flush(pending, keep_image)
+        yield from self._flush(pending, keep_image, strict_inputs)
 
     def predict_arrays(self, images: list[np.ndarray], names: list[str] | None = None) -> list[PredictionResult]:
         """Predict gray float images (H, W) in [0, 1], as ``load_radiograph`` returns them."""
         names = names or [f"<array {i}>" for i in range(len(images))]
-        return self._run([Path(n) for n in names], list(images), keep_image=False)
+        return self._run([PlannedInput(Path(n)) for n in names], list(images), keep_image=False)
 
-    def _flush(self, pending, keep_image: bool) -> Iterator[PredictionResult | PredictionError]:
-        loaded = [p for p in pending if not isinstance(p, PredictionError)]
+    def _flush(self, pending, keep_image: bool, strict_inputs: bool) -> Iterator:
+        loaded = [p for p in pending if isinstance(p, tuple)]
         results = iter(self._run([p for p, _ in loaded], [g for _, g in loaded], keep_image) if loaded else [])
         for item in pending:
-            yield item if isinstance(item, PredictionError) else next(results)
+            if not isinstance(item, tuple):
+                yield item
+                continue
+            result = next(results)
+            if strict_inputs and result.in_distribution is False:
+                yield PredictionError(
+                    result.file,
+                    f"not like the images the model was trained on (input-guard score {result.ood_score:.1f} > "
+                    f"threshold {result.ood_threshold:.1f}); not predicted (--strict-inputs)",
+                    result.dicom,
+                )
+            else:
+                yield result
 
-    def _run(self, paths: list[Path], grays: list[np.ndarray], keep_image: bool) -> list[PredictionResult]:
+    def _run(self, items: list[PlannedInput], grays: list[np.ndarray], keep_image: bool) -> list[PredictionResult]:
+        from mxa_edge.guard import FEATURES_OUTPUT
+
         batch = np.stack([self.preprocess(g) for g in grays]).astype(np.float32, copy=False)
         out = self.engine.run(batch)
         probs = self.decision.probabilities(out["logits"])
         positive = self.decision.decisions(probs)
         roi = out.get("roi")
         att, att_box = out.get("attention"), out.get("attention_box")
+        ood = self.guard.score(out[FEATURES_OUTPUT]) if self.guard is not None else None
         results = []
-        for i, (path, gray) in enumerate(zip(paths, grays)):
+        for i, (item, gray) in enumerate(zip(items, grays)):
             h, w = gray.shape
             p = {label: float(probs[i, j]) for j, label in enumerate(self.labels)}
             flagged = {label for j, label in enumerate(self.labels) if positive[i, j]}
@@ -235,7 +330,7 @@ class Predictor:
             a_box = self._to_pixels(att_box[i][None], h, w)[0] if att_box is not None else None
             results.append(
                 PredictionResult(
-                    file=str(path),
+                    file=str(item.path),
                     width=int(w),
                     height=int(h),
                     model_id=self.model_id,
@@ -243,6 +338,10 @@ class Predictor:
                     thresholds=dict(self.thresholds),
                     positives=positives,
                     policies=dict(self.policies),
+                    in_distribution=None if ood is None else bool(ood[i] <= self.guard.threshold),
+                    ood_score=None if ood is None else round(float(ood[i]), 4),
+                    ood_threshold=None if ood is None else round(float(self.guard.threshold), 4),
+                    dicom=item.dicom,
                     roi_boxes=boxes,
                     attention_box=a_box,
                     attention=np.asarray(att[i, 0], dtype=np.float32) if att is not None else None,

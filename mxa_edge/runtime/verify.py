@@ -11,6 +11,8 @@ through the local runtime and compares with the recorded exported logits:
           TOLERANCE_FRACTION x max |exported - FP32| at gate time): the machine may differ from
           the gate machine by at most a fraction of the quantization error the gate accepted.
 
+The input guard's scores on the same images are checked the same way (``guard``: max |Δscore|
+against max(1% of the largest recorded score, 0.5 x the gate-time exported-vs-FP32 gap)).
 It also reports decision agreement at the manifest thresholds, the machine's ISA and the
 precision the runtime really executes (read back after compile). ``predict`` runs it once per
 artifact and machine (``ensure_verified``, cached by a machine fingerprint).
@@ -36,6 +38,7 @@ GOLDEN_FILES = {
 GOLDEN_N = 16
 MIN_TOLERANCE = 0.05  # logits; FP32 exports differ across CPUs by ~1e-4
 TOLERANCE_FRACTION = 0.5
+GUARD_MIN_RELATIVE = 0.01  # input-guard scores: at least 1% of the largest recorded score
 
 
 def golden_indices(n_images: int, n: int = GOLDEN_N) -> np.ndarray:
@@ -43,9 +46,18 @@ def golden_indices(n_images: int, n: int = GOLDEN_N) -> np.ndarray:
     return np.unique(np.linspace(0, n_images - 1, min(n, n_images)).round().astype(int))
 
 
-def write_golden(folder: Path, images_u8: np.ndarray, exported: np.ndarray, fp32: np.ndarray, **recorded) -> dict:
+def write_golden(
+    folder: Path,
+    images_u8: np.ndarray,
+    exported: np.ndarray,
+    fp32: np.ndarray,
+    guard_scores: tuple | None = None,
+    **recorded,
+) -> dict:
     """Save the golden vectors into ``folder/golden`` and return the manifest's ``verification``
-    record (file hashes, tolerance, and ``recorded`` facts such as the gate machine)."""
+    record (file hashes, tolerance, and ``recorded`` facts such as the gate machine).
+    ``guard_scores``: (exported, FP32) input-guard scores of the same images, recorded with
+    their own tolerance (same rule, relative to the gate-time gap)."""
     (Path(folder) / GOLDEN_DIR).mkdir(exist_ok=True)
     arrays = {"images": np.ascontiguousarray(images_u8, np.uint8), "exported": exported, "fp32": fp32}
     for key, rel in GOLDEN_FILES.items():
@@ -60,7 +72,21 @@ def write_golden(folder: Path, images_u8: np.ndarray, exported: np.ndarray, fp32
             f"max |logit - recorded exported logit| <= "
             f"max({MIN_TOLERANCE}, {TOLERANCE_FRACTION} x max |exported - FP32|)"
         ),
+        **({"guard": _guard_record(*guard_scores)} if guard_scores is not None else {}),
         **recorded,
+    }
+
+
+def _guard_record(exported, fp32) -> dict:
+    exported, fp32 = np.asarray(exported, np.float64), np.asarray(fp32, np.float64)
+    gap = float(np.abs(exported - fp32).max()) if exported.size else 0.0
+    # Relative floor: guard scores are distances in the hundreds' range of sqrt(D); an FP32
+    # artifact moves them by ~1e-4 relative across CPUs.
+    floor = GUARD_MIN_RELATIVE * float(np.abs(exported).max()) if exported.size else 0.0
+    return {
+        "scores_exported": [float(v) for v in exported],
+        "scores_fp32": [float(v) for v in fp32],
+        "tolerance": max(floor, TOLERANCE_FRACTION * gap),
     }
 
 
@@ -78,6 +104,7 @@ class VerifyReport:
     executed_precision: str | None = None
     recorded: dict = field(default_factory=dict)  # gate machine and its executed precision
     reason: str | None = None
+    guard: dict | None = None  # input-guard scores vs the recorded ones (max |Δ|, tolerance, flag agreement)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -121,7 +148,8 @@ def verify_artifact(artifact, engine=None, threads: int | None = None) -> Verify
     )
     engine = engine or open_engine(artifact, threads)
     report.executed_precision = engine.describe()
-    logits = np.asarray(engine.run(to_model_range(images, artifact.preprocess))["logits"], np.float64)
+    outputs = engine.run(to_model_range(images, artifact.preprocess))
+    logits = np.asarray(outputs["logits"], np.float64)
     diff = np.abs(logits - recorded)
     report.max_abs_logit = float(diff.max())
     rule = artifact.decision  # the calibration and thresholds predict applies
@@ -134,6 +162,27 @@ def verify_artifact(artifact, engine=None, threads: int | None = None) -> Verify
             f"max |Δlogit| {report.max_abs_logit:.4f} > tolerance {report.tolerance:.4f} on {report.n_images} "
             f"golden images ({len(report.flipped)} decisions changed)"
         )
+    guard_rec = rec.get("guard")
+    if guard_rec and artifact.manifest.guard:
+        from mxa_edge.guard import FEATURES_OUTPUT, InputGuard
+
+        guard = InputGuard.load(artifact.path, artifact.manifest.guard)
+        scores = guard.score(outputs[FEATURES_OUTPUT])
+        recorded_scores = np.asarray(guard_rec["scores_exported"], np.float64)
+        gap = float(np.abs(scores - recorded_scores).max())
+        flags_now, flags_then = scores > guard.threshold, recorded_scores > guard.threshold
+        report.guard = {
+            "max_abs_score": gap,
+            "tolerance": float(guard_rec["tolerance"]),
+            "flag_agreement": float((flags_now == flags_then).mean()),
+            "threshold": guard.threshold,
+        }
+        if gap > guard_rec["tolerance"]:
+            report.passed = False
+            why = (
+                f"input-guard score differs by {gap:.4f} > tolerance {guard_rec['tolerance']:.4f} on the golden images"
+            )
+            report.reason = f"{report.reason}; {why}" if report.reason else why
     return report
 
 
