@@ -135,3 +135,18 @@ def test_spec_round_trips_and_rejects_bad_values():
         ModelSpec("m9", 224)
     with pytest.raises(ConfigError, match="multiple of 16"):
         ModelSpec("m0", 100)
+
+
+def test_mxa_fusion_is_stored_old_manifests_read_as_zoom_and_zoom_names_are_unchanged():
+    from mxa_edge.errors import ConfigError
+
+    paste = ModelSpec("m0", 128, mxa=MXAConfig(fusion="paste"))
+    assert ModelSpec.from_dict(paste.to_dict()) == paste and paste.to_dict()["mxa"]["fusion"] == "paste"
+    old = ModelSpec("m0", 128).to_dict()
+    del old["mxa"]["fusion"]  # a manifest written before the option existed
+    assert ModelSpec.from_dict(old).mxa.fusion == "zoom"
+    assert ModelSpec("m0", 128).name == "efficientvit-multilabel-m0-mxa-128"
+    assert paste.name == "efficientvit-multilabel-m0-mxa-paste-128"
+    assert ModelSpec("m0", 128, mxa=None).name == "efficientvit-multilabel-m0-128"
+    with pytest.raises(ConfigError, match="fusion"):
+        ModelSpec("m0", 128, mxa=MXAConfig(fusion="blend"))

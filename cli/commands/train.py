@@ -46,6 +46,11 @@ class Placement(str, Enum):
     block = "block"
 
 
+class Fusion(str, Enum):
+    zoom = "zoom"
+    paste = "paste"
+
+
 def train(
     data: Optional[Path] = DataOpt,
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder to write. Default: runs/<date>-<time>."),
@@ -71,6 +76,12 @@ def train(
     no_mxa: bool = typer.Option(False, "--no-mxa", help="Train the paper's baseline: EfficientViT without MXA blocks."),
     mxa_placement: Placement = typer.Option(
         Placement.stage, "--mxa-placement", help="MXA once per stage, or beside every attention block."
+    ),
+    mxa_fusion: Fusion = typer.Option(
+        Fusion.zoom,
+        "--mxa-fusion",
+        help="zoom (the paper's): the refined ROI, resized to the whole map, is added position by position; "
+        "paste: it is sampled back into the box's own positions of the map (zeros outside) before the sum.",
     ),
     no_kd: bool = typer.Option(False, "--no-kd", help="Turn knowledge distillation off (ground-truth BCE only)."),
     teacher: TeacherKind = typer.Option(
@@ -219,6 +230,7 @@ def train(
         lr=lr,
         mxa=not no_mxa,
         mxa_placement=mxa_placement.value,
+        mxa_fusion=mxa_fusion.value,
         student_weights=str(student_weights) if student_weights else None,
         kd=not no_kd,
         teacher=teacher.value,

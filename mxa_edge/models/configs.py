@@ -37,6 +37,7 @@ VARIANTS: dict[str, VariantConfig] = {
 }
 
 MXA_PLACEMENTS = ("stage", "block")
+MXA_FUSIONS = ("zoom", "paste")
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,11 @@ class MXAConfig:
     spatial_kernel: int = 3  # the paper uses kernel 3 in its ROI components
     roi_hidden: int = 16  # width of the light ROI predictor
     min_box_size: float = 0.25  # smallest ROI side, as a fraction of the feature map
+    # How the refined ROI features meet the full-frame residual. "zoom" (the paper's text):
+    # the ROI resized to the whole map is added as is, so ROI position (i, j) lands on image
+    # position (i, j). "paste": the refined ROI is sampled back into its own box of the full
+    # map (the crop's inverse), zeros outside. Compared by benchmarks/fusion_ablation.py.
+    fusion: str = "zoom"
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,8 @@ class ModelSpec:
             raise ConfigError(f"image size must be a multiple of 16 and at least 64, got {self.image_size}")
         if self.mxa is not None and self.mxa.placement not in MXA_PLACEMENTS:
             raise ConfigError(f"unknown MXA placement {self.mxa.placement!r}; expected one of {MXA_PLACEMENTS}")
+        if self.mxa is not None and self.mxa.fusion not in MXA_FUSIONS:
+            raise ConfigError(f"unknown MXA fusion {self.mxa.fusion!r}; expected one of {MXA_FUSIONS}")
 
     @property
     def variant_config(self) -> VariantConfig:
@@ -76,7 +84,8 @@ class ModelSpec:
 
     @property
     def name(self) -> str:
-        return f"efficientvit-multilabel-{self.variant}{'-mxa' if self.mxa else ''}-{self.image_size}"
+        mxa = "" if self.mxa is None else "-mxa" if self.mxa.fusion == "zoom" else f"-mxa-{self.mxa.fusion}"
+        return f"efficientvit-multilabel-{self.variant}{mxa}-{self.image_size}"
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -9,6 +9,11 @@ Paper section 3.2 and appendices C-D. Given a feature map F (B, C, H, W):
 3. CBAM refines the pooled map: channel attention from GAP and GMP through a shared MLP,
    then spatial attention from the channel-wise max and mean through a conv.
 
+4. fusion (``MXAConfig.fusion``): "zoom" (the paper's, the default) returns the refined map
+   in the ROI's zoomed frame, so ROI position (i, j) lands on image position (i, j); "paste"
+   samples it back into the box's own positions of the full map (``roi_paste``, the crop's
+   inverse, zeros outside the box).
+
 The block's output is summed with the attention's output inside one residual:
 x + attn(x) + mxa(x) (``AttentionWithMXA``). There is deliberately no zero-initialised
 output scale: it would give the ROI predictor exactly zero gradient at the start.
@@ -74,6 +79,26 @@ def roi_align_resize(features: torch.Tensor, boxes: torch.Tensor) -> torch.Tenso
     return F.grid_sample(features, grid * 2.0 - 1.0, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+def roi_paste(roi_features: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """The inverse of ``roi_align_resize``: put each map back over its normalized box of a map
+    of the same H x W, zeros outside the box.
+
+    Full-map pixel centre p (in [0, 1]) reads the ROI map at u = (p - x1) / (x2 - x1), the
+    position that ``roi_align_resize`` sampled p from; bilinear with zero padding, so the
+    box's edges fade over half an ROI pixel and the output stays differentiable in ``boxes``
+    (a hard inside/outside mask would not be). Boxes need a positive size (``RoiPredictor``
+    keeps every side at least ``min_size``).
+    """
+    b, _, h, w = roi_features.shape
+    ys = (torch.arange(h, dtype=roi_features.dtype, device=roi_features.device) + 0.5) / h
+    xs = (torch.arange(w, dtype=roi_features.dtype, device=roi_features.device) + 0.5) / w
+    x1, y1, x2, y2 = boxes.unbind(dim=1)
+    gx = (xs[None, :] - x1[:, None]) / (x2 - x1)[:, None]  # (B, W): box frame, [0, 1] inside
+    gy = (ys[None, :] - y1[:, None]) / (y2 - y1)[:, None]  # (B, H)
+    grid = torch.stack([gx[:, None, :].expand(b, h, w), gy[:, :, None].expand(b, h, w)], dim=-1)
+    return F.grid_sample(roi_features, grid * 2.0 - 1.0, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
 class ChannelAttention(nn.Module):
     """M_C = sigmoid(W2 relu(W1 GAP(F)) + W2 relu(W1 GMP(F))) (appendix D)."""
 
@@ -104,14 +129,16 @@ class SpatialAttention(nn.Module):
 
 
 class MXABlock(nn.Module):
-    """Dynamic ROI pooling followed by CBAM. Records its last box and spatial map when
-    ``capture`` is set (for overlays and localization checks; the logits path is unchanged)."""
+    """Dynamic ROI pooling followed by CBAM, fused back as ``cfg.fusion`` says. Records its
+    last box and spatial map when ``capture`` is set (for overlays and localization checks;
+    the logits path is unchanged)."""
 
     def __init__(self, channels: int, cfg: MXAConfig = MXAConfig()):
         super().__init__()
         self.roi = RoiPredictor(channels, cfg.roi_hidden, cfg.min_box_size)
         self.channel = ChannelAttention(channels, cfg.channel_reduction)
         self.spatial = SpatialAttention(cfg.spatial_kernel)
+        self.fusion = cfg.fusion
         self.capture = False
         self.last_box: torch.Tensor | None = None
         self.last_attention: torch.Tensor | None = None
@@ -120,9 +147,9 @@ class MXABlock(nn.Module):
         box = self.roi(x)
         pooled = roi_align_resize(x, box)
         out, attn = self.spatial(self.channel(pooled))
-        if self.capture:
+        if self.capture:  # the spatial map stays in the box's frame, whatever the fusion
             self.last_box, self.last_attention = box, attn
-        return out
+        return roi_paste(out, box) if self.fusion == "paste" else out
 
 
 class AttentionWithMXA(nn.Module):

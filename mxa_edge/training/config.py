@@ -13,6 +13,7 @@ class TrainConfig:
     image_size: int = 128
     mxa: bool = True
     mxa_placement: str = "stage"
+    mxa_fusion: str = "zoom"  # zoom (the paper's) | paste (models.configs.MXAConfig.fusion)
     student_weights: str | None = None  # local timm EfficientViT checkpoint to start from (never downloaded)
     kd: bool = True
     teacher: str = "finetune"  # finetune | xrv | none

@@ -297,7 +297,7 @@ def make_kd_targets(cfg: TrainConfig, data: _Data, teacher, info: dict, reporter
 
 
 def _spec(cfg: TrainConfig) -> ModelSpec:
-    mxa = MXAConfig(placement=cfg.mxa_placement) if cfg.mxa else None
+    mxa = MXAConfig(placement=cfg.mxa_placement, fusion=cfg.mxa_fusion) if cfg.mxa else None
     return ModelSpec(variant=cfg.model, image_size=cfg.image_size, mxa=mxa)
 
 
