@@ -118,7 +118,7 @@ def export_equivalent(model: nn.Module) -> nn.Module:
         for name, child in list(parent.named_children()):
             if isinstance(child, LocalWindowAttention):
                 setattr(parent, name, ExportLocalWindowAttention(child))
-            elif isinstance(child, MXABlock):
+            elif isinstance(child, MXABlock) and child.fusion == "zoom":  # ExportMXABlock only zooms
                 channels = child.channel.fc1.in_channels
                 res = sizes.get(channels)
                 if res is None:
@@ -126,5 +126,5 @@ def export_equivalent(model: nn.Module) -> nn.Module:
                 setattr(parent, name, ExportMXABlock(child, res, res))
     # MultiLabelStudent.forward_aux reads the blocks it captured from this list.
     if hasattr(out, "mxa_blocks"):
-        out.mxa_blocks = [m for m in out.modules() if isinstance(m, ExportMXABlock)]
+        out.mxa_blocks = [m for m in out.modules() if isinstance(m, (ExportMXABlock, MXABlock))]
     return out.eval()
