@@ -1,7 +1,8 @@
 """What MXA costs: params, GFLOPs and batch-1 latency of MXA ("stage", "block") vs no MXA.
 
     python benchmarks/mxa_overhead.py [--model m5] [--image-size 224] [--threads N] [--seconds 4]
-                                      [--backends pytorch,ort-fp32,ort-int8,ov-f32,ov-int8]
+                                      [--backends pytorch,ort-fp32,ort-int8,ov-f32,ov-int8,ov-f32-b1,ov-int8-b1]
+                                      [--placements stage,block] [--profile]
 
 The issue's target: at most +10% latency from MXA, FP32 and INT8. Three students of the same
 variant and resolution are built with untrained weights (latency does not depend on them):
@@ -12,7 +13,8 @@ random images in the model's range, which sets ranges but not speed; no drift ga
 is nothing trained to check). Params and FLOPs come from ``count_flops`` (conv/linear/matmul,
 2 FLOPs per MAC). Latency: every (placement, backend) pair runs in the same interleaved
 rounds on the same pinned threads; the MXA/no-MXA ratio is taken round by round (median of
-paired ratios), so machine-load drift cancels.
+paired ratios), so machine-load drift cancels. ``--profile``: where the time goes in each
+exported model with MXA at its default placement (per-op profile, MXA scope's share).
 """
 
 from __future__ import annotations
@@ -29,19 +31,24 @@ from mxa_edge import backends
 from mxa_edge.bench.timing import measure_interleaved, paired_ratio
 from mxa_edge.export.prepare import AuxOutputs, count_flops, fuse_model
 from mxa_edge.formats import Precision
-from mxa_edge.machine import physical_cores
+from mxa_edge.machine import isa_line, physical_cores
 from mxa_edge.models.configs import ModelSpec, MXAConfig
 from mxa_edge.models.student import build_student
 from mxa_edge.runtime.engines import open_model_file
 
 PLACEMENTS = {"none": None, "stage": "stage", "block": "block"}
+# name -> (target, int8, fixed batch): the -b1 rows are the IR with its batch fixed at 1
+# (`export --static-batch 1`), OpenVINO's batch-1 artifact.
 BACKENDS = {
     "pytorch": None,
-    "ort-fp32": ("onnx", False),
-    "ort-int8": ("onnx", True),
-    "ov-f32": ("openvino", False),
-    "ov-int8": ("openvino", True),
+    "ort-fp32": ("onnx", False, None),
+    "ort-int8": ("onnx", True, None),
+    "ov-f32": ("openvino", False, None),
+    "ov-int8": ("openvino", True, None),
+    "ov-f32-b1": ("openvino", False, 1),
+    "ov-int8-b1": ("openvino", True, 1),
 }
+DEFAULT_BACKENDS = "pytorch,ort-fp32,ort-int8,ov-f32,ov-int8"
 
 
 def build(variant: str, size: int, placement: str | None, seed: int):
@@ -61,8 +68,10 @@ def main(argv=None) -> None:
     ap.add_argument("--warmup", type=float, default=1.0)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--calib", type=int, default=16, help="calibration images for the INT8 exports")
-    ap.add_argument("--backends", default=",".join(BACKENDS))
+    ap.add_argument("--backends", default=DEFAULT_BACKENDS, help=f"any of {', '.join(BACKENDS)}")
+    ap.add_argument("--placements", default=",".join(PLACEMENTS), help="none is always measured (the baseline)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--profile", action="store_true", help="per-op profile of each backend's default-placement model")
     args = ap.parse_args(argv)
     threads = args.threads or physical_cores()
     torch.set_num_threads(threads)
@@ -70,15 +79,16 @@ def main(argv=None) -> None:
     unknown = set(chosen) - set(BACKENDS)
     if unknown:
         ap.error(f"unknown backends {sorted(unknown)}; choose from {', '.join(BACKENDS)}")
+    placements = {p: PLACEMENTS[p] for p in PLACEMENTS if p == "none" or p in args.placements.split(",")}
     s = args.image_size
     rng = np.random.default_rng(args.seed)
     calib = rng.uniform(-1024, 1024, (args.calib, 1, s, s)).astype(np.float32)
     x = rng.uniform(-1024, 1024, (1, 1, s, s)).astype(np.float32)
     xt = torch.from_numpy(x)
 
-    cost, fns = {}, {}
+    cost, fns, files = {}, {}, {}
     with tempfile.TemporaryDirectory(prefix="mxa-overhead-") as tmp:
-        for pname, placement in PLACEMENTS.items():
+        for pname, placement in placements.items():
             model = build(args.model, s, placement, args.seed)
             cost[pname] = count_flops(model, s)
             example = torch.from_numpy(rng.uniform(-1024, 1024, (2, 1, s, s)).astype(np.float32))
@@ -93,7 +103,7 @@ def main(argv=None) -> None:
 
                     fns[(pname, bname)] = run
                     continue
-                target, int8 = BACKENDS[bname]
+                target, int8, fixed_batch = BACKENDS[bname]
                 print(f"· exporting {pname} -> {bname}", file=sys.stderr)
                 out_dir = Path(tmp) / f"{pname}-{bname}"
                 out_dir.mkdir()
@@ -103,15 +113,29 @@ def main(argv=None) -> None:
                     calibration=calib if int8 else None,
                     seed=args.seed,
                 )
-                out = spec.make_exporter().export(fused, example, out_dir, opts)
+                exporter = spec.make_exporter()
+                out = exporter.export(fused, example, out_dir, opts)
+                if fixed_batch:
+                    exporter.fix_batch(out_dir / out.files[0], fixed_batch)
                 eng = open_model_file(
                     out_dir / out.files[0], spec.runtime, threads, precision=out.precision.inference_precision
                 )
                 fns[(pname, bname)] = lambda e=eng: e.run(x)
+                files[(pname, bname)] = (out_dir / out.files[0], spec.runtime, out.precision.inference_precision)
 
         res = measure_interleaved(
             {f"{p}|{b}": f for (p, b), f in fns.items()}, 1, args.seconds, args.warmup, args.rounds
         )
+        profiles = {}
+        if args.profile:
+            from mxa_edge.bench.profile import profile_openvino, profile_ort
+
+            for (pname, bname), (path, runtime, precision) in files.items():
+                if pname in ("none", "stage"):
+                    if runtime == "onnxruntime":
+                        profiles[(pname, bname)] = profile_ort(path, x, threads)
+                    else:
+                        profiles[(pname, bname)] = profile_openvino(path, x, threads, precision)
 
     base = cost["none"]
     print(
@@ -125,11 +149,13 @@ def main(argv=None) -> None:
             f"{c['flops'] / base['flops']:>7.3f}"
         )
     print(
-        f"\n{'backend':<10}" + "".join(f"{p + ' ms':>12}" for p in PLACEMENTS) + f"{'stage/none':>12}{'block/none':>12}"
+        f"\n{'backend':<10}"
+        + "".join(f"{p + ' ms':>12}" for p in placements)
+        + "".join(f"{p + '/none':>12}" for p in placements if p != "none")
     )
     for b in chosen:
-        ms = [res[f"{p}|{b}"].median("p50_ms") for p in PLACEMENTS]
-        ratios = [paired_ratio(res[f"{p}|{b}"], res[f"none|{b}"], "p50_ms") for p in ("stage", "block")]
+        ms = [res[f"{p}|{b}"].median("p50_ms") for p in placements]
+        ratios = [paired_ratio(res[f"{p}|{b}"], res[f"none|{b}"], "p50_ms") for p in placements if p != "none"]
         flag = "  <- over +10%" if any(r and r > 1.10 for r in ratios) else ""
         print(
             f"{b:<10}"
@@ -140,6 +166,15 @@ def main(argv=None) -> None:
     for key, m in res.items():
         if m.error:
             print(f"{key}: {m.error}")
+    if profiles:
+        from mxa_edge.bench.profile import format_profile
+
+        print("\nper-op profiles (kernel time per call; MXA scope = ops inside the MXA blocks):")
+        for (pname, bname), prof in profiles.items():
+            print(format_profile(f"{bname} {pname}", prof))
+    import os
+
+    print(f"load average {', '.join(f'{v:.2f}' for v in os.getloadavg())}; {isa_line()}")
 
 
 if __name__ == "__main__":
