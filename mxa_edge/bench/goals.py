@@ -25,7 +25,7 @@ INT8_VS_PYTORCH = 4.0
 INT8_SHARE_OF_BOUND = 1.0 / 3.0
 INT8_VS_FLOAT_VNNI = 1.5
 MXA_OVERHEAD_MAX = 0.10
-MXA_COMMAND = "python benchmarks/mxa_overhead.py --model MODEL --image-size SIZE --threads N"
+MXA_COMMAND = "python benchmarks/mxa_overhead.py --model {variant} --image-size {size} --threads {threads}"
 
 
 def _gated(row: dict) -> bool:
@@ -51,7 +51,18 @@ def _name(row: dict | None) -> str | None:
     return f"{row['backend']} {row['precision']}" if row else None
 
 
-def goal_ratios(rows: list[dict], latency_batch: int, throughput_batch: int, flags: dict | None = None) -> dict:
+def _mxa_command(rows: list[dict], threads: int | None) -> str:
+    """The overhead command for this group's model (variant and size read off its rows)."""
+    import re
+
+    variant = next((m.group(1) for r in rows if (m := re.search(r"-(m\d)\b", str(r.get("model"))))), "MODEL")
+    size = next((r["image_size"] for r in rows if r.get("image_size")), "SIZE")
+    return MXA_COMMAND.format(variant=variant, size=size, threads=threads or "N")
+
+
+def goal_ratios(
+    rows: list[dict], latency_batch: int, throughput_batch: int, flags: dict | None = None, threads: int | None = None
+) -> dict:
     """{group: {"isa": ..., "int8": row name, "float": row name, goal name: goal}}."""
     flags = cpu_flags() if flags is None else flags
     vnni = bool(flags.get("avx512_vnni") or flags.get("avx_vnni"))
@@ -92,7 +103,7 @@ def goal_ratios(rows: list[dict], latency_batch: int, throughput_batch: int, fla
                 MXA_OVERHEAD_MAX,
                 "batch-1 latency with MXA / without MXA - 1, per backend",
                 at_least=False,
-                note=f"needs the same model without MXA: measured by `{MXA_COMMAND}`",
+                note=f"needs the same model without MXA: measured by `{_mxa_command(mine or rows, threads)}`",
             ),
         }
         out[group]["mxa_overhead"]["met"] = None  # not measured by this run

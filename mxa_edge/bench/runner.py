@@ -262,7 +262,7 @@ def run_bench(
         "machine": machine,
         "compute_bound": _bound_summary(bound, rows),
         "fastest": fastest_gated(rows),
-        "goals": goal_ratios(rows, batches[0], batches[-1], machine["flags"]),
+        "goals": goal_ratios(rows, batches[0], batches[-1], machine["flags"], threads),
         "rows": rows,
     }
 
