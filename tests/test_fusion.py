@@ -130,7 +130,9 @@ def test_paste_student_gradients_reach_every_roi_predictor_and_aux_outputs_keep_
     model = build_student(ModelSpec("m0", 128, mxa=MXAConfig(fusion="paste")))
     assert all(m.fusion == "paste" for m in model.mxa_blocks) and len(model.mxa_blocks) == 3
     x = torch.randn(2, 1, 128, 128) * 500
-    model(x).sum().backward()
+    # A real loss: a plain sum of logits has zero gradient through the head's train-mode BatchNorm.
+    targets = torch.tensor([[1.0, 0.0] * 7, [0.0, 1.0] * 7])
+    F.binary_cross_entropy_with_logits(model(x), targets).backward()
     for i, m in enumerate(model.mxa_blocks):
         g = m.roi.fc.weight.grad
         assert g is not None and g.abs().sum() > 0, f"MXA block {i}: ROI predictor gets no gradient"
