@@ -13,7 +13,7 @@ For run A (the reference) and run B, on the held-out split (valid.csv) of A's da
 AUCs are of the runs' calibrated probabilities (what predict outputs; Platt scaling is
 monotone, so the AUCs are the raw logits' too).
 
-Run:  .venv/bin/python benchmarks/fusion_ablation.py runs/default runs/fusion-paste [--json OUT]
+Run:  .venv/bin/python benchmarks/fusion_ablation.py runs/default runs/fusion-paste [--json OUT] [--markdown]
 Both runs must have been evaluated on the same held-out images (same data fingerprint).
 """
 
@@ -182,6 +182,42 @@ def render(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _md_delta(d, ci) -> str:
+    if d is None:
+        return "—"
+    text = f"{d:+.3f}" + (f" ({ci[0]:+.3f}…{ci[1]:+.3f})" if ci else "")
+    return f"**{text}**" if ci and (ci[0] > 0 or ci[1] < 0) else text
+
+
+def render_markdown(result: dict, name_a: str = "A", name_b: str = "B") -> str:
+    """The README's table: macro AUC, the rarest findings, localization; B - A with paired CIs."""
+    rows = [
+        f"| held-out ({result['n_images']} images) | {name_a} | {name_b} | {name_b} − {name_a} (paired 95% CI) |",
+        "|---|---|---|---|",
+    ]
+    m, r = result["macro_auc"], result["rare_mean_auc"]
+    rows.append(f"| macro AUC | {_f(m['a'])} | {_f(m['b'])} | {_md_delta(m['b_minus_a'], m['ci'])} |")
+    rows.append(
+        f"| mean AUC, {len(result['rare_findings'])} rarest findings | {_f(r['a'])} | {_f(r['b'])} | "
+        f"{_md_delta(r['b_minus_a'], r['ci'])} |"
+    )
+    for k in result["rare_findings"]:
+        v = result["per_label"][k]
+        rows.append(
+            f"| {k} AUC ({v['n_pos']} positives) | {_f(v['a'])} | {_f(v['b'])} | {_md_delta(v['b_minus_a'], v['ci'])} |"
+        )
+    loc = result["localization"]
+    if loc:
+        for metric in BOX_METRICS:
+            d = loc["b_minus_a"][metric]
+            rows.append(
+                f"| ROI {metric.replace('_', ' ')} (random-position box) | {_f(loc['a'][metric])} "
+                f"({_f(loc['random_box_a'][metric])}) | {_f(loc['b'][metric])} ({_f(loc['random_box_b'][metric])}) | "
+                f"{_md_delta(d['delta'], d['ci'])} |"
+            )
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("run_a", type=Path, help="reference run (e.g. runs/default: zoom)")
@@ -189,10 +225,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=None, help="also write the result as JSON here")
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--markdown", action="store_true", help="also print the summary as a Markdown table (README)")
     p.add_argument("--rare", type=int, default=5, help="how many findings with the fewest held-out positives to show")
     args = p.parse_args(argv)
     result = compare(args.run_a, args.run_b, n_boot=args.n_boot, seed=args.seed, rare=args.rare)
     print(render(result))
+    if args.markdown:
+        print()
+        print(render_markdown(result, args.run_a.name, args.run_b.name))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")
