@@ -5,7 +5,7 @@ lateral view, a film inverted by a MONOCHROME mix-up, a hand X-ray or a photogra
 Every artifact therefore carries a guard, fitted at export:
 
 * **features**: the exported graph's ``features`` output, the global-average-pooled output of
-  every backbone stage concatenated (``MultiLabelStudent._logits_and_features``). Early stages
+  every backbone stage concatenated (``MultiLabelStudent.forward_aux``). Early stages
   keep image statistics (polarity, texture, exposure) that the last, finding-tuned stage may
   discard.
 * **score**: the Mahalanobis distance of those features to the training images' (Lee et al.,

@@ -51,38 +51,34 @@ class MultiLabelStudent(nn.Module):
                     self.mxa_blocks.append(mxa)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(self._to_unit(x))
-
-    def _to_unit(self, x: torch.Tensor) -> torch.Tensor:
         if self.input_center:  # a symmetric range (the default) needs no shift: one op fewer in exports
             x = x - self.input_center
-        return x * self.input_scale
-
-    def _logits_and_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """timm's forward (patch_embed -> stages -> pool -> head), keeping every stage's
-        global-average-pooled output: the input guard's features (B, sum of stage widths).
-        Early stages carry image statistics (polarity, texture, exposure) that the deepest,
-        finding-tuned stage may discard, so a lateral view or an inverted film stands out there."""
-        net = self.backbone
-        h = net.patch_embed(self._to_unit(x))
-        pooled = []
-        for stage in net.stages:
-            h = stage(h)
-            pooled.append(h.mean(dim=(2, 3)))
-        return net.forward_head(h), torch.cat(pooled, dim=1)
+        return self.backbone(x * self.input_scale)
 
     def forward_aux(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Logits, the pooled stage ``features`` (B, D) the input guard scores, and every MXA
         box (B, K, 4) with the first (finest) MXA's spatial attention map (B, 1, h, w), in the
         frame of its own box ``attention_box`` (B, 4)."""
+        # The input guard's features: every stage's output, global-average-pooled (B, sum of stage
+        # widths). Early stages carry image statistics (polarity, texture, exposure) that the
+        # deepest, finding-tuned stage may discard, so a lateral view or an inverted film stands
+        # out there. Taken by forward hooks so the logits run through ``forward`` itself: NNCF's
+        # QAT wrapper hooks the model's forward, and what is exported must be that same path.
+        pooled: list[torch.Tensor] = []
+        hooks = [
+            stage.register_forward_hook(lambda _m, _i, out: pooled.append(out.mean(dim=(2, 3))))
+            for stage in self.backbone.stages
+        ]
         for m in self.mxa_blocks:
             m.capture = True
         try:
-            logits, features = self._logits_and_features(x)
+            logits = self.forward(x)
         finally:
             for m in self.mxa_blocks:
                 m.capture = False
-        out = {"logits": logits, "features": features}
+            for h in hooks:
+                h.remove()
+        out = {"logits": logits, "features": torch.cat(pooled, dim=1)}
         if self.mxa_blocks:
             out["roi"] = torch.stack([m.last_box for m in self.mxa_blocks], dim=1)
             out["attention"] = self.mxa_blocks[0].last_attention
