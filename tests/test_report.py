@@ -188,7 +188,7 @@ def test_report_structure(report, artifact):
     assert "Labels / thresholds" not in text
     # FP32 and exported both scored here: no "unavailable" gap, 3 gallery overlays + ROC + reliability.
     assert "curves unavailable" not in text
-    assert sum(1 for t, _ in page.tags if t == "img") == 2 + 3
+    assert sum(1 for t, _ in page.tags if t == "img") == 2 + 4  # + ROC, reliability, input-guard scores
     assert "Dashed cyan" in text
     # The manifest, pretty-printed in a <details>.
     assert any(t == "details" for t, _ in page.tags) and '"format": "mxa-edge-artifact"' in html.replace("&quot;", '"')
@@ -497,7 +497,7 @@ def test_gaps_are_stated_when_the_source_run_is_gone(artifact, tmp_path):
     page = _parse(html)
     text = " ".join(page.text)
     assert "FP32 (PyTorch, source run) curves unavailable" in text and "not on this machine" in text
-    assert sum(1 for t, _ in page.tags if t == "img") == 2 + 1  # exported ROC + reliability still drawn
+    assert sum(1 for t, _ in page.tags if t == "img") == 2 + 2  # exported ROC + reliability, input-guard scores
     assert len(page.tables["pathology-table"]) == 14
 
 

@@ -34,7 +34,7 @@ def test_engines_agree_with_manifest(tiny_run):
     assert isinstance(ov, OpenVinoEngine) and ov.inference_precision in ("f32", "float32")
     x = np.random.default_rng(0).uniform(-1024, 1024, (2, 1, SIZE, SIZE)).astype(np.float32)
     a, b = open_engine(ort_art).run(x), ov.run(x)
-    assert set(a) == set(b) == {"logits", "roi", "attention", "attention_box"}
+    assert set(a) == set(b) == {"logits", "roi", "attention", "attention_box", "features"}
     assert np.abs(a["logits"] - b["logits"]).max() < 1e-3
     from mxa_edge.formats import RunRecord
 
