@@ -50,9 +50,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
 
-    from mxa_edge.data.arrays import load_split_arrays
-    from mxa_edge.data.chexpert import read_split, subset
-    from mxa_edge.data.ood import document_images, texture_images
+    from mxa_edge.data.ood import document_images, held_out_laterals, texture_images
     from mxa_edge.imageio import load_radiograph
     from mxa_edge.machine import isa_line
     from mxa_edge.runtime.predict import Predictor
@@ -60,18 +58,12 @@ def main(argv=None) -> int:
     predictor = Predictor(args.artifact, verify=False)
     selection = predictor.artifact.manifest.source_run.data
     pp = predictor.preprocess
-    root = Path(selection.root)
     valid = selection.load("valid", pp)
     frontal = gray_of(np.asarray(valid.images))
-    full = read_split(root, "valid", frontal_only=False)
-    lateral_rows = [i for i, v in enumerate(full.views) if v.strip().lower() == "lateral"]
+    laterals = held_out_laterals(selection, pp, limit=len(valid) + 1)  # every lateral of valid.csv
     kinds = {
         "held-out frontal (should pass)": frontal,
-        "lateral": gray_of(
-            np.asarray(load_split_arrays(root, subset(full, lateral_rows, "lat"), pp, cache=False).images)
-        )
-        if lateral_rows
-        else [],
+        "lateral": gray_of(np.asarray(laterals.images)) if laterals is not None else [],
         "inverted frontal": [1.0 - g for g in frontal[: args.n]],
         "texture": list(texture_images(args.n, 256, seed=7)),
         "document": list(document_images(args.n, 256, seed=7)),
