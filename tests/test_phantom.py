@@ -15,6 +15,7 @@ from mxa_edge.data.phantom import (
     render_phantom,
     sample_labels,
 )
+from mxa_edge.errors import ConfigError
 from mxa_edge.labels import CHEXPERT_COLUMNS, CHEXPERT_LABELS
 
 N_TRAIN, N_VALID = 200, 100
@@ -162,3 +163,75 @@ def test_sample_labels_rates_are_chexpert_like():
     for r in rows:
         if any(r[s] in (1.0, -1.0) for s in ("Edema", "Consolidation", "Pneumonia", "Atelectasis", "Lung Lesion")):
             assert r["Lung Opacity"] in (1.0, -1.0)
+
+
+def test_render_is_deterministic_and_findings_leave_the_rest_unchanged():
+    a, boxes_a = render_phantom(np.random.default_rng(5), 128, {"Edema": 0.7})
+    b, boxes_b = render_phantom(np.random.default_rng(5), 128, {"Edema": 0.7})
+    assert a.tobytes() == b.tobytes() and boxes_a == boxes_b
+    # a small finding changes nothing outside its box (plus the blur's few pixels)
+    for label in ("Lung Lesion", "Pleural Other", "Fracture"):
+        for seed in range(3):
+            base, _ = render_phantom(np.random.default_rng(seed), 256, {})
+            img, boxes = render_phantom(np.random.default_rng(seed), 256, {label: 1.0})
+            ((_, x1, y1, x2, y2),) = boxes
+            outside = np.ones(base.shape, bool)
+            outside[max(0, int(y1) - 4) : int(np.ceil(y2)) + 4, max(0, int(x1) - 4) : int(np.ceil(x2)) + 4] = False
+            assert np.array_equal(img[outside], base[outside]), (label, seed)
+
+
+def test_heart_sits_left_of_the_midline():
+    """The patient's left is the image's right: the heart's centre and its box lie right of centre."""
+    from mxa_edge.data.phantom.anatomy import sample_anatomy
+
+    for seed in range(20):
+        a = sample_anatomy(np.random.default_rng(seed), ap=seed % 2 == 0, female=False)
+        hu, _, hw, _ = a.heart_geometry()
+        left_edge, right_edge = a.heart_edges(np.float32(a.heart_top + 0.7 * (a.heart_bottom - a.heart_top)))
+        assert hu > 0.5 and right_edge - 0.5 > 0.5 - left_edge
+    centres = []
+    for seed in range(6):
+        _, boxes = render_phantom(np.random.default_rng(seed), 128, {"Cardiomegaly": 1.0})
+        ((_, x1, _, x2, _),) = boxes
+        centres.append((x1 + x2) / 2)
+    assert np.mean(centres) > 64 + 3, centres
+
+
+def _high_pass_std(img):
+    x = img.astype(np.float32)
+    return float(np.std(x[1:, 1:] - 0.5 * (x[:-1, 1:] + x[1:, :-1])))
+
+
+def test_ap_and_pa_differ_like_films_do():
+    """AP (portable): magnified heart, higher domes, scapulae over the lungs, noisier film."""
+    from mxa_edge.data.phantom.anatomy import sample_anatomy
+
+    for seed in range(10):
+        ap = sample_anatomy(np.random.default_rng(seed), ap=True, female=False)
+        pa = sample_anatomy(np.random.default_rng(seed), ap=False, female=False)
+        assert ap.ctr > pa.ctr and ap.dome[0] < pa.dome[0]
+        assert ap.scapula < 0 < pa.scapula  # medial scapular border over the lung only in AP
+    noise = {
+        view: np.mean([_high_pass_std(render_phantom(np.random.default_rng(s), 256, view=view)[0]) for s in range(6)])
+        for view in ("AP", "PA")
+    }
+    assert noise["AP"] > 1.2 * noise["PA"], noise
+    with pytest.raises(ConfigError):
+        render_phantom(np.random.default_rng(0), 128, {}, view="LL")
+
+
+def test_every_box_lies_inside_the_image():
+    for seed in range(4):
+        findings = {label: 0.2 + 0.25 * seed for label in CHEXPERT_LABELS[1:]}
+        img, boxes = render_phantom(np.random.default_rng(seed), 128, findings)
+        assert [b[0] for b in boxes] == list(CHEXPERT_LABELS[1:])
+        for _, x1, y1, x2, y2 in boxes:
+            assert 0 <= x1 < x2 <= 128 and 0 <= y1 < y2 <= 128
+
+
+def test_valid_split_floors_every_finding():
+    rng = np.random.default_rng(3)
+    rows = [sample_labels(rng, split="valid") for _ in range(500)]
+    for label in CHEXPERT_LABELS:
+        positives = sum(r[label] == 1.0 for r in rows)
+        assert positives >= 35, (label, positives)

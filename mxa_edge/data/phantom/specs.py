@@ -2,7 +2,13 @@
 
 Appearance of each finding is tuned in one table, ``FINDINGS`` (contrast and size ranges,
 label rates), and globally by ``difficulty`` (contrast divided by it: 2.0 = half as
-conspicuous). Bump ``PHANTOM_VERSION`` whenever the output changes: caches key on it.
+conspicuous). To make one finding easier or harder for the model, move its ``contrast``
+(and, for the small ones, its ``size``) up or down: both are interpolated by severity, and
+uncertain labels are drawn at the low end (``severities_for``), so the faint end is what
+"subtle" means. Bump ``PHANTOM_VERSION`` whenever the output changes: caches key on it.
+
+Scale: the canonical frame spans about 38 cm, so 0.01 is ~3.8 mm (1.5 mm per pixel at 256 px,
+3 mm at the 128 px the default student trains at).
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import numpy as np
 from mxa_edge.errors import ConfigError
 from mxa_edge.labels import CHEXPERT_LABELS
 
-PHANTOM_VERSION = "1"
+PHANTOM_VERSION = "2"
 
 DIFFICULTY = 1.0  # default global difficulty: every finding's contrast is divided by it
 JPEG_QUALITY = 92
@@ -46,33 +52,46 @@ class FindingSpec:
 FINDINGS: dict[str, FindingSpec] = {
     # No Finding is derived (no other positive); never uncertain, never written 0.0 in train.
     "No Finding": FindingSpec(0.10, 0.00, 0.00, (0.0, 0.0), (0.0, 0.0)),
-    # contrast = extra mediastinal half-width as a fraction of the normal one
-    "Enlarged Cardiomediastinum": FindingSpec(0.05, 0.15, 0.05, (0.15, 0.75), (0.0, 0.0)),
-    # contrast = cardiothoracic ratio reached at severity 0 and 1 (normal ~0.45)
-    "Cardiomegaly": FindingSpec(0.12, 0.10, 0.06, (0.53, 0.66), (0.0, 0.0)),
-    # standalone hazy (ground-glass) opacity; size = blob radius
-    "Lung Opacity": FindingSpec(0.47, 0.05, 0.05, (0.05, 0.20), (0.05, 0.11)),
-    # nodule / mass; contrast in absolute density; size = radius
-    "Lung Lesion": FindingSpec(0.05, 0.12, 0.03, (0.06, 0.16), (0.010, 0.040)),
-    # bilateral perihilar haze; contrast as a fraction of lung air
-    "Edema": FindingSpec(0.24, 0.15, 0.10, (0.15, 0.55), (0.09, 0.15)),
-    # dense lobar opacity with air bronchograms; size = lobe half-extent
-    "Consolidation": FindingSpec(0.07, 0.20, 0.15, (0.30, 0.85), (0.06, 0.12)),
-    # patchy multifocal opacity; size = cluster radius
-    "Pneumonia": FindingSpec(0.04, 0.25, 0.10, (0.20, 0.60), (0.05, 0.10)),
-    # plate-like band + raised hemidiaphragm; size = band half-length
-    "Atelectasis": FindingSpec(0.15, 0.30, 0.05, (0.25, 0.75), (0.04, 0.09)),
-    # absent markings lateral to a pleural line; contrast = extra lucency; size = rim width
-    "Pneumothorax": FindingSpec(0.09, 0.10, 0.30, (0.25, 0.80), (0.02, 0.07)),
+    # contrast = extra upper-mediastinal half-width as a fraction of the normal one (normal
+    # varies by about +-12%, and AP films are a little wider)
+    "Enlarged Cardiomediastinum": FindingSpec(0.05, 0.15, 0.05, (0.22, 0.75), (0.0, 0.0)),
+    # contrast = cardiothoracic ratio reached at severity 0 and 1 (normal 0.42-0.50; AP +0.02)
+    "Cardiomegaly": FindingSpec(0.12, 0.10, 0.06, (0.55, 0.67), (0.0, 0.0)),
+    # standalone hazy (ground-glass) opacity; contrast = share of lung air replaced; size = radius
+    "Lung Opacity": FindingSpec(0.47, 0.05, 0.05, (0.20, 0.55), (0.06, 0.10)),
+    # nodule / mass; contrast in absolute density (lung air ~0.27); size = radius by severity:
+    # 0.008-0.040 is a 6-30 mm nodule (the positives, severity >= 0.45, are >= 16 mm)
+    "Lung Lesion": FindingSpec(0.05, 0.12, 0.03, (0.12, 0.24), (0.008, 0.040)),
+    # bilateral perihilar haze + engorged, indistinct vessels + basal septal lines; contrast =
+    # share of lung air replaced at the hila. Normal vessel strength varies 0.75-1.3x (anatomy),
+    # which the faint end overlaps on purpose.
+    "Edema": FindingSpec(0.24, 0.15, 0.10, (0.06, 0.40), (0.10, 0.14)),
+    # dense lobar opacity with air bronchograms and a fissure edge; size = lobe half-extent
+    "Consolidation": FindingSpec(0.07, 0.20, 0.15, (0.45, 0.95), (0.08, 0.12)),
+    # patchy multifocal (broncho)pneumonia; contrast = share of air replaced; size = cluster radius
+    "Pneumonia": FindingSpec(0.04, 0.25, 0.10, (0.40, 0.85), (0.07, 0.11)),
+    # plate-like band(s) at a base + raised hemidiaphragm; contrast = share of air replaced in
+    # the band (and 0.07 * contrast of dome elevation); size = band half-length
+    "Atelectasis": FindingSpec(0.15, 0.30, 0.05, (0.45, 1.00), (0.07, 0.12)),
+    # visceral pleural line with no lung markings lateral to it; contrast = extra lucency and
+    # line brightness; size = rim width by severity (0.03 = ~1 cm, 0.09 = ~3.5 cm)
+    "Pneumothorax": FindingSpec(0.09, 0.10, 0.30, (0.55, 1.00), (0.025, 0.085)),
     # basal meniscus blunting the costophrenic angle; size = fluid height
     "Pleural Effusion": FindingSpec(0.39, 0.12, 0.25, (0.40, 1.00), (0.025, 0.14)),
-    # pleural thickening / plaque along the chest wall; size = half-length
-    "Pleural Other": FindingSpec(0.03, 0.20, 0.02, (0.05, 0.14), (0.04, 0.10)),
-    # rib discontinuity; contrast = depth of the gap (fraction of the rib), size = step (rib spacings)
-    "Fracture": FindingSpec(0.05, 0.15, 0.03, (0.45, 1.00), (0.05, 0.30)),
+    # pleural thickening / calcified plaques along the lateral chest wall; contrast = density of
+    # the thickening (calcified plaques 1.6x); size = half-length; thickness grows with severity
+    "Pleural Other": FindingSpec(0.03, 0.20, 0.02, (0.14, 0.26), (0.06, 0.11)),
+    # rib fractures: cortex break (contrast = gap depth, fraction of the rib), step-off (size, in
+    # rib widths); 1 rib at severity < 0.4, up to 3 adjacent ribs and a callus at severity 1
+    "Fracture": FindingSpec(0.05, 0.15, 0.03, (0.60, 1.00), (0.35, 0.90)),
     # tubes, lines, pacemaker, ECG leads; contrast in absolute density
     "Support Devices": FindingSpec(0.52, 0.01, 0.05, (0.20, 0.45), (0.0, 0.0)),
 }
+
+# In split="valid" every pathology is positive in at least this share of rows (extra positives
+# drawn independently of everything else, so they add no co-occurrence): CheXpert's own valid
+# set has its own prevalences, and 500 rows at 3-5% leave too few positives for a usable CI.
+VALID_FLOOR = 0.10
 
 # Findings that are opacities: any of them positive makes Lung Opacity positive.
 OPACITY_SOURCES: tuple[str, ...] = ("Lung Lesion", "Edema", "Consolidation", "Pneumonia", "Atelectasis")
@@ -81,6 +100,13 @@ OPACITY_SOURCES: tuple[str, ...] = ("Lung Lesion", "Edema", "Consolidation", "Pn
 SPLITS = {"train": 0, "valid": 1}
 
 _PATHOLOGIES: tuple[str, ...] = CHEXPERT_LABELS[1:]  # everything but No Finding
+
+# Chance of an extra independent positive in valid, so that prevalence + (1 - prevalence) *
+# boost reaches VALID_FLOOR (FINDINGS' prevalences are the calibrated marginals).
+_VALID_BOOST = {
+    label: max(0.0, (VALID_FLOOR - FINDINGS[label].prevalence) / (1.0 - FINDINGS[label].prevalence))
+    for label in _PATHOLOGIES
+}
 
 
 def check_split(split: str) -> None:
@@ -107,6 +133,12 @@ def finding_size(label: str, rng: np.random.Generator) -> float:
     return lo + (hi - lo) * rng.random()
 
 
+def finding_extent(label: str, severity: float, rng: np.random.Generator) -> float:
+    """An extent tied to severity (small findings: subtle = small), with +-10% jitter."""
+    lo, hi = FINDINGS[label].size
+    return (lo + (hi - lo) * float(np.clip(severity, 0.0, 1.0))) * (0.9 + 0.2 * rng.random())
+
+
 # --------------------------------------------------------------------------------------
 # Labels
 # --------------------------------------------------------------------------------------
@@ -121,12 +153,13 @@ def sample_labels(
     together) and infection (consolidation with pneumonia). Pneumothorax is likelier with
     support devices, atelectasis with effusion. ``force`` makes one finding positive (1.0);
     forcing "No Finding" clears every pathology. In ``split="valid"`` there are no uncertain
-    and no blank cells, as in CheXpert's validation set.
+    and no blank cells, as in CheXpert's validation set, and every pathology is positive in at
+    least ``VALID_FLOOR`` of the rows.
     """
     check_split(split)
     if force is not None and force not in FINDINGS:
         raise ConfigError(f"unknown finding {force!r}; expected one of {', '.join(CHEXPERT_LABELS)}")
-    u = rng.random(32)  # a fixed number of draws keeps rows comparable across code paths
+    u = rng.random(48)  # a fixed number of draws keeps rows comparable across code paths
     heart_failure = u[0] < 0.18
     infection = u[1] < 0.12
     devices = u[2] < FINDINGS["Support Devices"].prevalence
@@ -146,6 +179,9 @@ def sample_labels(
         "Support Devices": devices,
         "Lung Opacity": u[14] < 0.07,  # standalone haze; opacity sources add to it below
     }
+    if split == "valid":
+        for j, label in enumerate(_PATHOLOGIES):
+            pos[label] = pos[label] or bool(u[34 + j] < _VALID_BOOST[label])
     if force == "No Finding":
         pos = dict.fromkeys(pos, False)
     elif force is not None:

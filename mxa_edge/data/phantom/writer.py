@@ -87,7 +87,9 @@ def make_record(
         image, boxes, rel = render_lateral(image_rng, size), [], f"{folder}/view2_lateral.jpg"
         view, ap = "Lateral", ""
     else:
-        image, pixel_boxes = render_phantom(image_rng, size, severities, difficulty=difficulty)
+        image, pixel_boxes = render_phantom(
+            image_rng, size, severities, difficulty=difficulty, view=ap, female=sex == "Female"
+        )
         boxes = [(label, x1 / size, y1 / size, x2 / size, y2 / size) for label, x1, y1, x2, y2 in pixel_boxes]
         rel, view = f"{folder}/view1_frontal.jpg", "Frontal"
     buf = io.BytesIO()
