@@ -342,3 +342,22 @@ def test_goals_without_a_gated_int8_say_so():
     assert "no gated INT8" in goals["int8_vs_pytorch"]["note"]
     assert goals["int8_vs_float"]["target"] is None and "no VNNI" in goals["int8_vs_float"]["note"]
     assert "(no VNNI)" in goals["isa"]
+
+
+def test_peak_probe_budget_counts_the_first_call():
+    """A CPU without a fast kernel: every call is slow, the first one included; the probe
+    must stop once its budget is spent instead of running all repeats (minutes on AVX2)."""
+    import time
+
+    from mxa_edge.bench.peak import _best_gflops
+
+    calls = []
+
+    def slow_gemm():
+        calls.append(1)
+        time.sleep(0.2)
+
+    t = time.perf_counter()
+    gflops = _best_gflops(slow_gemm, 1024, repeats=20, budget=0.3)
+    assert len(calls) == 2 and time.perf_counter() - t < 1.0
+    assert 0 < gflops <= 2.0 * 1024**3 / 0.2 / 1e9
