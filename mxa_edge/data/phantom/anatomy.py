@@ -200,7 +200,7 @@ def _ribs(g: Grid, a: Anatomy, fracture: dict | None) -> np.ndarray:
             mult -= fracture["depth"] * near * across
             if fracture["callus"] > 0:
                 cv = v0[:, w[1]] + a.rib_shape(ax_b) + (k + 0.5) * sp
-                blob = np.exp(-(((axw - ax_b) / 0.018) ** 2) - ((g.v[w[0]] - cv) / (0.55 * sp)) ** 2)
+                blob = np.exp(-(((axw - ax_b) / 0.024) ** 2) - ((g.v[w[0]] - cv) / (0.65 * sp)) ** 2)
                 callus += fracture["callus"] * blob * on_side
         phase[w] = ph
         gap = (w, np.clip(mult, 0.0, 1.0), callus)

@@ -191,10 +191,10 @@ def paint_pneumothorax(c: Canvas, rng, severity: float, level: float) -> Box:
     edge = rim * fade
     lung = c.lung[w] * on_side
     ptx = ramp(edge - d, 0.004) * lung
-    line = np.exp(-(((d - edge) / 0.0045) ** 2)) * lung * fade
+    line = np.exp(-(((d - edge) / 0.006) ** 2)) * lung * fade
     collapsed = ramp(d - edge, 0.004) * ramp(edge + 0.03 - d, 0.03) * lung * fade  # denser collapsed lung
     c.markings[w] *= 1.0 - ptx
-    c.extra[w] += -level * 0.06 * ptx + level * 0.09 * line + level * 0.025 * collapsed
+    c.extra[w] += -level * 0.10 * ptx + level * 0.10 * line + level * 0.05 * collapsed
     # the pleural line ends where the rim fades: trim the box to the affected part
     cols = np.nonzero((ptx + line).max(axis=0) > 0.05)[0]
     rows = np.nonzero((ptx + line).max(axis=1) > 0.05)[0]
@@ -236,7 +236,7 @@ def paint_pleural_other(c: Canvas, rng, severity: float, level: float) -> Box:
     side = int(rng.integers(2))
     hl = finding_size("Pleural Other", rng)
     cv = a.apex + 0.14 + (a.dome[side] - a.apex - 0.24) * rng.random()
-    t0 = 0.012 + 0.016 * severity + 0.004 * rng.random()  # 5-12 mm thick
+    t0 = 0.016 + 0.020 * severity + 0.004 * rng.random()  # 6-15 mm thick
     calcified = rng.random() < 0.5
     lat = float(a.lateral_edge(cv))
     box = clip_box(
@@ -271,7 +271,10 @@ def fracture_plan(a: Anatomy, rng, severity: float, level: float) -> dict:
     ribs = [first + i for i in range(n)]
     axs = [ax0 + slope * i for i in range(n)]
     step_widths = finding_extent("Fracture", severity, rng)
-    callus = 0.08 * level if rng.random() < 0.3 + 0.6 * severity else 0.0
+    # callus in rib units (1 = a rib's own density; 5 = about a nodule's): the healing,
+    # fusiform bump that makes most rib fractures visible on a film at all; labelled positives
+    # (severity >= 0.45) nearly always have one
+    callus = 5.0 * level if rng.random() < 0.3 + 0.7 * severity else 0.0
     centers = [a.rib_center(x, k, side) for x, k in zip(axs, ribs)]
     us = [0.5 - x if side == 0 else 0.5 + x for x in axs]
     box = clip_box(
@@ -283,7 +286,7 @@ def fracture_plan(a: Anatomy, rng, severity: float, level: float) -> dict:
         "ax": axs,
         "step": 0.4 * step_widths * min(1.0, level),  # in rib periods (a rib is ~0.4 of one)
         "depth": min(1.0, level),
-        "gap": 0.006 + 0.004 * rng.random(),  # 2-4 mm of distraction
+        "gap": 0.010 + 0.006 * rng.random(),  # 4-6 mm of distraction (a displaced fracture)
         "callus": callus,
         "box": box,
     }

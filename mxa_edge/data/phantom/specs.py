@@ -33,8 +33,10 @@ class FindingSpec:
     """How often a finding is labelled, and how it looks.
 
     prevalence: marginal share of train rows labelled positive or uncertain (the co-occurrence
-        model in ``sample_labels`` is calibrated to roughly these values; rare findings are
-        floored above CheXpert's rates so small datasets still have positives).
+        model in ``sample_labels`` is calibrated to roughly these values; the rare findings
+        (lesion, pneumonia, pleural other, fracture) are floored at 7-10%, above CheXpert's 2-4%,
+        so that the 2,000-image default set holds ~100 positives of each: at v2's first
+        calibration, 3-5% left ~50-80 and a tiny student learned nothing of them).
     uncertain: share of train positives written as -1.0 (rendered at low severity).
     explicit_negative: share of train negatives written 0.0 rather than blank.
     contrast: (faint, strong) magnitude at severity 0 and 1, before dividing by difficulty
@@ -56,34 +58,35 @@ FINDINGS: dict[str, FindingSpec] = {
     # varies by about +-12%, and AP films are a little wider)
     "Enlarged Cardiomediastinum": FindingSpec(0.05, 0.15, 0.05, (0.22, 0.75), (0.0, 0.0)),
     # contrast = cardiothoracic ratio reached at severity 0 and 1 (normal 0.42-0.50; AP +0.02)
-    "Cardiomegaly": FindingSpec(0.12, 0.10, 0.06, (0.55, 0.67), (0.0, 0.0)),
+    "Cardiomegaly": FindingSpec(0.12, 0.10, 0.06, (0.53, 0.63), (0.0, 0.0)),
     # standalone hazy (ground-glass) opacity; contrast = share of lung air replaced; size = radius
     "Lung Opacity": FindingSpec(0.47, 0.05, 0.05, (0.20, 0.55), (0.06, 0.10)),
-    # nodule / mass; contrast in absolute density (lung air ~0.27); size = radius by severity:
-    # 0.008-0.040 is a 6-30 mm nodule (the positives, severity >= 0.45, are >= 16 mm)
-    "Lung Lesion": FindingSpec(0.05, 0.12, 0.03, (0.12, 0.24), (0.008, 0.040)),
+    # nodule / mass; contrast in absolute density (a solid nodule replaces the lung air in its
+    # path, ~0.27, and adds its own tissue); size = radius by severity:
+    # 0.010-0.040 is a 7-30 mm nodule (the positives, severity >= 0.45, are >= 18 mm)
+    "Lung Lesion": FindingSpec(0.10, 0.12, 0.03, (0.32, 0.50), (0.010, 0.040)),
     # bilateral perihilar haze + engorged, indistinct vessels + basal septal lines; contrast =
     # share of lung air replaced at the hila. Normal vessel strength varies 0.75-1.3x (anatomy),
     # which the faint end overlaps on purpose.
-    "Edema": FindingSpec(0.24, 0.15, 0.10, (0.06, 0.40), (0.10, 0.14)),
+    "Edema": FindingSpec(0.24, 0.15, 0.10, (0.05, 0.30), (0.10, 0.14)),
     # dense lobar opacity with air bronchograms and a fissure edge; size = lobe half-extent
-    "Consolidation": FindingSpec(0.07, 0.20, 0.15, (0.45, 0.95), (0.08, 0.12)),
+    "Consolidation": FindingSpec(0.07, 0.20, 0.15, (0.60, 1.00), (0.08, 0.12)),
     # patchy multifocal (broncho)pneumonia; contrast = share of air replaced; size = cluster radius
-    "Pneumonia": FindingSpec(0.04, 0.25, 0.10, (0.40, 0.85), (0.07, 0.11)),
+    "Pneumonia": FindingSpec(0.07, 0.25, 0.10, (0.70, 1.00), (0.08, 0.12)),
     # plate-like band(s) at a base + raised hemidiaphragm; contrast = share of air replaced in
     # the band (and 0.07 * contrast of dome elevation); size = band half-length
     "Atelectasis": FindingSpec(0.15, 0.30, 0.05, (0.45, 1.00), (0.07, 0.12)),
     # visceral pleural line with no lung markings lateral to it; contrast = extra lucency and
     # line brightness; size = rim width by severity (0.03 = ~1 cm, 0.09 = ~3.5 cm)
-    "Pneumothorax": FindingSpec(0.09, 0.10, 0.30, (0.55, 1.00), (0.025, 0.085)),
+    "Pneumothorax": FindingSpec(0.09, 0.10, 0.30, (0.80, 1.30), (0.035, 0.095)),
     # basal meniscus blunting the costophrenic angle; size = fluid height
     "Pleural Effusion": FindingSpec(0.39, 0.12, 0.25, (0.40, 1.00), (0.025, 0.14)),
     # pleural thickening / calcified plaques along the lateral chest wall; contrast = density of
     # the thickening (calcified plaques 1.6x); size = half-length; thickness grows with severity
-    "Pleural Other": FindingSpec(0.03, 0.20, 0.02, (0.14, 0.26), (0.06, 0.11)),
+    "Pleural Other": FindingSpec(0.08, 0.20, 0.02, (0.35, 0.55), (0.06, 0.11)),
     # rib fractures: cortex break (contrast = gap depth, fraction of the rib), step-off (size, in
     # rib widths); 1 rib at severity < 0.4, up to 3 adjacent ribs and a callus at severity 1
-    "Fracture": FindingSpec(0.05, 0.15, 0.03, (0.60, 1.00), (0.35, 0.90)),
+    "Fracture": FindingSpec(0.08, 0.15, 0.03, (0.60, 1.00), (0.60, 1.20)),
     # tubes, lines, pacemaker, ECG leads; contrast in absolute density
     "Support Devices": FindingSpec(0.52, 0.01, 0.05, (0.20, 0.45), (0.0, 0.0)),
 }
@@ -169,7 +172,7 @@ def sample_labels(
         "Cardiomegaly": u[5] < (0.45 if heart_failure else 0.05),
         "Edema": u[6] < (0.75 if heart_failure else 0.13),
         "Consolidation": u[7] < (0.40 if infection else 0.025),
-        "Pneumonia": u[8] < (0.30 if infection else 0.006),
+        "Pneumonia": u[8] < (0.45 if infection else 0.02),
         "Atelectasis": u[9] < (0.20 if effusion else 0.12),
         "Pneumothorax": u[10] < (0.13 if devices else 0.047),
         "Pleural Effusion": effusion,
