@@ -11,7 +11,7 @@ epoch, the number the run itself selects on), and the held-out macro AUC with it
 *reported* next to it: choosing on the held-out split would make its figure a fitted one.
 
 Run:  .venv/bin/python benchmarks/image_size_sweep.py [--sizes 112,128,160,224] [--out runs/size-sweep]
-      [--reuse runs/default=128] [--markdown]
+      [--reuse runs/default=128] [--no-kd] [--markdown]
 Expect ~10 min per size on 2 cores (plus the teacher's fine-tuning once, if not cached).
 """
 
@@ -56,6 +56,12 @@ def main() -> None:
     ap.add_argument("--data", default=None, help="CheXpert-layout root (default: the embedded phantoms)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
+        "--no-kd",
+        action="store_true",
+        help="students without distillation: the teacher is fine-tuned at each image size (its cost grows with "
+        "the pixels too), so this isolates the student's resolution and costs a fraction of the time",
+    )
+    ap.add_argument(
         "--reuse",
         action="append",
         default=[],
@@ -76,7 +82,10 @@ def main() -> None:
         run, wall = reuse.get(size, Path(args.out) / f"px{size}"), None
         if not is_run(run):
             t = time.perf_counter()
-            train(TrainConfig(data=args.data, out=str(run), image_size=size, epochs=epochs, seed=args.seed))
+            cfg = TrainConfig(data=args.data, out=str(run), image_size=size, epochs=epochs, seed=args.seed)
+            if args.no_kd:
+                cfg.kd, cfg.teacher = False, "none"
+            train(cfg)
             wall = time.perf_counter() - t
             print(f"trained {size} px, {epochs} epochs, in {wall:.0f} s -> {run}", flush=True)
         results.append(summarise(run, size, epochs, wall))
