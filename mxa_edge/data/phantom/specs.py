@@ -8,7 +8,7 @@ uncertain labels are drawn at the low end (``severities_for``), so the faint end
 "subtle" means. Bump ``PHANTOM_VERSION`` whenever the output changes: caches key on it.
 
 Scale: the canonical frame spans about 38 cm, so 0.01 is ~3.8 mm (1.5 mm per pixel at 256 px,
-3 mm at the 128 px the default student trains at).
+3.4 mm at the 112 px the default student trains at).
 """
 
 from __future__ import annotations
@@ -56,9 +56,9 @@ FINDINGS: dict[str, FindingSpec] = {
     "No Finding": FindingSpec(0.10, 0.00, 0.00, (0.0, 0.0), (0.0, 0.0)),
     # contrast = extra upper-mediastinal half-width as a fraction of the normal one (normal
     # varies by about +-12%, and AP films are a little wider)
-    "Enlarged Cardiomediastinum": FindingSpec(0.05, 0.15, 0.05, (0.22, 0.75), (0.0, 0.0)),
+    "Enlarged Cardiomediastinum": FindingSpec(0.05, 0.15, 0.05, (0.18, 0.60), (0.0, 0.0)),
     # contrast = cardiothoracic ratio reached at severity 0 and 1 (normal 0.42-0.50; AP +0.02)
-    "Cardiomegaly": FindingSpec(0.12, 0.10, 0.06, (0.53, 0.63), (0.0, 0.0)),
+    "Cardiomegaly": FindingSpec(0.12, 0.10, 0.06, (0.52, 0.60), (0.0, 0.0)),
     # standalone hazy (ground-glass) opacity; contrast = share of lung air replaced; size = radius
     "Lung Opacity": FindingSpec(0.47, 0.05, 0.05, (0.20, 0.55), (0.06, 0.10)),
     # nodule / mass; contrast in absolute density (a solid nodule replaces the lung air in its
