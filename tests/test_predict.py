@@ -567,7 +567,10 @@ def test_cli_dicom_study_one_prediction_per_frontal_image_rest_skipped(predict_r
 
     ds = pydicom.dcmread(files["a_ap_jpegll.dcm"])
     assert ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.70"
-    np.testing.assert_allclose(load_radiograph(files["a_ap_jpegll.dcm"]), np.round(frontal[1] * 4095) / 4095, atol=1e-6)
+    # Without a window the stored values are stretched min to max (the phantom does not span 0..4095).
+    stored = np.round(frontal[1] * 4095)
+    expected = (stored - stored.min()) / (stored.max() - stored.min())
+    np.testing.assert_allclose(load_radiograph(files["a_ap_jpegll.dcm"]), expected, atol=1e-6)
 
     out_csv = tmp_path / "study.csv"
     proc = _cli(folder, "--model", onnx_fp32, "--json", "--csv", out_csv)
@@ -608,3 +611,16 @@ def test_undecodable_transfer_syntax_names_what_to_install(tmp_path):
     ds.save_as(path)
     with pytest.raises(InputImageError, match=r"compressed \(MPEG2.*install its decoder \(no decoder is known"):
         load_radiograph(path)
+
+
+def test_csv_figures_keep_the_decision_checkable_near_the_threshold():
+    # A probability 3e-7 under its threshold prints as 0.333332 beside 0.333332 at six decimals: a
+    # reader re-checking probability >= threshold would call it positive. Those rows get full precision.
+    from mxa_edge_cli.commands.predict import _decision_figures
+
+    assert _decision_figures(0.25, 0.5) == ("0.250000", "0.500000")
+    below, thr = 0.3333321, 0.3333324
+    prob_text, thr_text = _decision_figures(below, thr)
+    assert float(prob_text) == below and float(thr_text) == thr and not float(prob_text) >= float(thr_text)
+    prob_text, thr_text = _decision_figures(thr, thr)  # a tie is positive and stays so
+    assert float(prob_text) >= float(thr_text)

@@ -207,7 +207,8 @@ def _write_csv(path: Path, records: list[dict], labels) -> None:
                 ]
                 for k in labels:
                     f = r["findings"][k]
-                    row += [f"{f['probability']:.6f}", int(f["positive"]), f"{f['threshold']:.6f}", f["policy"]]
+                    prob, thr = _decision_figures(f["probability"], f["threshold"])
+                    row += [prob, int(f["positive"]), thr, f["policy"]]
                 w.writerow(row)
     except OSError as exc:
         raise MxaError(f"{path}: cannot write the CSV ({exc.strerror or exc})") from None
@@ -248,3 +249,15 @@ def _print_result(console, item, overlay_path) -> None:
         console.print(f"deepest MXA ROI (pixels): x {x1:.0f}–{x2:.0f}, y {y1:.0f}–{y2:.0f}", soft_wrap=True)
     if overlay_path:
         console.print(f"overlay: {overlay_path}", soft_wrap=True, markup=False)
+
+
+def _decision_figures(probability: float, threshold: float) -> tuple[str, str]:
+    """Probability and threshold as CSV text that a reader can re-check the decision with.
+
+    Six decimals read well, but a probability within 1e-6 of its threshold would print equal to it
+    (or past it) while the decision, made on the exact values, went the other way; those two are
+    written at full precision instead, so ``probability >= threshold`` on the CSV is the decision."""
+    prob, thr = f"{probability:.6f}", f"{threshold:.6f}"
+    if (float(prob) >= float(thr)) != (probability >= threshold):
+        prob, thr = repr(float(probability)), repr(float(threshold))
+    return prob, thr
