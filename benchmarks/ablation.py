@@ -16,11 +16,11 @@ dataset (or --data), then prints, side by side:
 The teacher (DenseNet-121, --teacher finetune) is first pretrained on --teacher-pretrain-images
 phantoms of a separate set (20000 by default; none of them is a training, tuning or held-out
 image), then fine-tuned on the training split. Both stages are cached, so the two KD variants
-(and later runs) share one teacher. Budget on 2 CPU cores at 128 px: the pretraining runs once,
-~7 DenseNet images/s, so 20000 images x 1 epoch is ~50 min plus ~3 min generating the set
-(minutes on a GPU); the four students are ~15 min.
+(and later runs) share one teacher. Budget on 2 CPU cores at the default 112 px: the pretraining
+runs once, 20000 images x 1 epoch, plus a few minutes generating the set (minutes on a GPU);
+the four students are ~25 min. Defaults: the default recipe (``TrainConfig``).
 
-Run:  .venv/bin/python benchmarks/ablation.py [--epochs 12] [--model m0] [--image-size 128]
+Run:  .venv/bin/python benchmarks/ablation.py [--epochs 16] [--model m0] [--image-size 112]
           [--teacher-pretrain-images 20000] [--out runs/ablation] [--markdown]
 """
 
@@ -186,9 +186,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=None)
     ap.add_argument("--out", default="runs/ablation")
-    ap.add_argument("--model", default="m0")
-    ap.add_argument("--image-size", type=int, default=128)
-    ap.add_argument("--epochs", type=int, default=12)
+    # The default recipe's model, size and epochs (one source of truth: TrainConfig).
+    ap.add_argument("--model", default=TrainConfig.model)
+    ap.add_argument("--image-size", type=int, default=TrainConfig.image_size)
+    ap.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n-boot", type=int, default=1000)
     ap.add_argument(

@@ -48,7 +48,7 @@ def paint_lung_opacity(c: Canvas, rng, severity: float, level: float) -> Box:
 
 
 def paint_lung_lesion(c: Canvas, rng, severity: float, level: float) -> Box:
-    """A solid nodule or mass (6-30 mm by severity), lobulated, spiculated when large."""
+    """A solid nodule or mass (10-41 mm by severity), lobulated, spiculated when large."""
     side = int(rng.integers(2))
     r = finding_extent("Lung Lesion", severity, rng)
     cu, cv = c.a.random_lung_point(rng, side, r + 0.01, (0.05, 0.85))
@@ -274,11 +274,11 @@ def fracture_plan(a: Anatomy, rng, severity: float, level: float) -> dict:
     # callus in rib units (1 = a rib's own density; 5 = about a nodule's): the healing,
     # fusiform bump that makes most rib fractures visible on a film at all; labelled positives
     # (severity >= 0.45) nearly always have one
-    callus = 5.0 * level if rng.random() < 0.3 + 0.7 * severity else 0.0
+    callus = 8.0 * level if rng.random() < 0.3 + 0.7 * severity else 0.0
     centers = [a.rib_center(x, k, side) for x, k in zip(axs, ribs)]
     us = [0.5 - x if side == 0 else 0.5 + x for x in axs]
     box = clip_box(
-        (min(us) - 0.04, min(centers) - 0.7 * a.rib_spacing, max(us) + 0.04, max(centers) + 1.2 * a.rib_spacing)
+        (min(us) - 0.05, min(centers) - 0.7 * a.rib_spacing, max(us) + 0.05, max(centers) + 1.2 * a.rib_spacing)
     )
     return {
         "side": side,
