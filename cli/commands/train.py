@@ -109,8 +109,8 @@ def train(
         help="finetune only: first pretrain the DenseNet on N phantoms of a separate set (own seed: none of them is "
         "a training, tuning or held-out image), generated at --image-size and cached, as are the pretrained "
         "weights; then fine-tune it on the training split, so the teacher knows more than the student. "
-        "Cost, once: a DenseNet-121 training step runs ~7 img/s at 128 px on 2 CPU cores, so 20000 (1 epoch) "
-        "is ~50 min plus ~3 min generating and ~130 MB of disk; minutes on a GPU. 0 (default) keeps the "
+        "Cost, once: 20000 (1 epoch) at 112 px take ~13 min on 2 CPU cores, generating the set included, and "
+        "~320 MB of disk; minutes on a GPU. 0 (default) keeps the "
         "default run at ~10 min. With real --data this phantom pretraining only stands in for pretraining on "
         "a large real corpus (the paper's teacher saw all of CheXpert): use --teacher-weights there.",
     ),
