@@ -180,6 +180,22 @@ def test_render_is_deterministic_and_findings_leave_the_rest_unchanged():
             assert np.array_equal(img[outside], base[outside]), (label, seed)
 
 
+def test_small_findings_fade_out_inside_their_box():
+    """No hard edge at the box: a finding cut off by its drawing window leaves a straight edge
+    that a model can learn instead of the finding (the first fracture callus did: Fracture AUC
+    0.71 with the edge, 0.57 without; its ring here was a third of the finding's peak).
+    Pleural Other is left out: its box hugs the plaque, whose sharp margin is the finding."""
+    for label in ("Lung Lesion", "Fracture"):
+        for seed in range(3):
+            base, _ = render_phantom(np.random.default_rng(seed), 256, {})
+            img, boxes = render_phantom(np.random.default_rng(seed), 256, {label: 1.0})
+            ((_, x1, y1, x2, y2),) = boxes
+            change = np.abs(img.astype(np.float64) - base.astype(np.float64))
+            r0, r1, c0, c1 = int(np.ceil(y1)), int(y2) - 1, int(np.ceil(x1)), int(x2) - 1
+            ring = np.concatenate([change[r0, c0:c1], change[r1, c0:c1], change[r0:r1, c0], change[r0:r1, c1]])
+            assert ring.max() < 0.1 * change.max(), (label, seed, ring.max(), change.max())
+
+
 def test_heart_sits_left_of_the_midline():
     """The patient's left is the image's right: the heart's centre and its box lie right of centre."""
     from mxa_edge.data.phantom.anatomy import sample_anatomy
