@@ -128,15 +128,18 @@ def finding_fails(delta: float | None, bound: float, *, ci: Sequence[float] | No
     return exceeds(delta, bound)
 
 
-# A change of exactly one image is computed as a difference of two fractions (0.60 - 0.65),
-# which rounding can put a hair beyond 1/n; the slack is far below any second image (1/n).
-_ONE_IMAGE_SLACK = 1e-9
+# A change of k images is computed as a difference of two fractions (0.87 - 0.84), which
+# rounding can put a hair beyond k/n: 3 of 100 positives came out as -0.030000000000000027 and
+# failed a 0.03 bound that "exactly at its bound passes" promises to pass. The slack is far
+# below one image (1/n), so it never lets a further image through.
+_ROUNDING_SLACK = 1e-9
 
 
 def resolution_bound(bound: float, n: int | None) -> float:
-    """The bound used for a sensitivity (n = positives) or specificity (n = negatives) drop:
-    never finer than one image's step, 1/n."""
-    return max(float(bound), 1.0 / n + _ONE_IMAGE_SLACK) if n else float(bound)
+    """The bound used for a sensitivity (n = positives) or specificity (n = negatives) drop, or
+    the guard's flag rate (n = images): never finer than one image's step, 1/n, and a count of
+    images exactly at the bound passes despite rounding."""
+    return max(float(bound), 1.0 / n) + _ROUNDING_SLACK if n else float(bound)
 
 
 @dataclass(frozen=True)

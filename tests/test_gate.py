@@ -113,12 +113,21 @@ def test_one_image_never_decides_a_sensitivity_or_specificity_check():
     two = {"per_label": {"A": _decision_row(-2 / 20, 0.0, 1.0, n_pos=20, n_neg=40)}, "macro_delta": 0.0}
     v = verdict(two, DEFAULT_GATE)
     assert not v.passed and v.failures[0].bound == pytest.approx(0.05)
-    assert gate.resolution_bound(0.03, 1000) == 0.03 and gate.resolution_bound(0.03, None) == 0.03
+    assert gate.resolution_bound(0.03, 1000) == pytest.approx(0.03, abs=1e-8)
+    assert gate.resolution_bound(0.03, None) == 0.03
     # One image as the metrics compute it, a difference of two fractions that rounds past -1/20.
     rounded = 12 / 20 - 13 / 20
     assert rounded < -1 / 20
     one = {"per_label": {"A": _decision_row(rounded, 0.0, 1.0, n_pos=20, n_neg=40)}, "macro_delta": 0.0}
     assert verdict(one, DEFAULT_GATE).passed
+    # Exactly at the bound passes: 3 of 100 positives (0.03) as the metrics compute it (a real
+    # export's Edema row), while a fourth image fails.
+    three = 0.84 - 0.87
+    assert three < -0.03
+    at_bound = {"per_label": {"A": _decision_row(three, 0.0, 1.0, n_pos=100, n_neg=358)}, "macro_delta": 0.0}
+    assert verdict(at_bound, DEFAULT_GATE).passed
+    four = {"per_label": {"A": _decision_row(0.83 - 0.87, 0.0, 1.0, n_pos=100, n_neg=358)}, "macro_delta": 0.0}
+    assert not verdict(four, DEFAULT_GATE).passed
 
 
 def test_ci_mode_for_decisions_uses_the_interval_end_that_favours_the_model():
