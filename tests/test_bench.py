@@ -155,6 +155,11 @@ def test_machine_record_and_compute_bound(result):
             assert 0 < r["fraction_of_peak"] <= 1, r
     best = cb["best_int8"]
     assert best is not None and 0 < best["ratio_to_measured_peak"] <= 1 and best["bound_img_s"] > 0
+    # only an export the gate passed can be named the best INT8
+    gated_int8 = {
+        f"{r['backend']} {r['precision']}" for r in result["rows"] if r["status"] == PASS and r["compute"] == "int8"
+    }
+    assert best["row"] in gated_int8
 
 
 def test_cli_writes_json_and_png_for_an_artifact(result, bench_run, tmp_path):
