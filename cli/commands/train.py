@@ -9,6 +9,8 @@ from typing import Optional
 
 import typer
 
+# The demo recipe's size and epochs live in TrainConfig (a light module: no torch at start-up).
+from mxa_edge.training.config import TrainConfig as _Defaults
 from mxa_edge_cli.options import DataOpt, JsonOpt, QuietOpt, SeedOpt
 from mxa_edge_cli.output import Output
 from mxa_edge_cli.render import print_metrics
@@ -58,12 +60,12 @@ def train(
         Variant.m0, "--model", "-m", help="EfficientViT-MultiLabel variant (paper Table H.1)."
     ),
     image_size: int = typer.Option(
-        112,
+        _Defaults.image_size,
         "--image-size",
         help="Training resolution (multiple of 16; 224 is the paper's). 112 is the demo's: at its ten-minute "
         "budget it beat 128, 160 and 224 px (benchmarks/image_size_sweep.py).",
     ),
-    epochs: int = typer.Option(16, "--epochs", min=1, help="Student epochs."),
+    epochs: int = typer.Option(_Defaults.epochs, "--epochs", min=1, help="Student epochs."),
     batch_size: int = typer.Option(64, "--batch-size", min=2, help="Batch size."),
     lr: float = typer.Option(
         1e-3, "--lr", help="Learning rate at batch 512 (the paper's 1e-3); scaled by sqrt(batch/512)."
