@@ -7,6 +7,7 @@ light runtime install can record its machine too.
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import sys
@@ -49,10 +50,101 @@ def physical_cores() -> int:
     return len(cores) or os.cpu_count() or 1
 
 
+# (leaf, subleaf, register, bit) of each flag in CPUID, as the kernel's /proc/cpuinfo names it.
+_CPUID_BITS = {
+    "fma": (1, 0, "ecx", 12),
+    "avx2": (7, 0, "ebx", 5),
+    "avx512f": (7, 0, "ebx", 16),
+    "avx512_vnni": (7, 0, "ecx", 11),
+    "amx_bf16": (7, 0, "edx", 22),
+    "amx_tile": (7, 0, "edx", 24),
+    "amx_int8": (7, 0, "edx", 25),
+    "avx_vnni": (7, 1, "eax", 4),
+    "avx512_bf16": (7, 1, "eax", 5),
+}
+# x86-64 System V: cpuid(leaf=edi, subleaf=esi, uint32 out[4]=rdx); rbx is callee-saved.
+_CPUID_CODE = bytes.fromhex("534989d089f889f10fa241890041895804418948084189500c5bc3")
+
+
+@functools.lru_cache(maxsize=1)
+def cpuid_flags() -> dict[str, bool] | None:
+    """FLAGS as the CPUID instruction reports them to this process, or None off x86-64 (or
+    where executable memory is refused).
+
+    Why CPUID and not only /proc/cpuinfo: the runtimes' kernels dispatch on CPUID (ONNX
+    Runtime's MLAS, oneDNN), and what a process is shown can differ from the kernel's list:
+    under ``qemu-x86_64 -cpu Haswell`` (the AVX2 harness) /proc/cpuinfo still lists the
+    host's AVX-512 and VNNI while every library sees an AVX2-only CPU.
+    """
+    import ctypes
+    import mmap
+
+    if platform.machine().lower() not in ("x86_64", "amd64") or not hasattr(mmap, "PROT_EXEC"):
+        return None
+    try:
+        page = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    except (OSError, ValueError):
+        return None
+    page.write(_CPUID_CODE)
+    regs = ctypes.c_uint32 * 4
+    call = ctypes.CFUNCTYPE(None, ctypes.c_uint32, ctypes.c_uint32, ctypes.POINTER(regs))(
+        ctypes.addressof(ctypes.c_char.from_buffer(page))
+    )
+
+    def cpuid(leaf: int, subleaf: int) -> dict[str, int]:
+        out = regs()
+        call(leaf, subleaf, ctypes.byref(out))
+        return dict(zip(("eax", "ebx", "ecx", "edx"), out))
+
+    max_leaf = cpuid(0, 0)["eax"]
+    leaves = {(leaf, sub): cpuid(leaf, sub) for leaf, sub in {(1, 0), (7, 0), (7, 1)} if leaf <= max_leaf}
+    del call  # the page must outlive every call through it
+    page.close()
+    return {
+        name: bool((leaves.get((leaf, sub), {}).get(reg, 0) >> bit) & 1)
+        for name, (leaf, sub, reg, bit) in _CPUID_BITS.items()
+    }
+
+
 def cpu_flags() -> dict[str, bool]:
+    """The kernel-relevant ISA flags this process can use: a flag counts when CPUID reports it
+    AND the kernel lists it in /proc/cpuinfo (the kernel drops a flag whose register state the
+    OS does not save, e.g. AVX-512 disabled in XCR0). Either source alone where the other is
+    missing."""
     cpus = _cpuinfo()
-    flags = set((cpus[0].get("flags") or "").split()) if cpus else set()
-    return {f: f in flags for f in FLAGS}
+    listed = set((cpus[0].get("flags") or "").split()) if cpus else None
+    reported = cpuid_flags()
+    out = {}
+    for f in FLAGS:
+        if listed is not None and reported is not None:
+            out[f] = f in listed and reported.get(f, False)
+        elif reported is not None:
+            out[f] = reported.get(f, False)
+        else:
+            out[f] = f in (listed or set())
+    return out
+
+
+def int8_kernel_class(flags: dict[str, bool] | None = None) -> str:
+    """Which family of x86 INT8 kernels this CPU runs (what decides INT8 arithmetic):
+    ``amx``, ``avx512-vnni``, ``avx-vnni`` (AVX2 with VNNI), ``avx512`` (no VNNI: the saturating
+    ``VPMADDUBSW`` path), ``avx2`` (the same path, 256-bit), or ``other``."""
+    f = cpu_flags() if flags is None else flags
+    if f.get("amx_int8"):
+        return "amx"
+    if f.get("avx512f") and f.get("avx512_vnni"):
+        return "avx512-vnni"
+    if f.get("avx_vnni"):
+        return "avx-vnni"
+    if f.get("avx512f"):
+        return "avx512"
+    if f.get("avx2"):
+        return "avx2"
+    return "other"
+
+
+# INT8 kernel classes whose u8 x s8 products are summed without int16 saturation.
+VNNI_CLASSES = ("amx", "avx512-vnni", "avx-vnni")
 
 
 def cpu_ghz() -> tuple[float | None, str]:

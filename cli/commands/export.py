@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from mxa_edge import backends
+from mxa_edge.formats.precision import Int8Scheme
 from mxa_edge.gate import DEFAULT_GATE
 from mxa_edge_cli.options import JsonOpt, QuietOpt, SeedOpt
 from mxa_edge_cli.output import Output
@@ -106,6 +107,16 @@ def export(
         help="OpenVINO: fix the IR's batch at N (gated as fixed). Faster per call for small models (default "
         "run, batch 1: about 1.6x); the engine then runs any batch in chunks of N.",
     ),
+    int8_scheme: Int8Scheme = typer.Option(
+        Int8Scheme.PORTABLE,
+        "--int8-scheme",
+        help="INT8 weight layout. portable (default): 7-bit weights, the same results on every x86 CPU "
+        "(AVX2 workstations compute with saturating 16-bit sums that full-range weights overflow); checked "
+        "on the AVX2 kernel path through qemu-x86_64 at export when this CPU has VNNI. vnni: full 8-bit "
+        "weights, slightly more precise, for sites that deploy only on VNNI/AMX CPUs; `verify` refuses such "
+        "an artifact on an AVX2 CPU.",
+        case_sensitive=False,
+    ),
     seed: int = SeedOpt,
     json_out: bool = JsonOpt,
     quiet: bool = QuietOpt,
@@ -150,6 +161,7 @@ def export(
                 n_boot=n_boot,
                 max_noise=max_noise,
                 static_batch=static_batch,
+                int8_scheme=int8_scheme,
                 seed=seed,
                 progress=o.info,
             )

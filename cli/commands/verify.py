@@ -35,7 +35,15 @@ def verify(
         verdict = "[green]PASS[/]" if report.passed else "[red]FAIL[/]"
         console.print(f"{artifact}: {verdict}")
         console.print(f"machine: {report.machine.get('cpu_model')} — ISA {report.isa}")
-        console.print(f"executed: {report.executed_precision}")
+        console.print(f"executed: {report.executed_precision}; INT8 kernels: {report.int8_kernels}")
+        if report.checked_on:
+            shown = ", ".join(
+                f"{c} ({e.get('how')}{'' if e.get('checked') else ': not checked'})"
+                for c, e in report.checked_on.items()
+            )
+            console.print(f"checked at export on: {shown}")
+        if report.note:
+            console.print(f"[yellow]note:[/] {report.note}")
         gate = report.recorded
         console.print(
             f"gated on: {gate.get('gate_isa')} — {gate.get('executed_precision')} — with {gate.get('gated_with')}"

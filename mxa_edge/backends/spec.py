@@ -26,7 +26,7 @@ from typing import Any, Callable
 import numpy as np
 
 from mxa_edge.errors import ConfigError
-from mxa_edge.formats.precision import NumericFormat, Precision
+from mxa_edge.formats.precision import Int8Scheme, NumericFormat, Precision
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 
@@ -50,6 +50,8 @@ class ExportOptions:
     # Torch module names kept in float in an INT8 export (sensitivity.choose_float_layers).
     float_layers: list[str] = field(default_factory=list)
     fp16: bool = False  # TensorRT: FP16 kernels (with --int8: INT8 with FP16 fallback)
+    # INT8 weight layout: portable (7-bit, the same integers on every x86 CPU) or vnni (full range).
+    int8_scheme: Int8Scheme = Int8Scheme.PORTABLE
     # Filled in by the backend for the manifest's ``export`` section.
     notes: dict = field(default_factory=dict)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from mxa_edge.backends.spec import BackendOutput, ExportOptions
 from mxa_edge.errors import ConfigError
-from mxa_edge.export.onnx_graph import check_parity, export_onnx, quantize_onnx
+from mxa_edge.export.onnx_graph import check_parity, export_onnx, int8_weight_extent, quantize_onnx
 from mxa_edge.formats.precision import FP32, NumericFormat
 
 FP32_FILE = "model.onnx"
@@ -36,7 +36,12 @@ class OnnxExporter:
         if not opts.int8:
             return BackendOutput([FP32_FILE], FP32)
         quant = quantize_onnx(
-            fp32, out_dir / INT8_FILE, opts.calibration, opts.calib_method, float_layers=opts.float_layers
+            fp32,
+            out_dir / INT8_FILE,
+            opts.calibration,
+            opts.calib_method,
+            float_layers=opts.float_layers,
+            scheme=opts.int8_scheme,
         )
         fp32.unlink()  # the artifact ships one model; the FP32 reference is the run itself
         return BackendOutput([INT8_FILE], INT8_FORMAT, quant)
@@ -55,6 +60,7 @@ class OnnxExporter:
             "format": "QDQ",
             "n_quantizers": n,
             "int8_weight_initializers": folded,
+            "max_abs_int8_weight": int8_weight_extent(out_dir / INT8_FILE),
             "export_vs_torch_max_abs": diff,
         }
         return BackendOutput([INT8_FILE], INT8_FORMAT, quant)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from mxa_edge.errors import ConfigError
+from mxa_edge.formats.precision import Int8Scheme
 
 OPSET = 17
 PARITY_TOLERANCE = 1e-4  # max |ORT - torch| on FP32 logits
@@ -215,6 +216,7 @@ def quantize_onnx(
     symmetric: bool = False,
     exclude_softmax: bool = True,
     float_layers=(),
+    scheme: Int8Scheme = Int8Scheme.PORTABLE,
 ) -> dict:
     """Static INT8 QDQ quantization of ``src`` into ``dst``; returns the settings used.
 
@@ -224,11 +226,14 @@ def quantize_onnx(
     ``float_layers`` (torch module names, from ``sensitivity.choose_float_layers``) are kept
     in float as well.
 
-    Weights: QInt8, per channel (depthwise and 1x1 convs have very different channel ranges).
-    Activations: QUInt8 by default (U8S8). On x86 with AVX-512 VNNI (this CPU) ORT's int8
-    GEMM/conv kernels take unsigned activations x signed weights natively (VPDPBUSD) without
-    the int16 saturation that U8S8 has on AVX2-only CPUs, so U8S8 is the fastest and exact
-    choice here. ``symmetric=True`` (TensorRT) uses QInt8 with zero points of 0 instead.
+    Weights: QInt8, per channel (depthwise and 1x1 convs have very different channel ranges),
+    within 7 bits (ORT's ``reduce_range``) under the default ``Int8Scheme.PORTABLE``: MLAS
+    multiplies uint8 activations by int8 weights with the saturating ``VPMADDUBSW`` on every
+    x86 CPU without VNNI, and full-range weights overflow its int16 pair sums there (tiny test
+    model: logits 3.9 apart between an AVX2 and a VNNI CPU; see ``Int8Scheme`` and
+    benchmarks/int8_portability.py). ``Int8Scheme.VNNI`` keeps the full range.
+    Activations: QUInt8 by default (U8S8, the fastest kernels on x86).
+    ``symmetric=True`` (TensorRT) uses QInt8 with zero points of 0 instead.
     ``quant_pre_process`` is not run: its symbolic shape inference fails on this graph, and
     ORT's own shape inference in quantize_static is enough.
 
@@ -277,6 +282,7 @@ def quantize_onnx(
             activation_type=activation,
             weight_type=QuantType.QInt8,
             per_channel=True,
+            reduce_range=scheme is Int8Scheme.PORTABLE,
             calibrate_method=methods[method],
             nodes_to_exclude=excluded,
             extra_options=extra,
@@ -288,7 +294,9 @@ def quantize_onnx(
         "format": "QDQ",
         "method": method,
         "per_channel": True,
-        "weights": "int8 symmetric",
+        "weights": "int8 symmetric" + (", 7-bit range (reduce_range)" if scheme is Int8Scheme.PORTABLE else ""),
+        "int8_scheme": scheme.value,
+        "max_abs_int8_weight": int8_weight_extent(dst),
         "activations": "int8 symmetric" if symmetric else "uint8 asymmetric",
         "op_types": list(QUANTIZED_OP_TYPES),
         "activation_matmuls": "float (attention products; see activation_matmuls)",
@@ -296,6 +304,24 @@ def quantize_onnx(
         "excluded_nodes": excluded,
         "n_calibration": int(len(calibration)),
     }
+
+
+def int8_weight_extent(path: Path) -> int:
+    """The largest |q| over the int8 weights that feed an int8 kernel (the constant inputs of
+    DequantizeLinear nodes): at most 64 means no u8 x s8 pair sum can saturate int16 on any
+    x86 kernel path (255 x 64 x 2 = 32,640 <= 32,767). 0 when the graph has none."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    values = constant_tensors(graph)
+    extent = 0
+    for node in graph.node:
+        if node.op_type == "DequantizeLinear" and node.input[0] in values:
+            q = numpy_helper.to_array(values[node.input[0]])
+            if q.dtype == np.int8 and q.size:
+                extent = max(extent, int(np.abs(q.astype(np.int16)).max()))
+    return extent
 
 
 def _fixed_batch(path: Path) -> int | None:

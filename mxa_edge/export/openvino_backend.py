@@ -17,7 +17,7 @@ import numpy as np
 from mxa_edge.backends.spec import BackendOutput, ExportOptions
 from mxa_edge.errors import ConfigError
 from mxa_edge.export.onnx_graph import check_parity, export_onnx
-from mxa_edge.formats.precision import NumericFormat
+from mxa_edge.formats.precision import Int8Scheme, NumericFormat
 from mxa_edge.telemetry import disable_telemetry
 
 XML = "model.xml"
@@ -59,8 +59,14 @@ def quantize_ir(
     model_type: str | None = "transformer",
     seed: int = 0,
     float_nodes=(),
+    scheme: Int8Scheme = Int8Scheme.PORTABLE,
 ):
     """NNCF PTQ of an OpenVINO model; returns (quantized model, settings for the manifest).
+
+    ``scheme`` PORTABLE sets NNCF's ``overflow_fix`` on every layer (its default covers the
+    first layer only): weights get 7 bits of precision laid out so that oneDNN's non-VNNI
+    int8 kernels, which halve the weights to keep ``VPMADDUBSW`` from saturating, lose
+    nothing; the IR then computes the same on AVX2 and on VNNI CPUs (``Int8Scheme``).
 
     ``method`` maps onto NNCF's range estimators: minmax -> MinMax (NNCF's default for
     activations is a mean of per-batch min/max, which is close), percentile -> quantile
@@ -79,7 +85,7 @@ def quantize_ir(
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
 
     estimator = _estimator(method)
-    advanced = AdvancedQuantizationParameters()
+    advanced = AdvancedQuantizationParameters(overflow_fix=overflow_fix(scheme))
     if estimator is not None:
         advanced.activations_range_estimator_params = estimator
     patterns = list(IGNORED_PATTERNS) + float_patterns(float_nodes)
@@ -100,6 +106,8 @@ def quantize_ir(
         "method": method if method != "entropy" else "entropy (no NNCF equivalent: default estimator)",
         "per_channel": True,
         "preset": "mixed (symmetric weights, asymmetric activations)",
+        "int8_scheme": scheme.value,
+        "overflow_fix": str(overflow_fix(scheme).value),
         "model_type": model_type,
         "ignored_patterns": list(IGNORED_PATTERNS),
         "ignored_types": list(IGNORED_TYPES),
@@ -117,6 +125,7 @@ def quantize_ir_with_accuracy_control(
     gate_spec,
     prob_ref: np.ndarray,
     float_nodes=(),
+    scheme: Int8Scheme = Int8Scheme.PORTABLE,
 ):
     """NNCF PTQ that reverts quantizers to float, the ones that move the logits most first
     (NNCF's ranking by normalised MSE of the logits), until the drift gate's score
@@ -148,7 +157,7 @@ def quantize_ir_with_accuracy_control(
         prob = decision.probabilities(np.concatenate(logits)[order])
         return score(prob), [[row] for row in logits]
 
-    advanced = AdvancedQuantizationParameters()
+    advanced = AdvancedQuantizationParameters(overflow_fix=overflow_fix(scheme))
     estimator = _estimator(method)
     if estimator is not None:
         advanced.activations_range_estimator_params = estimator
@@ -174,6 +183,14 @@ def quantize_ir_with_accuracy_control(
             ),
         )
     return quantized
+
+
+def overflow_fix(scheme: Int8Scheme):
+    """NNCF's overflow fix for an ``Int8Scheme``: every layer (portable) or NNCF's default, the
+    first layer only (vnni)."""
+    from nncf.quantization.advanced_parameters import OverflowFix
+
+    return OverflowFix.ENABLE if scheme is Int8Scheme.PORTABLE else OverflowFix.FIRST_LAYER
 
 
 def quantized_ops(ov_model) -> set[str]:
@@ -288,6 +305,7 @@ class OpenVinoExporter:
                 opts.calib_method,
                 seed=opts.seed,
                 float_nodes=float_node_names(onnx_path, opts.float_layers),
+                scheme=opts.int8_scheme,
             )
             quant["grid_inputs_in_float"] = sensitive_ops_in_float(ov_model)
             precision = INT8_FORMAT
@@ -365,6 +383,7 @@ class OpenVinoExporter:
             gate_spec,
             prob_ref,
             float_node_names(onnx_path, opts.float_layers),
+            scheme=opts.int8_scheme,
         )
         quant["accuracy_control"] = {
             "tool": "nncf.quantize_with_accuracy_control",

@@ -48,7 +48,7 @@ from mxa_edge import backends
 from mxa_edge.backends import BackendOutput, BackendSpec, ExportOptions
 from mxa_edge.errors import ConfigError, DriftGateError, MissingDependencyError
 from mxa_edge.fileio import default_mode, replace_dir, sha256_file, write_json
-from mxa_edge.formats import ArtifactManifest, Precision, RunRecord, SourceRun, naming
+from mxa_edge.formats import ArtifactManifest, Int8Scheme, Precision, RunRecord, SourceRun, naming
 from mxa_edge.gate import DEFAULT_GATE, GateSpec
 
 DEFAULT_NOISE_BUDGET = 0.08  # = sensitivity.DEFAULT_BUDGET (kept import-free for the CLI)
@@ -72,6 +72,7 @@ class ExportRequest:
     n_boot: int = 1000
     max_noise: float = DEFAULT_NOISE_BUDGET
     static_batch: int | None = None
+    int8_scheme: Int8Scheme = Int8Scheme.PORTABLE
 
     def validate(self) -> ExportRequest:
         self.spec.check_options(self.precision, fp16=self.fp16, static_batch=self.static_batch)
@@ -283,6 +284,7 @@ def _write_model(req: ExportRequest, loaded: _Loaded, exporter, opts: ExportOpti
             seed=req.seed,
             say=say,
             float_layers=opts.float_layers,
+            scheme=opts.int8_scheme,
         )
         qat_info["mixed_precision"] = opts.notes.pop("mixed_precision", None)
         say(f"exporting the QAT model to {req.spec.name}")
@@ -392,6 +394,36 @@ def _golden(work: Path, ref: _Reference, exported_logits, exported_features, gua
     )
 
 
+def _check_kernel_paths(
+    req: ExportRequest, out: BackendOutput, work: Path, ref: _Reference, golden, guard, report, say
+):
+    """The CPU classes this artifact was checked on (``portability.check_kernel_paths``); a
+    PORTABLE INT8 export whose other-class outputs leave verify's tolerance fails the gate here."""
+    from mxa_edge.export.portability import check_kernel_paths
+    from mxa_edge.runtime.verify import golden_indices
+
+    idx = golden_indices(len(ref.valid))
+    checked, failure = check_kernel_paths(
+        model=work / (out.gate_file or out.files[0]),
+        runtime=out.gate_runtime or req.spec.runtime,
+        inference_precision=out.precision.inference_precision,
+        int8=req.precision.int8,
+        scheme=req.int8_scheme,
+        quantization=out.quantization,
+        x=ref.x[idx],
+        golden=golden,
+        guard=guard,
+        say=say,
+    )
+    if failure:
+        report.passed = False
+        report.reasons.append(failure)
+        report.table["passed"] = False
+        report.table.setdefault("failures", []).append(failure)
+    report.table["checked_on"] = checked
+    return checked
+
+
 def _records(req, loaded, out, report, qat_info, calib_set, opts, work: Path, run_dir: Path, golden: dict, guard):
     from mxa_edge.export import drift
     from mxa_edge.export.prepare import export_output_names
@@ -493,6 +525,7 @@ def export_run(
     n_boot: int = 1000,
     max_noise: float = DEFAULT_NOISE_BUDGET,
     static_batch: int | None = None,
+    int8_scheme: Int8Scheme | str = Int8Scheme.PORTABLE,
     progress: Callable[[str], None] | None = None,
 ) -> ExportResult:
     """Export a training run; see the module docstring for the steps and failure behaviour.
@@ -519,6 +552,7 @@ def export_run(
         n_boot=n_boot,
         max_noise=max_noise,
         static_batch=static_batch,
+        int8_scheme=Int8Scheme(int8_scheme),
     ).validate()
     run_dir = Path(run_dir).absolute()
     exporter = req.spec.make_exporter()
@@ -534,7 +568,9 @@ def export_run(
 
     say("loading run")
     loaded = _load(run_dir, seed)
-    opts = ExportOptions(precision=req.precision, fp16=fp16, calib_method=calib_method, seed=seed)
+    opts = ExportOptions(
+        precision=req.precision, fp16=fp16, calib_method=calib_method, seed=seed, int8_scheme=req.int8_scheme
+    )
     calib_set = _quantization_plan(req, loaded, opts, say) if req.precision.int8 else None
     ref = _reference(loaded, say)
     guard, tune = _fit_input_guard(loaded, say)
@@ -566,6 +602,7 @@ def export_run(
                 _fix_batch(req, exporter, out, work, say)
                 report, logits, features = _gate(req, out, work, ref, decision, guard, challenge, say)
         golden = _golden(work, ref, logits, features, guard, report)
+        golden["checked_on"] = _check_kernel_paths(req, out, work, ref, golden, guard, report, say)
         manifest = _records(req, loaded, out, report, qat_info, calib_set, opts, work, run_dir, golden, guard)
         result = ExportResult(None, report.passed, report.table, report.summary(), manifest, notes=opts.notes)
         _publish(work, out_dir, result, report, req, say)

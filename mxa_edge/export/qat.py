@@ -35,6 +35,7 @@ from typing import Callable
 import numpy as np
 
 from mxa_edge.errors import MissingDependencyError
+from mxa_edge.formats.precision import Int8Scheme
 from mxa_edge.telemetry import disable_telemetry
 
 # NNCF torch op names are module scopes joined by "/" plus "<function>/<call index>".
@@ -90,6 +91,7 @@ def qat_finetune(
     seed: int = 0,
     say: Callable[[str], None] = lambda msg: None,
     float_layers=(),
+    scheme: Int8Scheme = Int8Scheme.PORTABLE,
 ):
     """(fake-quantized fine-tuned copy of ``fused``, manifest ``qat`` block).
 
@@ -110,7 +112,12 @@ def qat_finetune(
     scope = nncf.IgnoredScope(patterns=patterns, types=list(IGNORED_TYPES), validate=False)
     # Bias correction and SmoothQuant are PTQ repairs (and take most of quantize's time in
     # torch); fine-tuning adjusts biases and weights itself.
+    # PORTABLE: NNCF's overflow fix on every weight quantizer (7-bit weights; see Int8Scheme),
+    # so the exported QAT model computes the same on AVX2 and VNNI CPUs, as PTQ's does.
+    from nncf.quantization.advanced_parameters import OverflowFix
+
     advanced = AdvancedQuantizationParameters(
+        overflow_fix=OverflowFix.ENABLE if scheme is Int8Scheme.PORTABLE else OverflowFix.FIRST_LAYER,
         disable_bias_correction=True,
         smooth_quant_alphas=AdvancedSmoothQuantParameters(convolution=-1, matmul=-1),
     )
@@ -163,6 +170,7 @@ def qat_finetune(
         "losses": history,
         "model_type": "transformer",
         "preset": "mixed (symmetric weights, asymmetric activations)",
+        "int8_scheme": scheme.value,
         "bias_correction": False,
         "smooth_quant": False,
         "ignored_patterns": patterns,

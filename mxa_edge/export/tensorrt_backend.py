@@ -3,7 +3,9 @@
 TensorRT builds engines for one GPU on that GPU, so the portable artifact is the ONNX plus
 the exact ``trtexec`` command. INT8 uses symmetric int8 Q/DQ on activations and weights
 (TensorRT's explicit-quantization contract: zero points must be 0), per-channel weights,
-biases left for TensorRT to fold. When ``tensorrt`` imports and a CUDA device is present the
+biases left for TensorRT to fold; under the default ``Int8Scheme.PORTABLE`` weights use 7 bits,
+so the Q/DQ graph the gate runs through ONNX Runtime (the CPU stand-in for TensorRT) computes
+the same on every x86 CPU. When ``tensorrt`` imports and a CUDA device is present the
 engine is built here too; otherwise the pipeline reports MissingDependencyError after the
 ONNX and BUILD_TRT.txt are published.
 """
@@ -78,6 +80,7 @@ class TensorRtExporter:
                 opts.calib_method,
                 symmetric=True,
                 float_layers=opts.float_layers,
+                scheme=opts.int8_scheme,
             )
             fp.unlink()
             entry = QDQ_FILE

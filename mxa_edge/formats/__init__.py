@@ -7,7 +7,7 @@ Everything else reads these objects, never raw manifest JSON.
 from mxa_edge.formats.artifact import Artifact, ArtifactManifest, SourceRun, load_artifact
 from mxa_edge.formats.decision import DecisionRule
 from mxa_edge.formats.naming import artifact_dir_name, is_artifact, is_run
-from mxa_edge.formats.precision import NumericFormat, Precision
+from mxa_edge.formats.precision import Int8Scheme, NumericFormat, Precision
 from mxa_edge.formats.run import RunRecord
 from mxa_edge.formats.selection import DataSelection
 
@@ -16,6 +16,7 @@ __all__ = [
     "ArtifactManifest",
     "DataSelection",
     "DecisionRule",
+    "Int8Scheme",
     "NumericFormat",
     "Precision",
     "RunRecord",

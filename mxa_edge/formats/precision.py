@@ -73,3 +73,33 @@ class NumericFormat:
 
 
 FP32 = NumericFormat("fp32", "fp32", "fp32")
+
+
+class Int8Scheme(str, Enum):
+    """How an INT8 export lays out its weights for the CPUs it may meet (the manifest's
+    ``quantization.int8_scheme``).
+
+    x86 INT8 kernels without VNNI (AVX2, and AVX-512 without VNNI) multiply uint8 activations
+    by int8 weights with ``VPMADDUBSW``, which adds two products into a *saturating* int16:
+    255 x 127 x 2 = 64,770 does not fit in 32,767. ONNX Runtime's MLAS takes that path on
+    every such CPU (it dispatches on CPUID); oneDNN (OpenVINO) does too unless the weights were
+    laid out for it (NNCF's ``overflow_fix``). With VNNI (``VPDPBUSD``) or AMX the products are
+    summed in int32 and nothing saturates. So a full-range INT8 model computes one thing on the
+    VNNI machine that gated it and another on an AVX2 workstation (default run's tiny test
+    model: logits 3.9 apart, against 0.5 between INT8 and FP32).
+
+    ``PORTABLE`` (default) keeps every weight that feeds an int8 kernel within 7 bits
+    (|q| <= 64): 255 x 64 x 2 = 32,640 fits, so every kernel path computes the same integers.
+    ONNX Runtime: ``reduce_range`` weights; OpenVINO: NNCF ``overflow_fix=enable`` on every
+    layer; QAT: the same overflow fix on its weight quantizers. ``VNNI`` uses the full int8
+    weight range: a little more precision for sites that deploy only on VNNI/AMX CPUs; its
+    artifacts are checked on the AVX2 path at export, and ``verify`` refuses them there.
+    """
+
+    PORTABLE = "portable"
+    VNNI = "vnni"
+
+    @property
+    def max_weight(self) -> int:
+        """The largest |int8 weight| this scheme allows in front of an int8 kernel."""
+        return 64 if self is Int8Scheme.PORTABLE else 127

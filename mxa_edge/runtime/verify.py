@@ -105,6 +105,10 @@ class VerifyReport:
     recorded: dict = field(default_factory=dict)  # gate machine and its executed precision
     reason: str | None = None
     guard: dict | None = None  # input-guard scores vs the recorded ones (max |Δ|, tolerance, flag agreement)
+    int8_kernels: str = ""  # this CPU's INT8 kernel class (machine.int8_kernel_class)
+    checked_on: dict = field(default_factory=dict)  # class -> how the export checked it (manifest)
+    class_checked_at_export: bool | None = None  # None: the artifact predates the record
+    note: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -146,6 +150,7 @@ def verify_artifact(artifact, engine=None, threads: int | None = None) -> Verify
             "gated_with": (artifact.manifest.export or {}).get("gated_with") or rec.get("gated_runtime"),
         },
     )
+    _kernel_class_note(report, rec)
     engine = engine or open_engine(artifact, threads)
     report.executed_precision = engine.describe()
     outputs = engine.run(to_model_range(images, artifact.preprocess))
@@ -162,6 +167,14 @@ def verify_artifact(artifact, engine=None, threads: int | None = None) -> Verify
             f"max |Δlogit| {report.max_abs_logit:.4f} > tolerance {report.tolerance:.4f} on {report.n_images} "
             f"golden images ({len(report.flipped)} decisions changed)"
         )
+    if not report.passed and (rec.get("checked_on") or {}).get("int8_scheme") == "vnni":
+        from mxa_edge.machine import VNNI_CLASSES
+
+        if report.int8_kernels not in VNNI_CLASSES:
+            report.reason += (
+                f"; the artifact was exported with --int8-scheme vnni (full-range int8 weights), whose 16-bit "
+                f"sums saturate on this CPU's {report.int8_kernels} INT8 kernels: re-export with --int8-scheme portable"
+            )
     guard_rec = rec.get("guard")
     if guard_rec and artifact.manifest.guard:
         from mxa_edge.guard import FEATURES_OUTPUT, InputGuard
@@ -184,6 +197,27 @@ def verify_artifact(artifact, engine=None, threads: int | None = None) -> Verify
             )
             report.reason = f"{report.reason}; {why}" if report.reason else why
     return report
+
+
+def _kernel_class_note(report: VerifyReport, rec: dict) -> None:
+    """Which CPU classes the export checked, and whether this one is among them (it is checked
+    here either way: that is what verify is for)."""
+    from mxa_edge.machine import int8_kernel_class
+
+    report.int8_kernels = int8_kernel_class()
+    checked = rec.get("checked_on")
+    if not checked:
+        report.note = "the artifact records no CPU classes (exported before they were recorded)"
+        return
+    report.checked_on = checked.get("classes") or {}
+    entry = report.checked_on.get(report.int8_kernels) or {}
+    report.class_checked_at_export = bool(entry.get("checked"))
+    if not report.class_checked_at_export:
+        done = [c for c, e in report.checked_on.items() if e.get("checked")]
+        report.note = (
+            f"this CPU's INT8 kernels ({report.int8_kernels}) were not checked at export (checked: "
+            f"{', '.join(done) or 'none'}); checking them now"
+        )
 
 
 def _stamp(artifact) -> Path:
