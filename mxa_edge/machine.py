@@ -98,8 +98,7 @@ def cpuid_flags() -> dict[str, bool] | None:
 
     max_leaf = cpuid(0, 0)["eax"]
     leaves = {(leaf, sub): cpuid(leaf, sub) for leaf, sub in {(1, 0), (7, 0), (7, 1)} if leaf <= max_leaf}
-    del call  # the page must outlive every call through it
-    page.close()
+    page.close()  # after the last call through it
     return {
         name: bool((leaves.get((leaf, sub), {}).get(reg, 0) >> bit) & 1)
         for name, (leaf, sub, reg, bit) in _CPUID_BITS.items()

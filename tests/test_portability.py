@@ -19,10 +19,11 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
+from test_export import _export, tiny_run  # noqa: E402,F401
+
 from mxa_edge.formats import Int8Scheme  # noqa: E402
 from mxa_edge.machine import VNNI_CLASSES, cpuid_flags, int8_kernel_class  # noqa: E402
 from mxa_edge.runtime import kernel_paths  # noqa: E402
-from test_export import _export, tiny_run  # noqa: E402,F401
 
 CLI = [sys.executable, "-m", "mxa_edge_cli.app"]
 
