@@ -54,6 +54,7 @@ ONNX = register(
         precisions=(Precision.FP32, Precision.INT8, Precision.QAT_INT8),
         cpu=True,
         gpu=True,
+        accuracy_control=True,
         order=10,
         standard_exports=(Precision.FP32, Precision.INT8),
     )

@@ -49,6 +49,8 @@ class ExportOptions:
     seed: int = 0
     # Torch module names kept in float in an INT8 export (sensitivity.choose_float_layers).
     float_layers: list[str] = field(default_factory=list)
+    # Every quantizable layer, most sensitive first (accuracy control returns them to float in this order).
+    layer_ranking: list[str] = field(default_factory=list)
     fp16: bool = False  # TensorRT: FP16 kernels (with --int8: INT8 with FP16 fallback)
     # INT8 weight layout: portable (7-bit, the same integers on every x86 CPU) or vnni (full range).
     int8_scheme: Int8Scheme = Int8Scheme.PORTABLE

@@ -185,9 +185,12 @@ def _quantization_plan(req: ExportRequest, loaded: _Loaded, opts: ExportOptions,
     calib_set = select_calibration(loaded.run, req.calib, n=req.calib_size, seed=req.seed)
     opts.calibration = calib_set.model_input(loaded.run.preprocess)
     say("layer sensitivity (which layers stay float)")
-    chosen = choose_float_layers(loaded.fused, opts.calibration, req.max_noise, progress=say)
+    chosen = choose_float_layers(
+        loaded.fused, opts.calibration, req.max_noise, weight_max=req.int8_scheme.max_weight, progress=say
+    )
     opts.float_layers = chosen.layers
-    opts.notes["mixed_precision"] = chosen.summary()
+    opts.layer_ranking = sorted(chosen.sensitivity, key=lambda name: -chosen.sensitivity[name])
+    opts.notes["mixed_precision"] = {**chosen.summary(), "simulated_max_abs_int8_weight": req.int8_scheme.max_weight}
     return calib_set
 
 

@@ -106,8 +106,9 @@ def _quantizable(model) -> dict:
 class _FakeQuant:
     """Context: fake-quantize the inputs and weights of the chosen layers of ``model``."""
 
-    def __init__(self, modules: dict, ranges: dict, layers):
+    def __init__(self, modules: dict, ranges: dict, layers, weight_max: int = 127):
         self.modules, self.ranges, self.layers = modules, ranges, list(layers)
+        self.weight_max = weight_max
         self.handles, self.saved = [], {}
 
     def __enter__(self):
@@ -127,11 +128,10 @@ class _FakeQuant:
             w = mod.weight.data
             self.saved[name] = w.clone()
             axis_max = w.abs().reshape(w.shape[0], -1).amax(1).clamp_min(1e-12)
-            scales = (axis_max / 127.0).float()
+            q = self.weight_max
+            scales = (axis_max / float(q)).float()
             w.copy_(
-                torch.fake_quantize_per_channel_affine(
-                    w, scales, torch.zeros_like(scales, dtype=torch.int32), 0, -127, 127
-                )
+                torch.fake_quantize_per_channel_affine(w, scales, torch.zeros_like(scales, dtype=torch.int32), 0, -q, q)
             )
         return self
 
@@ -151,11 +151,13 @@ def noise_ratio(ref: np.ndarray, new: np.ndarray) -> tuple[float, np.ndarray]:
 
 
 def choose_float_layers(
-    model, calibration: np.ndarray, budget: float = DEFAULT_BUDGET, *, progress=None
+    model, calibration: np.ndarray, budget: float = DEFAULT_BUDGET, *, weight_max: int = 127, progress=None
 ) -> FloatLayers:
     """Score every quantizable layer alone, then keep the most sensitive in float, the fewest
     for which the whole model's simulated noise is within ``budget`` (binary search over the
-    sorted list; the noise falls, not strictly, as layers return to float)."""
+    sorted list; the noise falls, not strictly, as layers return to float). ``weight_max``:
+    the largest |int8 weight| of the export's scheme (``Int8Scheme.max_weight``: 64 for the
+    portable 7-bit weights, 127 for full range), so the simulation has the export's rounding."""
     import torch
 
     say = progress or (lambda msg: None)
@@ -189,7 +191,7 @@ def choose_float_layers(
             return FloatLayers([], float("nan"), float("nan"), budget, len(modules), skipped=why)
 
         def noise(layers) -> float:
-            with _FakeQuant(modules, ranges, layers):
+            with _FakeQuant(modules, ranges, layers, weight_max):
                 return noise_ratio(ref, model(x).double().numpy())[0]
 
         names = [n for n in modules if n in ranges]  # layers the forward actually used
