@@ -15,10 +15,6 @@ from mxa_edge.formats.precision import FP32, NumericFormat
 FP32_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
 INT8_FORMAT = NumericFormat("int8", "uint8", "int8")
-# Accuracy control: at most this many re-quantizations, each returning twice as many of the
-# most sensitive layers to float as the last (2, 4, 8, ...): about 15 s each on the default run.
-AC_MAX_ITERATIONS = 6
-AC_FIRST_STEP = 2
 
 
 class OnnxExporter:
@@ -53,64 +49,33 @@ class OnnxExporter:
     def export_with_accuracy_control(
         self, model, example, out_dir: Path, opts: ExportOptions, validation, gate_spec, prob_ref, first: BackendOutput
     ) -> BackendOutput:
-        """INT8 retry after ``first`` failed the drift gate. ONNX Runtime has no accuracy-control
-        tool of its own (NNCF's works on OpenVINO models), so this is the same idea, bounded:
-        return the most sensitive layers of the label-free ranking (``sensitivity``; computed
-        before any gate ran) to float, 2, 4, 8, ... more at a time, re-quantize, and score each
-        candidate with the gate's own score (``gate.gate_score``) on ``validation``, the run's
-        TUNING split; stop at the first that passes there (or after AC_MAX_ITERATIONS, keeping
-        the last). The held-out gate then decides, as for every export."""
-        from mxa_edge import gate
-        from mxa_edge.runtime.engines import open_model_file
-        from mxa_edge.scoring import engine_runner, score
-
-        images, targets, mask, decision = validation
-        tune_score = gate.gate_score(targets, mask, prob_ref, gate_spec, thresholds=decision.threshold_array())
-
-        def on_tune(path: Path) -> float:
-            engine = open_model_file(path, "onnxruntime", precision=INT8_FORMAT.inference_precision)
-            logits = score(engine_runner(engine), images, outputs=("logits",))["logits"]
-            return float(tune_score(decision.probabilities(logits)))
+        """INT8 retry after ``first`` failed the drift gate (``accuracy_control``: the most
+        sensitive layers back to float, the gate's score on the tuning split in the loop)."""
+        from mxa_edge.export.accuracy_control import gate_score_on, restore_float_layers
 
         out_dir = Path(out_dir)
-        fp32 = out_dir / "_fp32.onnx"
+        fp32, candidate = out_dir / "_fp32.onnx", out_dir / "_candidate.int8.onnx"
         export_onnx(model, example, fp32)
-        history = [{"float_layers_added": 0, "tune_gate_score": on_tune(out_dir / INT8_FILE)}]
-        candidates = [name for name in opts.layer_ranking if name not in opts.float_layers]
-        candidate = out_dir / "_candidate.int8.onnx"
-        quant, added, step = first.quantization, [], AC_FIRST_STEP
-        for _ in range(AC_MAX_ITERATIONS):
-            if len(added) >= len(candidates):
-                break
-            added = candidates[: len(added) + step]
-            step *= 2
-            quant = quantize_onnx(
-                fp32,
-                candidate,
-                opts.calibration,
-                opts.calib_method,
-                float_layers=[*opts.float_layers, *added],
-                scheme=opts.int8_scheme,
+
+        def requantize(extra: list[str]):
+            layers = [*opts.float_layers, *extra]
+            settings = quantize_onnx(
+                fp32, candidate, opts.calibration, opts.calib_method, float_layers=layers, scheme=opts.int8_scheme
             )
-            history.append({"float_layers_added": len(added), "tune_gate_score": on_tune(candidate)})
-            if history[-1]["tune_gate_score"] >= 0:
-                break
+            return candidate, settings
+
+        path, quant, record = restore_float_layers(
+            out_dir / INT8_FILE,
+            requantize,
+            gate_score_on(validation, gate_spec, prob_ref, "onnxruntime", INT8_FORMAT.inference_precision),
+            [name for name in opts.layer_ranking if name not in opts.float_layers],
+            n_images=len(validation[0]),
+            gate_spec=gate_spec,
+        )
         fp32.unlink()
-        if added:
-            candidate.replace(out_dir / INT8_FILE)
-        quant = dict(quant)
-        quant["accuracy_control"] = {
-            "tool": "mxa-edge: layers returned to float in sensitivity order, gate score in the loop",
-            "metric": "gate v2 score (mxa_edge.gate.gate_score): 1 + the smallest headroom over every check; "
-            "passes at >= 0",
-            "split": "tune",  # fitted here; the published verdict is the held-out gate's
-            "n_images": int(len(images)),
-            "gate": gate_spec.to_dict(),
-            "max_iterations": AC_MAX_ITERATIONS,
-            "history": history,
-            "reverted_to_float": added,
-        }
-        return BackendOutput([INT8_FILE], INT8_FORMAT, quant)
+        if path is not None:
+            path.replace(out_dir / INT8_FILE)
+        return BackendOutput([INT8_FILE], INT8_FORMAT, {**(quant or first.quantization), "accuracy_control": record})
 
     def export_qat(self, qmodel, example, out_dir: Path) -> BackendOutput:
         """The QAT model as ONNX QuantizeLinear/DequantizeLinear, weights folded to int8."""

@@ -9,6 +9,7 @@ drift gate and deployment run the same arithmetic.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from pathlib import Path
 
@@ -29,10 +30,6 @@ BIN = "model.bin"
 # Softmax is ignored by type.
 IGNORED_PATTERNS = (r".*/mxa/.*",)
 IGNORED_TYPES = ("Softmax",)
-# Accuracy control compiles and validates the model once per ranked layer group and once per
-# revert; uncapped it ran >11 min on the 64 px test model with a bad calibration set.
-AC_MAX_ITERATIONS = 8
-AC_RANKING_SUBSET = 50
 
 
 def _nncf_dataset(images: np.ndarray, batch: int = 1):
@@ -117,74 +114,6 @@ def quantize_ir(
     return quantized, settings
 
 
-def quantize_ir_with_accuracy_control(
-    ov_model,
-    calibration: np.ndarray,
-    validation,
-    method: str,
-    gate_spec,
-    prob_ref: np.ndarray,
-    float_nodes=(),
-    scheme: Int8Scheme = Int8Scheme.PORTABLE,
-):
-    """NNCF PTQ that reverts quantizers to float, the ones that move the logits most first
-    (NNCF's ranking by normalised MSE of the logits), until the drift gate's score
-    (``mxa_edge.gate.gate_score``: every check of gate v2) on ``validation`` (images, targets,
-    mask and the run's DecisionRule; the run's TUNING split, never the held-out split the gate
-    then reports on) passes. Returns the quantized model (``quantized_ops`` tells what stayed INT8).
-    """
-    disable_telemetry()
-    import nncf
-    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters, AdvancedQuantizationParameters
-
-    from mxa_edge import gate
-
-    images, targets, mask, decision = validation
-    items = [(np.ascontiguousarray(images[i : i + 1], dtype=np.float32), i) for i in range(len(images))]
-    score = gate.gate_score(targets, mask, prob_ref, gate_spec, thresholds=decision.threshold_array())
-
-    def validate(compiled, data):
-        """(gate score, per-image logits). Per-image logits (not per-image metric values)
-        put NNCF in its logits mode: quantizers are ranked by how much they move them."""
-        rows, logits = [], []
-        out = compiled.outputs[0]  # logits
-        for x, i in data:
-            logits.append(np.asarray(compiled(x)[out]))
-            rows.append(i)
-        if len(rows) < len(items):  # a subset (NNCF probes the mode with one item): no AUC
-            return float("nan"), [[row] for row in logits]
-        order = np.argsort(rows)
-        prob = decision.probabilities(np.concatenate(logits)[order])
-        return score(prob), [[row] for row in logits]
-
-    advanced = AdvancedQuantizationParameters(overflow_fix=overflow_fix(scheme))
-    estimator = _estimator(method)
-    if estimator is not None:
-        advanced.activations_range_estimator_params = estimator
-    patterns = list(IGNORED_PATTERNS) + float_patterns(float_nodes)
-    scope = nncf.IgnoredScope(patterns=patterns, types=list(IGNORED_TYPES), validate=False)
-    with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars: stdout carries --json results
-        quantized = nncf.quantize_with_accuracy_control(
-            ov_model,
-            _nncf_dataset(calibration),
-            nncf.Dataset(items, lambda item: item[0]),
-            validation_fn=validate,
-            max_drop=1.0,
-            drop_type=nncf.DropType.ABSOLUTE,
-            subset_size=len(calibration),
-            model_type=nncf.ModelType.TRANSFORMER,
-            preset=nncf.QuantizationPreset.MIXED,
-            ignored_scope=scope,
-            advanced_quantization_parameters=advanced,
-            advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
-                max_num_iterations=AC_MAX_ITERATIONS,
-                ranking_subset_size=min(AC_RANKING_SUBSET, len(images)),
-                num_ranking_workers=1,
-            ),
-        )
-    return quantized
-
-
 def overflow_fix(scheme: Int8Scheme):
     """NNCF's overflow fix for an ``Int8Scheme``: every layer (portable) or NNCF's default, the
     first layer only (vnni)."""
@@ -238,8 +167,6 @@ def fix_ir_batch(xml_path: Path, batch: int) -> int:
     because for INT8 IRs OpenVINO may compile different arithmetic once the shape is fixed
     (logits 0.015 apart on the 64 px test model): the drift gate must check the fixed model,
     and compiling from the file keeps the cold start and the compile cache as they are."""
-    import os
-
     disable_telemetry()
     import openvino as ov
 
@@ -363,42 +290,50 @@ class OpenVinoExporter:
         first: BackendOutput,
     ) -> BackendOutput:
         """INT8 retry after ``first`` (this backend's plain INT8 export, still in ``out_dir``)
-        failed the drift gate: ``quantize_with_accuracy_control`` against the gate's own score
-        on ``validation``; the manifest lists the ops it reverted to float."""
+        failed the drift gate: the most sensitive layers back to float with the gate's score on
+        the tuning split in the loop (``accuracy_control``); the manifest lists the ops that
+        left INT8."""
+        from mxa_edge.export.accuracy_control import gate_score_on, restore_float_layers
         from mxa_edge.export.sensitivity import float_node_names
 
         disable_telemetry()
         import openvino as ov
 
         out_dir = Path(out_dir)
-        onnx_path = out_dir / "_fp32.onnx"
+        onnx_path, candidate = out_dir / "_fp32.onnx", out_dir / "_candidate.xml"
         export_onnx(model, example, onnx_path)
         plain = ov.Core().read_model(str(out_dir / XML))
-        quant = dict(first.quantization)
-        controlled = quantize_ir_with_accuracy_control(
-            ov.Core().read_model(str(onnx_path)),
-            opts.calibration,
-            validation,
-            opts.calib_method,
-            gate_spec,
-            prob_ref,
-            float_node_names(onnx_path, opts.float_layers),
-            scheme=opts.int8_scheme,
+        kept = {}
+
+        def requantize(extra: list[str]):
+            quantized, settings = quantize_ir(
+                ov.Core().read_model(str(onnx_path)),
+                opts.calibration,
+                opts.calib_method,
+                seed=opts.seed,
+                float_nodes=float_node_names(onnx_path, [*opts.float_layers, *extra]),
+                scheme=opts.int8_scheme,
+            )
+            ov.save_model(quantized, str(candidate), compress_to_fp16=False)
+            kept["model"] = quantized
+            return candidate, settings
+
+        path, quant, record = restore_float_layers(
+            out_dir / XML,
+            requantize,
+            gate_score_on(validation, gate_spec, prob_ref, "openvino", INT8_FORMAT.inference_precision),
+            [name for name in opts.layer_ranking if name not in opts.float_layers],
+            n_images=len(validation[0]),
+            gate_spec=gate_spec,
         )
-        quant["accuracy_control"] = {
-            "tool": "nncf.quantize_with_accuracy_control",
-            "metric": "gate v2 score (mxa_edge.gate.gate_score): 1 + the smallest headroom over every check; "
-            "passes at >= 0",
-            "split": "tune",  # fitted here; the published verdict is the held-out gate's
-            "n_images": int(len(validation[0])),
-            "gate": gate_spec.to_dict(),
-            "max_iterations": AC_MAX_ITERATIONS,
-            "ranking_subset_size": min(AC_RANKING_SUBSET, len(validation[0])),
-            "reverted_to_float": sorted(quantized_ops(plain) - quantized_ops(controlled)),
-        }
-        quant["grid_inputs_in_float"] = sensitive_ops_in_float(controlled)
-        for name in (XML, BIN):
-            (out_dir / name).unlink(missing_ok=True)
-        ov.save_model(controlled, str(out_dir / XML), compress_to_fp16=False)
         onnx_path.unlink()
+        quant = dict(quant or first.quantization)
+        if path is not None:
+            record["reverted_ops"] = sorted(quantized_ops(plain) - quantized_ops(kept["model"]))
+            quant["grid_inputs_in_float"] = sensitive_ops_in_float(kept["model"])
+            for name in (XML, BIN):
+                (out_dir / name).unlink(missing_ok=True)
+            os.replace(candidate, out_dir / XML)
+            os.replace(candidate.with_suffix(".bin"), out_dir / BIN)
+        quant["accuracy_control"] = record
         return BackendOutput([XML, BIN], INT8_FORMAT, quant)
