@@ -17,14 +17,16 @@ from mxa_edge.errors import DriftGateError  # noqa: E402
 from mxa_edge.export.accuracy_control import FIRST_STEP, MAX_ITERATIONS  # noqa: E402
 from mxa_edge.gate import GateSpec  # noqa: E402
 
-# An AUC drop bound of zero: no INT8 model of the tiny run meets it, so every step runs.
-IMPOSSIBLE = GateSpec(0.0, 0.0, **LOOSE_DECISIONS)
+# No AUC may drop at all: the first INT8 model of the tiny run fails it somewhere, so the retry
+# runs; whether a candidate then passes on the tuning split (and the held-out gate) varies.
+STRICT = GateSpec(0.0, 0.0, **LOOSE_DECISIONS)
 
 
-def _rejected(tiny_run, target, name):
-    with pytest.raises(DriftGateError) as info:
-        _export(tiny_run, target, name, int8=True, gate=IMPOSSIBLE)
-    folder = info.value.result.rejected
+def _export_strict(tiny_run, target, name):
+    try:
+        folder = _export(tiny_run, target, name, int8=True, gate=STRICT).artifact
+    except DriftGateError as exc:
+        folder = exc.result.rejected
     return folder, json.loads((folder / "manifest.json").read_text())
 
 
@@ -33,7 +35,10 @@ def _check_record(ac, n_tune):
     added = [h["float_layers_added"] for h in ac["history"]]
     assert added[0] == 0 and added[1] == FIRST_STEP and added == sorted(added) and len(set(added)) == len(added)
     assert 2 <= len(ac["history"]) <= MAX_ITERATIONS + 1
-    assert all(h["tune_gate_score"] < 0 for h in ac["history"])  # nothing met the impossible gate
+    scores = [h["tune_gate_score"] for h in ac["history"]]
+    # It stops at the first candidate that passes on the tuning split, or after MAX_ITERATIONS.
+    assert all(s < 0 for s in scores[:-1])
+    assert scores[-1] >= 0 or len(scores) == MAX_ITERATIONS + 1
     assert len(ac["reverted_to_float"]) == added[-1]
     assert ac["first_gate"]["passed"] is False and ac["first_gate"]["split"] == "valid"
 
@@ -42,7 +47,7 @@ def test_onnx_accuracy_control_returns_sensitive_layers_to_float(tiny_run):
     from mxa_edge.export.sensitivity import float_node_names
     from mxa_edge.formats import RunRecord
 
-    folder, m = _rejected(tiny_run, "onnx", "onnx-int8-ac")
+    folder, m = _export_strict(tiny_run, "onnx", "onnx-int8-ac")
     ac = m["quantization"]["accuracy_control"]
     n_tune = len(RunRecord.load(tiny_run).data.read("tune").paths)
     _check_record(ac, n_tune)
@@ -64,7 +69,7 @@ def test_onnx_accuracy_control_returns_sensitive_layers_to_float(tiny_run):
 def test_openvino_accuracy_control_is_bounded_and_recorded(tiny_run):
     from mxa_edge.formats import RunRecord
 
-    _, m = _rejected(tiny_run, "openvino", "ov-int8-ac")
+    _, m = _export_strict(tiny_run, "openvino", "ov-int8-ac")
     ac = m["quantization"]["accuracy_control"]
     _check_record(ac, len(RunRecord.load(tiny_run).data.read("tune").paths))
     assert ac["reverted_ops"] and m["quantization"]["int8_scheme"] == "portable"
