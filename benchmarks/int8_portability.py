@@ -48,10 +48,15 @@ def _export(run: Path, target: str, scheme: str, out: Path, qat: bool = False) -
     return where
 
 
-def _gate(ref, probs_new, decision):
+def _gate(ref, probs_new, decision, guard=None, features_new=None):
+    """The export's own gate (default bounds), the input guard's flag-rate rise included."""
     from mxa_edge.export import drift
+    from mxa_edge.guard import guard_drift
 
     v = ref.valid
+    flags = None
+    if guard is not None and features_new is not None:
+        flags = guard_drift(guard.score(ref.features), guard.score(features_new), guard.threshold, n_boot=200, seed=0)
     return drift.gate(
         v.targets,
         v.mask,
@@ -61,6 +66,7 @@ def _gate(ref, probs_new, decision):
         n_boot=200,
         seed=0,
         split="valid",
+        guard=flags,
     )
 
 
@@ -93,6 +99,7 @@ def main() -> None:
 
     from mxa_edge.export.pipeline import _load, _reference
     from mxa_edge.formats import load_artifact
+    from mxa_edge.guard import FEATURES_OUTPUT, InputGuard
     from mxa_edge.machine import int8_kernel_class, isa_line
     from mxa_edge.runtime import kernel_paths
     from mxa_edge.runtime.engines import open_engine
@@ -123,10 +130,12 @@ def main() -> None:
         art_dir = _export(run, target, scheme, out_root / name, qat)
         art = load_artifact(art_dir)
         engine = open_engine(art, args.threads)
-        native = np.asarray(score(engine_runner(engine), ref.x, outputs=("logits",))["logits"])
+        guard = InputGuard.load(art.path, art.manifest.guard) if art.manifest.guard else None
+        scored = score(engine_runner(engine), ref.x, outputs=("logits", FEATURES_OUTPUT))
+        native = np.asarray(scored["logits"])
         t = time.perf_counter()
         got, why = kernel_paths.run_on_avx2(
-            art.entry, art.runtime, art.precision.inference_precision, ref.x, ("logits",)
+            art.entry, art.runtime, art.precision.inference_precision, ref.x, ("logits", FEATURES_OUTPUT)
         )
         if got is None:
             sys.exit(f"AVX2 harness unavailable: {why}")
@@ -136,12 +145,15 @@ def main() -> None:
             file=sys.stderr,
         )
         verdicts = {}
-        for cls, logits in ((here, native), (got[1], avx2)):
-            rep = _gate(ref, decision.probabilities(logits), decision)
+        for cls, logits, feats in ((here, native, scored[FEATURES_OUTPUT]), (got[1], avx2, got[0][FEATURES_OUTPUT])):
+            rep = _gate(ref, decision.probabilities(logits), decision, guard, feats)
+            g = rep.table.get("guard") or {}
             verdicts[cls] = {
                 "passed": rep.passed,
                 "macro_delta": rep.table["macro_delta"],
                 "reasons": rep.reasons,
+                "guard_flag_rate_ref": g.get("flag_rate_ref"),
+                "guard_flag_rate_new": g.get("flag_rate_new"),
                 "per_label": {
                     k: {m: v.get(m) for m in ("delta", "sensitivity_delta", "specificity_delta")}
                     for k, v in rep.table["per_label"].items()
@@ -180,7 +192,12 @@ def _print(result: dict, here: str, markdown: bool) -> None:
         for cls in (here, "avx2"):
             v = r["classes"].get(cls) or next(iter(r["classes"].values()))
             verdict = "published" if v["passed"] else "refused: " + "; ".join(v["reasons"][:2])
-            cells.append(f"{verdict} ({v['macro_delta']:+.4f})")
+            guard = (
+                f", guard {v['guard_flag_rate_ref']:.3f}->{v['guard_flag_rate_new']:.3f}"
+                if v.get("guard_flag_rate_new") is not None
+                else ""
+            )
+            cells.append(f"{verdict} ({v['macro_delta']:+.4f}{guard})")
         print(
             f"| {r['variant']} | {r['max_abs_int8_weight']} | {r['max_abs_logit_between_paths']:.4f} | {cells[0]} | "
             f"{cells[1]} | {r['batch1_ms_here']:.2f} | {r['vs_ort_fp32_here']:.2f}x |"

@@ -205,6 +205,9 @@ def _render(console, result) -> None:
             f"input guard (threshold {guard['threshold']:.1f}): flags {guard['flag_rate_ref']:.1%} of held-out images "
             f"with FP32, {guard['flag_rate_new']:.1%} exported (agreement {guard['agreement']:.1%}); flags {challenge}"
         )
+    checked = d.get("checked_on")
+    if checked and checked.get("int8_scheme"):
+        console.print(f"INT8 scheme {checked['int8_scheme']}; checked on: {_checked_classes(checked)}")
     for line in d.get("failures") or []:
         console.print(f"  [red]✗[/] {line}")
     subs = d.get("subgroups") or {}
@@ -226,3 +229,22 @@ def _render(console, result) -> None:
         console.print(f"next: mxa-edge predict IMAGE --model {result.artifact}")
     elif result.rejected:
         console.print(f"[red]not published[/]; kept for inspection as {result.rejected}")
+
+
+def _checked_classes(checked: dict) -> str:
+    """``avx512-vnni (native), avx2 (qemu-x86_64 -cpu Haswell: max |Δlogit| 0.0030 ≤ 0.05)``."""
+    parts = []
+    for cls, e in (checked.get("classes") or {}).items():
+        if not e.get("checked"):
+            parts.append(
+                f"{cls} [dim]not checked: {e.get('why') or e.get('how')}[/]"
+                + (f"; {e['bound']}" if e.get("bound") else "")
+            )
+        elif "tolerance" in e:
+            mark = "[green]✓[/]" if e.get("passed") else "[red]✗[/]"
+            parts.append(
+                f"{cls} {mark} ({e['how']}: max |Δlogit| {e['max_abs_logit']:.4f}, tolerance {e['tolerance']:.4f})"
+            )
+        else:
+            parts.append(f"{cls} ({e['how']})")
+    return "; ".join(parts)
