@@ -112,12 +112,13 @@ def qat_finetune(
     scope = nncf.IgnoredScope(patterns=patterns, types=list(IGNORED_TYPES), validate=False)
     # Bias correction and SmoothQuant are PTQ repairs (and take most of quantize's time in
     # torch); fine-tuning adjusts biases and weights itself.
-    # PORTABLE: NNCF's overflow fix on every weight quantizer (7-bit weights; see Int8Scheme),
-    # so the exported QAT model computes the same on AVX2 and VNNI CPUs, as PTQ's does.
+    # PORTABLE: 7-bit weights are set on the quantizers below (seven_bit_weights); NNCF's own
+    # overflow fix would only pre-scale the initial range, which fine-tuning then moves (QAT
+    # weights reached |q| = 128 with it). VNNI: NNCF's default (first layer only).
     from nncf.quantization.advanced_parameters import OverflowFix
 
     advanced = AdvancedQuantizationParameters(
-        overflow_fix=OverflowFix.ENABLE if scheme is Int8Scheme.PORTABLE else OverflowFix.FIRST_LAYER,
+        overflow_fix=OverflowFix.DISABLE if scheme is Int8Scheme.PORTABLE else OverflowFix.FIRST_LAYER,
         disable_bias_correction=True,
         smooth_quant_alphas=AdvancedSmoothQuantParameters(convolution=-1, matmul=-1),
     )
@@ -130,6 +131,7 @@ def qat_finetune(
         preset=nncf.QuantizationPreset.MIXED,
         advanced_parameters=advanced,
     )
+    n_seven_bit = seven_bit_weights(qmodel) if scheme is Int8Scheme.PORTABLE else 0
     prime_attention_cache(qmodel, example)
     prime_attention_cache(fused, example)
     say(f"QAT: fine-tuning {epochs} epoch(s) on {len(train.images)} training images, lr {lr:g}")
@@ -171,6 +173,7 @@ def qat_finetune(
         "model_type": "transformer",
         "preset": "mixed (symmetric weights, asymmetric activations)",
         "int8_scheme": scheme.value,
+        "seven_bit_weight_quantizers": n_seven_bit,
         "bias_correction": False,
         "smooth_quant": False,
         "ignored_patterns": patterns,
@@ -178,6 +181,27 @@ def qat_finetune(
         "n_calibration": int(len(calibration)),
     }
     return qmodel, info
+
+
+def seven_bit_weights(qmodel) -> int:
+    """Train and export every weight quantizer on 7 bits (``Int8Scheme.PORTABLE``); returns how
+    many. NNCF's ``half_range`` (its overflow-fix mode) is what this sets: the quantizer trains
+    on levels -64..63 of its range, and both exports keep that grid in int8 containers: Q/DQ
+    ONNX (ONNX Runtime) with the 7-bit step as its scale, so |q| <= 64 (no int16 saturation in
+    MLAS's AVX2 kernels); FakeQuantize (OpenVINO) in the layout oneDNN's non-VNNI kernels take
+    without loss, as NNCF's PTQ overflow fix writes it. Weight quantizers are the per-channel
+    symmetric ones (activations are per-tensor)."""
+    from nncf.torch.quantization.layers import SymmetricQuantizer
+
+    n = 0
+    for module in qmodel.modules():
+        if isinstance(module, SymmetricQuantizer) and module.per_channel:
+            # NNCF has no public setter after creation. Not narrow: -64..63 exports as the
+            # 256-level pair NNCF's Q/DQ export requires (narrow -63..63 would give 254).
+            module._half_range, module._narrow_range = True, False
+            module.set_levels()
+            n += 1
+    return n
 
 
 def set_export_mode(qmodel, mode: str) -> int:
