@@ -70,6 +70,9 @@ def _gate(ref, probs_new, decision, guard=None, features_new=None):
     )
 
 
+METRICS = ("delta", "sensitivity_delta", "specificity_delta")
+
+
 def _latency(engines: dict, x1: np.ndarray, seconds: float) -> dict:
     for e in engines.values():
         for _ in range(3):
@@ -207,12 +210,10 @@ def _print(result: dict, here: str, markdown: bool) -> None:
         for r in result["rows"]:
             print(f"\n{r['variant']}: per finding, AUC / sensitivity / specificity change vs FP32")
             for cls, v in r["classes"].items():
-                worst = sorted(v["per_label"].items(), key=lambda kv: min(x for x in kv[1].values() if x is not None))[
-                    :4
-                ]
+                judged = {k: d for k, d in v["per_label"].items() if d.get("delta") is not None}
+                worst = sorted(judged.items(), key=lambda kv: min(x for x in kv[1].values() if x is not None))[:4]
                 shown = ", ".join(
-                    f"{k} {d['delta']:+.3f}/{d['sensitivity_delta']:+.3f}/{d['specificity_delta']:+.3f}"
-                    for k, d in worst
+                    f"{k} " + "/".join("n/a" if d.get(m) is None else f"{d[m]:+.3f}" for m in METRICS) for k, d in worst
                 )
                 print(f"  {cls}: worst {shown}")
 

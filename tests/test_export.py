@@ -289,6 +289,11 @@ def test_qat_onnx_end_to_end_reports_drift_beside_ptq(tiny_run):
     inits = {i.name for i in proto.graph.initializer}
     assert m["quantization"]["int8_weight_initializers"] > 0
     assert not [n.name for n in proto.graph.node if n.op_type == "QuantizeLinear" and n.input[0] in inits]
+    # Portable by default: every weight quantizer trained and exported on 7 bits (|q| <= 64), so
+    # no int16 pair sum saturates on an AVX2 CPU (Int8Scheme).
+    assert m["qat"]["int8_scheme"] == "portable" and m["qat"]["seven_bit_weight_quantizers"] > 0
+    assert 0 < m["quantization"]["max_abs_int8_weight"] <= 64
+    assert m["verification"]["checked_on"]["saturation_free"] is True
     ptq_size = (Path(ptq["_dir"]) / ptq["entry"]).stat().st_size
     assert (res.artifact / m["entry"]).stat().st_size < 1.3 * ptq_size
     # The two INT8 routes side by side, on the same validation images and bounds.
