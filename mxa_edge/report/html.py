@@ -810,6 +810,7 @@ def export_settings(d) -> str:
         ("Subgroups", "gated" if spec.subgroups else "reported only"),
         ("Verdict split", e(provenance(d))),
         ("Executed precision at the gate", e((d.drift or {}).get("executed_precision", "not recorded"))),
+        ("CPU classes checked at export", checked_classes((m.verification or {}).get("checked_on"))),
         (
             "Drift gate ran",
             e(
@@ -821,6 +822,29 @@ def export_settings(d) -> str:
         ),
     ]
     return '<section id="export-settings"><h2>8. Export settings</h2>' + kv_table(pairs) + "</section>"
+
+
+def checked_classes(checked: dict | None) -> str:
+    """Each INT8 kernel class the export ran the golden images on, how, and the largest logit
+    difference (``verification.checked_on``)."""
+    if not checked:
+        return '<span class="ne">not recorded (exported before CPU classes were)</span>'
+    rows = []
+    for cls, entry in (checked.get("classes") or {}).items():
+        if not entry.get("checked"):
+            rows.append(f"{e(cls)}: not checked ({e(entry.get('why') or entry.get('how'))})")
+        elif "tolerance" in entry:
+            verdict = PASS if entry.get("passed") else FAIL
+            rows.append(
+                f"{e(cls)}: {e(entry.get('how'))}, max |Δlogit| {num(entry['max_abs_logit'], '.4f')} "
+                f"(tolerance {num(entry['tolerance'], '.4f')}) {badge(verdict)}"
+            )
+        else:
+            rows.append(f"{e(cls)}: {e(entry.get('how'))}")
+    scheme = checked.get("int8_scheme")
+    if scheme:
+        rows.append(f"INT8 scheme {e(scheme)}; largest int8 weight {e(checked.get('max_abs_int8_weight', 'n/a'))}")
+    return "<br>".join(rows)
 
 
 def gaps(d) -> str:
