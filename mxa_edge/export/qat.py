@@ -279,6 +279,9 @@ def fold_weight_quantizers(path: Path) -> int:
     if folded:
         unused = {name for name, n in consumers.items() if n == 0}
         kept_inits = [i for i in graph.initializer if i.name not in unused]
+        # A weight the exporter wrote as a Constant node (7-bit weights: NNCF clamps them to the
+        # half range first, and constant folding turns that into a Constant) is dead now too.
+        keep = [n for n in keep if not (n.op_type == "Constant" and n.output[0] in unused)]
         del graph.node[:]
         graph.node.extend(keep)
         del graph.initializer[:]
