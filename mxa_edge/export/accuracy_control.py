@@ -44,19 +44,25 @@ def gate_score_on(validation, gate_spec, prob_ref, runtime: str, precision: str 
 def restore_float_layers(
     first: Path,
     requantize: Callable[[list[str]], tuple[Path, dict]],
-    score: Callable[[Path], float],
-    candidates: list[str],
     *,
-    n_images: int,
+    opts,
+    validation,
     gate_spec,
+    prob_ref,
+    runtime: str,
+    precision: str | None,
     say: Callable[[str], None] = lambda msg: None,
 ) -> tuple[Path | None, dict | None, dict]:
     """(the chosen candidate's model file or None when nothing was re-quantized, its
     quantization settings, the manifest's ``accuracy_control`` record).
 
     ``first``: the failing model file; ``requantize(extra_float_layers)`` writes a candidate
-    and returns (its file, its settings); ``candidates``: the layers still INT8, most
-    sensitive first."""
+    (``opts.float_layers`` plus the extra ones in float) and returns (its file, its settings);
+    the extra layers come from ``opts.layer_ranking``, most sensitive first; each candidate is
+    scored on ``validation`` (the tuning split) through ``runtime`` at ``precision``."""
+    score = gate_score_on(validation, gate_spec, prob_ref, runtime, precision)
+    candidates = [name for name in opts.layer_ranking if name not in opts.float_layers]
+    n_images = len(validation[0])
     history = [{"float_layers_added": 0, "tune_gate_score": score(first)}]
     path, quant, added, step = None, None, [], FIRST_STEP
     for _ in range(MAX_ITERATIONS):

@@ -51,7 +51,7 @@ class OnnxExporter:
     ) -> BackendOutput:
         """INT8 retry after ``first`` failed the drift gate (``accuracy_control``: the most
         sensitive layers back to float, the gate's score on the tuning split in the loop)."""
-        from mxa_edge.export.accuracy_control import gate_score_on, restore_float_layers
+        from mxa_edge.export.accuracy_control import restore_float_layers
 
         out_dir = Path(out_dir)
         fp32, candidate = out_dir / "_fp32.onnx", out_dir / "_candidate.int8.onnx"
@@ -67,10 +67,12 @@ class OnnxExporter:
         path, quant, record = restore_float_layers(
             out_dir / INT8_FILE,
             requantize,
-            gate_score_on(validation, gate_spec, prob_ref, "onnxruntime", INT8_FORMAT.inference_precision),
-            [name for name in opts.layer_ranking if name not in opts.float_layers],
-            n_images=len(validation[0]),
+            opts=opts,
+            validation=validation,
             gate_spec=gate_spec,
+            prob_ref=prob_ref,
+            runtime="onnxruntime",
+            precision=INT8_FORMAT.inference_precision,
         )
         fp32.unlink()
         if path is not None:

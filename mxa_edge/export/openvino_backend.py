@@ -293,7 +293,7 @@ class OpenVinoExporter:
         failed the drift gate: the most sensitive layers back to float with the gate's score on
         the tuning split in the loop (``accuracy_control``); the manifest lists the ops that
         left INT8."""
-        from mxa_edge.export.accuracy_control import gate_score_on, restore_float_layers
+        from mxa_edge.export.accuracy_control import restore_float_layers
         from mxa_edge.export.sensitivity import float_node_names
 
         disable_telemetry()
@@ -321,10 +321,12 @@ class OpenVinoExporter:
         path, quant, record = restore_float_layers(
             out_dir / XML,
             requantize,
-            gate_score_on(validation, gate_spec, prob_ref, "openvino", INT8_FORMAT.inference_precision),
-            [name for name in opts.layer_ranking if name not in opts.float_layers],
-            n_images=len(validation[0]),
+            opts=opts,
+            validation=validation,
             gate_spec=gate_spec,
+            prob_ref=prob_ref,
+            runtime="openvino",
+            precision=INT8_FORMAT.inference_precision,
         )
         onnx_path.unlink()
         quant = dict(quant or first.quantization)
