@@ -4,7 +4,8 @@ The story:
 1. ``nncf.quantize`` on the fused FP32 model with the calibration set gives a copy with
    trainable fake-quantizers (ranges initialised as in PTQ). Same float islands as PTQ: the
    MXA ROI predictor, the grid construction and GridSample, the CBAM sigmoid gates, Softmax,
-   and the layers the sensitivity analysis keeps in float.
+   the attention products, and the layers the sensitivity analysis keeps in float. With
+   ``Int8Scheme.PORTABLE`` every weight quantizer trains on 7 bits (``seven_bit_weights``).
 2. Fine-tune ``epochs`` on the run's TRAIN split (never valid: the drift gate measures there):
    loss = BCE(QAT logits, FP32 probabilities), AdamW at a small learning rate, no
    augmentation. Distillation only: the goal is the FP32 model's behaviour, which the gate
