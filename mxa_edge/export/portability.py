@@ -40,7 +40,9 @@ def check_kernel_paths(
     say: Callable[[str], None] = lambda msg: None,
 ) -> tuple[dict, str | None]:
     """(the ``checked_on`` record, a failure line or None)."""
+    from mxa_edge.guard import FEATURES_OUTPUT
     from mxa_edge.runtime import kernel_paths
+    from mxa_edge.runtime.verify import golden_gaps
 
     here = int8_kernel_class()
     tolerance = float(golden["tolerance"]["max_abs_logit"])
@@ -76,21 +78,10 @@ def check_kernel_paths(
         say(f"AVX2 kernel path not checked: {missing}")
         return record, None
     outputs, seen_class = result
-    recorded = np.asarray(np.load(_golden_file(model)), np.float64)
-    diff = float(np.abs(np.asarray(outputs["logits"], np.float64) - recorded).max())
-    entry = {
-        "how": kernel_paths.avx2_description(),
-        "checked": True,
-        "detected_class": seen_class,
-        "max_abs_logit": diff,
-        "tolerance": tolerance,
-        "passed": diff <= tolerance,
-    }
-    guard_rec = golden.get("guard")
-    if guard_rec and "features" in outputs:
-        score_diff = float(np.abs(guard.score(outputs["features"]) - np.asarray(guard_rec["scores_exported"])).max())
-        entry.update(max_abs_guard_score=score_diff, guard_tolerance=float(guard_rec["tolerance"]))
-        entry["passed"] = entry["passed"] and score_diff <= guard_rec["tolerance"]
+    scores = guard.score(outputs[FEATURES_OUTPUT]) if FEATURES_OUTPUT in outputs else None
+    gaps = golden_gaps(outputs["logits"], scores, np.load(_golden_file(model)), golden)
+    diff = gaps["max_abs_logit"]
+    entry = {"how": kernel_paths.avx2_description(), "checked": True, "detected_class": seen_class, **gaps}
     record["classes"]["avx2"] = entry
     if seen_class in VNNI_CLASSES:  # the harness did not take: never call this an AVX2 check
         entry.update(checked=False, passed=None, why=f"the harness process still saw {seen_class}")

@@ -155,8 +155,14 @@ def verify_artifact(artifact, engine=None, threads: int | None = None) -> Verify
     report.executed_precision = engine.describe()
     outputs = engine.run(to_model_range(images, artifact.preprocess))
     logits = np.asarray(outputs["logits"], np.float64)
-    diff = np.abs(logits - recorded)
-    report.max_abs_logit = float(diff.max())
+    guard = None
+    if rec.get("guard") and artifact.manifest.guard:
+        from mxa_edge.guard import FEATURES_OUTPUT, InputGuard
+
+        guard = InputGuard.load(artifact.path, artifact.manifest.guard)
+        scores = guard.score(outputs[FEATURES_OUTPUT])
+    gaps = golden_gaps(logits, scores if guard is not None else None, recorded, rec)
+    report.max_abs_logit = gaps["max_abs_logit"]
     rule = artifact.decision  # the calibration and thresholds predict applies
     now, then = rule.decisions(rule.probabilities(logits)), rule.decisions(rule.probabilities(recorded))
     report.decision_agreement = float((now == then).mean())
@@ -175,28 +181,40 @@ def verify_artifact(artifact, engine=None, threads: int | None = None) -> Verify
                 f"; the artifact was exported with --int8-scheme vnni (full-range int8 weights), whose 16-bit "
                 f"sums saturate on this CPU's {report.int8_kernels} INT8 kernels: re-export with --int8-scheme portable"
             )
-    guard_rec = rec.get("guard")
-    if guard_rec and artifact.manifest.guard:
-        from mxa_edge.guard import FEATURES_OUTPUT, InputGuard
-
-        guard = InputGuard.load(artifact.path, artifact.manifest.guard)
-        scores = guard.score(outputs[FEATURES_OUTPUT])
-        recorded_scores = np.asarray(guard_rec["scores_exported"], np.float64)
-        gap = float(np.abs(scores - recorded_scores).max())
+    if guard is not None:
+        gap, tolerance = gaps["max_abs_guard_score"], gaps["guard_tolerance"]
+        recorded_scores = np.asarray(rec["guard"]["scores_exported"], np.float64)
         flags_now, flags_then = scores > guard.threshold, recorded_scores > guard.threshold
         report.guard = {
             "max_abs_score": gap,
-            "tolerance": float(guard_rec["tolerance"]),
+            "tolerance": tolerance,
             "flag_agreement": float((flags_now == flags_then).mean()),
             "threshold": guard.threshold,
         }
-        if gap > guard_rec["tolerance"]:
+        if gap > tolerance:
             report.passed = False
-            why = (
-                f"input-guard score differs by {gap:.4f} > tolerance {guard_rec['tolerance']:.4f} on the golden images"
-            )
+            why = f"input-guard score differs by {gap:.4f} > tolerance {tolerance:.4f} on the golden images"
             report.reason = f"{report.reason}; {why}" if report.reason else why
     return report
+
+
+def golden_gaps(logits, guard_scores, recorded_logits, rec: dict) -> dict:
+    """How far outputs on the golden images are from what the gate recorded, against the
+    manifest's tolerances (``rec``: its ``verification`` record): max |Δlogit|, max |Δ guard
+    score| when both sides have one, and whether both are within tolerance. The one rule for
+    ``verify`` on a deployment CPU and for export's check on the other CPU class."""
+    out = {
+        "max_abs_logit": float(np.abs(np.asarray(logits, np.float64) - np.asarray(recorded_logits, np.float64)).max()),
+        "tolerance": float(rec["tolerance"]["max_abs_logit"]),
+    }
+    out["passed"] = out["max_abs_logit"] <= out["tolerance"]
+    guard_rec = rec.get("guard")
+    if guard_rec and guard_scores is not None:
+        recorded = np.asarray(guard_rec["scores_exported"], np.float64)
+        out["max_abs_guard_score"] = float(np.abs(np.asarray(guard_scores, np.float64) - recorded).max())
+        out["guard_tolerance"] = float(guard_rec["tolerance"])
+        out["passed"] = out["passed"] and out["max_abs_guard_score"] <= out["guard_tolerance"]
+    return out
 
 
 def _kernel_class_note(report: VerifyReport, rec: dict) -> None:
