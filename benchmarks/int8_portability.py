@@ -102,7 +102,7 @@ def main() -> None:
 
     from mxa_edge.export.pipeline import _load, _reference
     from mxa_edge.formats import load_artifact
-    from mxa_edge.guard import FEATURES_OUTPUT, InputGuard
+    from mxa_edge.guard import FEATURES_OUTPUT
     from mxa_edge.machine import int8_kernel_class, isa_line
     from mxa_edge.runtime import kernel_paths
     from mxa_edge.runtime.engines import open_engine
@@ -133,7 +133,7 @@ def main() -> None:
         art_dir = _export(run, target, scheme, out_root / name, qat)
         art = load_artifact(art_dir)
         engine = open_engine(art, args.threads)
-        guard = InputGuard.load(art.path, art.manifest.guard) if art.manifest.guard else None
+        guard = art.input_guard()
         scored = score(engine_runner(engine), ref.x, outputs=("logits", FEATURES_OUTPUT))
         native = np.asarray(scored["logits"])
         t = time.perf_counter()

@@ -13,7 +13,7 @@ import sys
 import typer
 
 from mxa_edge import __version__
-from mxa_edge_cli.commands import bench, data, export, predict, report, train, verify
+from mxa_edge_cli.commands import bench, data, export, predict, report, signing, train, verify
 from mxa_edge_cli.commands import eval as eval_cmd
 
 app = typer.Typer(
@@ -50,6 +50,8 @@ app.command("bench")(bench.bench)
 app.command("predict")(predict.predict)
 app.command("report")(report.report)
 app.command("verify")(verify.verify)
+app.command("keys")(signing.keys)
+app.command("sign")(signing.sign)
 
 
 def main() -> None:

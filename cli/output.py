@@ -61,6 +61,25 @@ class Output:
                 logging.disable(logging.NOTSET)
 
 
+def artifact_status(artifact) -> dict:
+    """What every output of a command that used ``artifact`` records about it: the drift gate's
+    verdict (and whether a rejected one was allowed) and who signed it."""
+    return {
+        "artifact_gate": artifact.gate_line(),
+        "allow_rejected": bool(artifact.allowed_rejected),
+        "signature": artifact.provenance.status,
+        "signature_key": artifact.provenance.key,
+    }
+
+
+def announce_artifact(o: Output, artifact) -> None:
+    """The artifact's provenance on stderr, and a loud line for a rejected one (even with --json
+    and --quiet: a person running it must see it)."""
+    if artifact.allowed_rejected:
+        o.err.print(f"WARNING: {artifact.path}: {artifact.gate_line()}", style="bold red", soft_wrap=True, markup=False)
+    o.info(f"{artifact.path}: {artifact.provenance.describe()}")
+
+
 def json_safe(obj):
     if isinstance(obj, float) and not math.isfinite(obj):
         return None

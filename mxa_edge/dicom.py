@@ -18,6 +18,8 @@ the result says so (``frame`` 0 of ``n_frames``).
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -107,11 +109,14 @@ def skip_reason(header: DicomHeader) -> str | None:
 
 
 def is_dicom_file(path) -> bool:
-    """A .dcm/.dicom name, or the 'DICM' magic at byte 128."""
+    """A .dcm/.dicom name, or the 'DICM' magic at byte 128 of a regular file (a FIFO, socket
+    or device is never opened: opening a FIFO blocks until something writes to it)."""
     path = Path(path)
     if path.suffix.lower() in (".dcm", ".dicom"):
         return True
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
         with path.open("rb") as f:
             f.seek(128)
             return f.read(4) == b"DICM"

@@ -128,13 +128,17 @@ def evaluate_model(
     seed: int = 0,
     limit: int | None = None,
     reporter: Reporter = SILENT,
+    *,
+    allow_rejected: bool = False,
+    trust=None,
 ) -> dict:
     """Evaluate a run folder or an exported artifact on ``split`` of its own data selection (an
     artifact follows its source run's: the same views, projections and label policy its drift
-    gate used); ``data`` points the same selection at another copy of the dataset."""
+    gate used); ``data`` points the same selection at another copy of the dataset.
+    ``allow_rejected``/``trust``: as ``load_artifact``; the result's ``artifact`` records both."""
     model_path = Path(model_path)
     if naming.is_artifact(model_path):
-        artifact = load_artifact(model_path)
+        artifact = load_artifact(model_path, allow_rejected=allow_rejected, trust=trust)
         selection, pp = artifact.manifest.source_run.selection(), artifact.preprocess
         decision = artifact.decision
         if selection is None and data is None:
@@ -159,6 +163,12 @@ def evaluate_model(
     # What predict would print: the model's calibration and operating points.
     metrics = decision_metrics(arrays, logits, decision, n_boot=n_boot, seed=seed, split=split)
     metrics.update({"model": str(model_path), "data": str(root)})
+    if artifact is not None:
+        metrics["artifact"] = {
+            "gate": artifact.gate_line(),
+            "allow_rejected": artifact.allowed_rejected,
+            "signature": artifact.provenance.to_dict(),
+        }
     if split in ("train", "tune"):
         metrics["warning"] = f"the {split} split was used to fit this model or its decisions: not a held-out result"
     boxes = read_boxes(root) if rois is not None else {}

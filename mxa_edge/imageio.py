@@ -12,6 +12,8 @@ exceptions never escape. Only numpy, Pillow and pydicom here: this is on the lig
 
 from __future__ import annotations
 
+import os
+import stat
 import struct
 import warnings
 from pathlib import Path
@@ -32,6 +34,7 @@ SUPPORTED_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".dcm", ".dicom"
 _PIL_FORMATS = frozenset({"PNG", "JPEG", "MPO"})
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I"})
 _DICOM_MAGIC_OFFSET = 128
 _FIX_CONVERT = "convert it to an 8- or 16-bit grayscale PNG"
 
@@ -46,7 +49,12 @@ def load_radiograph(path, frame: int | None = None) -> np.ndarray:
 
     ``frame``: for a multi-frame DICOM, the frame to read (0-based); without it a multi-frame
     file is refused. Raises InputImageError for a missing, empty, truncated, oversized, constant
-    or otherwise unusable file.
+    or otherwise unusable file, and for a FIFO, socket, device or directory (never opened).
+
+    Memory, per pixel: the float32 result is 4 bytes. Decoding a PNG or JPEG peaks at about 6
+    (16-bit: Pillow's pixels, 2, and numpy's copy, 2, then that copy and the float32 result,
+    after Pillow's are freed). DICOM needs more, as pydicom applies the rescale and window in
+    float64: about 12 bytes without them, up to about 28 with a rescale and a window.
     """
     path = Path(path)
     head = _read_head(path)
@@ -60,11 +68,39 @@ def load_radiograph(path, frame: int | None = None) -> np.ndarray:
 # --- common ----------------------------------------------------------------------------------
 
 
+def irregular_file_problem(path) -> str | None:
+    """The problem with a path that exists but is not a regular file (a FIFO, socket, device or
+    directory), found without opening it (opening a FIFO blocks until something writes to it);
+    None for a regular file, a symlink to one, or a path that cannot be stat'ed (reading it
+    then reports why)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    return f"not a regular file ({_file_kind(mode)}); give the image file itself"
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return kind
+    return "an unknown kind of file"
+
+
 def _read_head(path: Path) -> bytes:
     """First 132 bytes (enough for the DICOM magic); also turns OS errors into InputImageError."""
     try:
-        if path.is_dir():
-            raise InputImageError(path, "is a directory, not an image file")
+        problem = irregular_file_problem(path)
+        if problem is not None:
+            raise InputImageError(path, problem)
         size = path.stat().st_size
         if size == 0:
             raise InputImageError(path, "file is empty (0 bytes); re-copy or re-export it")
@@ -93,7 +129,9 @@ def _check_pixel_count(path: Path, width: int, height: int) -> None:
 
 
 def _checked(path: Path, gray: np.ndarray) -> np.ndarray:
-    """Final contract check: 2-D, finite, not constant; returned as float32 in [0, 1]."""
+    """Final contract check: 2-D, finite, not constant; returned as float32 in [0, 1].
+
+    ``gray`` is an array this module made: it is converted and clipped in place where it can be."""
     if gray.ndim != 2 or min(gray.shape) < 1:
         raise InputImageError(path, f"decoded to shape {gray.shape}, not a 2-D image")
     if not np.isfinite(gray).all():
@@ -101,7 +139,8 @@ def _checked(path: Path, gray: np.ndarray) -> np.ndarray:
     lo, hi = float(gray.min()), float(gray.max())
     if lo == hi:
         raise InputImageError(path, f"all pixels have the same value ({lo:g}): the image is blank; check the export")
-    return np.clip(gray, 0.0, 1.0).astype(np.float32, copy=False)
+    out = gray.astype(np.float32, copy=False)
+    return np.clip(out, 0.0, 1.0, out=out if out.flags.writeable else None)
 
 
 # --- PNG / JPEG (Pillow) ---------------------------------------------------------------------
@@ -118,14 +157,18 @@ def _load_pillow(path: Path, head: bytes) -> np.ndarray:
     with _open_pillow(path) as im:  # the with closes the file handle Pillow keeps open
         try:
             # Decode here so a truncated file fails inside this try; then apply the EXIF
-            # orientation (a no-op without EXIF or with orientation 1).
+            # orientation (a no-op without EXIF or with orientation 1), in place: no copy.
             im.load()
-            upright = ImageOps.exif_transpose(im)
+            ImageOps.exif_transpose(im, in_place=True)
         except Exception as exc:  # Pillow raises OSError, SyntaxError, zlib/struct errors... on bad data
             raise InputImageError(
                 path, f"cannot decode the pixel data ({_short(exc)}); the file is truncated or corrupt"
             ) from None
-        return _pillow_to_gray(path, upright, sbit)
+        if im.mode not in _SIXTEEN_BIT_MODES:
+            return _pillow_to_gray(path, im)
+        raw = np.asarray(im)  # a copy of Pillow's pixels...
+        im.close()  # ...so Pillow's own are freed before the float conversion
+    return _sixteen_bit_to_unit(path, raw, sbit)
 
 
 def _open_pillow(path: Path):
@@ -155,21 +198,26 @@ def _open_pillow(path: Path):
     return im
 
 
-def _pillow_to_gray(path: Path, im, sbit: int | None) -> np.ndarray:
-    """Pillow image of any supported mode -> float gray in [0, 1]."""
+def _pillow_to_gray(path: Path, im) -> np.ndarray:
+    """Pillow image of any supported mode but the 16-bit ones (``_sixteen_bit_to_unit``) -> float gray in [0, 1]."""
     mode = im.mode
-    if mode in ("I;16", "I;16L", "I;16B", "I"):
-        return _sixteen_bit_to_unit(path, np.asarray(im), sbit)
     if mode == "1":
         return np.asarray(im, dtype=np.float32)
     if mode == "L":
-        return np.asarray(im, dtype=np.float32) / 255.0
+        return _bytes_to_unit(np.asarray(im))
     if mode in ("LA", "RGB", "RGBA", "P", "PA", "CMYK", "YCbCr"):
         # Alpha is dropped (a radiograph has no transparency); colour -> ITU-R 601 luma.
         rgb = im.convert("RGBA").convert("RGB") if mode in ("P", "PA") else im
         gray = rgb.convert("L") if rgb.mode != "LA" else rgb.getchannel("L")
-        return np.asarray(gray, dtype=np.float32) / 255.0
+        return _bytes_to_unit(np.asarray(gray))
     raise InputImageError(path, f"unsupported pixel mode {mode!r}; {_FIX_CONVERT}")
+
+
+def _bytes_to_unit(arr: np.ndarray) -> np.ndarray:
+    """uint8 pixels -> float32 / 255, divided in place (one float32 array, no temporary)."""
+    unit = arr.astype(np.float32)
+    unit /= np.float32(255.0)
+    return unit
 
 
 def _sixteen_bit_to_unit(path: Path, arr: np.ndarray, sbit: int | None) -> np.ndarray:
@@ -177,13 +225,17 @@ def _sixteen_bit_to_unit(path: Path, arr: np.ndarray, sbit: int | None) -> np.nd
     # count (medical exporters write 12-bit data unscaled into 16-bit PNGs and mark it with
     # sBIT=12), else 16 (65535). The PNG spec also allows encoders to scale sBIT data to the full
     # 16-bit range; a value above 2**bits - 1 proves the file did that, so 65535 is used then.
-    arr = arr.astype(np.float64)
-    if arr.min() < 0 or arr.max() > 65535:
-        raise InputImageError(path, f"pixel values outside 16 bits ({arr.min():g}..{arr.max():g}); {_FIX_CONVERT}")
+    # In float32, divided in place: integers up to 65535 are exact in float32, and a correctly
+    # rounded float32 quotient equals the float64 quotient rounded to float32.
+    lo, hi = int(arr.min()), int(arr.max())
+    if lo < 0 or hi > 65535:
+        raise InputImageError(path, f"pixel values outside 16 bits ({lo:g}..{hi:g}); {_FIX_CONVERT}")
     full = 65535.0
-    if sbit is not None and arr.max() <= 2**sbit - 1:
+    if sbit is not None and hi <= 2**sbit - 1:
         full = float(2**sbit - 1)
-    return arr / full
+    unit = arr.astype(np.float32)
+    unit /= np.float32(full)
+    return unit
 
 
 def _png_significant_bits(path: Path) -> int | None:
@@ -322,14 +374,17 @@ def _dicom_to_display(path: Path, ds, arr: np.ndarray) -> np.ndarray:
         unit = _min_max(values)
     else:
         lo, hi = out_range
-        unit = np.clip((values - lo) / (hi - lo), 0.0, 1.0) if hi > lo else np.zeros_like(values)
+        unit = _scaled(values, lo, hi)
+        np.clip(unit, 0.0, 1.0, out=unit)
         if float(unit.min()) == float(unit.max()):
             raise InputImageError(
                 path,
                 "every pixel falls outside the DICOM window (WindowCenter/WindowWidth or VOI LUT); the header is wrong",
             )
     # MONOCHROME1 stores bone dark; invert so the output always reads as MONOCHROME2.
-    return 1.0 - unit if photometric == "MONOCHROME1" else unit
+    if photometric == "MONOCHROME1":
+        np.subtract(1.0, unit, out=unit)
+    return unit
 
 
 def _apply_voi(values: np.ndarray, ds) -> tuple[np.ndarray, tuple[float, float] | None]:
@@ -354,9 +409,17 @@ def _apply_voi(values: np.ndarray, ds) -> tuple[np.ndarray, tuple[float, float] 
 
 
 def _min_max(values: np.ndarray) -> np.ndarray:
-    values = np.asarray(values, dtype=np.float64)
-    lo, hi = float(values.min()), float(values.max())
-    return (values - lo) / (hi - lo) if hi > lo else np.zeros_like(values)
+    values = np.asarray(values)
+    return _scaled(values, float(values.min()), float(values.max()))
+
+
+def _scaled(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """(values - lo) / (hi - lo) as a new float64 array, computed in place in it (zeros if hi <= lo)."""
+    if not hi > lo:
+        return np.zeros(np.shape(values), dtype=np.float64)
+    unit = np.subtract(values, lo, dtype=np.float64)
+    unit /= hi - lo
+    return unit
 
 
 def _short(exc: BaseException) -> str:

@@ -222,11 +222,14 @@ def test_cli_reports_a_rejected_artifact(bench_run, tmp_path):
             "--threads",
             "1",
             "-q",
+            "--allow-rejected",  # timed for investigation only; without it the row is listed, not timed
         ],
     )
     assert res.exit_code == 0, res.output
-    (row,) = json.loads(out.read_text())["rows"]
+    data = json.loads(out.read_text())
+    (row,) = data["rows"]
     assert row["status"] == REJECTED and "drift gate failed" in row["reason"] and row["p50_ms"] > 0
+    assert data["settings"]["allow_rejected"] is True and "--allow-rejected" in row["reason"]
 
 
 def test_runtime_rows_work_without_torch(bench_run, tmp_path):

@@ -189,7 +189,16 @@ def test_openvino_fp32_records_f32_and_int8_passes(tiny_run):
     fp = _export(tiny_run, "openvino", "ov-fp32")
     art = load_artifact(fp.artifact)
     assert art.precision.inference_precision == "f32"
-    assert sorted(art.manifest.files) == ["guard.npz", "model.bin", "model.xml"]
+    assert sorted(art.manifest.files) == [  # every file of the folder, the drift record and golden vectors too
+        "drift.json",
+        "drift.png",
+        "golden/images.npy",
+        "golden/logits_exported.npy",
+        "golden/logits_fp32.npy",
+        "guard.npz",
+        "model.bin",
+        "model.xml",
+    ]
     assert fp.summary["macro_delta"] == pytest.approx(0.0, abs=1e-3)
     engine = open_engine(art, threads=1)
     assert engine.inference_precision in ("f32", "float32")
@@ -386,11 +395,16 @@ def test_out_never_replaces_a_user_folder_or_a_run(tiny_run, tmp_path):
     art = tmp_path / "art"
     first = _export(tiny_run, "onnx", "x", n_boot=0).artifact  # a published artifact to replace
     shutil.copytree(first, art)
-    (art / "stray.bin").write_text("left by an older version")
+    (art / "stray.bin").write_text("a user's file inside an artifact")
+    from mxa_edge.errors import ConfigError
     from mxa_edge.export import export_run
 
+    with pytest.raises(ConfigError, match="stray.bin"):  # refused before any work: never deleted
+        export_run(tiny_run, "onnx", art, n_boot=0, **LOOSE)
+    assert (art / "stray.bin").read_text() == "a user's file inside an artifact"
+    (art / "stray.bin").unlink()
     res = export_run(tiny_run, "onnx", art, n_boot=0, **LOOSE)
-    assert res.artifact == art and not (art / "stray.bin").exists() and (art / "model.onnx").is_file()
+    assert res.artifact == art and (art / "model.onnx").is_file()
 
 
 def test_qat_option_errors(tiny_run):

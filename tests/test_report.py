@@ -343,6 +343,7 @@ def test_finding_failing_on_sensitivity_and_gated_subgroups(artifact, tmp_path):
 def test_without_drift_json_the_table_is_computed_and_judged_here(artifact, tmp_path):
     """No drift.json: the table is computed as the export computes it (calibrated probabilities,
     the artifact's thresholds, the held-out slices) and judged with the manifest's gate."""
+    from mxa_edge.formats.artifact import DIGEST_FIELD, manifest_digest
     from mxa_edge.report import build_report
 
     moved = tmp_path / "artifact"
@@ -350,6 +351,10 @@ def test_without_drift_json_the_table_is_computed_and_judged_here(artifact, tmp_
     (moved / "drift.json").unlink()
     drift = json.loads((artifact / "drift.json").read_text())
     manifest = json.loads((artifact / "manifest.json").read_text())
+    # An artifact written without a drift.json (not one with the file deleted: that is refused).
+    m = {**manifest, "files": {k: v for k, v in manifest["files"].items() if k != "drift.json"}}
+    m[DIGEST_FIELD] = manifest_digest(m)
+    (moved / "manifest.json").write_text(json.dumps(m))
 
     page = _parse(build_report(moved, out=tmp_path / "r.html", gallery=0, n_boot=20).read_text())
     text = " ".join(page.text)

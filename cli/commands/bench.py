@@ -7,7 +7,8 @@ from typing import List, Optional
 
 import typer
 
-from mxa_edge_cli.options import QuietOpt
+from mxa_edge.outputs import FORCE_HELP
+from mxa_edge_cli.options import QuietOpt, TrustOpt
 from mxa_edge_cli.output import Output, json_safe
 
 
@@ -52,11 +53,19 @@ def bench(
         help="Write a PNG of batch-1 latency (log x) against macro AUC. Default for a single run folder: "
         "RUN/bench.png.",
     ),
+    force: bool = typer.Option(False, "--force", help=FORCE_HELP),
     export_missing: Optional[bool] = typer.Option(
         None,
         "--export-missing/--no-export-missing",
         help="Create a run's missing ONNX/OpenVINO FP32/INT8 exports (drift-gated with the export defaults). "
         "Default: on when torch is installed.",
+    ),
+    trust: Optional[List[Path]] = TrustOpt,
+    allow_rejected: bool = typer.Option(
+        False,
+        "--allow-rejected",
+        help="Also time artifacts whose drift gate failed (for investigation; each such row says so). "
+        "Without it they are listed as rejected and not timed.",
     ),
     quiet: bool = QuietOpt,
 ):
@@ -69,7 +78,18 @@ def bench(
     over rounds and speedups are paired round by round against the run's PyTorch FP32 row.
     """
     from mxa_edge.bench import plot_latency_auc, run_bench
+    from mxa_edge.errors import ConfigError
+    from mxa_edge.formats import naming
+    from mxa_edge.outputs import OutputChecker
 
+    if json_file is None and plot is None and len(paths) == 1 and naming.is_run(paths[0]):
+        json_file, plot = paths[0] / naming.BENCH_JSON, paths[0] / naming.BENCH_PLOT  # a run's results beside it
+    checker = OutputChecker(paths, force=force)  # before any work: outputs never overwrite inputs
+    for path, kind in ((json_file, "bench-json"), (plot, "bench-plot")):
+        if path is not None:
+            checker.check(path, kind)
+    if json_file is not None and plot is not None and Path(json_file).absolute() == Path(plot).absolute():
+        raise ConfigError(f"{json_file}: named by both --json and --plot; give them different files")
     o = Output(False, quiet)
     rep = o.reporter()
     with o.libraries():
@@ -82,9 +102,9 @@ def bench(
             rounds=rounds,
             export_missing=export_missing,
             reporter=rep,
+            allow_rejected=allow_rejected,
+            trust=trust,
         )
-    if json_file is None and plot is None and len(paths) == 1 and (paths[0] / "weights.safetensors").is_file():
-        json_file, plot = paths[0] / "bench.json", paths[0] / "bench.png"  # a run's results beside it
     if json_file is not None:
         from mxa_edge.fileio import write_json
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
-from mxa_edge_cli.options import JsonOpt, QuietOpt, SeedOpt
+from mxa_edge_cli.options import AllowRejectedOpt, JsonOpt, QuietOpt, SeedOpt, TrustOpt
 from mxa_edge_cli.output import Output
 from mxa_edge_cli.render import print_metrics
 
@@ -26,6 +26,8 @@ def eval_(
     n_boot: int = typer.Option(1000, "--n-boot", min=0, help="Bootstrap resamples for the 95% CIs (0: none)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Evaluate only the first N images."),
     seed: int = SeedOpt,
+    trust: Optional[List[Path]] = TrustOpt,
+    allow_rejected: bool = AllowRejectedOpt,
     json_out: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ):
@@ -40,9 +42,24 @@ def eval_(
     from mxa_edge.evaluation import evaluate_model
 
     o = Output(json_out, quiet)
-    metrics = evaluate_model(model, data, split, n_boot=n_boot, seed=seed, limit=limit, reporter=o.reporter())
+    metrics = evaluate_model(
+        model,
+        data,
+        split,
+        n_boot=n_boot,
+        seed=seed,
+        limit=limit,
+        reporter=o.reporter(),
+        allow_rejected=allow_rejected,
+        trust=trust,
+    )
     if metrics.get("warning"):
         o.warn(metrics["warning"])
+    art = metrics.get("artifact")
+    if art and art["allow_rejected"]:
+        o.err.print(f"WARNING: {model}: {art['gate']}", style="bold red", soft_wrap=True, markup=False)
+    if art:
+        o.info(f"signature: {art['signature']['status']}")
     o.result(
         metrics,
         lambda c: print_metrics(c, metrics, f"{model} on {metrics['data']} ({split}, {metrics['n_images']} images)"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from enum import Enum
 from pathlib import Path
 from typing import Optional
@@ -117,6 +118,15 @@ def export(
         "an artifact on an AVX2 CPU.",
         case_sensitive=False,
     ),
+    sign_key: Optional[Path] = typer.Option(
+        None,
+        "--sign-key",
+        envvar="MXA_EDGE_SIGNING_KEY",
+        help="Sign the published artifact with this EC private key (`mxa-edge keys`; OpenSSF model-signing, "
+        "offline) so `predict/verify --trust PUBKEY` accept it. A rejected export is never signed. "
+        "Or sign after review: `mxa-edge sign ARTIFACT --key KEY`.",
+        show_default=False,
+    ),
     seed: int = SeedOpt,
     json_out: bool = JsonOpt,
     quiet: bool = QuietOpt,
@@ -162,6 +172,8 @@ def export(
                 max_noise=max_noise,
                 static_batch=static_batch,
                 int8_scheme=int8_scheme,
+                sign_key=sign_key,
+                sign_password=os.environ.get("MXA_EDGE_SIGNING_KEY_PASSWORD") or None,
                 seed=seed,
                 progress=o.info,
             )
@@ -178,6 +190,7 @@ def _payload(result) -> dict:
         "artifact": str(result.artifact) if result.artifact else None,
         "rejected": str(result.rejected) if result.rejected else None,
         "passed": result.passed,
+        "signed_by": result.signed_by,
         "drift": result.drift,
         "manifest": result.manifest.to_dict(),
     }
@@ -226,6 +239,10 @@ def _render(console, result) -> None:
             f"artifact: [bold]{result.artifact}[/]  ({p.get('weights')} weights, {p.get('activations')} activations, "
             f"runs as {p.get('inference_precision')})"
         )
+        if result.signed_by:
+            console.print(f"signed with key {result.signed_by[:16]} ({result.artifact / 'model.sig'})", markup=False)
+        else:
+            console.print("unsigned: sign it after review with `mxa-edge sign ARTIFACT --key KEY`", markup=False)
         console.print(f"next: mxa-edge predict IMAGE --model {result.artifact}")
     elif result.rejected:
         console.print(f"[red]not published[/]; kept for inspection as {result.rejected}")

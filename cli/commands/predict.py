@@ -11,7 +11,8 @@ from typing import List, Optional
 
 import typer
 
-from mxa_edge_cli.options import JsonOpt, QuietOpt
+from mxa_edge.outputs import FORCE_HELP
+from mxa_edge_cli.options import AllowRejectedOpt, JsonOpt, QuietOpt, TrustOpt
 
 EXIT_SOME_FAILED = 3  # InputImageError's exit code: at least one file could not be predicted
 
@@ -32,6 +33,7 @@ def predict(
     overlay: Optional[Path] = typer.Option(
         None, "--overlay", help="Write an overlay PNG per image into this folder (ROI boxes, attention, top findings)."
     ),
+    force: bool = typer.Option(False, "--force", help=FORCE_HELP),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Inference threads. Default: all cores."),
     batch: int = typer.Option(8, "--batch", min=1, help="Images per inference batch."),
     strict_inputs: bool = typer.Option(
@@ -46,6 +48,8 @@ def predict(
         help="Skip the first-use check that this machine reproduces the artifact's gated outputs "
         "(`mxa-edge verify`). Said in the output when used.",
     ),
+    trust: Optional[List[Path]] = TrustOpt,
+    allow_rejected: bool = AllowRejectedOpt,
     json_out: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ):
@@ -72,10 +76,15 @@ def predict(
 
     On first use of an artifact on a machine, its golden vectors are run and compared with the outputs the
     drift gate checked (`mxa-edge verify`); predict refuses (exit 8) when they do not reproduce.
+
+    Before anything loads: every file's hash, the signature when a trust key is configured (--trust or
+    MXA_EDGE_TRUST; exit 10 unless a trusted key signed it) and the drift gate's verdict (exit 9 for a rejected
+    artifact unless --allow-rejected). Every record says which: artifact_gate, signature.
     """
     from collections import Counter
 
     from mxa_edge.errors import MxaError
+    from mxa_edge.outputs import OutputChecker
     from mxa_edge.runtime.predict import (
         STATUS_ERROR,
         STATUS_PREDICTED,
@@ -85,19 +94,27 @@ def predict(
         Predictor,
         expand_inputs,
     )
-    from mxa_edge_cli.output import Output
+    from mxa_edge_cli.output import Output, announce_artifact, artifact_status
 
     o = Output(json_out, quiet)
     files, empty = expand_inputs(inputs)
     for spec in empty:
         _stderr_line(f"warning: {spec}: no images found", typer.colors.YELLOW)
+    checker = OutputChecker([*files, model], force=force)  # before any work: outputs never overwrite inputs
+    if csv_out is not None:
+        checker.check(csv_out, "csv")
     if overlay is not None:
+        checker.check(overlay, "overlay-dir")
+        for name in _overlay_names(files):
+            checker.check(overlay / name, "overlay")
         try:
             overlay.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise MxaError(f"{overlay}: cannot create the overlay folder ({exc.strerror or exc})") from None
 
-    predictor = Predictor(model, threads, verify=not no_verify)
+    predictor = Predictor(model, threads, verify=not no_verify, allow_rejected=allow_rejected, trust=trust)
+    announce_artifact(o, predictor.artifact)
+    status = artifact_status(predictor.artifact)  # on every record: the gate's verdict and the signature
     if no_verify:
         _stderr_line(
             "warning: --no-verify: this machine was not checked against the artifact's gated outputs",
@@ -107,7 +124,7 @@ def predict(
         o.info(f"verified {model} on this machine ({predictor.verification.isa}): PASS")
     records, counts, overlay_names = [], Counter(), set()
     for item in predictor.predict_files(files, batch, keep_image=overlay is not None, strict_inputs=strict_inputs):
-        record = item.to_dict()
+        record = {**item.to_dict(), **status}
         counts[record["status"]] += 1
         if isinstance(item, PredictionError):
             _stderr_line(f"error: {item.file}: {item.problem}", typer.colors.RED)
@@ -123,10 +140,12 @@ def predict(
                     typer.colors.YELLOW,
                 )
             if overlay is not None:
-                record["overlay"] = str(_write_overlay(item, overlay, overlay_names))
+                record["overlay"] = str(_write_overlay(item, overlay, overlay_names, checker))
                 item.image = None  # do not keep every decoded image alive
             if not (json_out or quiet):
                 _print_result(o.out, item, record.get("overlay"))
+                if predictor.artifact.allowed_rejected:
+                    o.out.print(f"model: {status['artifact_gate']}", style="bold red", markup=False, soft_wrap=True)
         records.append(record)
 
     if csv_out is not None:
@@ -148,20 +167,43 @@ def _stderr_line(message: str, colour: str) -> None:
     typer.secho(message, err=True, fg=colour)
 
 
-def _write_overlay(item, folder: Path, used: set[str]) -> Path:
-    from mxa_edge.errors import MxaError
-    from mxa_edge.runtime.overlay import save_overlay
-
-    stem = Path(item.file).stem or "image"
+def _overlay_name(file, used: set[str]) -> str:
+    """``<stem>.overlay.png``, or ``<stem>-<n>.overlay.png`` for the same file name in two folders."""
+    stem = Path(file).stem or "image"
     name, n = f"{stem}.overlay.png", 1
-    while name in used:  # same file name in two folders
+    while name in used:
         n += 1
         name = f"{stem}-{n}.overlay.png"
     used.add(name)
+    return name
+
+
+def _overlay_names(files) -> list[str]:
+    """The overlay names if every file is predicted, checked before any work; when some files
+    fail, a later name may differ, and ``_write_overlay`` checks each name again as it writes."""
+    used: set[str] = set()
+    return [_overlay_name(f, used) for f in files]
+
+
+def _write_overlay(item, folder: Path, used: set[str], checker) -> Path:
+    """The overlay PNG, tagged as ours (``outputs.OVERLAY_PNG_SOFTWARE``) so a rerun may replace it."""
+    from PIL.PngImagePlugin import PngInfo
+
+    from mxa_edge.errors import MxaError
+    from mxa_edge.fileio import atomic_path
+    from mxa_edge.outputs import OVERLAY_PNG_SOFTWARE, PNG_SOFTWARE_KEY
+    from mxa_edge.runtime.overlay import render_overlay
+
+    path = checker.check(folder / _overlay_name(item.file, used), "overlay")
+    info = PngInfo()
+    info.add_text(PNG_SOFTWARE_KEY, OVERLAY_PNG_SOFTWARE)
     try:
-        return save_overlay(item.image, item, folder / name)
+        img = render_overlay(item.image, item)
+        with atomic_path(path) as tmp:
+            img.save(tmp, format="PNG", pnginfo=info)
+        return path
     except OSError as exc:
-        raise MxaError(f"{folder / name}: cannot write the overlay ({exc.strerror or exc})") from None
+        raise MxaError(f"{path}: cannot write the overlay ({exc.strerror or exc})") from None
 
 
 CSV_DICOM_FIELDS = ("study_uid", "series_uid", "sop_uid", "modality", "body_part", "view_position", "frame")

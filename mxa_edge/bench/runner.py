@@ -76,7 +76,9 @@ def _export_missing(run_dir: Path, export_kwargs: dict, reporter: Reporter) -> l
     return failed
 
 
-def _run_subjects(run_dir: Path, export_missing: bool, export_kwargs: dict, reporter: Reporter) -> list[S.Subject]:
+def _run_subjects(
+    run_dir: Path, export_missing: bool, export_kwargs: dict, reporter: Reporter, access: dict
+) -> list[S.Subject]:
     group = str(run_dir)
     run = RunRecord.load(run_dir)
     metrics = run.metrics()
@@ -97,7 +99,7 @@ def _run_subjects(run_dir: Path, export_missing: bool, export_kwargs: dict, repo
         row.status, row.reason, row.open = S.UNAVAILABLE, "torch is not installed (pip install 'mxa-edge[train]')", None
         out.append(row)
     for folder, rejected in naming.run_artifacts(run_dir):
-        rows = S.artifact_subjects(folder, group, rejected)
+        rows = S.artifact_subjects(folder, group, rejected, **access)
         if not cost and rows and rows[0].flops is not None:
             cost = {"flops": rows[0].flops, "params": rows[0].params}
         out += rows
@@ -117,16 +119,23 @@ def _run_subjects(run_dir: Path, export_missing: bool, export_kwargs: dict, repo
 def _artifact_group(path: Path) -> str:
     """Rows of artifacts from one run share that run's PyTorch reference row."""
     try:
-        src = load_artifact(path).manifest.source_run.path
+        src = load_artifact(path, allow_rejected=True, trust=()).manifest.source_run.path  # grouping only
     except MxaError:
         src = None
     return str(Path(src)) if src else str(path)
 
 
 def collect_subjects(
-    paths: Sequence, export_missing: bool | None = None, export_kwargs: dict | None = None, reporter: Reporter = SILENT
+    paths: Sequence,
+    export_missing: bool | None = None,
+    export_kwargs: dict | None = None,
+    reporter: Reporter = SILENT,
+    *,
+    allow_rejected: bool = False,
+    trust=None,
 ) -> list[S.Subject]:
     """Subjects for the given run and artifact folders (see the module docstring)."""
+    access = {"allow_rejected": allow_rejected, "trust": trust}
     if export_missing is None:
         export_missing = S.torch_installed()
     if export_missing and not S.torch_installed():
@@ -136,9 +145,9 @@ def collect_subjects(
     for p in paths:
         p = Path(p).absolute()
         if naming.is_run(p):
-            new = _run_subjects(p, export_missing, dict(export_kwargs or {}), reporter)
+            new = _run_subjects(p, export_missing, dict(export_kwargs or {}), reporter, access)
         elif naming.is_artifact(p):
-            new = S.artifact_subjects(p, _artifact_group(p), rejected=p.name.endswith(naming.REJECTED_SUFFIX))
+            new = S.artifact_subjects(p, _artifact_group(p), rejected=p.name.endswith(naming.REJECTED_SUFFIX), **access)
         elif not p.exists():
             raise ArtifactError(
                 f"{p}: no such folder; pass a run folder from `mxa-edge train` or an artifact from `mxa-edge export`"
@@ -181,6 +190,8 @@ def run_bench(
     peak_quick: bool = False,
     seed: int = 0,
     reporter: Reporter = SILENT,
+    allow_rejected: bool = False,
+    trust=None,
 ) -> dict:
     """Benchmark runs and artifacts; returns {settings, machine, compute_bound, rows}.
 
@@ -188,6 +199,8 @@ def run_bench(
     rounds; figures are medians over rounds. ``threads`` defaults to the physical cores.
     ``export_missing`` (default: when torch is installed) creates the standard ONNX/OpenVINO
     FP32/INT8 exports of a run that lacks them, through ``export_run(**export_kwargs)``.
+    An artifact whose drift gate failed is listed but timed only with ``allow_rejected``;
+    ``trust``: public keys every artifact must be signed by (``load_artifact``).
     """
     batches = sorted({int(b) for b in batches})
     if not batches or batches[0] < 1:
@@ -204,7 +217,9 @@ def run_bench(
 
         torch_threads = torch.get_num_threads()
     try:
-        subjects = collect_subjects(paths, export_missing, export_kwargs, reporter)
+        subjects = collect_subjects(
+            paths, export_missing, export_kwargs, reporter, allow_rejected=allow_rejected, trust=trust
+        )
         subjects.sort(key=_sort_key)
         reporter.log(f"measuring the CPU's peak FLOP/s on {threads} threads")
         machine = machine_record()
@@ -258,6 +273,8 @@ def run_bench(
             "seed": seed,
             "input": "uniform random in each model's input range (its preprocessing's value_range)",
             "statistic": "median over interleaved rounds (per-round p50/p90/p99 and img/s)",
+            # Rejected artifacts are timed only for investigation; said in every such row too.
+            "allow_rejected": bool(allow_rejected),
         },
         "machine": machine,
         "compute_bound": _bound_summary(bound, rows),

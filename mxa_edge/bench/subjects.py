@@ -223,14 +223,18 @@ def _engine_open(art: Artifact, spec: BackendSpec, precision_override=None, use_
     return open_
 
 
-def artifact_subjects(path: Path, group: str, rejected: bool = False) -> list[Subject]:
+def artifact_subjects(
+    path: Path, group: str, rejected: bool = False, *, allow_rejected: bool = False, trust=None
+) -> list[Subject]:
     """Rows for one artifact folder: one per artifact, plus the variants its backend declares
-    (an OpenVINO FP32 IR also at the CPU's default precision)."""
+    (an OpenVINO FP32 IR also at the CPU's default precision). An artifact whose drift gate
+    failed is a row that says so; it is timed only with ``allow_rejected``."""
     from mxa_edge.backends import for_runtime
 
     path = Path(path)
     try:
-        art = load_artifact(path)
+        art = load_artifact(path, allow_rejected=True, trust=trust)  # the verdict becomes the row's status
+        rejected = rejected or not art.gate_passed
         spec = for_runtime(art.runtime)
     except Exception as exc:  # an unreadable artifact is a row, not a crash
         return [
@@ -252,6 +256,10 @@ def artifact_subjects(path: Path, group: str, rejected: bool = False) -> list[Su
     precision = m.export_precision
     status = REJECTED if rejected else PASS
     reason = _rejection(m.drift or {}) if rejected else None
+    if rejected and not allow_rejected:
+        reason = f"{reason}; not timed (--allow-rejected times it, for investigation)"
+    elif rejected:
+        reason = f"{reason}; timed with --allow-rejected, for investigation only"
     fixed = f", static batch {m.static_batch}" if m.static_batch else ""
     label = precision.label + (spec.bench_label(m.precision) if spec.bench_label else "") + fixed
     order = spec.order + list(Precision).index(precision)
@@ -262,10 +270,11 @@ def artifact_subjects(path: Path, group: str, rejected: bool = False) -> list[Su
         compute=precision.compute,
         status=status,
         reason=reason,
-        open=_engine_open(art, spec),
+        open=_engine_open(art, spec) if allow_rejected or not rejected else None,
         order=order,
         **meta,
     )
+    row.notes.append(f"signature: {art.provenance.describe()}")
     gated_with = (m.export or {}).get("gated_with")
     if gated_with and gated_with != m.runtime:
         row.notes.append(f"AUC from the drift gate, gated with the {gated_with}")
@@ -282,7 +291,7 @@ def artifact_subjects(path: Path, group: str, rejected: bool = False) -> list[Su
             compute=v.compute,
             status=status,
             reason=reason,
-            open=_engine_open(art, spec, v.precision_override, True),
+            open=_engine_open(art, spec, v.precision_override, True) if allow_rejected or not rejected else None,
             order=order + 5,
             **meta,
         )

@@ -102,6 +102,7 @@ class ExportResult:
     manifest: ArtifactManifest
     rejected: Path | None = None  # where a failing export was kept
     notes: dict = field(default_factory=dict)
+    signed_by: str | None = None  # the signing key's fingerprint (``sign_key``)
 
 
 def _versions() -> dict:
@@ -479,9 +480,10 @@ def _records(req, loaded, out, report, qat_info, calib_set, opts, work: Path, ru
     return manifest
 
 
-def _publish(work: Path, out_dir: Path, result: ExportResult, report, req: ExportRequest, say) -> None:
+def _publish(work: Path, out_dir: Path, result: ExportResult, report, req: ExportRequest, say, started: float) -> None:
     """Rename the finished folder into place (``fileio.replace_dir``: crash-safe); only folders
-    this tool wrote are ever replaced (``naming.check_publish_target``)."""
+    this tool wrote are ever replaced (``naming.check_publish_target``). Once published, the work
+    folders that killed exports to the same name left beside it (older than ``started``) go."""
     if not report.passed:
         rejected = naming.rejected_dir(out_dir)
         naming.check_publish_target(rejected)
@@ -502,6 +504,9 @@ def _publish(work: Path, out_dir: Path, result: ExportResult, report, req: Expor
     if naming.is_artifact(stale):  # an earlier attempt under this name, now superseded (bench would list it)
         shutil.rmtree(stale, ignore_errors=True)
         say(f"removed the superseded {stale.name}")
+    for partial in naming.stale_partials(out_dir, started):
+        shutil.rmtree(partial, ignore_errors=True)
+        say(f"removed {partial.name}, left by an interrupted export to {out_dir.name}")
 
 
 # ---------------------------------------------------------------------------------- the story
@@ -529,6 +534,8 @@ def export_run(
     max_noise: float = DEFAULT_NOISE_BUDGET,
     static_batch: int | None = None,
     int8_scheme: Int8Scheme | str = Int8Scheme.PORTABLE,
+    sign_key=None,
+    sign_password: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> ExportResult:
     """Export a training run; see the module docstring for the steps and failure behaviour.
@@ -539,6 +546,9 @@ def export_run(
     gate fails, and, for a target whose engine must be built elsewhere (TensorRT without
     TensorRT/CUDA here), MissingDependencyError AFTER the portable files are published and
     gated (``.result`` as well).
+
+    ``sign_key``: an EC private key (``mxa-edge keys``); a PUBLISHED artifact is signed with it
+    (``formats.provenance``) before it is renamed into place. A rejected one is never signed.
     """
     say = progress or (lambda msg: None)
     req = ExportRequest(
@@ -558,6 +568,10 @@ def export_run(
         int8_scheme=Int8Scheme(int8_scheme),
     ).validate()
     run_dir = Path(run_dir).absolute()
+    if sign_key is not None:  # an unusable key fails now, not after the export's minutes
+        from mxa_edge.formats.provenance import signing_key_fingerprint
+
+        signing_key_fingerprint(sign_key, sign_password)
     exporter = req.spec.make_exporter()
     ok, reason = exporter.available()
     if not ok:
@@ -581,7 +595,8 @@ def export_run(
     decision = loaded.run.decision
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=naming.PARTIAL_SUFFIX, dir=out_dir.parent))
+    started = work.stat().st_mtime
     os.chmod(work, default_mode(0o777))  # mkdtemp makes it owner-only: a service account must read it
     try:
         with _quiet_nncf(load=req.precision.qat or (req.precision.int8 and req.spec.accuracy_control)):
@@ -608,7 +623,12 @@ def export_run(
         golden["checked_on"] = _check_kernel_paths(req, out, work, ref, golden, guard, report, say)
         manifest = _records(req, loaded, out, report, qat_info, calib_set, opts, work, run_dir, golden, guard)
         result = ExportResult(None, report.passed, report.table, report.summary(), manifest, notes=opts.notes)
-        _publish(work, out_dir, result, report, req, say)
+        if sign_key is not None and report.passed:
+            from mxa_edge.formats.provenance import sign_folder
+
+            say("signing")
+            result.signed_by = sign_folder(work, sign_key, sign_password)
+        _publish(work, out_dir, result, report, req, say, started)
     finally:
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)

@@ -6,9 +6,17 @@ verified (numpy/stdlib only: this is on the light runtime path).
                       files {name: sha256}, ...
       model file(s)   model.onnx / model.int8.onnx / model.xml + model.bin / model.qdq.onnx
       drift.json      the drift gate's table; drift.png its plot
+      guard.npz       the input guard; golden/ the golden vectors of ``mxa-edge verify``
+      model.sig       optional: a model-signing signature over all of the above (provenance.py)
 
-Every model file's SHA-256 is checked against the manifest BEFORE anything loads it, so a
-truncated copy or a swapped file is refused instead of silently giving other predictions.
+``files`` lists EVERY file of the folder (the manifest and the signature aside) with its
+SHA-256, checked BEFORE anything loads: a truncated copy, a swapped model or an edited drift
+record is refused instead of silently giving other predictions or another sign-off table.
+Every path the manifest names is read through ``Artifact.member``: listed, hashed, inside.
+
+The drift gate's verdict travels with the artifact: ``load_artifact`` refuses one whose gate
+did not pass (or that has no verdict) unless the caller explicitly allows it, and checks the
+signature against the site's trusted keys when any are configured.
 """
 
 from __future__ import annotations
@@ -34,7 +42,9 @@ from mxa_edge.preprocess import Preprocess
 # 3: ``decision`` (calibration + per-finding operating points, fitted on the run's tuning split)
 # replaces the flat ``thresholds``, and drift.json is gate v2 on the held-out split.
 # 4: the graph has a ``features`` output and the artifact an input guard (``guard``, guard.npz).
-ARTIFACT_FORMAT_VERSION = 4
+# 5: ``files`` covers every file (drift.json, drift.png, guard, golden vectors): version 4 left
+# the drift record and the guard outside the digest, so it is refused.
+ARTIFACT_FORMAT_VERSION = 5
 DIGEST_FIELD = "artifact_sha256"
 
 
@@ -195,11 +205,39 @@ class ArtifactManifest:
             raise ArtifactError(f"{where}: malformed artifact manifest ({type(exc).__name__}: {exc})") from None
 
     def save(self, folder) -> None:
-        """Write manifest.json with its digest (``manifest_digest``)."""
+        """List every file in ``folder`` (but the manifest and a signature) in ``files`` and
+        write manifest.json with its digest (``manifest_digest``). Call it last: a file
+        written after it is not covered, and ``load_artifact`` never reads an unlisted file."""
+        self.files = hash_folder(folder)
+        if self.entry not in self.files:
+            raise ArtifactError(f"{folder}: the entry file {self.entry!r} was not written")
         d = self.to_dict()
         d.pop(DIGEST_FIELD, None)
         self.artifact_sha256 = manifest_digest(d)
         write_json(Path(folder) / naming.MANIFEST, {**d, DIGEST_FIELD: self.artifact_sha256})
+
+
+def hash_folder(folder) -> dict[str, str]:
+    """{relative posix path: sha256} of every regular file under ``folder``, except the
+    manifest and the signature (which signs the rest)."""
+    from mxa_edge.formats.provenance import SIGNATURE_FILE
+
+    folder = Path(folder)
+    out = {}
+    for f in sorted(folder.rglob("*")):
+        rel = f.relative_to(folder).as_posix()
+        if rel in (naming.MANIFEST, SIGNATURE_FILE) or f.is_dir():
+            continue
+        if f.is_symlink() or not f.is_file():
+            raise ArtifactError(f"{f}: not a regular file; an artifact holds regular files only")
+        out[rel] = sha256_file(f)
+    return out
+
+
+class RejectedArtifactError(ArtifactError):
+    """The artifact's drift gate did not pass (or it records no verdict): not for use."""
+
+    exit_code = 9
 
 
 @dataclass
@@ -208,6 +246,36 @@ class Artifact:
 
     path: Path
     manifest: ArtifactManifest
+    provenance: object = None  # provenance.Provenance: who signed it, and whether that was checked
+    allowed_rejected: bool = False  # loaded with allow_rejected although the gate did not pass
+
+    @property
+    def gate_passed(self) -> bool:
+        return bool((self.manifest.drift or {}).get("passed"))
+
+    def gate_failures(self) -> list[str]:
+        """The gate's reasons (one line each), or why there is no verdict."""
+        drift = self.manifest.drift
+        if not isinstance(drift, dict) or "passed" not in drift:
+            return ["no drift-gate verdict recorded"]
+        return [str(r) for r in drift.get("reasons") or []] or ([] if drift["passed"] else ["gate failed"])
+
+    def gate_line(self) -> str:
+        """ "passed", or the loud line every output of an allowed rejected artifact carries."""
+        if self.gate_passed:
+            return "passed"
+        failures = self.gate_failures()
+        shown = "; ".join(failures[:3]) + (f"; {len(failures) - 3} more" if len(failures) > 3 else "")
+        return f"REJECTED by the drift gate, used with --allow-rejected: {shown}"
+
+    def member(self, name: str) -> Path:
+        """The path of a file the manifest names, only if it is one of the hashed files (so it
+        is inside the folder and was checked by ``load_artifact``)."""
+        if not isinstance(name, str) or name not in self.manifest.files:
+            raise ArtifactError(
+                f"{self.manifest_path}: names {name!r}, which is not among its hashed files; the manifest was edited"
+            )
+        return self.path / name
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -246,11 +314,22 @@ class Artifact:
     def manifest_path(self) -> Path:
         return self.path / naming.MANIFEST
 
-    def drift_table(self) -> dict | None:
-        """drift.json's table (the export-time gate), or None when the artifact has none."""
-        path = self.path / naming.DRIFT
-        if not path.is_file():
+    def input_guard(self):
+        """The artifact's input guard (``mxa_edge.guard.InputGuard``) read through ``member``,
+        or None for an artifact without one."""
+        record = self.manifest.guard
+        if not record:
             return None
+        from mxa_edge.guard import GUARD_FILE, InputGuard
+
+        path = self.member(record.get("file", GUARD_FILE))
+        return InputGuard.load(path.parent, {**record, "file": path.name})
+
+    def drift_table(self) -> dict | None:
+        """drift.json's table (the export-time gate, hash-checked), or None when the artifact has none."""
+        if naming.DRIFT not in self.manifest.files:
+            return None
+        path = self.member(naming.DRIFT)
         try:
             table = read_json(path)
         except (OSError, ValueError) as exc:
@@ -260,8 +339,15 @@ class Artifact:
         return table
 
 
-def load_artifact(path) -> Artifact:
-    """Read ``path/manifest.json`` and verify every listed file; raises ArtifactError."""
+def load_artifact(path, *, allow_rejected: bool = False, trust=None) -> Artifact:
+    """Read ``path/manifest.json``, verify every listed file, check the signature against the
+    trusted keys (``trust``: public key paths; None: ``MXA_EDGE_TRUST``; () : none) and the
+    drift gate's verdict. Raises ArtifactError (UntrustedArtifactError, RejectedArtifactError).
+
+    ``allow_rejected``: return an artifact whose gate failed (for investigating it); the
+    caller must then say so on every result (``Artifact.gate_line``)."""
+    from mxa_edge.formats.provenance import check_provenance
+
     path = Path(path)
     previous = previous_path(path)
     if not path.exists() and previous.is_dir():
@@ -290,4 +376,14 @@ def load_artifact(path) -> Artifact:
             raise ArtifactError(f"{f}: missing; the artifact is incomplete (copy the whole folder)")
         if sha256_file(f) != expected:
             raise ArtifactError(f"{f}: SHA-256 differs from the manifest; the file was changed or is incomplete")
-    return Artifact(path, manifest)
+    artifact = Artifact(path, manifest, provenance=check_provenance(path, trust))
+    if not artifact.gate_passed:
+        if not allow_rejected:
+            failures = artifact.gate_failures()
+            shown = "; ".join(failures[:4]) + (f"; {len(failures) - 4} more" if len(failures) > 4 else "")
+            raise RejectedArtifactError(
+                f"{path}: its drift gate did not pass ({shown}); not for use. "
+                "--allow-rejected loads it for investigation, marked on every result"
+            )
+        artifact.allowed_rejected = True
+    return artifact

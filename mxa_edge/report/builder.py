@@ -48,10 +48,13 @@ class ReportData:
     gaps: list[str] = field(default_factory=list)
     generated: str = ""
     tool_version: str = ""
+    signature: str = ""  # provenance.Provenance.describe()
+    rejected: str | None = None  # the loud line of an artifact loaded with --allow-rejected
 
 
 def default_out(artifact_path: Path) -> Path:
-    return Path(artifact_path) / "report.html"
+    """``<artifact folder name>.report.html`` in the current folder: nothing is written into an artifact."""
+    return Path(f"{Path(artifact_path).resolve().name}.report.html")
 
 
 def build_report(
@@ -63,15 +66,20 @@ def build_report(
     *,
     n_boot: int = 1000,
     seed: int = 0,
+    force: bool = False,
     progress: Callable[[str], None] | None = None,
+    allow_rejected: bool = False,
+    trust=None,
 ) -> Path:
     """Write the HTML report of an exported artifact; returns its path.
 
     ``data``: a CheXpert-layout root for the ROC/calibration/gallery images (default: the source
     run's data root from its manifest). ``bench``: a ``mxa-edge bench --json`` file (optional).
-    ``out``: default ARTIFACT/report.html. ``gallery``: overlay images (0: none). ``n_boot``:
-    bootstrap resamples for the per-model AUC CIs (and for the whole table when the artifact has
-    no drift.json).
+    ``out``: default ``<artifact folder name>.report.html`` in the current folder; checked by
+    ``mxa_edge.outputs`` before any work (never inside an artifact or run, never over an input,
+    an existing file only when it is an earlier report or with ``force``). ``gallery``: overlay
+    images (0: none). ``n_boot``: bootstrap resamples for the per-model AUC CIs (and for the
+    whole table when the artifact has no drift.json).
 
     Raises ArtifactError (missing or tampered artifact), DatasetError (a ``data`` folder that
     is not a CheXpert root), ConfigError (bad arguments or an unreadable bench file). Anything
@@ -83,6 +91,7 @@ def build_report(
     from mxa_edge import __version__
     from mxa_edge.fileio import atomic_path
     from mxa_edge.formats import load_artifact
+    from mxa_edge.outputs import check_output
     from mxa_edge.report import html, records, scores
     from mxa_edge.report.tables import NO_RECORD, pathology_table
 
@@ -91,10 +100,11 @@ def build_report(
         raise ConfigError(f"--gallery must be 0 or more, got {gallery}")
     if n_boot < 0:
         raise ConfigError(f"n_boot must be 0 or more, got {n_boot}")
+    out = Path(out) if out is not None else default_out(artifact)
+    check_output(out, "html", inputs=[artifact] + ([bench] if bench is not None else []), force=force)
     say("verifying the artifact")
-    art = load_artifact(artifact)
+    art = load_artifact(artifact, allow_rejected=allow_rejected, trust=trust)
     art.path = art.path.absolute()
-    out = Path(out) if out is not None else default_out(art.path)
     bench_rec = records.read_bench(bench) if bench is not None else None  # fail early on a bad file
     drift = art.drift_table()
     gaps: list[str] = []
@@ -181,6 +191,8 @@ def build_report(
         gaps=gaps,
         tool_version=__version__,
         generated=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        signature=art.provenance.describe(),
+        rejected=art.gate_line() if art.allowed_rejected else None,
     )
     if bench_rec is None:
         gaps.append("No benchmark supplied (--bench).")
@@ -210,7 +222,7 @@ def build_report(
         from mxa_edge.report.gallery import build_gallery
 
         try:
-            d.gallery = build_gallery(art.path, valid, gallery)
+            d.gallery = build_gallery(art.path, valid, gallery, allow_rejected=art.allowed_rejected)
             d.has_truth_boxes = bool(valid.boxes)
         except MxaError as exc:
             d.gallery_why = f"gallery unavailable: {exc}"

@@ -100,8 +100,11 @@ def _upscaled(result, side: int):
     )
 
 
-def build_gallery(artifact_path, validation, n: int, max_side: int = 384) -> list[GalleryItem]:
-    """Overlays for ``n`` validation images; raises what Predictor raises (no engine here...)."""
+def build_gallery(
+    artifact_path, validation, n: int, max_side: int = 384, *, allow_rejected: bool = False
+) -> list[GalleryItem]:
+    """Overlays for ``n`` validation images; raises what Predictor raises (no engine here...).
+    The caller has checked the artifact's signature; ``allow_rejected`` as it loaded it."""
     from mxa_edge.labels import CHEXPERT_LABELS
     from mxa_edge.runtime.overlay import render_overlay
     from mxa_edge.runtime.predict import PredictionResult, Predictor
@@ -110,7 +113,7 @@ def build_gallery(artifact_path, validation, n: int, max_side: int = 384) -> lis
         return []
     split = validation.arrays.split
     idx = pick_images(split, validation.boxes, n)
-    predictor = Predictor(artifact_path)
+    predictor = Predictor(artifact_path, allow_rejected=allow_rejected, trust=())
     items = []
     for i, res in zip(idx, predictor.predict_files([split.paths[i] for i in idx], keep_image=True)):
         rel = split.rel_paths[i]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from html import escape
 
+from mxa_edge.outputs import REPORT_META
 from mxa_edge.report.figures import png_data_uri
 from mxa_edge.report.records import flatten
 from mxa_edge.report.tables import FAIL, NO_RECORD, NOT_EVALUABLE, PASS, split_name
@@ -37,6 +38,7 @@ table.kv th { width: 220px; }
 tfoot td { font-weight: 600; background: var(--bg); }
 .badge { display: inline-block; padding: 1px 8px; border-radius: 3px; font-weight: 700; font-size: 12px; color: #fff; }
 .badge.pass { background: var(--pass); } .badge.fail { background: var(--fail); }
+.rejected-banner { background: var(--fail); color: #fff; padding: .5em .8em; margin: .5em 0; }
 .badge.na { background: #8d96a3; } .badge.big { font-size: 15px; padding: 3px 12px; }
 .ne { color: var(--muted); font-style: italic; }
 .ci, .rn { display: block; color: var(--muted); font-size: 11px; }
@@ -181,7 +183,9 @@ def header(d) -> str:
         f'<div class="sub" id="verdict-split">{e(provenance(d))}{" " + e(ac) if ac else ""}</div>'
         f'<div class="sub">Report generated {e(d.generated)} by mxa-edge {e(d.tool_version)} '
         "for sign-off before deployment.</div>"
-        f"<nav>{nav}</nav></header>"
+        f'<div class="sub" id="signature">Signature: {e(d.signature)}</div>'
+        + (f'<div class="rejected-banner" id="rejected"><b>{e(d.rejected)}</b></div>' if d.rejected else "")
+        + f"<nav>{nav}</nav></header>"
     )
 
 
@@ -210,12 +214,13 @@ def identity(d) -> str:
         (
             "Artifact sha256",
             f'<code class="hash">{e(d.artifact_sha256)}</code><br><span class="note">sha256 of the canonical manifest, '
-            "which lists every model file's sha256</span>",
+            "which lists every file's sha256: the files agree with each other (anyone can recompute it)</span>",
         ),
+        ("Signature", e(d.signature)),
         ("Artifact folder", f"<code>{e(d.artifact_path)}</code>"),
         ("Model id", e(m.model_id)),
         ("Backend / entry", f"{e(m.runtime)} / <code>{e(m.entry)}</code>"),
-        ("Model files (sha256, verified)", files),
+        ("Files (sha256, verified)", files),
         ("Model", f"{e(spec.variant)} at {e(spec.image_size)} px, MXA: {value_html(spec.to_dict()['mxa'])}"),
         (
             "Cost (FP32, batch 1)",
@@ -869,6 +874,7 @@ def page(d) -> str:
     ]
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"{REPORT_META}"  # how ``mxa_edge.outputs`` knows that a later report may replace this file
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{e(d.manifest.model_id)}: validation report</title><style>{CSS}</style></head>"
         f"<body><main>{''.join(sections)}</main></body></html>\n"

@@ -161,9 +161,8 @@ def _guard_scores(artifact: Artifact, engine, arrays, features) -> tuple[np.ndar
     """The input guard's scores on the held-out images and on a small challenge set (inverted
     held-out images, generated textures and document pages: ``mxa_edge.data.ood``)."""
     from mxa_edge.data.ood import document_images, inverted, texture_images
-    from mxa_edge.guard import InputGuard
 
-    guard = InputGuard.load(artifact.path, artifact.manifest.guard)
+    guard = artifact.input_guard()
     pp = artifact.preprocess
     n = min(48, len(arrays))
     challenge = {

@@ -3,12 +3,17 @@
 Numpy and Pillow only (no matplotlib on the runtime path): the colormap is a small
 piecewise-linear table evaluated with ``np.interp``.
 
-What is drawn, on the radiograph at its own aspect ratio (long side capped at ``max_side``):
+What is drawn, on the radiograph at its own aspect ratio (long side capped at ``max_side``,
+``MAX_SIDE`` unless asked otherwise):
 - the spatial attention map of the first MXA block, resized to its box's pixel extent and
   blended inside that box (min-max scaled within the map: it shows where the block looked,
   relative to the rest of the box, not an absolute level);
 - every MXA ROI box, thin; the deepest one (the last) thick and bright;
 - the top findings with their probabilities, positives (at or above threshold) marked.
+
+The gray image given may be a downscaled copy of the original (``Predictor.predict_files`` with
+``keep_image`` keeps one, ``downscale``): the overlay's size and the scale of the boxes come
+from the result's ``width`` and ``height``, the ORIGINAL image's, which its boxes are in.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ DEEP_BOX_COLOUR = (255, 40, 40)  # the deepest MXA box
 POSITIVE_COLOUR = (255, 90, 90)
 TEXT_COLOUR = (240, 240, 240)
 
+MAX_SIDE = 1024  # the overlay's long side, in pixels, unless asked otherwise
+
 
 def colormap(values: np.ndarray) -> np.ndarray:
     """Values in [0, 1] (any shape) -> uint8 RGB (..., 3)."""
@@ -46,15 +53,34 @@ def colormap(values: np.ndarray) -> np.ndarray:
     return np.round(rgb).astype(np.uint8)
 
 
-def _to_rgb(gray: np.ndarray, max_side: int):
-    """Gray [0, 1] (H, W) -> (RGB Pillow image with the long side <= max_side, scale factor)."""
+def fitted_size(height: int, width: int, max_side: int) -> tuple[tuple[int, int], float]:
+    """((width, height) with the long side at most ``max_side``, the scale factor); never enlarged."""
+    scale = min(1.0, max_side / max(height, width))
+    return (max(1, round(width * scale)), max(1, round(height * scale))), scale
+
+
+def downscale(gray: np.ndarray, max_side: int = MAX_SIDE) -> np.ndarray:
+    """Gray float (H, W) -> float32 copy with the long side at most ``max_side`` (bilinear,
+    antialiased), the size ``render_overlay`` draws at; a small enough image comes back as is."""
     from PIL import Image
 
     h, w = gray.shape
-    scale = min(1.0, max_side / max(h, w))
+    size, scale = fitted_size(h, w, max_side)
+    if scale >= 1.0:
+        return gray
+    img = Image.fromarray(np.asarray(gray, dtype=np.float32), mode="F")
+    return np.asarray(img.resize(size, Image.BILINEAR), dtype=np.float32)
+
+
+def _to_rgb(gray: np.ndarray, height: int, width: int, max_side: int):
+    """Gray [0, 1] of an image of ``height`` x ``width`` pixels (possibly already downscaled)
+    -> (RGB Pillow image with the long side <= max_side, scale from original pixels to it)."""
+    from PIL import Image
+
+    size, scale = fitted_size(height, width, max_side)
     img = Image.fromarray(np.round(np.clip(gray, 0.0, 1.0) * 255).astype(np.uint8), mode="L")
-    if scale < 1.0:
-        img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
+    if img.size != size:
+        img = img.resize(size, Image.BILINEAR)
     return img.convert("RGB"), scale
 
 
@@ -88,11 +114,12 @@ def label_font(size: int):
         return ImageFont.load_default()
 
 
-def render_overlay(gray: np.ndarray, result, *, max_side: int = 1024, top_k: int = 5, alpha: float = 0.55):
-    """The overlay of one ``PredictionResult`` on its gray image; returns a Pillow RGB image."""
+def render_overlay(gray: np.ndarray, result, *, max_side: int = MAX_SIDE, top_k: int = 5, alpha: float = 0.55):
+    """The overlay of one ``PredictionResult`` on its gray image (the original or a downscaled
+    copy of it, e.g. ``result.image``); returns a Pillow RGB image."""
     from PIL import Image, ImageDraw
 
-    img, scale = _to_rgb(gray, max_side)
+    img, scale = _to_rgb(gray, result.height, result.width, max_side)
     if result.attention is not None and result.attention_box is not None:
         _blend_attention(img, result.attention, result.attention_box, scale, alpha)
     draw = ImageDraw.Draw(img)

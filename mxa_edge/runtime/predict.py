@@ -71,7 +71,9 @@ class PredictionResult:
     dicom: dict | None = None  # UIDs, Modality, BodyPartExamined, ViewPosition, frame used (DICOM inputs)
     attention_box: list[float] | None = None  # the frame of ``attention`` in image pixels
     attention: np.ndarray | None = field(default=None, repr=False)  # (h, w) spatial attention map
-    image: np.ndarray | None = field(default=None, repr=False)  # the decoded gray image, when kept
+    # The gray image when kept (``keep_image``): a copy downscaled to a long side of at most
+    # overlay.MAX_SIDE, so its shape may be smaller than (height, width); boxes stay in original pixels.
+    image: np.ndarray | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
         """JSON-ready summary (no arrays): per finding the calibrated ``probability``, the
@@ -130,6 +132,17 @@ class PredictionSkipped:
 
 
 @dataclass
+class _Prepared:
+    """A decoded image between decoding and its batch: only what the batch needs is kept."""
+
+    item: PlannedInput
+    tensor: np.ndarray  # the artifact's Preprocess output (channels, S, S) float32
+    height: int  # of the original image
+    width: int
+    image: np.ndarray | None = None  # downscaled gray copy, when kept for an overlay
+
+
+@dataclass
 class PlannedInput:
     """One input file after its DICOM header (if any) was read: what to do with it."""
 
@@ -143,8 +156,12 @@ class PlannedInput:
 def plan_inputs(paths: Iterable) -> list[PlannedInput]:
     """Read the DICOM headers (not the pixels) of ``paths``, decide what is skipped and why
     (``mxa_edge.dicom.skip_reason``), and order DICOM files by study, series and instance
-    number (each study where its first file was; other files keep their place)."""
+    number (each study where its first file was; other files keep their place).
+
+    A path that is not a regular file (a FIFO, socket, device or directory) is an error here,
+    before anything opens it: opening a FIFO would block until something writes to it."""
     from mxa_edge.dicom import is_dicom_file, read_header, skip_reason
+    from mxa_edge.imageio import irregular_file_problem
 
     planned: list[PlannedInput] = []
     keys = []
@@ -152,7 +169,10 @@ def plan_inputs(paths: Iterable) -> list[PlannedInput]:
     first_series: dict[tuple, int] = {}
     for i, path in enumerate(Path(p) for p in paths):
         key = (i, 0, 0, i)
-        if not is_dicom_file(path) or not path.is_file():
+        irregular = irregular_file_problem(path)
+        if irregular is not None:
+            planned.append(PlannedInput(path, error=irregular))
+        elif not is_dicom_file(path) or not path.is_file():
             planned.append(PlannedInput(path))
         else:
             try:
@@ -234,21 +254,28 @@ class Predictor:
     VerificationError when ``verify`` and this machine does not reproduce the gated outputs.
     """
 
-    def __init__(self, artifact_path, threads: int | None = None, *, verify: bool = True):
+    def __init__(
+        self,
+        artifact_path,
+        threads: int | None = None,
+        *,
+        verify: bool = True,
+        allow_rejected: bool = False,
+        trust=None,
+    ):
         from mxa_edge.formats import load_artifact
-        from mxa_edge.guard import InputGuard
         from mxa_edge.runtime.engines import open_engine
         from mxa_edge.runtime.verify import ensure_verified
 
-        self.artifact = load_artifact(artifact_path)  # hashes checked before anything loads
+        # Hashes, signature (``trust``) and the gate's verdict are checked before anything loads.
+        self.artifact = load_artifact(artifact_path, allow_rejected=allow_rejected, trust=trust)
         self.preprocess = self.artifact.preprocess
         self.labels = self.artifact.labels
         self.decision = self.artifact.decision
         self.thresholds = self.artifact.thresholds
         self.policies = {label: self.decision.label_policy(label) for label in self.labels}
         self.model_id = self.artifact.manifest.model_id
-        record = self.artifact.manifest.guard
-        self.guard = InputGuard.load(self.artifact.path, record) if record else None
+        self.guard = self.artifact.input_guard()
         self.engine = open_engine(self.artifact, threads)
         # First use on this machine: the golden vectors must reproduce (VerificationError if not).
         self.verification = ensure_verified(self.artifact, self.engine) if verify else None
@@ -260,9 +287,23 @@ class Predictor:
         grouped by study and series (``plan_inputs``), the other files in the order given.
 
         Images are decoded one at a time and run ``batch_size`` at a time; a file that cannot
-        be read yields a PredictionError and the others go on. ``keep_image`` keeps the decoded
-        gray image on each result (for overlays). ``strict_inputs``: an image the input guard
+        be read yields a PredictionError and the others go on. ``keep_image`` keeps a gray copy
+        of each image on its result for overlays, downscaled to a long side of at most
+        ``overlay.MAX_SIDE`` (1024) px (``render_overlay`` maps the boxes, which stay in original
+        pixels, with the result's width and height). ``strict_inputs``: an image the input guard
         flags becomes a PredictionError (its probabilities are not given out).
+
+        Memory is bounded per image, not per batch: each image is reduced to the artifact's
+        model-size input tensor right after it is decoded, and only that tensor, its original
+        (height, width) and the small kept copy wait for the batch. The peak above the loaded
+        model is one image's decode and preprocessing, about 8 bytes per pixel of the largest
+        PNG/JPEG (the float32 image, 4, and Pillow's float32 copy of it inside ``Preprocess``,
+        4; 12 for a landscape image, whose centre crop ``Preprocess`` copies first; decoding
+        alone peaks at 6: see ``load_radiograph``; a DICOM with a rescale and a window up to
+        about 28), plus one batch of model-size tensors (``batch_size`` x 4 bytes
+        x the model's input pixels) and the engine's activations; never ``batch_size``
+        full-size images. Measured: eight 8900 x 8900 16-bit PNGs, 0.7 GB (3.8 GB when the
+        batch's decoded images were all kept).
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -276,27 +317,37 @@ class Predictor:
                 pending.append(PredictionSkipped(str(item.path), item.skip, item.dicom))
                 continue
             try:
-                gray = load_radiograph(item.path, frame=item.frame)
+                pending.append(self._prepare(item, keep_image))
             except InputImageError as exc:
                 pending.append(PredictionError(str(item.path), exc.problem, item.dicom))
                 continue
-            pending.append((item, gray))
             n_images += 1
             if n_images == batch_size:
-                yield from self._flush(pending, keep_image, strict_inputs)
+                yield from self._flush(pending, strict_inputs)
                 pending, n_images = [], 0
-        yield from self._flush(pending, keep_image, strict_inputs)
+        yield from self._flush(pending, strict_inputs)
 
     def predict_arrays(self, images: list[np.ndarray], names: list[str] | None = None) -> list[PredictionResult]:
         """Predict gray float images (H, W) in [0, 1], as ``load_radiograph`` returns them."""
         names = names or [f"<array {i}>" for i in range(len(images))]
-        return self._run([PlannedInput(Path(n)) for n in names], list(images), keep_image=False)
+        return self._run(
+            [_Prepared(PlannedInput(Path(n)), self.preprocess(g), *g.shape) for n, g in zip(names, images)]
+        )
 
-    def _flush(self, pending, keep_image: bool, strict_inputs: bool) -> Iterator:
-        loaded = [p for p in pending if isinstance(p, tuple)]
-        results = iter(self._run([p for p, _ in loaded], [g for _, g in loaded], keep_image) if loaded else [])
+    def _prepare(self, item: PlannedInput, keep_image: bool) -> _Prepared:
+        """Decode one file and reduce it to what its batch needs; the full image is dropped on return."""
+        from mxa_edge.runtime.overlay import downscale
+
+        gray = load_radiograph(item.path, frame=item.frame)
+        height, width = gray.shape
+        tensor = self.preprocess(gray)
+        return _Prepared(item, tensor, height, width, downscale(gray) if keep_image else None)
+
+    def _flush(self, pending, strict_inputs: bool) -> Iterator:
+        loaded = [p for p in pending if isinstance(p, _Prepared)]
+        results = iter(self._run(loaded) if loaded else [])
         for item in pending:
-            if not isinstance(item, tuple):
+            if not isinstance(item, _Prepared):
                 yield item
                 continue
             result = next(results)
@@ -310,10 +361,10 @@ class Predictor:
             else:
                 yield result
 
-    def _run(self, items: list[PlannedInput], grays: list[np.ndarray], keep_image: bool) -> list[PredictionResult]:
+    def _run(self, prepared: list[_Prepared]) -> list[PredictionResult]:
         from mxa_edge.guard import FEATURES_OUTPUT
 
-        batch = np.stack([self.preprocess(g) for g in grays]).astype(np.float32, copy=False)
+        batch = np.stack([p.tensor for p in prepared]).astype(np.float32, copy=False)
         out = self.engine.run(batch)
         probs = self.decision.probabilities(out["logits"])
         positive = self.decision.decisions(probs)
@@ -321,8 +372,8 @@ class Predictor:
         att, att_box = out.get("attention"), out.get("attention_box")
         ood = self.guard.score(out[FEATURES_OUTPUT]) if self.guard is not None else None
         results = []
-        for i, (item, gray) in enumerate(zip(items, grays)):
-            h, w = gray.shape
+        for i, prep in enumerate(prepared):
+            item, h, w = prep.item, prep.height, prep.width
             p = {label: float(probs[i, j]) for j, label in enumerate(self.labels)}
             flagged = {label for j, label in enumerate(self.labels) if positive[i, j]}
             positives = [k for k, _ in sorted(p.items(), key=lambda kv: -kv[1]) if k in flagged]
@@ -345,7 +396,7 @@ class Predictor:
                     roi_boxes=boxes,
                     attention_box=a_box,
                     attention=np.asarray(att[i, 0], dtype=np.float32) if att is not None else None,
-                    image=gray if keep_image else None,
+                    image=prep.image,
                 )
             )
         return results

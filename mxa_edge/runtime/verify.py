@@ -121,10 +121,16 @@ def load_golden(artifact) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         raise ArtifactError(f"{artifact.path}: carries no golden vectors; re-export it with this version")
     out = []
     for rel in GOLDEN_FILES.values():
-        path = artifact.path / rel
-        if not path.is_file() or sha256_file(path) != rec["files"].get(rel):
+        path = artifact.member(rel)  # listed and hash-checked by load_artifact
+        if sha256_file(path) != (rec.get("files") or {}).get(rel):
             raise ArtifactError(f"{path}: missing or changed since export; the artifact is incomplete or edited")
-        out.append(np.load(path, allow_pickle=False))
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:  # e.g. an object array: never unpickled
+            raise ArtifactError(f"{path}: not a plain numeric array ({str(exc).splitlines()[0]})") from None
+        if array.dtype.kind not in "uif":
+            raise ArtifactError(f"{path}: holds {array.dtype} values, not numbers; the artifact was edited")
+        out.append(array)
     return tuple(out)
 
 
@@ -157,9 +163,9 @@ def verify_artifact(artifact, engine=None, threads: int | None = None) -> Verify
     logits = np.asarray(outputs["logits"], np.float64)
     guard = None
     if rec.get("guard") and artifact.manifest.guard:
-        from mxa_edge.guard import FEATURES_OUTPUT, InputGuard
+        from mxa_edge.guard import FEATURES_OUTPUT
 
-        guard = InputGuard.load(artifact.path, artifact.manifest.guard)
+        guard = artifact.input_guard()
         scores = guard.score(outputs[FEATURES_OUTPUT])
     gaps = golden_gaps(logits, scores if guard is not None else None, recorded, rec)
     report.max_abs_logit = gaps["max_abs_logit"]
