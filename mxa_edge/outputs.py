@@ -16,14 +16,13 @@ when the output:
    header predict writes, the report's generator tag, bench's JSON keys, the ``Software``
    text chunk of the PNGs written here), unless ``force``. ``force`` never lifts 1-3.
 
-Standard library only: this module is on the light runtime path (predict has no torch).
+Standard library and Pillow only: this module is on the light runtime path (predict has no torch).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -44,31 +43,18 @@ BENCH_PNG_SOFTWARE = "mxa-edge bench"  # bench --plot: PNG tEXt chunk "Software"
 OVERLAY_PNG_SOFTWARE = "mxa-edge predict"  # predict --overlay: PNG tEXt chunk "Software"
 PNG_SOFTWARE_KEY = "Software"
 
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _MAX_JSON_BYTES = 64 * 2**20  # a bench JSON is kilobytes: a larger file is not one
 
 
 def png_software(path) -> str | None:
-    """The ``Software`` tEXt chunk of a PNG file, or None (not a PNG, no such chunk, unreadable)."""
+    """The ``Software`` text chunk of a PNG file, or None (not a PNG, no such chunk, unreadable).
+    Pillow reads the chunks before the image data when it opens the file; no pixel is decoded."""
+    from PIL import Image, UnidentifiedImageError
+
     try:
-        with open(path, "rb") as f:
-            if f.read(8) != _PNG_SIGNATURE:
-                return None
-            while True:
-                head = f.read(8)
-                if len(head) < 8:
-                    return None
-                length, kind = struct.unpack(">I4s", head)
-                if kind in (b"IDAT", b"IEND"):
-                    return None  # text chunks written by Pillow/matplotlib come before the image data
-                if kind != b"tEXt":
-                    f.seek(length + 4, os.SEEK_CUR)
-                    continue
-                key, _, value = f.read(length).partition(b"\0")
-                f.seek(4, os.SEEK_CUR)
-                if key.decode("latin-1") == PNG_SOFTWARE_KEY:
-                    return value.decode("latin-1")
-    except (OSError, struct.error):
+        with Image.open(path) as im:
+            return im.info.get(PNG_SOFTWARE_KEY) if im.format == "PNG" else None
+    except (OSError, UnidentifiedImageError, ValueError):
         return None
 
 
