@@ -35,9 +35,9 @@ from pathlib import Path
 import torch
 
 from mxa_edge.formats import RunRecord, is_run
+from mxa_edge.formats.model_spec import ModelSpec, MXAConfig
 from mxa_edge.labels import LABEL_ABBREVIATIONS
 from mxa_edge.metrics import paired_auc_delta, sigmoid
-from mxa_edge.models.configs import ModelSpec, MXAConfig
 from mxa_edge.models.student import build_student
 from mxa_edge.models.weights import load_run
 from mxa_edge.training.config import TrainConfig

@@ -49,7 +49,7 @@ def load_model(run: Path | None, variant: str, size: int, seed: int):
 
         model, _ = load_run(RunRecord.load(run))
         return model.eval()
-    from mxa_edge.models.configs import ModelSpec, MXAConfig
+    from mxa_edge.formats.model_spec import ModelSpec, MXAConfig
     from mxa_edge.models.student import build_student
 
     with torch.random.fork_rng():

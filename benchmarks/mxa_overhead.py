@@ -31,8 +31,8 @@ from mxa_edge import backends
 from mxa_edge.bench.timing import measure_interleaved, paired_ratio
 from mxa_edge.export.prepare import AuxOutputs, count_flops, fuse_model
 from mxa_edge.formats import Precision
+from mxa_edge.formats.model_spec import ModelSpec, MXAConfig
 from mxa_edge.machine import isa_line, physical_cores
-from mxa_edge.models.configs import ModelSpec, MXAConfig
 from mxa_edge.models.student import build_student
 from mxa_edge.runtime.engines import open_model_file
 

@@ -35,8 +35,8 @@ from mxa_edge.bench.timing import measure_interleaved, paired_ratio
 from mxa_edge.data.arrays import decode_resized
 from mxa_edge.data.chexpert import read_split
 from mxa_edge.data.phantom import generate_phantom_dataset
+from mxa_edge.formats.model_spec import ModelSpec
 from mxa_edge.machine import physical_cores
-from mxa_edge.models.configs import ModelSpec
 from mxa_edge.models.student import build_student
 from mxa_edge.preprocess import Preprocess
 from mxa_edge.training.augment import RandAugmentGray

@@ -84,7 +84,7 @@ def quick_run(
     from mxa_edge.data.chexpert import dataset_fingerprint
     from mxa_edge.data.phantom import generate_phantom_dataset
     from mxa_edge.formats import DataSelection, RunRecord
-    from mxa_edge.models.configs import ModelSpec
+    from mxa_edge.formats.model_spec import ModelSpec
     from mxa_edge.models.student import MultiLabelStudent
     from mxa_edge.models.weights import save_weights
     from mxa_edge.preprocess import Preprocess

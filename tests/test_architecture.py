@@ -201,7 +201,7 @@ def test_registry_refuses_clashes_and_unknown_targets(toy_target):
     with pytest.raises(ConfigError, match="expected one of onnx, openvino, tensorrt, torchscript"):
         backends.get("coreml")
     with pytest.raises(ConfigError, match="exports FP32, not INT8"):
-        toy_target.check_options(backends.get("onnx").precisions[1])
+        backends.check_options(toy_target, backends.get("onnx").precisions[1])
 
 
 def test_private_names_are_not_imported_across_packages():

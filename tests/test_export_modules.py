@@ -13,7 +13,7 @@ from mxa_edge.export.export_modules import (
     export_equivalent,
 )
 from mxa_edge.export.prepare import AuxOutputs, fuse_model
-from mxa_edge.models.configs import ModelSpec, MXAConfig
+from mxa_edge.formats.model_spec import ModelSpec, MXAConfig
 from mxa_edge.models.mxa import ExportMXABlock, MXABlock
 from mxa_edge.models.student import build_student
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mxa_edge.models.configs import ModelSpec, MXAConfig
+from mxa_edge.formats.model_spec import ModelSpec, MXAConfig
 from mxa_edge.models.mxa import MXABlock, roi_align_resize, roi_paste
 from mxa_edge.models.student import build_student
 

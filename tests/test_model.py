@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mxa_edge.formats.model_spec import VARIANTS, ModelSpec, MXAConfig
 from mxa_edge.labels import NUM_LABELS
-from mxa_edge.models.configs import VARIANTS, ModelSpec, MXAConfig
 from mxa_edge.models.mxa import ChannelAttention, MXABlock, RoiPredictor, roi_align_resize
 from mxa_edge.models.student import build_student
 

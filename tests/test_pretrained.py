@@ -18,7 +18,7 @@ def timm_m0():
 
 
 def _student(variant="m0", size=64, seed=0):
-    from mxa_edge.models.configs import ModelSpec, MXAConfig
+    from mxa_edge.formats.model_spec import ModelSpec, MXAConfig
     from mxa_edge.models.student import build_student
 
     torch.manual_seed(seed)

@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
-from mxa_edge.models.configs import ModelSpec  # noqa: E402
+from mxa_edge.formats.model_spec import ModelSpec  # noqa: E402
 
 SIZE = 64
 

@@ -7,7 +7,7 @@ ONNX Runtime, OpenVINO, TensorRT) load only when used.
 from mxa_edge.backends import onnxruntime as _onnxruntime  # noqa: F401  (declares "onnx")
 from mxa_edge.backends import openvino as _openvino  # noqa: F401  (declares "openvino")
 from mxa_edge.backends import tensorrt as _tensorrt  # noqa: F401  (declares "tensorrt")
-from mxa_edge.backends.registry import all_specs, for_runtime, get, names, register, unregister
+from mxa_edge.backends.registry import all_specs, check_options, for_runtime, get, names, register, unregister
 from mxa_edge.backends.spec import (
     CALIB_METHODS,
     BackendOutput,
@@ -27,6 +27,7 @@ __all__ = [
     "ExportOptions",
     "all_specs",
     "check_batch",
+    "check_options",
     "for_runtime",
     "get",
     "names",

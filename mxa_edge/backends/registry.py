@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from mxa_edge.backends.spec import BackendSpec
 from mxa_edge.errors import ConfigError
+from mxa_edge.formats.precision import Precision
 
 _SPECS: dict[str, BackendSpec] = {}
 
@@ -48,3 +49,31 @@ def for_runtime(runtime: str) -> BackendSpec:
         if spec.runtime == runtime:
             return spec
     raise ConfigError(f"no backend runs {runtime!r} here; known runtimes: {', '.join(s.runtime for s in all_specs())}")
+
+
+def check_options(
+    spec: BackendSpec, precision: Precision, *, fp16: bool = False, static_batch: int | None = None
+) -> None:
+    """ConfigError for a combination target ``spec`` cannot export (messages name the registered
+    targets that can)."""
+    if fp16 and precision.int8 and not spec.int8_with_fp16:
+        if precision.qat:
+            raise ConfigError("--qat gives an INT8 model; drop --fp16")
+        raise ConfigError(
+            f"--fp16 and --int8 together are only meaningful for targets with INT8+FP16 engines "
+            f"({', '.join(s.name for s in all_specs() if s.int8_with_fp16) or 'none'})"
+        )
+    if precision not in spec.precisions:
+        if precision is Precision.QAT_INT8:
+            raise ConfigError(f"--qat is not available for --target {spec.name}")
+        wanted = precision.label
+        offered = ", ".join(p.label for p in spec.precisions)
+        raise ConfigError(f"--target {spec.name} exports {offered}, not {wanted}")
+    if static_batch is not None and (not spec.static_batch or static_batch < 1):
+        raise ConfigError(
+            f"--static-batch takes a batch size >= 1 and applies to targets with a fixed-batch export "
+            f"({', '.join(s.name for s in all_specs() if s.static_batch) or 'none'}), "
+            f"got {static_batch} for {spec.name}"
+        )
+    if spec.validate is not None:
+        spec.validate(precision, fp16, static_batch)

@@ -121,30 +121,6 @@ class BackendSpec:
     def qat(self) -> bool:
         return Precision.QAT_INT8 in self.precisions
 
-    def check_options(self, precision: Precision, *, fp16: bool = False, static_batch: int | None = None) -> None:
-        """ConfigError for a combination this target cannot export."""
-        if fp16 and precision.int8 and not self.int8_with_fp16:
-            if precision.qat:
-                raise ConfigError("--qat gives an INT8 model; drop --fp16")
-            raise ConfigError(
-                f"--fp16 and --int8 together are only meaningful for targets with INT8+FP16 engines "
-                f"({', '.join(s.name for s in _registered() if s.int8_with_fp16) or 'none'})"
-            )
-        if precision not in self.precisions:
-            if precision is Precision.QAT_INT8:
-                raise ConfigError(f"--qat is not available for --target {self.name}")
-            wanted = precision.label
-            offered = ", ".join(p.label for p in self.precisions)
-            raise ConfigError(f"--target {self.name} exports {offered}, not {wanted}")
-        if static_batch is not None and (not self.static_batch or static_batch < 1):
-            raise ConfigError(
-                f"--static-batch takes a batch size >= 1 and applies to targets with a fixed-batch export "
-                f"({', '.join(s.name for s in _registered() if s.static_batch) or 'none'}), "
-                f"got {static_batch} for {self.name}"
-            )
-        if self.validate is not None:
-            self.validate(precision, fp16, static_batch)
-
     def make_exporter(self):
         return resolve(self.exporter)()
 
@@ -152,12 +128,6 @@ class BackendSpec:
         if self.engine is None:
             raise ConfigError(f"the {self.name} target has no engine")
         return resolve(self.engine)(Path(model_file), precision=precision, threads=threads, cache=cache)
-
-
-def _registered():
-    from mxa_edge.backends import registry
-
-    return registry.all_specs()
 
 
 def check_batch(batch: np.ndarray) -> np.ndarray:

@@ -75,7 +75,7 @@ class ExportRequest:
     int8_scheme: Int8Scheme = Int8Scheme.PORTABLE
 
     def validate(self) -> ExportRequest:
-        self.spec.check_options(self.precision, fp16=self.fp16, static_batch=self.static_batch)
+        backends.check_options(self.spec, self.precision, fp16=self.fp16, static_batch=self.static_batch)
         self.gate.validate()
         if self.calib_method not in backends.CALIB_METHODS:
             raise ConfigError(

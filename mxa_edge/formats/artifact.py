@@ -30,11 +30,11 @@ from mxa_edge.errors import ArtifactError
 from mxa_edge.fileio import previous_path, read_json, sha256_file, write_json
 from mxa_edge.formats import naming
 from mxa_edge.formats.decision import DecisionRule
+from mxa_edge.formats.model_spec import ModelSpec
 from mxa_edge.formats.precision import NumericFormat, Precision
 from mxa_edge.formats.run import check_header, read_manifest_json
 from mxa_edge.formats.selection import DataSelection
 from mxa_edge.labels import CHEXPERT_LABELS
-from mxa_edge.models.configs import ModelSpec
 from mxa_edge.preprocess import Preprocess
 
 # 2: the manifest carries ``artifact_sha256``, its own digest (version 1 had none and cannot be

@@ -14,9 +14,9 @@ from mxa_edge.errors import ArtifactError
 from mxa_edge.fileio import read_json, write_json
 from mxa_edge.formats import naming
 from mxa_edge.formats.decision import DecisionRule
+from mxa_edge.formats.model_spec import ModelSpec
 from mxa_edge.formats.selection import DataSelection
 from mxa_edge.labels import CHEXPERT_LABELS
-from mxa_edge.models.configs import ModelSpec
 from mxa_edge.preprocess import Preprocess
 
 # 2: the tuning split in ``data`` and the ``decision`` section (calibration + operating points)

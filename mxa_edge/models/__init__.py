@@ -1,1 +1,2 @@
-"""Model definitions. ``configs`` is torch-free; the other modules need the [train] extra."""
+"""Model definitions (the [train] extra); their configs (``ModelSpec``) are torch-free data in
+``formats.model_spec``."""

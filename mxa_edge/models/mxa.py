@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from timm.models.efficientvit_msra import ConvNorm
 from torch import nn
 
-from mxa_edge.models.configs import MXAConfig
+from mxa_edge.formats.model_spec import MXAConfig
 
 
 class RoiPredictor(nn.Module):

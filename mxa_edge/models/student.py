@@ -11,7 +11,7 @@ import torch
 from timm.models.efficientvit_msra import EfficientVitMsra
 from torch import nn
 
-from mxa_edge.models.configs import ModelSpec
+from mxa_edge.formats.model_spec import ModelSpec
 from mxa_edge.models.mxa import AttentionWithMXA, MXABlock
 from mxa_edge.preprocess import XRV_RANGE
 

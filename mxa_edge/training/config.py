@@ -15,7 +15,7 @@ class TrainConfig:
     image_size: int = 112
     mxa: bool = True
     mxa_placement: str = "stage"
-    mxa_fusion: str = "zoom"  # zoom (the paper's) | paste (models.configs.MXAConfig.fusion)
+    mxa_fusion: str = "zoom"  # zoom (the paper's) | paste (formats.model_spec.MXAConfig.fusion)
     student_weights: str | None = None  # local timm EfficientViT checkpoint to start from (never downloaded)
     kd: bool = True
     teacher: str = "finetune"  # finetune | xrv | none

@@ -41,8 +41,8 @@ from mxa_edge.errors import ConfigError, DatasetError
 from mxa_edge.evaluation import decision_metrics
 from mxa_edge.fileio import atomic_path, read_json, sha256_file, write_json
 from mxa_edge.formats import DataSelection, DecisionRule, RunRecord, naming
+from mxa_edge.formats.model_spec import ModelSpec, MXAConfig
 from mxa_edge.metrics import evaluate, sigmoid
-from mxa_edge.models.configs import ModelSpec, MXAConfig
 from mxa_edge.models.weights import save_weights
 from mxa_edge.paths import cache_dir
 from mxa_edge.preprocess import Preprocess, unit_to_range

@@ -1,7 +1,7 @@
 """Student model variants as data (the paper's Table H.1), not subclasses.
 
 This module is torch-free so the CLI, manifests and the runtime can read model configs
-without the [train] extra. ``mxa_edge.models.student.build_student`` turns a ``ModelSpec``
+without the [train] extra (so it lives in ``formats``). ``mxa_edge.models.student.build_student`` turns a ``ModelSpec``
 into a network.
 """
 
