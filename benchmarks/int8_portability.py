@@ -50,7 +50,7 @@ def _export(run: Path, target: str, scheme: str, out: Path, qat: bool = False) -
 
 def _gate(ref, probs_new, decision, guard=None, features_new=None):
     """The export's own gate (default bounds), the input guard's flag-rate rise included."""
-    from mxa_edge.export import drift
+    from mxa_edge import drift
     from mxa_edge.guard import guard_drift
 
     v = ref.valid
@@ -102,7 +102,7 @@ def main() -> None:
 
     from mxa_edge.export.pipeline import _load, _reference
     from mxa_edge.formats import load_artifact
-    from mxa_edge.guard import FEATURES_OUTPUT
+    from mxa_edge.guard import FEATURES_OUTPUT, load_guard
     from mxa_edge.machine import int8_kernel_class, isa_line
     from mxa_edge.runtime import kernel_paths
     from mxa_edge.runtime.engines import open_engine
@@ -133,7 +133,7 @@ def main() -> None:
         art_dir = _export(run, target, scheme, out_root / name, qat)
         art = load_artifact(art_dir)
         engine = open_engine(art, args.threads)
-        guard = art.input_guard()
+        guard = load_guard(art)
         scored = score(engine_runner(engine), ref.x, outputs=("logits", FEATURES_OUTPUT))
         native = np.asarray(scored["logits"])
         t = time.perf_counter()

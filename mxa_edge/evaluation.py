@@ -198,18 +198,15 @@ def _init_rois(source: RunRecord | str, arrays: SplitArrays, pp: Preprocess, rep
     """(boxes of the run's model at initialisation (N, K, 4), None), or (None, why they are missing)."""
     if isinstance(source, str):
         return None, source
-    try:
-        from mxa_edge.models.weights import initial_student
-    except ImportError:  # a runtime-only install evaluating an artifact
-        return None, "torch is not installed"
-    from mxa_edge.scoring import score, torch_runner
+    from mxa_edge import torch_side
+    from mxa_edge.scoring import score
 
-    model, why = initial_student(source)
+    model, why = torch_side.initial_student(source)  # (None, "torch is not installed") on a runtime install
     if model is None:
         return None, why
     to_input = functools.partial(arrays.model_input, preprocess=pp)
     out = score(
-        torch_runner(model, aux=True),
+        torch_side.model_runner(model, aux=True),
         arrays,
         batch=128,
         to_input=to_input,
@@ -220,12 +217,13 @@ def _init_rois(source: RunRecord | str, arrays: SplitArrays, pp: Preprocess, rep
 
 
 def _run_outputs(run: RunRecord, arrays: SplitArrays, pp: Preprocess):
-    from mxa_edge.models.weights import load_run
-    from mxa_edge.scoring import score, torch_runner
+    from mxa_edge import torch_side
+    from mxa_edge.scoring import score
 
-    model, _ = load_run(run)
+    model = torch_side.load_run_model(run)
     to_input = functools.partial(arrays.model_input, preprocess=pp)
-    out = score(torch_runner(model, aux=True), arrays, batch=128, to_input=to_input, outputs=("logits", "roi"))
+    runner = torch_side.model_runner(model, aux=True)
+    out = score(runner, arrays, batch=128, to_input=to_input, outputs=("logits", "roi"))
     return out["logits"], out.get("roi")
 
 

@@ -29,14 +29,15 @@ softmax over classes to be unsure about), and a phantom-trained model is confide
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from mxa_edge.errors import ArtifactError
+from mxa_edge.formats.naming import GUARD_FILE
+from mxa_edge.formats.records import GuardFlagRates, GuardRecord
 
-GUARD_FILE = "guard.npz"
 FEATURES_OUTPUT = "features"
 DEFAULT_PERCENTILE = 99.0
 MAX_FIT_IMAGES = 4000  # training images whose features fit the mean/covariance (a seeded sample beyond)
@@ -73,22 +74,25 @@ class InputGuard:
 
     # --- storage -----------------------------------------------------------------------------
 
-    def record(self) -> dict:
-        """What the artifact manifest says about the guard (the arrays are in ``guard.npz``)."""
-        return {
-            "file": GUARD_FILE,
-            "method": METHOD,
-            "output": FEATURES_OUTPUT,
-            "feature_dim": self.dim,
-            "threshold": float(self.threshold),
-            "threshold_rule": f"{self.percentile:g}th percentile of the tuning split's scores (FP32 model)",
-            "percentile": float(self.percentile),
-            "fitted_on": {"mean_covariance": "train", "threshold": "tune"},
-            "n_fit": int(self.n_fit),
-            "n_threshold": int(self.n_threshold),
-            "shrinkage": self.shrinkage,
-            "tune_scores": dict(self.tune_scores),
-        }
+    def record(self, held_out: dict | None = None, challenge: dict | None = None) -> GuardRecord:
+        """What the artifact manifest says about the guard (the arrays are in ``guard.npz``);
+        ``held_out``: its measured flag rates (``guard_drift``), ``challenge``: kind -> {n, flagged}."""
+        return GuardRecord(
+            file=GUARD_FILE,
+            method=METHOD,
+            output=FEATURES_OUTPUT,
+            feature_dim=self.dim,
+            threshold=float(self.threshold),
+            threshold_rule=f"{self.percentile:g}th percentile of the tuning split's scores (FP32 model)",
+            percentile=float(self.percentile),
+            fitted_on={"mean_covariance": "train", "threshold": "tune"},
+            n_fit=int(self.n_fit),
+            n_threshold=int(self.n_threshold),
+            shrinkage=self.shrinkage,
+            tune_scores=dict(self.tune_scores),
+            held_out=GuardFlagRates.optional(held_out),
+            challenge=challenge,
+        )
 
     def save(self, folder) -> str:
         path = Path(folder) / GUARD_FILE
@@ -97,9 +101,9 @@ class InputGuard:
         return GUARD_FILE
 
     @classmethod
-    def load(cls, folder, record: dict) -> InputGuard:
+    def load(cls, folder, record: GuardRecord) -> InputGuard:
         """The guard of an artifact folder (its file was hash-checked by ``load_artifact``)."""
-        path = Path(folder) / record.get("file", GUARD_FILE)
+        path = Path(folder) / record.file
         try:
             with np.load(path, allow_pickle=False) as z:
                 mean, whitening = z["mean"], z["whitening"]
@@ -110,13 +114,23 @@ class InputGuard:
         return cls(
             mean=mean,
             whitening=whitening,
-            threshold=float(record["threshold"]),
-            percentile=float(record.get("percentile", DEFAULT_PERCENTILE)),
-            n_fit=int(record.get("n_fit", 0)),
-            n_threshold=int(record.get("n_threshold", 0)),
-            shrinkage=record.get("shrinkage"),
-            tune_scores=dict(record.get("tune_scores") or {}),
+            threshold=float(record.threshold),
+            percentile=float(DEFAULT_PERCENTILE if record.percentile is None else record.percentile),
+            n_fit=int(record.n_fit),
+            n_threshold=int(record.n_threshold),
+            shrinkage=record.shrinkage,
+            tune_scores=dict(record.tune_scores or {}),
         )
+
+
+def load_guard(artifact) -> InputGuard | None:
+    """The input guard of a loaded artifact (``formats.Artifact``), its file read through
+    ``Artifact.member`` (listed and hash-checked), or None for an artifact without one."""
+    record = artifact.manifest.guard
+    if record is None:
+        return None
+    path = artifact.member(record.file)
+    return InputGuard.load(path.parent, replace(record, file=path.name))
 
 
 def fit_guard(train_features, tune_features, percentile: float = DEFAULT_PERCENTILE) -> InputGuard:

@@ -14,6 +14,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from mxa_edge import torch_side
+
 # ISA extensions that decide which kernels the runtimes pick.
 FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
 LIBRARIES = ("numpy", "torch", "onnxruntime", "openvino", "nncf", "onnx", "tensorrt", "mxa-edge")
@@ -178,15 +180,6 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def gpu_name() -> str | None:
-    """The CUDA device's name when torch is installed and sees one; None otherwise."""
-    try:
-        import torch
-    except ImportError:
-        return None
-    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-
-
 def machine_record() -> dict:
     cpus = _cpuinfo()
     ghz, ghz_source = cpu_ghz()
@@ -206,7 +199,7 @@ def machine_record() -> dict:
         "os": platform.platform(),
         "python": sys.version.split()[0],
         "versions": {dist: _version(dist) for dist in LIBRARIES},
-        "gpu": gpu_name(),
+        "gpu": torch_side.gpu_name(),  # the CUDA device torch sees (None without torch or a GPU)
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
 

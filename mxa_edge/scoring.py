@@ -3,7 +3,8 @@
 ``score(run_batch, images)`` cuts ``images`` into batches, runs each through ``run_batch``
 (a function batch -> {output name: array}) and concatenates every requested output over the
 batches. Adapters make the function: ``engine_runner`` for the runtime engines (their
-``.run``), ``torch_runner`` for a PyTorch model (imports torch only when called).
+``.run``); a PyTorch model's is ``torch_side.model_runner`` (the torch side's, through the one
+door from the core).
 
 Used by training's validation scoring, ``mxa-edge eval``, the drift gate and the report.
 torch-free at import: the runtime path may import it.
@@ -57,41 +58,9 @@ def engine_runner(engine) -> RunBatch:
     return engine.run
 
 
-def torch_runner(
-    model,
-    *,
-    device=None,
-    prepare: Callable | None = None,
-    aux: bool | None = None,
-) -> RunBatch:
-    """``run_batch`` for a PyTorch model, under ``torch.no_grad()``; the model's mode is left as is.
-
-    Each numpy batch becomes a tensor on ``device`` (default: left where ``from_numpy``
-    puts it, the CPU), then ``prepare(tensor)`` if given (e.g. uint8 -> model range, on the
-    device). ``aux``: call ``model.forward_aux`` (logits and the MXA outputs); None: when the
-    model has it. Otherwise ``model(x)`` is the logits. Outputs come back as float32 numpy
-    arrays on the CPU.
-    """
-    import torch
-
-    use_aux = hasattr(model, "forward_aux") if aux is None else bool(aux)
-
-    def run(x: np.ndarray) -> dict:
-        with torch.no_grad():
-            t = torch.from_numpy(x)
-            if device is not None:
-                t = t.to(device)
-            if prepare is not None:
-                t = prepare(t)
-            out = model.forward_aux(t) if use_aux else {"logits": model(t)}
-        return {name: v.detach().float().cpu().numpy() for name, v in out.items()}
-
-    return run
-
-
 def probabilities(logits) -> np.ndarray:
     """Logits -> float64 probabilities (``metrics.sigmoid``)."""
     return sigmoid(logits)
 
 
-__all__ = ["engine_runner", "probabilities", "score", "torch_runner"]
+__all__ = ["RunBatch", "engine_runner", "probabilities", "score"]

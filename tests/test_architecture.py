@@ -25,12 +25,22 @@ def _modules() -> dict[str, Path]:
     return out
 
 
-def _top_level_imports(path: Path, name: str, modules: dict) -> set[str]:
-    """mxa_edge modules imported when ``name`` is imported: module-level statements only (an
-    import inside a function runs later, when both modules are loaded, and cannot cycle)."""
+def _import_targets(path: Path, name: str, modules: dict, nested: bool) -> set[str]:
+    """Every module ``name`` imports: mxa_edge modules resolved (``from a import b`` names module
+    a.b when it is one), others as written. ``nested``: imports inside functions count too (they
+    run later, but they are dependencies all the same); ``if TYPE_CHECKING:`` blocks never run."""
     is_package = path.name == "__init__.py"
+    tree = ast.parse(path.read_text())
+    skip = {
+        id(n)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for n in ast.walk(node)
+    }
     found = set()
-    for node in ast.parse(path.read_text()).body:
+    for node in ast.walk(tree) if nested else tree.body:
+        if id(node) in skip:
+            continue
         targets = []
         if isinstance(node, ast.Import):
             targets = [a.name for a in node.names]
@@ -42,15 +52,23 @@ def _top_level_imports(path: Path, name: str, modules: dict) -> set[str]:
             else:
                 mod = node.module or ""
             targets = [f"{mod}.{a.name}" if f"{mod}.{a.name}" in modules else mod for a in node.names]
-        for t in targets:
-            if t in modules and t != name:
-                found.add(t)
+        found.update(t for t in targets if t != name)
     return found
+
+
+def _top_level_imports(path: Path, name: str, modules: dict, nested: bool = True) -> set[str]:
+    """mxa_edge modules imported by ``name`` (function-level imports included unless ``nested``
+    is False: a circle through a function-level import is a circle in the design all the same)."""
+    return {t for t in _import_targets(path, name, modules, nested) if t in modules}
 
 
 def test_no_import_cycle_inside_the_package():
     modules = _modules()
     graph = {name: _top_level_imports(path, name, modules) for name, path in modules.items()}
+    # The one declared inversion: the core reaches the torch side only through the door, inside
+    # its functions (test_the_core_never_imports_the_torch_side); that edge is not a circle of
+    # the design, every other one is.
+    graph[DOOR] = {t for t in graph[DOOR] if not _on_torch_side(t)}
     # Importing a.b.c also runs a/__init__ and a/b/__init__, unless the importer lives inside them.
     for name, deps in graph.items():
         for dep in list(deps):
@@ -84,6 +102,59 @@ def test_the_cycle_check_finds_a_cycle(tmp_path, monkeypatch):
     modules = {"mxa_edge.a": a, "mxa_edge.b": b}
     assert _top_level_imports(a, "mxa_edge.a", modules) == {"mxa_edge.b"}
     assert _top_level_imports(b, "mxa_edge.b", modules) == {"mxa_edge.a"}
+    # ... and through an import inside a function, which the module-level walk alone would miss
+    b.write_text("def f():\n    import mxa_edge.a\n")
+    assert _top_level_imports(b, "mxa_edge.b", modules) == {"mxa_edge.a"}
+    assert _top_level_imports(b, "mxa_edge.b", modules, nested=False) == set()
+
+
+# The torch side: what needs the [train] extra. Everything else in mxa_edge is the torch-free
+# core, which imports neither these packages nor torch & co., at module level or in a function,
+# except through the one door, mxa_edge/torch_side.py (itself torch-free at import).
+TORCH_SIDE = ("mxa_edge.models", "mxa_edge.training", "mxa_edge.export")
+TORCH_LIBS = frozenset({"torch", "torchvision", "timm", "torchxrayvision", "nncf", "onnxscript", "safetensors"})
+DOOR = "mxa_edge.torch_side"
+# Crossings not yet moved behind the door (issue 27). This list may only shrink.
+BOUNDARY_DEBT = {
+    "mxa_edge.backends.tensorrt": "torch allocates the TensorRT engine's CUDA buffers (GPU machines only)",
+}
+
+
+def _on_torch_side(module: str) -> bool:
+    return module.startswith(TORCH_SIDE) or module.split(".")[0] in TORCH_LIBS
+
+
+def _boundary_crossings(modules: dict) -> dict[str, list[str]]:
+    """{core module: the torch-side modules it imports}, the door and the debt list aside."""
+    out = {}
+    for name, path in modules.items():
+        if _on_torch_side(name) or name == DOOR:
+            continue
+        crossing = sorted(t for t in _import_targets(path, name, modules, nested=True) if _on_torch_side(t))
+        if crossing:
+            out[name] = crossing
+    return out
+
+
+def test_the_core_never_imports_the_torch_side():
+    modules = _modules()
+    crossings = _boundary_crossings(modules)
+    new = {k: v for k, v in crossings.items() if k not in BOUNDARY_DEBT}
+    assert not new, "core modules import the torch side outside mxa_edge/torch_side.py: " + "; ".join(
+        f"{k} -> {', '.join(v)}" for k, v in new.items()
+    )
+    paid = sorted(set(BOUNDARY_DEBT) - set(crossings))
+    assert not paid, f"no longer crossing, remove from BOUNDARY_DEBT: {paid}"
+    # The door imports the torch side only inside its functions: importing it costs nothing.
+    door = _import_targets(modules[DOOR], DOOR, modules, nested=False)
+    assert not [t for t in door if _on_torch_side(t)], door
+
+
+def test_the_boundary_check_finds_a_function_level_crossing(tmp_path):
+    core = tmp_path / "core.py"
+    core.write_text("def f():\n    from mxa_edge.models.weights import load_run\n    import torch\n")
+    modules = {"mxa_edge.core": core, "mxa_edge.models.weights": tmp_path / "w.py"}
+    assert _boundary_crossings(modules) == {"mxa_edge.core": ["mxa_edge.models.weights", "torch"]}
 
 
 def test_runtime_path_never_imports_torch():
@@ -217,3 +288,168 @@ def test_private_names_are_not_imported_across_packages():
                 if private and not (importer_pkg + ".").startswith(source_pkg + "."):
                     offenders.append(f"{path.relative_to(REPO)}:{node.lineno} imports {private} from {node.module}")
     assert not offenders, "\n".join(offenders)
+
+
+# ------------------------------------------------------------------ the CLI reads the library's defaults
+
+# `train`: TrainConfig fields without an option, on purpose (library callers and benchmarks set them).
+TRAIN_FIELDS_WITHOUT_OPTION = {
+    "teacher_lr",  # the teacher's fine-tuning recipe (training.teacher)
+    "min_lr",  # the paper's optimiser recipe: cosine floor, AdamW decay, warmup, gradient clipping
+    "weight_decay",
+    "warmup_epochs",
+    "agc_clip",
+    "ema_decay",  # None: derived from the run length (config.ema_decay_for); --no-ema turns it off
+    "workers",  # image decoding threads
+    "limit_train",  # subsets for tests and benchmarks
+    "limit_valid",
+    "n_boot",  # bootstrap resamples of the held-out metrics
+    "extra",  # free-form notes a library caller records in the run
+}
+# On/off flags: off unless given. CLI name -> (TrainConfig field, the value the flag sets). Leaving the flag
+# off must mean the library's default, so the flag's default (False) is compared with `field == value`.
+TRAIN_FLAGS = {
+    "no_mxa": ("mxa", False),
+    "no_kd": ("kd", False),
+    "kd_online": ("kd_online", True),
+    "blank_mask": ("blank", "mask"),
+    "include_lateral": ("frontal_only", False),
+    "class_balanced": ("class_balanced", True),
+    "no_calibrate": ("calibrate", False),
+    "no_ema": ("ema", False),
+    "resume": ("resume", True),
+    "channels_last": ("channels_last", True),
+    "compile_model": ("compile", True),
+}
+TRAIN_RENAMED = {}  # value options whose CLI name differs from their TrainConfig field: none today
+# Options with a default of their own, on purpose.
+TRAIN_OWN_DEFAULT = {"out"}  # None: a fresh runs/<date>-<time> per run, not TrainConfig's runs/default
+TRAIN_CLI_ONLY = {"devices", "json_out", "quiet"}  # the DDP launcher and the output sink: no field
+
+# `export`: gate options -> GateSpec fields; the rest map to export_run's keywords.
+EXPORT_GATE = {
+    "max_macro_drop": "max_macro_drop",
+    "max_drop": "max_drop",
+    "max_sens_drop": "max_sens_drop",
+    "max_spec_drop": "max_spec_drop",
+    "min_agreement": "min_agreement",
+    "max_ece_increase": "max_ece_increase",
+    "max_guard_flag_increase": "max_guard_flag_increase",
+    "gate_on": "mode",
+    "gate_subgroups": "subgroups",
+}
+EXPORT_RENAMED = {"run": "run_dir", "out": "out_dir"}
+EXPORT_KEYWORDS_WITHOUT_OPTION = {
+    "max_macro_drop",  # export_run's own AUC bounds: the CLI passes the whole `gate` instead
+    "max_drop",
+    "gate",  # built from the gate options above
+    "qat_epochs",  # the QAT recipe
+    "qat_lr",
+    "sign_password",  # $MXA_EDGE_SIGNING_KEY_PASSWORD: never a flag (it would show in the process list)
+    "progress",  # the CLI's output sink
+}
+EXPORT_CLI_ONLY = {"json_out", "quiet"}
+
+
+def _cli_params(command: str) -> list:
+    import typer.main
+
+    from mxa_edge_cli.app import app
+
+    return list(typer.main.get_command(app).commands[command].params)
+
+
+def _default_mismatches(params, expected: dict) -> list[str]:
+    """``expected``: CLI parameter name -> the library's default. One line per parameter that is missing
+    or defaults to something else (enum members compare by value)."""
+    from enum import Enum
+
+    def plain(v):
+        return v.value if isinstance(v, Enum) else v
+
+    by_name = {p.name: p for p in params}
+    problems = []
+    for name, want in expected.items():
+        p = by_name.get(name)
+        if p is None:
+            problems.append(f"{name}: no such option")
+        elif plain(p.default) != plain(want) or type(plain(p.default)) is not type(plain(want)):
+            problems.append(f"{'/'.join(p.opts)} defaults to {plain(p.default)!r}, the library to {plain(want)!r}")
+    return problems
+
+
+def test_train_options_default_to_train_config():
+    import dataclasses
+
+    from mxa_edge.training.config import TrainConfig
+
+    cfg, params = TrainConfig(), _cli_params("train")
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    expected, covered = {}, set()
+    for p in params:
+        if p.name in TRAIN_CLI_ONLY:
+            continue
+        if p.name in TRAIN_FLAGS:
+            field, when_given = TRAIN_FLAGS[p.name]
+            expected[p.name] = getattr(cfg, field) == when_given
+        else:
+            field = TRAIN_RENAMED.get(p.name, p.name)
+            assert field in fields, f"train --{p.name}: no TrainConfig field of that name (map it in TRAIN_RENAMED)"
+            if p.name not in TRAIN_OWN_DEFAULT:
+                expected[p.name] = getattr(cfg, field)
+        covered.add(field)
+    assert not _default_mismatches(params, expected), _default_mismatches(params, expected)
+    assert fields - covered == TRAIN_FIELDS_WITHOUT_OPTION, (
+        "TrainConfig fields without a `train` option (add one, or list it in TRAIN_FIELDS_WITHOUT_OPTION): "
+        f"{sorted(fields - covered - TRAIN_FIELDS_WITHOUT_OPTION)}; listed but now an option: "
+        f"{sorted(TRAIN_FIELDS_WITHOUT_OPTION & covered)}"
+    )
+
+
+def test_export_options_default_to_the_gate_and_export_run():
+    import inspect
+
+    from mxa_edge.export.pipeline import export_run
+    from mxa_edge.export.sensitivity import DEFAULT_BUDGET
+    from mxa_edge.gate import DEFAULT_GATE
+
+    keywords = inspect.signature(export_run).parameters
+    params = _cli_params("export")
+    expected, covered = {}, set()
+    for p in params:
+        if p.name in EXPORT_CLI_ONLY:
+            continue
+        if p.name in EXPORT_GATE:
+            expected[p.name] = getattr(DEFAULT_GATE, EXPORT_GATE[p.name])
+            continue
+        keyword = EXPORT_RENAMED.get(p.name, p.name)
+        assert keyword in keywords, f"export --{p.name}: no export_run keyword of that name (map it)"
+        covered.add(keyword)
+        if keywords[keyword].default is not inspect.Parameter.empty:  # RUN is required on both sides
+            expected[p.name] = keywords[keyword].default
+    assert not _default_mismatches(params, expected), _default_mismatches(params, expected)
+    assert set(keywords) - covered == EXPORT_KEYWORDS_WITHOUT_OPTION, sorted(set(keywords) - covered)
+    assert keywords["max_noise"].default == DEFAULT_BUDGET  # the sensitivity analysis owns its budget
+
+
+def test_the_default_check_finds_a_wrong_default():
+    # The comparison above, on a fake option whose default is not the library's, reports it.
+    from enum import Enum
+    from types import SimpleNamespace
+
+    from mxa_edge.gate import DEFAULT_GATE, MODES
+
+    Mode = Enum("Mode", {m: m for m in MODES}, type=str)
+    fake = [
+        SimpleNamespace(name="max_drop", opts=["--max-drop"], default=0.05),
+        SimpleNamespace(name="gate_on", opts=["--gate-on"], default=Mode("point")),
+        SimpleNamespace(name="batch_size", opts=["--batch-size"], default=64.0),
+    ]
+    problems = _default_mismatches(
+        fake, {"max_drop": DEFAULT_GATE.max_drop, "gate_on": "point", "batch_size": 64, "epochs": 16}
+    )
+    assert problems == [
+        "--max-drop defaults to 0.05, the library to 0.02",
+        "--batch-size defaults to 64.0, the library to 64",
+        "epochs: no such option",
+    ]

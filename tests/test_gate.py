@@ -163,7 +163,7 @@ def _logits(n=600, seed=0):
 def test_a_constant_shift_keeps_auc_and_fails_on_decisions():
     """The case gate v1 missed: INT8 logits of one finding shifted by a constant rank the
     images exactly as before (AUC unchanged) while the decisions near the threshold flip."""
-    from mxa_edge.export.drift import gate as drift_gate
+    from mxa_edge.drift import gate as drift_gate
 
     y, z = _logits()
     shifted = z.copy()
@@ -178,7 +178,7 @@ def test_a_constant_shift_keeps_auc_and_fails_on_decisions():
 
 
 def test_a_transformation_that_keeps_every_decision_passes():
-    from mxa_edge.export.drift import gate as drift_gate
+    from mxa_edge.drift import gate as drift_gate
 
     y, z = _logits(seed=1)
     # Monotone, fixes 0 (the 0.5 threshold in logit space): every decision and every rank kept.
@@ -189,7 +189,7 @@ def test_a_transformation_that_keeps_every_decision_passes():
 
 
 def test_drift_gate_reports_subgroups_and_judges_them_on_request():
-    from mxa_edge.export.drift import gate as drift_gate
+    from mxa_edge.drift import gate as drift_gate
 
     y, z = _logits(n=400, seed=2)
     new = z.copy()
@@ -297,7 +297,7 @@ def test_score_uses_the_operating_points():
 
 
 def test_drift_gate_and_openvino_score_share_the_rule():
-    from mxa_edge.export.drift import gate as drift_gate
+    from mxa_edge.drift import gate as drift_gate
 
     y, mask, ref, new = _scored(seed=1)
     report = drift_gate(y, mask, ref, new, n_boot=0)
@@ -367,6 +367,7 @@ def test_score_leaves_out_missing_outputs_and_builds_inputs_from_rows():
 
 def test_torch_runner_matches_the_model():
     torch = pytest.importorskip("torch")
+    from mxa_edge.models.execution import torch_runner
 
     class Tiny(torch.nn.Module):
         def __init__(self):
@@ -385,14 +386,14 @@ def test_torch_runner_matches_the_model():
     x = np.random.default_rng(1).normal(size=(11, 1, 6, 6)).astype(np.float32)
     with torch.no_grad():
         ref = model(torch.from_numpy(x)).numpy()
-    aux = scoring.score(scoring.torch_runner(model), x, batch=4, outputs=("logits", "roi"))
-    plain = scoring.score(scoring.torch_runner(model, aux=False), x, batch=4, outputs=("logits", "roi"))
+    aux = scoring.score(torch_runner(model), x, batch=4, outputs=("logits", "roi"))
+    plain = scoring.score(torch_runner(model, aux=False), x, batch=4, outputs=("logits", "roi"))
     assert set(aux) == {"logits", "roi"} and set(plain) == {"logits"}
     np.testing.assert_allclose(aux["logits"], ref, rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(plain["logits"], aux["logits"])
     np.testing.assert_array_equal(aux["roi"], x[:, 0, :2, :2].reshape(11, 4))
     # prepare runs on the device's tensor, before the model, without tracking gradients
-    doubled = scoring.score(scoring.torch_runner(model, device="cpu", prepare=lambda t: t / 2, aux=False), x * 2)
+    doubled = scoring.score(torch_runner(model, device="cpu", prepare=lambda t: t / 2, aux=False), x * 2)
     np.testing.assert_allclose(doubled["logits"], ref, rtol=1e-6, atol=1e-6)
     probs = scoring.probabilities(plain["logits"])
     assert probs.dtype == np.float64

@@ -421,15 +421,15 @@ def test_artifact_carries_a_fitted_gated_and_verified_input_guard(onnx_fp32):
     m = art.manifest
     assert m.outputs[-1] == "features" and GUARD_FILE in m.files
     g = m.guard
-    assert g["fitted_on"] == {"mean_covariance": "train", "threshold": "tune"} and g["percentile"] == 99.0
-    assert g["feature_dim"] == 64 + 128 + 192  # M0's three stage widths, pooled and concatenated
-    assert g["tune_scores"]["p99"] == pytest.approx(g["threshold"])
-    held = g["held_out"]
+    assert g.fitted_on == {"mean_covariance": "train", "threshold": "tune"} and g.percentile == 99.0
+    assert g.feature_dim == 64 + 128 + 192  # M0's three stage widths, pooled and concatenated
+    assert g.tune_scores["p99"] == pytest.approx(g.threshold)
+    held = g.held_out
     # FP32 export: the same features as PyTorch, so the same flags.
-    assert held["flag_rate_new"] == held["flag_rate_ref"] and held["agreement"] == 1.0
+    assert held.flag_rate_new == held.flag_rate_ref and held.agreement == 1.0
     # Laterals come from the held-out CSV when it has any (this tiny one may not).
-    assert {"inverted", "texture", "document"} <= set(g["challenge"]) <= {"lateral", "inverted", "texture", "document"}
-    assert all(v["n"] > 0 and 0.0 <= v["flagged"] <= 1.0 for v in g["challenge"].values())
+    assert {"inverted", "texture", "document"} <= set(g.challenge) <= {"lateral", "inverted", "texture", "document"}
+    assert all(v["n"] > 0 and 0.0 <= v["flagged"] <= 1.0 for v in g.challenge.values())
     drift = json.loads((onnx_fp32 / "drift.json").read_text())
     assert drift["guard"]["flag_rate_delta"] == 0.0 and drift["gate"]["max_guard_flag_increase"] == 1.0
     report = verify_artifact(art, threads=1)

@@ -6,7 +6,7 @@ one-class; it is exported with the real ``export_run`` (ONNX, a gate v2 spec too
 fail). The page is checked as HTML (structure, nothing external) and, where Debian's chromium
 is installed, in a real headless browser (DOM, console, screenshot). The gate v2 rendering
 (a finding failing on sensitivity, gated subgroups, accuracy control, no drift.json) is
-checked on copies of that artifact whose drift.json is rebuilt by ``export.drift.gate`` from
+checked on copies of that artifact whose drift.json is rebuilt by ``drift.gate`` from
 hand-made probabilities on the real held-out labels (drift.json is not covered by the
 artifact digest; the manifest, when edited, is re-signed).
 """
@@ -255,13 +255,13 @@ def test_reliability_shows_ece_before_and_after_calibration(report, artifact):
 
 
 def _rebuilt_drift(artifact, spec, shifted: str, shift: float = 3.0) -> dict:
-    """A drift table from ``export.drift.gate`` on the real held-out labels and slices: made-up
+    """A drift table from ``drift.gate`` on the real held-out labels and slices: made-up
     FP32 probabilities, and the exported model's the same except ``shifted``'s logits lowered by
     ``shift`` (its ranking, so its AUC, unchanged; its sensitivity at the threshold falls)."""
     import numpy as np
 
     from mxa_edge.data.subgroups import subgroup_rows
-    from mxa_edge.export.drift import gate
+    from mxa_edge.drift import gate
     from mxa_edge.formats import load_artifact
     from mxa_edge.metrics import sigmoid
 
@@ -375,7 +375,7 @@ def test_table_judged_by_the_gate_with_its_recorded_or_default_spec():
     table is flagged, and the table's verdict is the one shown."""
     import numpy as np
 
-    from mxa_edge.export.drift import gate
+    from mxa_edge.drift import gate
     from mxa_edge.gate import DEFAULT_GATE, verdict
     from mxa_edge.report.tables import FAIL, PASS, pathology_table
 

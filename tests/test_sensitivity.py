@@ -115,7 +115,7 @@ def test_float_bypass_keeps_residual_adds_in_float(tiny_model_and_images, tmp_pa
 
 def test_gate_score_matches_the_gate():
     pytest.importorskip("openvino")
-    from mxa_edge.export.drift import gate
+    from mxa_edge.drift import gate
     from mxa_edge.gate import GateSpec
     from mxa_edge.gate import gate_score as make_score
 

@@ -17,6 +17,7 @@ from mxa_edge.data.default import DEFAULT_SEED, PRETRAIN_SEED, pretrain_phantom_
 from mxa_edge.errors import ConfigError
 from mxa_edge.progress import SILENT
 from mxa_edge.training import pipeline
+from mxa_edge.training import teacher as teacher_story
 
 N_PRETRAIN = 24
 
@@ -71,17 +72,17 @@ def test_fine_tune_cache_key_includes_the_pretraining(phantom_root, tmp_path):
 
     def pretrain(n: int) -> dict:
         c = _config(phantom_root, tmp_path / "k", teacher_pretrain_images=n)
-        return {"pretrain_key": pipeline._pretrain_cache_key(c, 64, None), "pretrain_sha256": "0" * 64}
+        return {"pretrain_key": teacher_story._pretrain_cache_key(c, 64, None), "pretrain_sha256": "0" * 64}
 
     keys = {
-        pipeline._teacher_cache_key(cfg, data, None),
-        pipeline._teacher_cache_key(cfg, data, None, pretrain(N_PRETRAIN)),
-        pipeline._teacher_cache_key(cfg, data, None, pretrain(2 * N_PRETRAIN)),
-        pipeline._teacher_cache_key(cfg, data, None, {**pretrain(N_PRETRAIN), "pretrain_sha256": "1" * 64}),
+        teacher_story._teacher_cache_key(cfg, data, None),
+        teacher_story._teacher_cache_key(cfg, data, None, pretrain(N_PRETRAIN)),
+        teacher_story._teacher_cache_key(cfg, data, None, pretrain(2 * N_PRETRAIN)),
+        teacher_story._teacher_cache_key(cfg, data, None, {**pretrain(N_PRETRAIN), "pretrain_sha256": "1" * 64}),
     }
     assert len(keys) == 4
     cfg_more_epochs = _config(phantom_root, tmp_path / "k", teacher_pretrain_epochs=2)
-    assert pipeline._pretrain_cache_key(cfg_more_epochs, 64, None) != pretrain(N_PRETRAIN)["pretrain_key"]
+    assert teacher_story._pretrain_cache_key(cfg_more_epochs, 64, None) != pretrain(N_PRETRAIN)["pretrain_key"]
 
 
 def test_pretrained_teacher_is_cached_reused_and_recorded(phantom_root, tmp_path, monkeypatch):
@@ -93,13 +94,14 @@ def test_pretrained_teacher_is_cached_reused_and_recorded(phantom_root, tmp_path
         return real_loop(*args, **kwargs)
 
     monkeypatch.setattr(pipeline, "run_loop", counting_loop)
+    monkeypatch.setattr(teacher_story, "run_loop", counting_loop)
     pipeline.train(_config(phantom_root, tmp_path / "first"))
     assert tasks == ["teacher pretrain", "teacher", "student"]
     teacher = json.loads((tmp_path / "first" / "metrics.json").read_text())["teacher"]
     assert teacher["pretrain_images"] == N_PRETRAIN and teacher["pretrain_epochs"] == 1
     assert teacher["kind"] == "finetune" and teacher["valid_macro_auc"] is not None
     assert "tune_macro_auc" in teacher and "pretrain_tune_macro_auc" in teacher
-    pretrained = list((pipeline.cache_dir() / "teachers").glob("densenet121-pretrain-*.safetensors"))
+    pretrained = list((teacher_story.cache_dir() / "teachers").glob("densenet121-pretrain-*.safetensors"))
     assert len(pretrained) == 1
     mtime = pretrained[0].stat().st_mtime_ns
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from enum import Enum
 from pathlib import Path
@@ -10,26 +11,26 @@ from typing import Optional
 import typer
 
 from mxa_edge import backends
+from mxa_edge.export import pipeline
 from mxa_edge.formats.precision import Int8Scheme
-from mxa_edge.gate import DEFAULT_GATE
+from mxa_edge.gate import DEFAULT_GATE, MODES
 from mxa_edge_cli.options import JsonOpt, QuietOpt, SeedOpt
 from mxa_edge_cli.output import Output
 
-
-class GateMode(str, Enum):
-    point = "point"
-    ci = "ci"
-
-
-# The choices are the backend registry's (a new target needs no edit here).
+# The choices are the library's: the backend registry's (a new target needs no edit here), the gate's modes.
+GateMode = Enum("GateMode", {mode: mode for mode in MODES}, type=str)
 Target = Enum("Target", {name: name for name in backends.names()}, type=str)
 CalibMethod = Enum("CalibMethod", {name: name for name in backends.CALIB_METHODS}, type=str)
 TARGET_HELP = "; ".join(f"{s.name}: {s.display} ({s.files})" for s in backends.all_specs())
+# The defaults too: the gate's bounds are DEFAULT_GATE's, the rest export_run's keyword defaults (the pipeline
+# module is light at import: torch loads when an export runs). On/off flags are off unless given;
+# tests/test_architecture.py checks that leaving each one off means the library's default.
+_RUN = {name: p.default for name, p in inspect.signature(pipeline.export_run).parameters.items()}
 
 
 def export(
     run: Path = typer.Argument(..., help="Run folder from `mxa-edge train`."),
-    target: Target = typer.Option(Target["onnx"], "--target", "-t", help=f"Export target. {TARGET_HELP}."),
+    target: Target = typer.Option(Target(_RUN["target"]), "--target", "-t", help=f"Export target. {TARGET_HELP}."),
     int8: bool = typer.Option(False, "--int8", help="Post-training INT8 quantization with a calibration set."),
     qat: bool = typer.Option(
         False, "--qat", help="Quantization-aware fine-tuning (NNCF), distilled from the FP32 model, then export."
@@ -38,11 +39,15 @@ def export(
     calib: Optional[Path] = typer.Option(
         None,
         "--calib",
-        help="Calibration images: a folder of images or a CheXpert-layout CSV. Default: 300 stratified "
-        "training images.",
+        help="Calibration images: a folder of images or a CheXpert-layout CSV. Default: "
+        f"{_RUN['calib_size']} stratified training images.",
     ),
-    calib_size: int = typer.Option(300, "--calib-size", min=1, help="Images in the default calibration set."),
-    calib_method: CalibMethod = typer.Option(CalibMethod.minmax, "--calib-method", help="Activation range estimation."),
+    calib_size: int = typer.Option(
+        _RUN["calib_size"], "--calib-size", min=1, help="Images in the default calibration set."
+    ),
+    calib_method: CalibMethod = typer.Option(
+        CalibMethod(_RUN["calib_method"]), "--calib-method", help="Activation range estimation."
+    ),
     max_macro_drop: float = typer.Option(
         DEFAULT_GATE.max_macro_drop,
         "--max-macro-drop",
@@ -77,7 +82,7 @@ def export(
         "the FP32 model, by more than this (never finer than one image).",
     ),
     gate_on: GateMode = typer.Option(
-        GateMode.point,
+        GateMode(DEFAULT_GATE.mode),
         "--gate-on",
         help="point: gate the point estimates (strict, the default); ci: fail a check only when its whole paired "
         "95% bootstrap interval lies beyond the bound (for small validation sets).",
@@ -88,7 +93,7 @@ def export(
         help="Also gate each slice of the CSV's Sex, age band (<40, 40-65, >65) and AP/PA columns (always reported).",
     ),
     max_noise: float = typer.Option(
-        0.08,
+        _RUN["max_noise"],
         "--max-noise",
         help="INT8 PTQ: keep the most quantization-sensitive layers in float until the simulated logit noise "
         "(std of the INT8-FP32 logit change over the logit spread, worst finding, on the calibration "
@@ -100,7 +105,9 @@ def export(
         "-o",
         help="Artifact folder. Default: RUN/exports/<target>-<precision>[-b<N> with --static-batch N].",
     ),
-    n_boot: int = typer.Option(1000, "--n-boot", min=0, help="Paired bootstrap resamples for the AUC-change CIs."),
+    n_boot: int = typer.Option(
+        _RUN["n_boot"], "--n-boot", min=0, help="Paired bootstrap resamples for the AUC-change CIs."
+    ),
     static_batch: Optional[int] = typer.Option(
         None,
         "--static-batch",
@@ -109,7 +116,7 @@ def export(
         "run, batch 1: about 1.6x); the engine then runs any batch in chunks of N.",
     ),
     int8_scheme: Int8Scheme = typer.Option(
-        Int8Scheme.PORTABLE,
+        Int8Scheme(_RUN["int8_scheme"]),
         "--int8-scheme",
         help="INT8 weight layout. portable (default): 7-bit weights, the same results on every x86 CPU "
         "(AVX2 workstations compute with saturating 16-bit sums that full-range weights overflow); checked "

@@ -9,66 +9,42 @@ from typing import Optional
 
 import typer
 
-# The demo recipe's size and epochs live in TrainConfig (a light module: no torch at start-up).
-from mxa_edge.training.config import TrainConfig as _Defaults
+# Light modules (no torch at start-up): the choices and defaults below are the library's.
+from mxa_edge.data.chexpert import Uncertainty
+from mxa_edge.formats.model_spec import MXA_FUSIONS, MXA_PLACEMENTS, VARIANTS
+from mxa_edge.training.config import AMP_MODES, DEVICES, TEACHER_KINDS, TrainConfig
 from mxa_edge_cli.options import DataOpt, JsonOpt, QuietOpt, SeedOpt
 from mxa_edge_cli.output import Output
 from mxa_edge_cli.render import print_metrics
 
+# Every value option's default is TrainConfig's. On/off flags are off unless given; tests/test_architecture.py
+# checks that leaving each one off means the library's default.
+_DEFAULTS = TrainConfig()
 
-class Variant(str, Enum):
-    m0 = "m0"
-    m1 = "m1"
-    m2 = "m2"
-    m3 = "m3"
-    m4 = "m4"
-    m5 = "m5"
-
-
-class TeacherKind(str, Enum):
-    finetune = "finetune"
-    xrv = "xrv"
-    none = "none"
-
-
-class UncertaintyPolicy(str, Enum):
-    u1 = "u1"
-    u0 = "u0"
-    ignore = "ignore"
-
-
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-
-
-class Placement(str, Enum):
-    stage = "stage"
-    block = "block"
-
-
-class Fusion(str, Enum):
-    zoom = "zoom"
-    paste = "paste"
+Variant = Enum("Variant", {v: v for v in VARIANTS}, type=str)
+TeacherKind = Enum("TeacherKind", {k: k for k in TEACHER_KINDS}, type=str)
+UncertaintyPolicy = Enum("UncertaintyPolicy", {u.value: u.value for u in Uncertainty}, type=str)
+Device = Enum("Device", {d: d for d in DEVICES}, type=str)
+Placement = Enum("Placement", {p: p for p in MXA_PLACEMENTS}, type=str)
+Fusion = Enum("Fusion", {f: f for f in MXA_FUSIONS}, type=str)
 
 
 def train(
     data: Optional[Path] = DataOpt,
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder to write. Default: runs/<date>-<time>."),
     model: Variant = typer.Option(
-        Variant.m0, "--model", "-m", help="EfficientViT-MultiLabel variant (paper Table H.1)."
+        Variant(_DEFAULTS.model), "--model", "-m", help="EfficientViT-MultiLabel variant (paper Table H.1)."
     ),
     image_size: int = typer.Option(
-        _Defaults.image_size,
+        _DEFAULTS.image_size,
         "--image-size",
         help="Training resolution (multiple of 16; 224 is the paper's). 112 is the demo's: at its ten-minute "
         "budget it beat 128, 160 and 224 px (benchmarks/image_size_sweep.py).",
     ),
-    epochs: int = typer.Option(_Defaults.epochs, "--epochs", min=1, help="Student epochs."),
-    batch_size: int = typer.Option(64, "--batch-size", min=2, help="Batch size."),
+    epochs: int = typer.Option(_DEFAULTS.epochs, "--epochs", min=1, help="Student epochs."),
+    batch_size: int = typer.Option(_DEFAULTS.batch_size, "--batch-size", min=2, help="Batch size."),
     lr: float = typer.Option(
-        1e-3, "--lr", help="Learning rate at batch 512 (the paper's 1e-3); scaled by sqrt(batch/512)."
+        _DEFAULTS.lr, "--lr", help="Learning rate at batch 512 (the paper's 1e-3); scaled by sqrt(batch/512)."
     ),
     student_weights: Optional[Path] = typer.Option(
         None,
@@ -80,17 +56,19 @@ def train(
     ),
     no_mxa: bool = typer.Option(False, "--no-mxa", help="Train the paper's baseline: EfficientViT without MXA blocks."),
     mxa_placement: Placement = typer.Option(
-        Placement.stage, "--mxa-placement", help="MXA once per stage, or beside every attention block."
+        Placement(_DEFAULTS.mxa_placement),
+        "--mxa-placement",
+        help="MXA once per stage, or beside every attention block.",
     ),
     mxa_fusion: Fusion = typer.Option(
-        Fusion.zoom,
+        Fusion(_DEFAULTS.mxa_fusion),
         "--mxa-fusion",
         help="zoom (the paper's): the refined ROI, resized to the whole map, is added position by position; "
         "paste: it is sampled back into the box's own positions of the map (zeros outside) before the sum.",
     ),
     no_kd: bool = typer.Option(False, "--no-kd", help="Turn knowledge distillation off (ground-truth BCE only)."),
     teacher: TeacherKind = typer.Option(
-        TeacherKind.finetune,
+        TeacherKind(_DEFAULTS.teacher),
         "--teacher",
         help="finetune: fine-tune DenseNet-121 here (from --teacher-weights if given) and cache it; "
         "xrv: TorchXRayVision's densenet121-res224-chex weights from a local file; none: no teacher.",
@@ -102,10 +80,10 @@ def train(
         "Never downloaded.",
     ),
     teacher_epochs: int = typer.Option(
-        2, "--teacher-epochs", min=1, help="Teacher fine-tuning epochs (finetune only)."
+        _DEFAULTS.teacher_epochs, "--teacher-epochs", min=1, help="Teacher fine-tuning epochs (finetune only)."
     ),
     teacher_pretrain_images: int = typer.Option(
-        0,
+        _DEFAULTS.teacher_pretrain_images,
         "--teacher-pretrain-images",
         min=0,
         help="finetune only: first pretrain the DenseNet on N phantoms of a separate set (own seed: none of them is "
@@ -117,22 +95,22 @@ def train(
         "a large real corpus (the paper's teacher saw all of CheXpert): use --teacher-weights there.",
     ),
     teacher_pretrain_epochs: int = typer.Option(
-        1,
+        _DEFAULTS.teacher_pretrain_epochs,
         "--teacher-pretrain-epochs",
         min=1,
         help="Epochs over the --teacher-pretrain-images set (each costs that many DenseNet images).",
     ),
     kd_alpha: float = typer.Option(
-        0.5, "--kd-alpha", min=0.0, max=1.0, help="Weight of the distillation term (paper: 0.5)."
+        _DEFAULTS.kd_alpha, "--kd-alpha", min=0.0, max=1.0, help="Weight of the distillation term (paper: 0.5)."
     ),
     kd_temperature: float = typer.Option(
-        1.0, "--kd-temperature", min=0.01, help="Distillation temperature (paper: 1)."
+        _DEFAULTS.kd_temperature, "--kd-temperature", min=0.01, help="Distillation temperature (paper: 1)."
     ),
     kd_online: bool = typer.Option(
         False, "--kd-online", help="Run the teacher on every augmented batch instead of caching its soft labels."
     ),
     uncertainty: UncertaintyPolicy = typer.Option(
-        UncertaintyPolicy.u1,
+        UncertaintyPolicy(_DEFAULTS.uncertainty),
         "--uncertainty",
         help="Uncertain (-1.0) labels: u1 positive (paper), u0 negative, ignore masked.",
     ),
@@ -147,7 +125,7 @@ def train(
         False, "--class-balanced", help="Class-balanced positive weights in the BCE term."
     ),
     tune_fraction: float = typer.Option(
-        0.1,
+        _DEFAULTS.tune_fraction,
         "--tune-fraction",
         min=0.01,
         max=0.5,
@@ -156,7 +134,7 @@ def train(
         "valid.csv stays held out for the reported metrics.",
     ),
     operating_point: str = typer.Option(
-        "youden",
+        _DEFAULTS.operating_point,
         "--operating-point",
         help="How each finding's threshold is fitted on the tuning split: youden (max sensitivity + specificity; "
         "the default: no assumption about prevalence or costs), sens:0.90 (highest threshold keeping sensitivity "
@@ -168,7 +146,7 @@ def train(
         help="Skip per-finding Platt calibration (probabilities are then the raw sigmoid outputs).",
     ),
     augment: str = typer.Option(
-        "rand-m5-mstd1", "--augment", help="Grayscale-safe RandAugment ('rand-m<mag>-mstd<std>-n<ops>') or 'none'."
+        _DEFAULTS.augment, "--augment", help="Grayscale-safe RandAugment ('rand-m<mag>-mstd<std>-n<ops>') or 'none'."
     ),
     no_ema: bool = typer.Option(
         False, "--no-ema", help="Select the raw weights instead of their exponential moving average."
@@ -178,10 +156,13 @@ def train(
         False, "--resume", help="Continue the run in --out from its last checkpoint (same batches and augmentations)."
     ),
     checkpoint_every: int = typer.Option(
-        20, "--checkpoint-every", min=0, help="Steps between mid-epoch checkpoints (0: only at epoch ends)."
+        _DEFAULTS.checkpoint_every,
+        "--checkpoint-every",
+        min=0,
+        help="Steps between mid-epoch checkpoints (0: only at epoch ends).",
     ),
     amp: str = typer.Option(
-        "auto", "--amp", help="Mixed precision: auto (bf16 autocast on CUDA, off on CPU), bf16, or off."
+        _DEFAULTS.amp, "--amp", help="Mixed precision: auto (bf16 autocast on CUDA, off on CPU), bf16, or off."
     ),
     channels_last: bool = typer.Option(
         False, "--channels-last", help="Channels-last memory format (faster convolutions on recent GPUs)."
@@ -190,7 +171,7 @@ def train(
         False, "--compile", help="torch.compile the student (first steps are slower while it compiles)."
     ),
     device: Device = typer.Option(
-        Device.auto,
+        Device(_DEFAULTS.device),
         "--device",
         help="auto: CUDA when torch sees a GPU, else CPU; or cpu, cuda. The run records the device it used.",
     ),
@@ -211,11 +192,10 @@ def train(
     (about 10 minutes on a 2-core CPU). The paper's setting is one flag away:
     --model m5 --image-size 224.
     """
-    from mxa_edge.training.config import TrainConfig
     from mxa_edge.training.pipeline import train as run_training
 
-    if amp not in ("auto", "bf16", "off"):
-        raise typer.BadParameter("expected auto, bf16 or off", param_hint="--amp")
+    if amp not in AMP_MODES:
+        raise typer.BadParameter(f"expected {', '.join(AMP_MODES[:-1])} or {AMP_MODES[-1]}", param_hint="--amp")
     if resume and out is None:
         raise typer.BadParameter("--resume needs --out (the run folder to continue)", param_hint="--resume")
     out = out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")

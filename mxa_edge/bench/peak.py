@@ -30,6 +30,7 @@ import time
 
 import numpy as np
 
+from mxa_edge import torch_side
 from mxa_edge.machine import cpu_flags, cpu_ghz
 
 FP32_FLOPS_PER_CYCLE_PER_FMA_UNIT = 32  # AVX-512: 16 fp32 lanes x (multiply + add)
@@ -101,15 +102,12 @@ def _ort_int8(threads: int, n: int, repeats: int) -> dict | None:
     return {"gflops": gf, "method": f"onnxruntime MatMulInteger u8 x s8 {n}x{n} (MLAS), best of up to {repeats}"}
 
 
-def _torch_bf16(torch, threads: int, n: int, repeats: int, fp32_gflops: float) -> dict | None:
+def _torch_bf16(n: int, repeats: int, fp32_gflops: float) -> dict | None:
     """torch.mm bf16, only after a 256x256 probe shows a fast path (>= half the fp32 rate)."""
-    g = torch.Generator().manual_seed(0)
-    small = torch.randn(256, 256, generator=g).bfloat16()
-    probe = _best_gflops(lambda: torch.mm(small, small), 256, 3, budget=0.2)
+    probe = _best_gflops(torch_side.gemm(256, "bfloat16"), 256, 3, budget=0.2)
     if probe < 0.5 * fp32_gflops * (256 / n) ** 0.5:  # small GEMMs run below peak: a loose bar
         return None
-    a, b = torch.randn(n, n, generator=g).bfloat16(), torch.randn(n, n, generator=g).bfloat16()
-    gf = _best_gflops(lambda: torch.mm(a, b), n, repeats)
+    gf = _best_gflops(torch_side.gemm(n, "bfloat16"), n, repeats)
     return {"gflops": gf, "method": f"torch.mm bf16 {n}x{n}, best of up to {repeats}"}
 
 
@@ -117,26 +115,20 @@ def measured_peaks(threads: int, n: int = 2048, repeats: int = 5) -> dict:
     """{precision: {gflops, method, seconds}} for fp32, bf16 and int8 on ``threads`` threads."""
     flags = cpu_flags()
     peaks: dict[str, dict] = {}
-    try:
-        import torch
-    except ImportError:
-        torch = None
+    has_torch = torch_side.installed()
     t0 = time.perf_counter()
-    if torch is not None:
-        prev = torch.get_num_threads()
-        torch.set_num_threads(threads)
+    if has_torch:
+        prev = torch_side.get_threads()
+        torch_side.set_threads(threads)
         try:
-            g = torch.Generator().manual_seed(0)
-            a = torch.randn(n, n, generator=g)
-            b = torch.randn(n, n, generator=g)
             peaks["fp32"] = {
                 # fp32 has two candidates: each gets half the probe's budget
-                "gflops": _best_gflops(lambda: torch.mm(a, b), n, repeats, PROBE_SECONDS / 2),
+                "gflops": _best_gflops(torch_side.gemm(n, "float32"), n, repeats, PROBE_SECONDS / 2),
                 "method": f"torch.mm fp32 {n}x{n}, best of up to {repeats}",
             }
         finally:
-            torch.set_num_threads(prev)
-    numpy_fp32 = _numpy_fp32(threads, n, repeats, PROBE_SECONDS / 2 if torch is not None else PROBE_SECONDS)
+            torch_side.set_threads(prev)
+    numpy_fp32 = _numpy_fp32(threads, n, repeats, PROBE_SECONDS / 2 if has_torch else PROBE_SECONDS)
     if "fp32" not in peaks or numpy_fp32["gflops"] > peaks["fp32"]["gflops"]:
         peaks["fp32"] = numpy_fp32
     fp32 = peaks["fp32"]["gflops"]
@@ -144,13 +136,13 @@ def measured_peaks(threads: int, n: int = 2048, repeats: int = 5) -> dict:
 
     t0 = time.perf_counter()
     has_bf16 = bool(flags.get("avx512_bf16") or flags.get("amx_bf16"))
-    if torch is not None and has_bf16:
-        prev = torch.get_num_threads()
-        torch.set_num_threads(threads)
+    if has_torch and has_bf16:
+        prev = torch_side.get_threads()
+        torch_side.set_threads(threads)
         try:
-            measured = _torch_bf16(torch, threads, n, repeats, fp32)
+            measured = _torch_bf16(n, repeats, fp32)
         finally:
-            torch.set_num_threads(prev)
+            torch_side.set_threads(prev)
         if measured is not None:
             peaks["bf16"] = measured
     if "bf16" not in peaks:

@@ -19,6 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
+from mxa_edge import torch_side
 from mxa_edge.backends import all_specs
 from mxa_edge.bench import subjects as S
 from mxa_edge.bench.goals import goal_ratios
@@ -34,7 +35,6 @@ def _export_missing(run_dir: Path, export_kwargs: dict, reporter: Reporter) -> l
     """Create the standard exports (each CPU backend's ``standard_exports``) that are neither
     published nor rejected yet; a failing export (other than its drift gate) becomes a ``failed`` row."""
     from mxa_edge.errors import DriftGateError
-    from mxa_edge.export import export_run
 
     failed = []
     for spec in all_specs():
@@ -46,7 +46,7 @@ def _export_missing(run_dir: Path, export_kwargs: dict, reporter: Reporter) -> l
                 continue
             reporter.log(f"exporting {run_dir.name} -> {out.name}")
             try:
-                export_run(
+                torch_side.export_run(
                     run_dir,
                     spec.name,
                     out,
@@ -84,13 +84,8 @@ def _run_subjects(
     metrics = run.metrics()
     out: list[S.Subject] = []
     cost: dict = {}
-    if S.torch_installed():
-        from mxa_edge.export.prepare import count_flops
-        from mxa_edge.models.weights import load_run
-
-        model, _ = load_run(run)
-        cost = count_flops(model, run.model.image_size)  # as export_run counts it
-        del model
+    if torch_side.installed():
+        cost = torch_side.count_flops(torch_side.load_run_model(run), run.model.image_size)  # as export counts it
         out.append(S.pytorch_subject(run, metrics, cost, group))
         if export_missing:
             out += _export_missing(run_dir, export_kwargs, reporter)
@@ -137,8 +132,8 @@ def collect_subjects(
     """Subjects for the given run and artifact folders (see the module docstring)."""
     access = {"allow_rejected": allow_rejected, "trust": trust}
     if export_missing is None:
-        export_missing = S.torch_installed()
-    if export_missing and not S.torch_installed():
+        export_missing = torch_side.installed()
+    if export_missing and not torch_side.installed():
         raise ConfigError("--export-missing needs torch (pip install 'mxa-edge[train]'); pass --no-export-missing")
     subjects: list[S.Subject] = []
     seen: set[str] = set()
@@ -211,11 +206,7 @@ def run_bench(
     if threads < 1:
         raise ConfigError(f"--threads must be at least 1, got {threads}")
 
-    torch_threads = None
-    if S.torch_installed():
-        import torch
-
-        torch_threads = torch.get_num_threads()
+    torch_threads = torch_side.get_threads()
     try:
         subjects = collect_subjects(
             paths, export_missing, export_kwargs, reporter, allow_rejected=allow_rejected, trust=trust
@@ -256,9 +247,7 @@ def run_bench(
             reporter.finish(task)
     finally:
         if torch_threads is not None:
-            import torch
-
-            torch.set_num_threads(torch_threads)
+            torch_side.set_threads(torch_threads)
 
     rows = _rows(subjects, results, batches, bound)
     return {

@@ -8,13 +8,13 @@ and CUDA subjects, so the ONNX Runtime and OpenVINO rows work on the light insta
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from mxa_edge import torch_side
 from mxa_edge.backends import BackendSpec
 from mxa_edge.formats import Artifact, Precision, RunRecord, load_artifact, naming
 
@@ -58,24 +58,6 @@ class Subject:
         return d
 
 
-def torch_installed() -> bool:
-    """Whether torch can be imported here, without importing it."""
-    try:
-        return importlib.util.find_spec("torch") is not None
-    except ValueError:  # sys.modules["torch"] is None: imports of torch are blocked
-        return False
-
-
-def cuda_status() -> tuple[bool, str]:
-    if not torch_installed():
-        return False, "torch is not installed (pip install 'mxa-edge[train]')"
-    import torch
-
-    if not torch.cuda.is_available():
-        return False, "no CUDA GPU here"
-    return True, ""
-
-
 def _files_mb(folder: Path, names) -> float:
     return sum((folder / n).stat().st_size for n in names if (folder / n).is_file()) / 1e6
 
@@ -83,41 +65,13 @@ def _files_mb(folder: Path, names) -> float:
 # --------------------------------------------------------------------------- PyTorch
 
 
-def _torch_bind(model, device: str = "cpu", autocast: str | None = None) -> Bind:
-    import torch
-
-    def bind(x: np.ndarray):
-        t = torch.from_numpy(x).to(device)
-
-        def run():
-            with torch.inference_mode():
-                if autocast:
-                    with torch.autocast(device, dtype=getattr(torch, autocast)):
-                        out = model(t)
-                else:
-                    out = model(t)
-            if device == "cuda":
-                torch.cuda.synchronize()
-            return out
-
-        return run
-
-    return bind
-
-
 def pytorch_subject(run: RunRecord, metrics: dict | None, cost: dict, group: str) -> Subject:
     run_dir = run.path
 
     def open_(threads: int):
-        import torch
-
-        from mxa_edge.export.prepare import AuxOutputs, fuse_model
-        from mxa_edge.models.weights import load_run
-
-        torch.set_num_threads(threads)
-        model, _ = load_run(run)
+        torch_side.set_threads(threads)
         # The same graph the exports contain: Conv+BN fused, every output (logits + MXA boxes).
-        return _torch_bind(AuxOutputs(fuse_model(model)).eval()), {}
+        return torch_side.model_bind(torch_side.deployed_graph(torch_side.load_run_model(run))), {}
 
     return Subject(
         key=f"{group}::pytorch-fp32",
@@ -157,19 +111,15 @@ def cuda_subject(run: RunRecord, cost: dict, group: str) -> Subject:
         order=1000,
         value_range=run.preprocess.value_range,
     )
-    ok, reason = cuda_status()
+    ok, reason = torch_side.cuda_status()
     if not ok:
         s.status, s.reason = UNAVAILABLE, reason
         return s
 
     def open_(threads: int):
-        from mxa_edge.export.prepare import AuxOutputs, fuse_model
-        from mxa_edge.machine import gpu_name
-        from mxa_edge.models.weights import load_run
-
-        model, _ = load_run(run)
-        model = AuxOutputs(fuse_model(model)).eval().to("cuda")
-        return _torch_bind(model, "cuda", "bfloat16"), {"notes": [f"{gpu_name()}; input already on the GPU"]}
+        model = torch_side.deployed_graph(torch_side.load_run_model(run)).to("cuda")
+        notes = [f"{torch_side.gpu_name()}; input already on the GPU"]
+        return torch_side.model_bind(model, "cuda", "bfloat16"), {"notes": notes}
 
     s.open = open_
     return s

@@ -26,7 +26,10 @@
    tool wrote are replaced (a user's folder, a file or a run is refused before any work), and
    replacing is crash-safe: a kill at any point leaves one complete artifact.
 
-Every target-specific choice comes from its ``BackendSpec`` (``mxa_edge.backends``).
+Every target-specific choice comes from its ``BackendSpec`` (``mxa_edge.backends``). Steps 1-3
+build the one ``_Export`` context (``_prepare``: the request, the loaded run, the exporter and its
+options, the folders, the references, the guard and its challenge images, ``say``) that every later
+step reads.
 """
 
 from __future__ import annotations
@@ -47,11 +50,12 @@ from typing import Callable
 from mxa_edge import backends
 from mxa_edge.backends import BackendOutput, BackendSpec, ExportOptions
 from mxa_edge.errors import ConfigError, DriftGateError, MissingDependencyError
+from mxa_edge.export.sensitivity import DEFAULT_BUDGET as DEFAULT_NOISE_BUDGET
 from mxa_edge.fileio import default_mode, replace_dir, sha256_file, write_json
 from mxa_edge.formats import ArtifactManifest, Int8Scheme, Precision, RunRecord, SourceRun, naming
+from mxa_edge.formats.records import GoldenRecord, KernelClassChecks
 from mxa_edge.gate import DEFAULT_GATE, GateSpec
 
-DEFAULT_NOISE_BUDGET = 0.08  # = sensitivity.DEFAULT_BUDGET (kept import-free for the CLI)
 ONNX_OPSET = 17
 
 
@@ -211,7 +215,8 @@ class _Reference:
 def _reference(loaded: _Loaded, say, split: str = "valid") -> _Reference:
     """The fused model is the reference: equal to the trained one within 1e-4 (checked by
     fuse_model), and faster."""
-    from mxa_edge.scoring import score, torch_runner
+    from mxa_edge.models.execution import torch_runner
+    from mxa_edge.scoring import score
 
     say("reading the held-out split" if split == "valid" else f"reading the {split} split")
     arrays = loaded.run.data.load(split, loaded.run.preprocess)
@@ -226,7 +231,8 @@ def _fit_input_guard(loaded: _Loaded, say):
     (at most MAX_FIT_IMAGES) training images, threshold from the tuning split. Returns the guard
     and the tuning reference (accuracy control reuses it)."""
     from mxa_edge.guard import MAX_FIT_IMAGES, fit_guard
-    from mxa_edge.scoring import score, torch_runner
+    from mxa_edge.models.execution import torch_runner
+    from mxa_edge.scoring import score
 
     pp = loaded.run.preprocess
     say("input guard: features of the training images")
@@ -267,10 +273,89 @@ def _challenge_inputs(loaded: _Loaded, ref: _Reference, n: int = 48) -> _Challen
     return _Challenge(inputs)
 
 
-def _write_model(req: ExportRequest, loaded: _Loaded, exporter, opts: ExportOptions, work: Path, say):
-    """The target's model file(s) in ``work``; returns (BackendOutput, QAT info or None)."""
+@dataclass
+class _Export:
+    """One export's shared state, built once (``_prepare``) and read by every later step: what was
+    asked, the loaded run, the target's exporter and options, the folders, and what the exported
+    model is judged against."""
+
+    req: ExportRequest
+    loaded: _Loaded
+    exporter: object  # the target's exporter (``BackendSpec.make_exporter``)
+    opts: ExportOptions  # its notes (mixed precision, ...) end up in the manifest
+    run_dir: Path
+    out_dir: Path  # the requested artifact folder
+    work: Path  # the hidden temporary folder beside it, renamed into place by ``_publish``
+    started: float  # ``work``'s creation time: partial folders older than it are stale
+    calib_set: object  # the calibration set (INT8), else None
+    ref: _Reference  # the held-out split: what the gate judges on
+    tune: _Reference  # the tuning split: the guard's threshold, accuracy control's fitting
+    guard: object  # the fitted InputGuard
+    challenge: _Challenge
+    say: Callable[[str], None]
+
+
+def _refuse_early(req: ExportRequest, out_dir: Path, sign_key, sign_password):
+    """What can be refused before any work, not after: an unusable signing key, a target whose
+    exporter cannot run here, an output folder (or its ``.rejected`` sibling) this tool may not
+    replace. Returns the exporter."""
+    if sign_key is not None:  # an unusable key fails now, not after the export's minutes
+        from mxa_edge.formats.provenance import signing_key_fingerprint
+
+        signing_key_fingerprint(sign_key, sign_password)
+    exporter = req.spec.make_exporter()
+    ok, reason = exporter.available()
+    if not ok:
+        raise MissingDependencyError(f"cannot export to {req.spec.name}: {reason}")
+    for folder in (out_dir, naming.rejected_dir(out_dir)):
+        naming.check_publish_target(folder)
+    return exporter
+
+
+def _prepare(req: ExportRequest, exporter, run_dir: Path, out_dir: Path, say) -> _Export:
+    """Steps 1-3 (the run, the quantization plan, the references, the input guard and its
+    challenge images), then the hidden work folder beside ``out_dir``."""
+    say("loading run")
+    loaded = _load(run_dir, req.seed)
+    opts = ExportOptions(
+        precision=req.precision,
+        fp16=req.fp16,
+        calib_method=req.calib_method,
+        seed=req.seed,
+        int8_scheme=req.int8_scheme,
+    )
+    calib_set = _quantization_plan(req, loaded, opts, say) if req.precision.int8 else None
+    ref = _reference(loaded, say)
+    guard, tune = _fit_input_guard(loaded, say)
+    challenge = _challenge_inputs(loaded, ref)
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=naming.PARTIAL_SUFFIX, dir=out_dir.parent))
+    started = work.stat().st_mtime
+    os.chmod(work, default_mode(0o777))  # mkdtemp makes it owner-only: a service account must read it
+    return _Export(
+        req=req,
+        loaded=loaded,
+        exporter=exporter,
+        opts=opts,
+        run_dir=run_dir,
+        out_dir=out_dir,
+        work=work,
+        started=started,
+        calib_set=calib_set,
+        ref=ref,
+        tune=tune,
+        guard=guard,
+        challenge=challenge,
+        say=say,
+    )
+
+
+def _write_model(ex: _Export):
+    """The target's model file(s) in ``ex.work``; returns (BackendOutput, QAT info or None)."""
     import torch
 
+    req, loaded, opts, say = ex.req, ex.loaded, ex.opts, ex.say
     qat_info = None
     if req.precision.qat:
         from mxa_edge.export.qat import qat_finetune
@@ -292,38 +377,39 @@ def _write_model(req: ExportRequest, loaded: _Loaded, exporter, opts: ExportOpti
         )
         qat_info["mixed_precision"] = opts.notes.pop("mixed_precision", None)
         say(f"exporting the QAT model to {req.spec.name}")
-        out = exporter.export_qat(qmodel, loaded.example, work)
+        out = ex.exporter.export_qat(qmodel, loaded.example, ex.work)
     else:
         say(f"exporting to {req.spec.name}")
         # The legacy ONNX tracer warns about timm's window-size branch (a constant for a fixed
         # input size): not actionable for the user. Scoped to this call.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            out = exporter.export(loaded.fused, loaded.example, work, opts)
-    _fix_batch(req, exporter, out, work, say)
+            out = ex.exporter.export(loaded.fused, loaded.example, ex.work, opts)
+    _fix_batch(ex, out)
     return out, qat_info
 
 
-def _fix_batch(req: ExportRequest, exporter, out: BackendOutput, work: Path, say) -> None:
+def _fix_batch(ex: _Export, out: BackendOutput) -> None:
     # --static-batch: the file itself gets the fixed batch, so the gate checks (and the engine
     # compiles, from the file) exactly that model.
-    if req.static_batch is not None:
-        say(f"fixing the model's batch at {req.static_batch}")
-        out.extra["static_batch"] = exporter.fix_batch(work / out.files[0], req.static_batch)
+    if ex.req.static_batch is not None:
+        ex.say(f"fixing the model's batch at {ex.req.static_batch}")
+        out.extra["static_batch"] = ex.exporter.fix_batch(ex.work / out.files[0], ex.req.static_batch)
 
 
-def _gate(req: ExportRequest, out: BackendOutput, work: Path, ref: _Reference, decision, guard, challenge, say):
+def _gate(ex: _Export, out: BackendOutput):
     """The drift report, the exported model's logits and features on the held-out split (the
     golden vectors are rows of them: one engine, one pass), and the guard's flag rate on each
     challenge kind through the same engine."""
+    from mxa_edge import drift
     from mxa_edge.data.subgroups import subgroup_rows
-    from mxa_edge.export import drift
     from mxa_edge.guard import FEATURES_OUTPUT, flag_rate, guard_drift
     from mxa_edge.runtime.engines import open_model_file
     from mxa_edge.scoring import engine_runner, score
 
-    say("drift gate")
-    gate_file = work / (out.gate_file or out.files[0])
+    req, ref, guard, decision = ex.req, ex.ref, ex.guard, ex.loaded.run.decision
+    ex.say("drift gate")
+    gate_file = ex.work / (out.gate_file or out.files[0])
     runtime = out.gate_runtime or req.spec.runtime
     engine = open_model_file(gate_file, runtime, precision=out.precision.inference_precision)
     scored = score(engine_runner(engine), ref.x, outputs=("logits", FEATURES_OUTPUT))
@@ -340,7 +426,7 @@ def _gate(req: ExportRequest, out: BackendOutput, work: Path, ref: _Reference, d
                 guard.flags(score(engine_runner(engine), x, outputs=(FEATURES_OUTPUT,))[FEATURES_OUTPUT])
             ),
         }
-        for kind, x in challenge.inputs.items()
+        for kind, x in ex.challenge.inputs.items()
     }
     executed = engine.describe()
     del engine
@@ -375,7 +461,29 @@ def _gate(req: ExportRequest, out: BackendOutput, work: Path, ref: _Reference, d
     return report, logits, features
 
 
-def _golden(work: Path, ref: _Reference, exported_logits, exported_features, guard, report) -> dict:
+def _accuracy_control(ex: _Export, out: BackendOutput, report) -> BackendOutput:
+    """A failing PTQ INT8 re-quantized once by the target's accuracy control, the gate's own score
+    in the loop, fitted on the TUNING split (never on the held-out images); the first gate's
+    summary is kept in the quantization record."""
+    ex.say("INT8 drifted: retrying with accuracy control on the tuning split (reverting layers to float)")
+    first = report.summary()
+    tune = ex.tune
+    out = ex.exporter.export_with_accuracy_control(
+        ex.loaded.fused,
+        ex.loaded.example,
+        ex.work,
+        ex.opts,
+        (tune.x, tune.valid.targets, tune.valid.mask, ex.loaded.run.decision),
+        ex.req.gate,
+        tune.probs,
+        out,
+    )
+    out.quantization["accuracy_control"]["first_gate"] = first
+    _fix_batch(ex, out)
+    return out
+
+
+def _golden(work: Path, ref: _Reference, exported_logits, exported_features, guard, report) -> GoldenRecord:
     """Golden vectors for ``mxa-edge verify``: a few held-out images with the exported model's
     logits and input-guard scores as the gate measured them, the FP32 model's, and the gate
     machine."""
@@ -398,26 +506,25 @@ def _golden(work: Path, ref: _Reference, exported_logits, exported_features, gua
     )
 
 
-def _check_kernel_paths(
-    req: ExportRequest, out: BackendOutput, work: Path, ref: _Reference, golden, guard, report, say
-):
+def _check_kernel_paths(ex: _Export, out: BackendOutput, golden, report):
     """The CPU classes this artifact was checked on (``portability.check_kernel_paths``); a
     PORTABLE INT8 export whose other-class outputs leave verify's tolerance fails the gate here."""
     from mxa_edge.export.portability import check_kernel_paths
     from mxa_edge.runtime.verify import golden_indices
 
-    idx = golden_indices(len(ref.valid))
+    req = ex.req
+    idx = golden_indices(len(ex.ref.valid))
     checked, failure = check_kernel_paths(
-        model=work / (out.gate_file or out.files[0]),
+        model=ex.work / (out.gate_file or out.files[0]),
         runtime=out.gate_runtime or req.spec.runtime,
         inference_precision=out.precision.inference_precision,
         int8=req.precision.int8,
         scheme=req.int8_scheme,
         quantization=out.quantization,
-        x=ref.x[idx],
+        x=ex.ref.x[idx],
         golden=golden,
-        guard=guard,
-        say=say,
+        guard=ex.guard,
+        say=ex.say,
     )
     if failure:
         report.passed = False
@@ -428,10 +535,12 @@ def _check_kernel_paths(
     return checked
 
 
-def _records(req, loaded, out, report, qat_info, calib_set, opts, work: Path, run_dir: Path, golden: dict, guard):
-    from mxa_edge.export import drift
+def _records(ex: _Export, out: BackendOutput, report, qat_info, golden: GoldenRecord):
+    """drift.json, drift.png and the ``ArtifactManifest``, written into the work folder."""
+    from mxa_edge import drift
     from mxa_edge.export.prepare import export_output_names
 
+    req, loaded, opts, work, guard = ex.req, ex.loaded, ex.opts, ex.work, ex.guard
     write_json(work / naming.DRIFT, report.table)
     spec = loaded.run.model
     drift.plot(report, work / naming.DRIFT_PLOT, f"{spec.name} -> {req.spec.name} {out.precision.weights}")
@@ -449,16 +558,15 @@ def _records(req, loaded, out, report, qat_info, calib_set, opts, work: Path, ru
         target=req.spec.name,
         outputs=export_output_names(spec.mxa is not None),
         decision=loaded.run.decision,
-        guard={
-            **guard.record(),
-            "held_out": {k: v for k, v in report.table["guard"].items() if k != "challenge"},
-            "challenge": report.table["guard"]["challenge"],
-        },
+        guard=guard.record(
+            held_out={k: v for k, v in report.table["guard"].items() if k != "challenge"},
+            challenge=report.table["guard"]["challenge"],
+        ),
         quantization=quantization,
         qat=qat_info,
-        calibration=calib_set.summary() if calib_set is not None else None,
+        calibration=ex.calib_set.summary() if ex.calib_set is not None else None,
         source_run=SourceRun(
-            path=str(run_dir),
+            path=str(ex.run_dir),
             weights_sha256=loaded.run.weights_sha256,
             data_fingerprint=dict(loaded.run.data.fingerprint),
             data=loaded.run.data,
@@ -480,10 +588,19 @@ def _records(req, loaded, out, report, qat_info, calib_set, opts, work: Path, ru
     return manifest
 
 
-def _publish(work: Path, out_dir: Path, result: ExportResult, report, req: ExportRequest, say, started: float) -> None:
+def _sign(ex: _Export, sign_key, sign_password) -> str:
+    """Sign the finished work folder (``formats.provenance``); returns the key's fingerprint."""
+    from mxa_edge.formats.provenance import sign_folder
+
+    ex.say("signing")
+    return sign_folder(ex.work, sign_key, sign_password)
+
+
+def _publish(ex: _Export, result: ExportResult, report) -> None:
     """Rename the finished folder into place (``fileio.replace_dir``: crash-safe); only folders
     this tool wrote are ever replaced (``naming.check_publish_target``). Once published, the work
-    folders that killed exports to the same name left beside it (older than ``started``) go."""
+    folders that killed exports to the same name left beside it (older than ``ex.started``) go."""
+    work, out_dir, say = ex.work, ex.out_dir, ex.say
     if not report.passed:
         rejected = naming.rejected_dir(out_dir)
         naming.check_publish_target(rejected)
@@ -491,7 +608,7 @@ def _publish(work: Path, out_dir: Path, result: ExportResult, report, req: Expor
         result.rejected = rejected
         shown = report.reasons[:4] + ([f"{len(report.reasons) - 4} more"] if len(report.reasons) > 4 else [])
         err = DriftGateError(
-            f"{req.spec.name} export drifted past the gate on the held-out split: {'; '.join(shown)}; "
+            f"{ex.req.spec.name} export drifted past the gate on the held-out split: {'; '.join(shown)}; "
             f"not published, kept as {rejected}"
         )
         err.result = result
@@ -504,9 +621,23 @@ def _publish(work: Path, out_dir: Path, result: ExportResult, report, req: Expor
     if naming.is_artifact(stale):  # an earlier attempt under this name, now superseded (bench would list it)
         shutil.rmtree(stale, ignore_errors=True)
         say(f"removed the superseded {stale.name}")
-    for partial in naming.stale_partials(out_dir, started):
+    for partial in naming.stale_partials(out_dir, ex.started):
         shutil.rmtree(partial, ignore_errors=True)
         say(f"removed {partial.name}, left by an interrupted export to {out_dir.name}")
+
+
+def _check_engine_built(out: BackendOutput, out_dir: Path, result: ExportResult) -> None:
+    """A target whose engine must be built elsewhere (TensorRT without TensorRT/CUDA here):
+    MissingDependencyError, raised once the portable files are published and gated."""
+    missing = out.extra.get("engine_missing_reason")
+    if missing:
+        build = out.extra.get("build_file", "BUILD_TRT.txt")
+        err = MissingDependencyError(
+            f"{missing}: wrote {out_dir / out.files[0]} (drift-gated through {out.gate_runtime}) "
+            f"and the build command in {out_dir / build}; run it on the GPU machine"
+        )
+        err.result = result
+        raise err
 
 
 # ---------------------------------------------------------------------------------- the story
@@ -568,78 +699,28 @@ def export_run(
         int8_scheme=Int8Scheme(int8_scheme),
     ).validate()
     run_dir = Path(run_dir).absolute()
-    if sign_key is not None:  # an unusable key fails now, not after the export's minutes
-        from mxa_edge.formats.provenance import signing_key_fingerprint
-
-        signing_key_fingerprint(sign_key, sign_password)
-    exporter = req.spec.make_exporter()
-    ok, reason = exporter.available()
-    if not ok:
-        raise MissingDependencyError(f"cannot export to {req.spec.name}: {reason}")
-
     if out_dir is None:
         out_dir = naming.default_artifact_dir(run_dir, target, req.precision, static_batch)
     out_dir = Path(out_dir).absolute()
-    for folder in (out_dir, naming.rejected_dir(out_dir)):  # refuse before any work, not after
-        naming.check_publish_target(folder)
+    exporter = _refuse_early(req, out_dir, sign_key, sign_password)
 
-    say("loading run")
-    loaded = _load(run_dir, seed)
-    opts = ExportOptions(
-        precision=req.precision, fp16=fp16, calib_method=calib_method, seed=seed, int8_scheme=req.int8_scheme
-    )
-    calib_set = _quantization_plan(req, loaded, opts, say) if req.precision.int8 else None
-    ref = _reference(loaded, say)
-    guard, tune = _fit_input_guard(loaded, say)
-    challenge = _challenge_inputs(loaded, ref)
-    decision = loaded.run.decision
-
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=naming.PARTIAL_SUFFIX, dir=out_dir.parent))
-    started = work.stat().st_mtime
-    os.chmod(work, default_mode(0o777))  # mkdtemp makes it owner-only: a service account must read it
+    ex = _prepare(req, exporter, run_dir, out_dir, say)
     try:
         with _quiet_nncf(load=req.precision.qat or (req.precision.int8 and req.spec.accuracy_control)):
-            out, qat_info = _write_model(req, loaded, exporter, opts, work, say)
-            report, logits, features = _gate(req, out, work, ref, decision, guard, challenge, say)
+            out, qat_info = _write_model(ex)
+            report, logits, features = _gate(ex, out)
             if not report.passed and req.spec.accuracy_control and req.precision is Precision.INT8:
-                say("INT8 drifted: retrying with accuracy control on the tuning split (reverting layers to float)")
-                first = report.summary()
-                # ``tune``: fitting never sees the held-out images
-                out = exporter.export_with_accuracy_control(
-                    loaded.fused,
-                    loaded.example,
-                    work,
-                    opts,
-                    (tune.x, tune.valid.targets, tune.valid.mask, decision),
-                    req.gate,
-                    tune.probs,
-                    out,
-                )
-                out.quantization["accuracy_control"]["first_gate"] = first
-                _fix_batch(req, exporter, out, work, say)
-                report, logits, features = _gate(req, out, work, ref, decision, guard, challenge, say)
-        golden = _golden(work, ref, logits, features, guard, report)
-        golden["checked_on"] = _check_kernel_paths(req, out, work, ref, golden, guard, report, say)
-        manifest = _records(req, loaded, out, report, qat_info, calib_set, opts, work, run_dir, golden, guard)
-        result = ExportResult(None, report.passed, report.table, report.summary(), manifest, notes=opts.notes)
+                out = _accuracy_control(ex, out, report)
+                report, logits, features = _gate(ex, out)
+        golden = _golden(ex.work, ex.ref, logits, features, ex.guard, report)
+        golden.checked_on = KernelClassChecks.from_dict(_check_kernel_paths(ex, out, golden, report))
+        manifest = _records(ex, out, report, qat_info, golden)
+        result = ExportResult(None, report.passed, report.table, report.summary(), manifest, notes=ex.opts.notes)
         if sign_key is not None and report.passed:
-            from mxa_edge.formats.provenance import sign_folder
-
-            say("signing")
-            result.signed_by = sign_folder(work, sign_key, sign_password)
-        _publish(work, out_dir, result, report, req, say, started)
+            result.signed_by = _sign(ex, sign_key, sign_password)
+        _publish(ex, result, report)
     finally:
-        if work.exists():
-            shutil.rmtree(work, ignore_errors=True)
-
-    missing = out.extra.get("engine_missing_reason")
-    if missing:
-        build = out.extra.get("build_file", "BUILD_TRT.txt")
-        err = MissingDependencyError(
-            f"{missing}: wrote {out_dir / out.files[0]} (drift-gated through {out.gate_runtime}) "
-            f"and the build command in {out_dir / build}; run it on the GPU machine"
-        )
-        err.result = result
-        raise err
+        if ex.work.exists():
+            shutil.rmtree(ex.work, ignore_errors=True)
+    _check_engine_built(out, out_dir, result)
     return result

@@ -22,7 +22,9 @@ from typing import Callable
 
 import numpy as np
 
+from mxa_edge.formats.naming import GOLDEN_FILES
 from mxa_edge.formats.precision import Int8Scheme
+from mxa_edge.formats.records import GoldenRecord
 from mxa_edge.machine import VNNI_CLASSES, int8_kernel_class
 
 
@@ -35,17 +37,18 @@ def check_kernel_paths(
     scheme: Int8Scheme,
     quantization: dict | None,
     x: np.ndarray,
-    golden: dict,
+    golden: GoldenRecord,
     guard,
     say: Callable[[str], None] = lambda msg: None,
 ) -> tuple[dict, str | None]:
-    """(the ``checked_on`` record, a failure line or None)."""
+    """(the ``checked_on`` record, as the drift table stores it and ``records.KernelClassChecks``
+    reads it, a failure line or None)."""
     from mxa_edge.guard import FEATURES_OUTPUT
     from mxa_edge.runtime import kernel_paths
     from mxa_edge.runtime.verify import golden_gaps
 
     here = int8_kernel_class()
-    tolerance = float(golden["tolerance"]["max_abs_logit"])
+    tolerance = float(golden.tolerance.max_abs_logit)
     record = {
         "int8_scheme": scheme.value if int8 else None,
         "build_class": here,
@@ -79,7 +82,7 @@ def check_kernel_paths(
         return record, None
     outputs, seen_class = result
     scores = guard.score(outputs[FEATURES_OUTPUT]) if FEATURES_OUTPUT in outputs else None
-    gaps = golden_gaps(outputs["logits"], scores, np.load(_golden_file(model)), golden)
+    gaps = golden_gaps(outputs["logits"], scores, np.load(Path(model).parent / GOLDEN_FILES["exported"]), golden)
     diff = gaps["max_abs_logit"]
     entry = {"how": kernel_paths.avx2_description(), "checked": True, "detected_class": seen_class, **gaps}
     record["classes"]["avx2"] = entry
@@ -101,9 +104,3 @@ def check_kernel_paths(
         return record, why + ": this INT8 model would compute something else on an AVX2 CPU"
     say(f"warning: {why}; published for VNNI/AMX CPUs only (--int8-scheme vnni); verify refuses it on AVX2")
     return record, None
-
-
-def _golden_file(model: Path) -> Path:
-    from mxa_edge.runtime.verify import GOLDEN_FILES
-
-    return Path(model).parent / GOLDEN_FILES["exported"]

@@ -32,6 +32,7 @@ from mxa_edge.formats import naming
 from mxa_edge.formats.decision import DecisionRule
 from mxa_edge.formats.model_spec import ModelSpec
 from mxa_edge.formats.precision import NumericFormat, Precision
+from mxa_edge.formats.records import OMIT_NONE, GoldenRecord, GuardRecord, Record
 from mxa_edge.formats.run import check_header, read_manifest_json
 from mxa_edge.formats.selection import DataSelection
 from mxa_edge.labels import CHEXPERT_LABELS
@@ -58,30 +59,14 @@ def manifest_digest(manifest: dict) -> str:
 
 
 @dataclass
-class SourceRun:
+class SourceRun(Record):
     """The training run an artifact was exported from."""
 
     path: str | None = None
     weights_sha256: str | None = None
-    data_fingerprint: dict = field(default_factory=dict)  # split -> fingerprint
-    data: DataSelection | None = None  # the run's data policy (absent in artifacts before it was copied)
-
-    def to_dict(self) -> dict:
-        d = {"path": self.path, "weights_sha256": self.weights_sha256, "data_fingerprint": self.data_fingerprint}
-        if self.data is not None:
-            d["data"] = self.data.to_dict()
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> SourceRun:
-        d = d or {}
-        fp = d.get("data_fingerprint")
-        return cls(
-            path=d.get("path"),
-            weights_sha256=d.get("weights_sha256"),
-            data_fingerprint=dict(fp) if isinstance(fp, dict) else {},
-            data=DataSelection.from_dict(d["data"]) if d.get("data") else None,
-        )
+    data_fingerprint: dict[str, str] = field(default_factory=dict)  # split -> fingerprint
+    # the run's data policy (absent in artifacts before it was copied)
+    data: DataSelection | None = field(default=None, metadata=OMIT_NONE)
 
     def selection(self) -> DataSelection | None:
         """The data policy the artifact was gated with: its own copy, else the source run's (when
@@ -111,7 +96,7 @@ class ArtifactManifest:
     outputs: list = field(default_factory=lambda: ["logits"])
     inputs: list = field(default_factory=lambda: ["image"])
     decision: DecisionRule = field(default_factory=DecisionRule.uncalibrated)
-    guard: dict | None = None  # the input guard (mxa_edge.guard): threshold, method, its file, measured flag rates
+    guard: GuardRecord | None = None  # the input guard (mxa_edge.guard): threshold, method, its file, flag rates
     quantization: dict | None = None
     qat: dict | None = None
     calibration: dict | None = None
@@ -121,7 +106,7 @@ class ArtifactManifest:
     params: int | None = None
     drift: dict | None = None  # the gate's summary (drift.json has the full table)
     export: dict = field(default_factory=dict)  # target, onnx_opset, static_batch, backend notes
-    verification: dict | None = None  # golden vectors for ``mxa-edge verify`` (runtime/verify.py)
+    verification: GoldenRecord | None = None  # golden vectors for ``mxa-edge verify`` (runtime/verify.py)
     versions: dict = field(default_factory=dict)
     created: str | None = None
     artifact_sha256: str | None = None  # set by save(); checked by load_artifact
@@ -150,7 +135,7 @@ class ArtifactManifest:
             "outputs": list(self.outputs),
             "labels": list(CHEXPERT_LABELS),
             "decision": self.decision.to_dict(),
-            "guard": self.guard,
+            "guard": self.guard.to_dict() if self.guard is not None else None,
             "preprocess": self.preprocess.to_dict(),
             "precision": self.precision.to_dict(),
             "quantization": self.quantization,
@@ -164,7 +149,7 @@ class ArtifactManifest:
             "params": self.params,
             "drift": self.drift,
             "export": {"target": self.target, **{k: v for k, v in self.export.items() if k != "target"}},
-            "verification": self.verification,
+            "verification": self.verification.to_dict() if self.verification is not None else None,
             "versions": self.versions,
             "created": self.created,
             **({DIGEST_FIELD: self.artifact_sha256} if self.artifact_sha256 else {}),
@@ -186,17 +171,17 @@ class ArtifactManifest:
                 outputs=list(d.get("outputs") or ["logits"]),
                 inputs=list(d.get("inputs") or ["image"]),
                 decision=DecisionRule.from_dict(d.get("decision")),
-                guard=d.get("guard"),
+                guard=GuardRecord.optional(d.get("guard")),
                 quantization=d.get("quantization"),
                 qat=d.get("qat"),
                 calibration=d.get("calibration"),
-                source_run=SourceRun.from_dict(d.get("source_run")),
+                source_run=SourceRun.from_dict(d.get("source_run") or {}),
                 flops=d.get("flops"),
                 macs=d.get("macs"),
                 params=d.get("params"),
                 drift=d.get("drift"),
                 export=export,
-                verification=d.get("verification"),
+                verification=GoldenRecord.optional(d.get("verification")),
                 versions=dict(d.get("versions") or {}),
                 created=d.get("created"),
                 artifact_sha256=d.get(DIGEST_FIELD),
@@ -313,17 +298,6 @@ class Artifact:
     @property
     def manifest_path(self) -> Path:
         return self.path / naming.MANIFEST
-
-    def input_guard(self):
-        """The artifact's input guard (``mxa_edge.guard.InputGuard``) read through ``member``,
-        or None for an artifact without one."""
-        record = self.manifest.guard
-        if not record:
-            return None
-        from mxa_edge.guard import GUARD_FILE, InputGuard
-
-        path = self.member(record.get("file", GUARD_FILE))
-        return InputGuard.load(path.parent, {**record, "file": path.name})
 
     def drift_table(self) -> dict | None:
         """drift.json's table (the export-time gate, hash-checked), or None when the artifact has none."""

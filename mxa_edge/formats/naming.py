@@ -5,7 +5,7 @@
       weights.safetensors, metrics.json, checkpoint.pt, log.jsonl, curves.png
       exports/<target>-<precision>[-b<N>]/     what ``mxa-edge export`` writes (``ArtifactManifest``)
         manifest.json               format "mxa-edge-artifact"
-        model file(s), drift.json, drift.png
+        model file(s), drift.json, drift.png, guard.npz, golden/*.npy
       exports/<name>.rejected/    an export that failed its drift gate, kept for inspection
 
 This is the only module that spells these names.
@@ -32,6 +32,13 @@ REJECTED_SUFFIX = ".rejected"
 PARTIAL_SUFFIX = ".partial"  # export's work folder beside the requested one: .<name>.<random>.partial
 BENCH_JSON = "bench.json"  # bench's results beside the run it measured (RUN/bench.json, RUN/bench.png)
 BENCH_PLOT = "bench.png"
+GUARD_FILE = "guard.npz"  # an artifact's input guard (mxa_edge.guard), listed in manifest ``guard.file``
+GOLDEN_DIR = "golden"  # an artifact's golden vectors (runtime/verify.py), listed in ``verification.files``
+GOLDEN_FILES = {
+    "images": f"{GOLDEN_DIR}/images.npy",
+    "exported": f"{GOLDEN_DIR}/logits_exported.npy",
+    "fp32": f"{GOLDEN_DIR}/logits_fp32.npy",
+}
 
 RUN_FORMAT = "mxa-edge-run"
 ARTIFACT_FORMAT = "mxa-edge-artifact"

@@ -208,10 +208,10 @@ def build_report(
             ]
             d.roc_png = roc_grid(labels, np.asarray(targets), np.asarray(mask), d.curves, aucs)
             d.reliability_png = reliability_diagram(reliabilities)
-            if new.guard_scores is not None and art.manifest.guard:
+            if new.guard_scores is not None and art.manifest.guard is not None:
                 from mxa_edge.report.figures import guard_histogram
 
-                d.guard_png = guard_histogram(new.guard_scores, new.challenge_scores, art.manifest.guard["threshold"])
+                d.guard_png = guard_histogram(new.guard_scores, new.challenge_scores, art.manifest.guard.threshold)
         except ImportError as exc:
             d.figure_why = f"figures need matplotlib ({exc}); install the [train] extra"
             gaps.append(d.figure_why)

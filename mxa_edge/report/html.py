@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from html import escape
 
+from mxa_edge.formats.records import KernelClassChecks
 from mxa_edge.outputs import REPORT_META
 from mxa_edge.report.figures import png_data_uri
 from mxa_edge.report.records import flatten
@@ -618,32 +619,31 @@ def calibration(d) -> str:
 def input_guard(d) -> str:
     out = ['<section id="input-guard"><h2>5b. Input guard: is an image like the training images?</h2>']
     g = d.manifest.guard
-    if not g:
+    if g is None:
         out.append(gap("this artifact carries no input guard (exported before format 4)"))
         out.append("</section>")
         return "".join(out)
     if d.guard_png is not None:
         out.append(_figure(d.guard_png, "Input-guard score distributions"))
-    held = g.get("held_out") or {}
+    held = g.held_out
     rows = [
-        ("Method", e(g.get("method"))),
-        ("Threshold", e(f"{num(g.get('threshold'), '.2f')}: {g.get('threshold_rule')}")),
+        ("Method", e(g.method)),
+        ("Threshold", e(f"{num(g.threshold, '.2f')}: {g.threshold_rule}")),
         (
             "Fitted on",
-            e(
-                f"training images ({g.get('n_fit')}) for mean and covariance; "
-                f"tuning split ({g.get('n_threshold')}) for the threshold"
-            ),
+            e(f"training images ({g.n_fit}) for mean and covariance; tuning split ({g.n_threshold}) for the threshold"),
         ),
         (
             "Held-out images flagged (at export)",
             e(
-                f"FP32 {num(held.get('flag_rate_ref'), '.1%')}, exported {num(held.get('flag_rate_new'), '.1%')} "
-                f"of {held.get('n_images')} (agreement {num(held.get('agreement'), '.1%')})"
+                f"FP32 {num(held.flag_rate_ref, '.1%')}, exported {num(held.flag_rate_new, '.1%')} "
+                f"of {held.n_images} (agreement {num(held.agreement, '.1%')})"
+                if held is not None
+                else "not recorded"
             ),
         ),
     ]
-    for kind, v in (g.get("challenge") or {}).items():
+    for kind, v in (g.challenge or {}).items():
         rows.append((f"Flagged: {kind} (at export)", e(f"{num(v.get('flagged'), '.1%')} of {v.get('n')}")))
     out.append(kv_table(rows, table_id="guard-table"))
     out.append(
@@ -815,7 +815,10 @@ def export_settings(d) -> str:
         ("Subgroups", "gated" if spec.subgroups else "reported only"),
         ("Verdict split", e(provenance(d))),
         ("Executed precision at the gate", e((d.drift or {}).get("executed_precision", "not recorded"))),
-        ("CPU classes checked at export", checked_classes((m.verification or {}).get("checked_on"))),
+        (
+            "CPU classes checked at export",
+            checked_classes(m.verification.checked_on if m.verification is not None else None),
+        ),
         (
             "Drift gate ran",
             e(
@@ -829,13 +832,13 @@ def export_settings(d) -> str:
     return '<section id="export-settings"><h2>8. Export settings</h2>' + kv_table(pairs) + "</section>"
 
 
-def checked_classes(checked: dict | None) -> str:
+def checked_classes(checked: KernelClassChecks | None) -> str:
     """Each INT8 kernel class the export ran the golden images on, how, and the largest logit
     difference (``verification.checked_on``)."""
-    if not checked:
+    if checked is None:
         return '<span class="ne">not recorded (exported before CPU classes were)</span>'
     rows = []
-    for cls, entry in (checked.get("classes") or {}).items():
+    for cls, entry in checked.classes.items():
         if not entry.get("checked"):
             rows.append(f"{e(cls)}: not checked ({e(entry.get('why') or entry.get('how'))})")
         elif "tolerance" in entry:
@@ -846,9 +849,9 @@ def checked_classes(checked: dict | None) -> str:
             )
         else:
             rows.append(f"{e(cls)}: {e(entry.get('how'))}")
-    scheme = checked.get("int8_scheme")
-    if scheme:
-        rows.append(f"INT8 scheme {e(scheme)}; largest int8 weight {e(checked.get('max_abs_int8_weight', 'n/a'))}")
+    if checked.int8_scheme:
+        weight = "n/a" if checked.max_abs_int8_weight is None else checked.max_abs_int8_weight
+        rows.append(f"INT8 scheme {e(checked.int8_scheme)}; largest int8 weight {e(weight)}")
     return "<br>".join(rows)
 
 

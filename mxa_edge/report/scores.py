@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mxa_edge import scoring
+from mxa_edge import scoring, torch_side
 from mxa_edge.errors import ArtifactError, MissingDependencyError, MxaError
 from mxa_edge.formats import Artifact, DataSelection, DecisionRule, RunRecord, naming
 from mxa_edge.metrics import sigmoid
@@ -161,8 +161,9 @@ def _guard_scores(artifact: Artifact, engine, arrays, features) -> tuple[np.ndar
     """The input guard's scores on the held-out images and on a small challenge set (inverted
     held-out images, generated textures and document pages: ``mxa_edge.data.ood``)."""
     from mxa_edge.data.ood import document_images, inverted, texture_images
+    from mxa_edge.guard import load_guard
 
-    guard = artifact.input_guard()
+    guard = load_guard(artifact)
     pp = artifact.preprocess
     n = min(48, len(arrays))
     challenge = {
@@ -183,9 +184,7 @@ def fp32_scores(artifact: Artifact, arrays, run: RunRecord | None, run_why: str 
     if run is None:
         s.why = run_why or "the source run is not available"
         return s
-    try:
-        import torch  # noqa: F401 (is it installed?)
-    except ImportError:
+    if not torch_side.installed():
         s.why = "PyTorch is not installed here (light runtime install); install the [train] extra for FP32 curves"
         return s
     expected = artifact.manifest.source_run.weights_sha256
@@ -199,9 +198,7 @@ def fp32_scores(artifact: Artifact, arrays, run: RunRecord | None, run_why: str 
         s.why = "the run's preprocessing differs from the artifact's"
         return s
     try:
-        from mxa_edge.models.weights import load_run
-
-        model, _ = load_run(run)
+        model = torch_side.load_run_model(run)
     except ImportError as exc:
         s.why = f"the training dependencies are not installed ({exc}); install the [train] extra"
         return s
@@ -209,6 +206,6 @@ def fp32_scores(artifact: Artifact, arrays, run: RunRecord | None, run_why: str 
         s.why = str(exc)
         return s
     to_input = functools.partial(arrays.model_input, preprocess=artifact.preprocess)
-    runner = scoring.torch_runner(model, aux=False)
+    runner = torch_side.model_runner(model, aux=False)
     s.set_logits(scoring.score(runner, arrays, batch=BATCH, to_input=to_input)["logits"], artifact.decision)
     return s

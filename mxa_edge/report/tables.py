@@ -8,7 +8,7 @@ AUC CIs are not in the record: they come from a bootstrap over the report's own 
 only when those are on the very images the gate used (same valid-split fingerprint).
 
 Without drift.json the table is computed here, as the export computes it
-(``mxa_edge.export.drift.gate``: calibrated probabilities of both models, the artifact's
+(``mxa_edge.drift.gate``: calibrated probabilities of both models, the artifact's
 per-finding thresholds, the report's held-out images and their slices).
 
 Either way every verdict is ``mxa_edge.gate``'s (``checks`` / ``verdict``) with the table's
@@ -176,7 +176,7 @@ def subgroup_rows(table: dict, spec: GateSpec) -> list[SubgroupRow]:
 
 def computed_drift(computed: dict, spec: GateSpec, n_boot: int, seed: int) -> dict:
     """The drift table as the export computes it, on the report's held-out images."""
-    from mxa_edge.export.drift import gate
+    from mxa_edge.drift import gate
 
     report = gate(
         computed["targets"],

@@ -45,6 +45,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from mxa_edge.errors import InputImageError
+from mxa_edge.guard import load_guard
 from mxa_edge.imageio import SUPPORTED_SUFFIXES, is_supported_image, load_radiograph
 
 STATUS_PREDICTED, STATUS_SKIPPED, STATUS_ERROR = "predicted", "skipped", "error"
@@ -275,7 +276,7 @@ class Predictor:
         self.thresholds = self.artifact.thresholds
         self.policies = {label: self.decision.label_policy(label) for label in self.labels}
         self.model_id = self.artifact.manifest.model_id
-        self.guard = self.artifact.input_guard()
+        self.guard = load_guard(self.artifact)
         self.engine = open_engine(self.artifact, threads)
         # First use on this machine: the golden vectors must reproduce (VerificationError if not).
         self.verification = ensure_verified(self.artifact, self.engine) if verify else None

@@ -28,13 +28,9 @@ import numpy as np
 
 from mxa_edge.errors import ArtifactError, VerificationError
 from mxa_edge.fileio import sha256_file, write_json
+from mxa_edge.formats.naming import GOLDEN_DIR, GOLDEN_FILES
+from mxa_edge.formats.records import GoldenGuardScores, GoldenRecord, LogitTolerance
 
-GOLDEN_DIR = "golden"
-GOLDEN_FILES = {
-    "images": "golden/images.npy",
-    "exported": "golden/logits_exported.npy",
-    "fp32": "golden/logits_fp32.npy",
-}
 GOLDEN_N = 16
 MIN_TOLERANCE = 0.05  # logits; FP32 exports differ across CPUs by ~1e-4
 TOLERANCE_FRACTION = 0.5
@@ -53,9 +49,10 @@ def write_golden(
     fp32: np.ndarray,
     guard_scores: tuple | None = None,
     **recorded,
-) -> dict:
+) -> GoldenRecord:
     """Save the golden vectors into ``folder/golden`` and return the manifest's ``verification``
-    record (file hashes, tolerance, and ``recorded`` facts such as the gate machine).
+    record (file hashes, tolerance, and ``recorded`` facts: the GoldenRecord fields naming the
+    gate machine, ``gate_machine``, ``gate_isa``, ``gated_runtime``, ``executed_precision``).
     ``guard_scores``: (exported, FP32) input-guard scores of the same images, recorded with
     their own tolerance (same rule, relative to the gate-time gap)."""
     (Path(folder) / GOLDEN_DIR).mkdir(exist_ok=True)
@@ -63,31 +60,31 @@ def write_golden(
     for key, rel in GOLDEN_FILES.items():
         np.save(Path(folder) / rel, arrays[key] if key == "images" else np.asarray(arrays[key], np.float32))
     gap = float(np.abs(np.asarray(exported, np.float64) - np.asarray(fp32, np.float64)).max())
-    return {
-        "n": int(len(images_u8)),
-        "files": {rel: sha256_file(Path(folder) / rel) for rel in GOLDEN_FILES.values()},
-        "max_abs_logit_exported_vs_fp32": gap,
-        "tolerance": {"max_abs_logit": max(MIN_TOLERANCE, TOLERANCE_FRACTION * gap)},
-        "rule": (
+    return GoldenRecord(
+        n=int(len(images_u8)),
+        files={rel: sha256_file(Path(folder) / rel) for rel in GOLDEN_FILES.values()},
+        max_abs_logit_exported_vs_fp32=gap,
+        tolerance=LogitTolerance(max_abs_logit=max(MIN_TOLERANCE, TOLERANCE_FRACTION * gap)),
+        rule=(
             f"max |logit - recorded exported logit| <= "
             f"max({MIN_TOLERANCE}, {TOLERANCE_FRACTION} x max |exported - FP32|)"
         ),
-        **({"guard": _guard_record(*guard_scores)} if guard_scores is not None else {}),
+        guard=_guard_record(*guard_scores) if guard_scores is not None else None,
         **recorded,
-    }
+    )
 
 
-def _guard_record(exported, fp32) -> dict:
+def _guard_record(exported, fp32) -> GoldenGuardScores:
     exported, fp32 = np.asarray(exported, np.float64), np.asarray(fp32, np.float64)
     gap = float(np.abs(exported - fp32).max()) if exported.size else 0.0
     # Relative floor: guard scores are distances in the hundreds' range of sqrt(D); an FP32
     # artifact moves them by ~1e-4 relative across CPUs.
     floor = GUARD_MIN_RELATIVE * float(np.abs(exported).max()) if exported.size else 0.0
-    return {
-        "scores_exported": [float(v) for v in exported],
-        "scores_fp32": [float(v) for v in fp32],
-        "tolerance": max(floor, TOLERANCE_FRACTION * gap),
-    }
+    return GoldenGuardScores(
+        scores_exported=[float(v) for v in exported],
+        scores_fp32=[float(v) for v in fp32],
+        tolerance=max(floor, TOLERANCE_FRACTION * gap),
+    )
 
 
 @dataclass
@@ -117,12 +114,12 @@ class VerifyReport:
 def load_golden(artifact) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(images u8, recorded exported logits, FP32 logits), each file checked against its hash."""
     rec = artifact.manifest.verification
-    if not rec:
+    if rec is None:
         raise ArtifactError(f"{artifact.path}: carries no golden vectors; re-export it with this version")
     out = []
     for rel in GOLDEN_FILES.values():
         path = artifact.member(rel)  # listed and hash-checked by load_artifact
-        if sha256_file(path) != (rec.get("files") or {}).get(rel):
+        if sha256_file(path) != rec.files.get(rel):
             raise ArtifactError(f"{path}: missing or changed since export; the artifact is incomplete or edited")
         try:
             array = np.load(path, allow_pickle=False)
@@ -137,6 +134,7 @@ def load_golden(artifact) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def verify_artifact(artifact, engine=None, threads: int | None = None) -> VerifyReport:
     """Run the golden vectors through this machine's runtime (``engine``, or one opened here)."""
     from mxa_edge.data.arrays import to_model_range
+    from mxa_edge.guard import FEATURES_OUTPUT, load_guard
     from mxa_edge.machine import isa_line, machine_fingerprint
     from mxa_edge.runtime.engines import open_engine
 
@@ -147,13 +145,16 @@ def verify_artifact(artifact, engine=None, threads: int | None = None) -> Verify
         passed=False,
         n_images=int(len(images)),
         max_abs_logit=None,
-        tolerance=float(rec["tolerance"]["max_abs_logit"]),
+        tolerance=float(rec.tolerance.max_abs_logit),
         decision_agreement=None,
         isa=isa_line(),
         machine=machine_fingerprint(),
         recorded={
-            **{k: rec.get(k) for k in ("gate_machine", "gate_isa", "executed_precision", "gated_runtime")},
-            "gated_with": (artifact.manifest.export or {}).get("gated_with") or rec.get("gated_runtime"),
+            "gate_machine": rec.gate_machine,
+            "gate_isa": rec.gate_isa,
+            "executed_precision": rec.executed_precision,
+            "gated_runtime": rec.gated_runtime,
+            "gated_with": (artifact.manifest.export or {}).get("gated_with") or rec.gated_runtime,
         },
     )
     _kernel_class_note(report, rec)
@@ -162,10 +163,8 @@ def verify_artifact(artifact, engine=None, threads: int | None = None) -> Verify
     outputs = engine.run(to_model_range(images, artifact.preprocess))
     logits = np.asarray(outputs["logits"], np.float64)
     guard = None
-    if rec.get("guard") and artifact.manifest.guard:
-        from mxa_edge.guard import FEATURES_OUTPUT
-
-        guard = artifact.input_guard()
+    if rec.guard is not None and artifact.manifest.guard is not None:
+        guard = load_guard(artifact)
         scores = guard.score(outputs[FEATURES_OUTPUT])
     gaps = golden_gaps(logits, scores if guard is not None else None, recorded, rec)
     report.max_abs_logit = gaps["max_abs_logit"]
@@ -179,7 +178,7 @@ def verify_artifact(artifact, engine=None, threads: int | None = None) -> Verify
             f"max |Δlogit| {report.max_abs_logit:.4f} > tolerance {report.tolerance:.4f} on {report.n_images} "
             f"golden images ({len(report.flipped)} decisions changed)"
         )
-    if not report.passed and (rec.get("checked_on") or {}).get("int8_scheme") == "vnni":
+    if not report.passed and rec.checked_on is not None and rec.checked_on.int8_scheme == "vnni":
         from mxa_edge.machine import VNNI_CLASSES
 
         if report.int8_kernels not in VNNI_CLASSES:
@@ -189,7 +188,7 @@ def verify_artifact(artifact, engine=None, threads: int | None = None) -> Verify
             )
     if guard is not None:
         gap, tolerance = gaps["max_abs_guard_score"], gaps["guard_tolerance"]
-        recorded_scores = np.asarray(rec["guard"]["scores_exported"], np.float64)
+        recorded_scores = np.asarray(rec.guard.scores_exported, np.float64)
         flags_now, flags_then = scores > guard.threshold, recorded_scores > guard.threshold
         report.guard = {
             "max_abs_score": gap,
@@ -204,40 +203,38 @@ def verify_artifact(artifact, engine=None, threads: int | None = None) -> Verify
     return report
 
 
-def golden_gaps(logits, guard_scores, recorded_logits, rec: dict) -> dict:
+def golden_gaps(logits, guard_scores, recorded_logits, rec: GoldenRecord) -> dict:
     """How far outputs on the golden images are from what the gate recorded, against the
     manifest's tolerances (``rec``: its ``verification`` record): max |Δlogit|, max |Δ guard
     score| when both sides have one, and whether both are within tolerance. The one rule for
     ``verify`` on a deployment CPU and for export's check on the other CPU class."""
     out = {
         "max_abs_logit": float(np.abs(np.asarray(logits, np.float64) - np.asarray(recorded_logits, np.float64)).max()),
-        "tolerance": float(rec["tolerance"]["max_abs_logit"]),
+        "tolerance": float(rec.tolerance.max_abs_logit),
     }
     out["passed"] = out["max_abs_logit"] <= out["tolerance"]
-    guard_rec = rec.get("guard")
-    if guard_rec and guard_scores is not None:
-        recorded = np.asarray(guard_rec["scores_exported"], np.float64)
+    if rec.guard is not None and guard_scores is not None:
+        recorded = np.asarray(rec.guard.scores_exported, np.float64)
         out["max_abs_guard_score"] = float(np.abs(np.asarray(guard_scores, np.float64) - recorded).max())
-        out["guard_tolerance"] = float(guard_rec["tolerance"])
+        out["guard_tolerance"] = float(rec.guard.tolerance)
         out["passed"] = out["passed"] and out["max_abs_guard_score"] <= out["guard_tolerance"]
     return out
 
 
-def _kernel_class_note(report: VerifyReport, rec: dict) -> None:
+def _kernel_class_note(report: VerifyReport, rec: GoldenRecord) -> None:
     """Which CPU classes the export checked, and whether this one is among them (it is checked
     here either way: that is what verify is for)."""
     from mxa_edge.machine import int8_kernel_class
 
     report.int8_kernels = int8_kernel_class()
-    checked = rec.get("checked_on")
-    if not checked:
+    checked = rec.checked_on
+    if checked is None:
         report.note = "the artifact records no CPU classes (exported before they were recorded)"
         return
-    report.checked_on = checked.get("classes") or {}
-    entry = report.checked_on.get(report.int8_kernels) or {}
-    report.class_checked_at_export = bool(entry.get("checked"))
+    report.checked_on = checked.classes
+    done = checked.checked()
+    report.class_checked_at_export = report.int8_kernels in done
     if not report.class_checked_at_export:
-        done = [c for c, e in report.checked_on.items() if e.get("checked")]
         report.note = (
             f"this CPU's INT8 kernels ({report.int8_kernels}) were not checked at export (checked: "
             f"{', '.join(done) or 'none'}); checking them now"

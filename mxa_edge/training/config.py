@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+# The choice sets of TrainConfig's string fields that have no home elsewhere (the CLI's choices).
+TEACHER_KINDS = ("finetune", "xrv", "none")  # teacher: training.pipeline.build_teacher dispatches on these
+DEVICES = ("auto", "cpu", "cuda")  # device: resolve_device; "cuda:N" is also accepted (DDP ranks)
+AMP_MODES = ("auto", "bf16", "off")  # amp: amp_dtype
+
 
 @dataclass
 class TrainConfig:
@@ -18,7 +23,7 @@ class TrainConfig:
     mxa_fusion: str = "zoom"  # zoom (the paper's) | paste (formats.model_spec.MXAConfig.fusion)
     student_weights: str | None = None  # local timm EfficientViT checkpoint to start from (never downloaded)
     kd: bool = True
-    teacher: str = "finetune"  # finetune | xrv | none
+    teacher: str = "finetune"  # one of TEACHER_KINDS
     teacher_weights: str | None = None
     teacher_epochs: int = 2
     teacher_lr: float = 1e-3
@@ -55,13 +60,13 @@ class TrainConfig:
     ema_decay: float | None = None  # None: chosen from the run length (see ema_decay_for)
     augment: str = "rand-m5-mstd1"
     seed: int = 0
-    device: str = "auto"  # auto (CUDA when available, else CPU) | cpu | cuda; train records the resolved one
+    device: str = "auto"  # DEVICES: auto (CUDA when available, else CPU) | cpu | cuda; train records the resolved one
     workers: int = 2  # image decoding threads
     limit_train: int | None = None
     limit_valid: int | None = None
     resume: bool = False
     checkpoint_every: int = 20  # steps between mid-epoch checkpoints (0: epoch ends only)
-    amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | bf16 | off
+    amp: str = "auto"  # AMP_MODES: auto (bf16 on CUDA, off on CPU) | bf16 | off
     channels_last: bool = False
     compile: bool = False
     n_boot: int = 1000
@@ -93,8 +98,8 @@ def resolve_device(device: str) -> str:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {device} was asked for but CUDA is not available here; use --device cpu or auto")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise ConfigError(f"unknown device {device!r}; expected auto, cpu or cuda")
+    if device not in DEVICES and not device.startswith("cuda"):
+        raise ConfigError(f"unknown device {device!r}; expected {', '.join(DEVICES[:-1])} or {DEVICES[-1]}")
     return device
 
 

@@ -22,6 +22,7 @@ import torch
 
 from mxa_edge import scoring
 from mxa_edge.fileio import atomic_path
+from mxa_edge.models.execution import torch_runner
 from mxa_edge.progress import SILENT, Reporter
 from mxa_edge.training.augment import RandAugmentGray
 
@@ -77,7 +78,7 @@ def predict_logits(model, images_u8: np.ndarray, value_range, batch_size: int = 
     def to_model_range(x: torch.Tensor) -> torch.Tensor:  # on the device: uint8 crosses the bus
         return (x.float().div(255.0) * (hi - lo) + lo)[:, None]
 
-    runner = scoring.torch_runner(model, device=device, prepare=to_model_range, aux=False)
+    runner = torch_runner(model, device=device, prepare=to_model_range, aux=False)
     out = scoring.score(runner, images_u8, batch=batch_size)
     return out.get("logits", np.zeros((0, 0), np.float32))
 
