@@ -18,8 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from mxa_edge.data.subgroups import slice_status
 from mxa_edge.gate import DEFAULT_GATE, GateSpec, verdict
 from mxa_edge.labels import LABEL_ABBREVIATIONS
+from mxa_edge.metrics import paired_auc_delta
 
 
 @dataclass
@@ -76,8 +78,6 @@ class DriftReport:
 
 
 def _slice_table(y, mask, ref, new, rows, thresholds, n_boot, seed, spec) -> dict:
-    from mxa_edge.data.subgroups import slice_status
-    from mxa_edge.metrics import paired_auc_delta
 
     m = mask[rows] == 1
     n_pos, n_neg = int(np.sum(m & (y[rows] == 1))), int(np.sum(m & (y[rows] == 0)))
@@ -109,7 +109,6 @@ def gate(
     the split the images are from (recorded, so a reader knows what produced the verdict);
     ``guard``: the input guard's paired record on the same images (``mxa_edge.guard.guard_drift``),
     gated by ``spec.max_guard_flag_increase``."""
-    from mxa_edge.metrics import paired_auc_delta
 
     y, m = np.asarray(y_true), np.asarray(mask)
     ref, new = np.asarray(prob_ref, dtype=np.float64), np.asarray(prob_new, dtype=np.float64)

@@ -11,12 +11,22 @@ from pathlib import Path
 
 import numpy as np
 
+from mxa_edge import torch_side
 from mxa_edge.data.arrays import SplitArrays
 from mxa_edge.errors import ArtifactError
 from mxa_edge.formats import Artifact, DataSelection, RunRecord, load_artifact, naming
-from mxa_edge.metrics import box_coverage, evaluate, localization_vs_baselines, random_boxes_like, sigmoid
+from mxa_edge.metrics import (
+    box_coverage,
+    evaluate,
+    localization_vs_baselines,
+    random_boxes_like,
+    reliability_curve,
+    sigmoid,
+)
 from mxa_edge.preprocess import Preprocess
 from mxa_edge.progress import SILENT, Reporter
+from mxa_edge.runtime.engines import open_engine
+from mxa_edge.scoring import engine_runner, score
 
 
 def read_boxes(root: Path) -> dict[str, list[tuple[str, np.ndarray]]]:
@@ -100,7 +110,6 @@ def decision_metrics(arrays: SplitArrays, logits, decision, *, n_boot: int, seed
     """The metrics of what predict outputs: ``evaluate`` on the decision rule's calibrated
     probabilities at its per-finding thresholds (sensitivity/specificity with CIs), plus the ECE
     and reliability curve before and after calibration. train (metrics.json) and eval share it."""
-    from mxa_edge.metrics import reliability_curve
 
     probs = decision.probabilities(logits)
     metrics = evaluate(
@@ -198,8 +207,6 @@ def _init_rois(source: RunRecord | str, arrays: SplitArrays, pp: Preprocess, rep
     """(boxes of the run's model at initialisation (N, K, 4), None), or (None, why they are missing)."""
     if isinstance(source, str):
         return None, source
-    from mxa_edge import torch_side
-    from mxa_edge.scoring import score
 
     model, why = torch_side.initial_student(source)  # (None, "torch is not installed") on a runtime install
     if model is None:
@@ -217,8 +224,6 @@ def _init_rois(source: RunRecord | str, arrays: SplitArrays, pp: Preprocess, rep
 
 
 def _run_outputs(run: RunRecord, arrays: SplitArrays, pp: Preprocess):
-    from mxa_edge import torch_side
-    from mxa_edge.scoring import score
 
     model = torch_side.load_run_model(run)
     to_input = functools.partial(arrays.model_input, preprocess=pp)
@@ -228,8 +233,6 @@ def _run_outputs(run: RunRecord, arrays: SplitArrays, pp: Preprocess):
 
 
 def _artifact_outputs(artifact: Artifact, arrays: SplitArrays, pp: Preprocess):
-    from mxa_edge.runtime.engines import open_engine
-    from mxa_edge.scoring import engine_runner, score
 
     engine = open_engine(artifact)
     to_input = functools.partial(arrays.model_input, preprocess=pp)

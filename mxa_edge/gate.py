@@ -42,6 +42,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from mxa_edge.errors import ConfigError
+from mxa_edge.metrics import paired_auc_delta
 
 MODES = ("point", "ci")
 
@@ -316,8 +317,6 @@ def gate_score(targets, mask, prob_ref, spec: GateSpec = DEFAULT_GATE, threshold
     control runs with an absolute max_drop of 1. (The offset of 1 keeps it off zero: NNCF also
     computes the relative drop, dividing by it.) NaN when nothing is evaluable."""
     from dataclasses import replace
-
-    from mxa_edge.metrics import paired_auc_delta
 
     point = replace(spec, mode="point", subgroups=False)
 

@@ -14,6 +14,7 @@ from mxa_edge.backends.registry import register
 from mxa_edge.backends.spec import BackendSpec, BenchVariant, Engine, check_batch
 from mxa_edge.errors import ArtifactError, MissingDependencyError
 from mxa_edge.formats.precision import NumericFormat, Precision
+from mxa_edge.paths import cache_dir
 
 # OpenVINO precision names as the manifest stores them -> the hint value.
 HINTS = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16", "fp16": "f16"}
@@ -27,7 +28,6 @@ def openvino_cache_dir() -> Path | None:
     compile properties (precision hint included), and re-compiles (overwriting the blob) when
     the file's content no longer matches what the blob was built from.
     """
-    from mxa_edge.paths import cache_dir
 
     try:
         d = cache_dir() / "openvino"

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mxa_edge.fileio import atomic_path
+from mxa_edge.outputs import BENCH_PNG_SOFTWARE, PNG_SOFTWARE_KEY
+
 
 def plot_latency_auc(result: dict, path) -> Path | None:
     """Write the plot to ``path`` (PNG); None when matplotlib is not installed or no row has
@@ -42,8 +45,6 @@ def plot_latency_auc(result: dict, path) -> Path | None:
     if len(models) > 1:
         ax.legend(fontsize=7)
     fig.tight_layout()
-    from mxa_edge.fileio import atomic_path
-    from mxa_edge.outputs import BENCH_PNG_SOFTWARE, PNG_SOFTWARE_KEY
 
     path = Path(path)
     with atomic_path(path) as tmp:  # no half-written PNG if the process dies

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mxa_edge.telemetry import disable_telemetry
+
 MXA_SCOPE = "/mxa/"
 
 
@@ -72,7 +74,6 @@ def profile_openvino(
     model_path: Path, batch: np.ndarray, threads: int, precision: str | None = "f32", runs: int = 20, top: int = 12
 ) -> dict:
     """Per-op profile of an OpenVINO IR (or ONNX file) on the CPU plugin, latency settings."""
-    from mxa_edge.telemetry import disable_telemetry
 
     disable_telemetry()
     import openvino as ov

@@ -15,8 +15,9 @@ from typing import Callable
 import numpy as np
 
 from mxa_edge import torch_side
-from mxa_edge.backends import BackendSpec
+from mxa_edge.backends import BackendSpec, for_runtime
 from mxa_edge.formats import Artifact, Precision, RunRecord, load_artifact, naming
+from mxa_edge.runtime.engines import open_engine
 
 PASS = "pass"
 REJECTED = "exported but failed validation"
@@ -160,7 +161,6 @@ def _rejection(d: dict) -> str:
 
 def _engine_open(art: Artifact, spec: BackendSpec, precision_override=None, use_override=False):
     def open_(threads: int):
-        from mxa_edge.runtime.engines import open_engine
 
         eng = open_engine(art, threads, precision=precision_override) if use_override else open_engine(art, threads)
         info = {"notes": [f"executed: {eng.describe()}"]}
@@ -179,7 +179,6 @@ def artifact_subjects(
     """Rows for one artifact folder: one per artifact, plus the variants its backend declares
     (an OpenVINO FP32 IR also at the CPU's default precision). An artifact whose drift gate
     failed is a row that says so; it is timed only with ``allow_rejected``."""
-    from mxa_edge.backends import for_runtime
 
     path = Path(path)
     try:

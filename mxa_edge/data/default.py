@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mxa_edge.data import phantom
+from mxa_edge.errors import ConfigError
 from mxa_edge.fileio import atomic_dir
 from mxa_edge.paths import cache_dir
 
@@ -30,23 +32,21 @@ PRETRAIN_ROOT_NAME = "CheXpert-phantom-pretrain"
 
 def _cached_phantoms(folder: Path, root_name: str, progress, **generate) -> Path:
     """``folder/root_name``, generated on first use (atomically: an interrupted generation is never reused)."""
-    from mxa_edge.data.phantom import generate_phantom_dataset
 
     root = folder / root_name
     if (root / "valid.csv").is_file() and (root / "train.csv").is_file():
         return root
     with atomic_dir(folder) as tmp:
-        generate_phantom_dataset(tmp, root_name=root_name, progress=progress, **generate)
+        phantom.generate_phantom_dataset(tmp, root_name=root_name, progress=progress, **generate)
     return root
 
 
 def default_phantom_root(progress=None) -> Path:
     """Path of the default phantom dataset root, generating it on first use."""
-    from mxa_edge.data.phantom import PHANTOM_VERSION
 
     folder = (
         cache_dir()
-        / f"phantom-v{PHANTOM_VERSION}-n{DEFAULT_N_TRAIN}-{DEFAULT_N_VALID}-s{DEFAULT_SIZE}-seed{DEFAULT_SEED}"
+        / f"phantom-v{phantom.PHANTOM_VERSION}-n{DEFAULT_N_TRAIN}-{DEFAULT_N_VALID}-s{DEFAULT_SIZE}-seed{DEFAULT_SEED}"
     )
     return _cached_phantoms(
         folder,
@@ -65,10 +65,8 @@ def pretrain_phantom_root(n: int, size: int, progress=None) -> Path:
 
     About 8 ms an image at 128 px on one core: 20,000 images take ~3 minutes and ~130 MB.
     """
-    from mxa_edge.data.phantom import PHANTOM_VERSION
-    from mxa_edge.errors import ConfigError
 
     if n < 1:
         raise ConfigError(f"the teacher's pretraining set needs at least one image, got {n}")
-    folder = cache_dir() / f"phantom-pretrain-v{PHANTOM_VERSION}-n{n}-s{size}-seed{PRETRAIN_SEED}"
+    folder = cache_dir() / f"phantom-pretrain-v{phantom.PHANTOM_VERSION}-n{n}-s{size}-seed{PRETRAIN_SEED}"
     return _cached_phantoms(folder, PRETRAIN_ROOT_NAME, progress, n_train=n, n_valid=0, size=size, seed=PRETRAIN_SEED)

@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from mxa_edge.data.arrays import load_split_arrays
+from mxa_edge.data.chexpert import read_split, subset
+
 CHALLENGE_KINDS = ("lateral", "inverted", "texture", "document")
 
 
@@ -91,9 +94,6 @@ def held_out_laterals(selection, preprocess, limit: int = 64):
     """Up to ``limit`` lateral views of the held-out CSV (``valid.csv``) of a ``DataSelection``'s
     dataset, as ``SplitArrays`` (uint8 at the model size), or None when it has none."""
     from pathlib import Path
-
-    from mxa_edge.data.arrays import load_split_arrays
-    from mxa_edge.data.chexpert import read_split, subset
 
     full = read_split(Path(selection.root), "valid", frontal_only=False)
     rows = [i for i, view in enumerate(full.views) if view.strip().lower() == "lateral"][:limit]

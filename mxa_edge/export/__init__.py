@@ -3,9 +3,10 @@
 Light at import (no torch): ``export_run`` loads the pipeline lazily.
 """
 
+from mxa_edge.export.pipeline import export_run as _export_run
+
 
 def export_run(*args, **kwargs):
-    from mxa_edge.export.pipeline import export_run as _export_run
 
     return _export_run(*args, **kwargs)
 

@@ -19,6 +19,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from mxa_edge import gate
+from mxa_edge.runtime.engines import open_model_file
+from mxa_edge.scoring import engine_runner, score
+
 MAX_ITERATIONS = 6
 FIRST_STEP = 2
 
@@ -26,9 +30,6 @@ FIRST_STEP = 2
 def gate_score_on(validation, gate_spec, prob_ref, runtime: str, precision: str | None) -> Callable[[Path], float]:
     """``score(model_file)``: the gate's score (``gate.gate_score``: >= 0 exactly when every
     check passes) of a model file on ``validation`` = (images, targets, mask, decision rule)."""
-    from mxa_edge import gate
-    from mxa_edge.runtime.engines import open_model_file
-    from mxa_edge.scoring import engine_runner, score
 
     images, targets, mask, decision = validation
     judge = gate.gate_score(targets, mask, prob_ref, gate_spec, thresholds=decision.threshold_array())

@@ -16,8 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from mxa_edge.data.arrays import decode_resized, to_model_range
 from mxa_edge.errors import DatasetError
 from mxa_edge.formats import RunRecord
+from mxa_edge.imageio import is_supported_image
 from mxa_edge.preprocess import Preprocess
 
 
@@ -32,7 +34,6 @@ class CalibrationSet:
         return len(self.images)
 
     def model_input(self, preprocess: Preprocess) -> np.ndarray:
-        from mxa_edge.data.arrays import to_model_range
 
         return to_model_range(self.images, preprocess)
 
@@ -66,7 +67,6 @@ def stratified_indices(targets: np.ndarray, n: int, rng: np.random.Generator) ->
 
 
 def _from_split(split, targets, n, rng, preprocess, source) -> CalibrationSet:
-    from mxa_edge.data.arrays import decode_resized
 
     idx = stratified_indices(targets, n, rng)
     images = np.stack([decode_resized(split.paths[i], preprocess) for i in idx]) if len(idx) else None
@@ -78,8 +78,6 @@ def _from_split(split, targets, n, rng, preprocess, source) -> CalibrationSet:
 
 def select_calibration(run: RunRecord, calib=None, n: int = 300, seed: int = 0) -> CalibrationSet:
     """The calibration set for a run from ``calib`` (see module doc)."""
-    from mxa_edge.data.arrays import decode_resized
-    from mxa_edge.imageio import is_supported_image
 
     if n < 1:
         raise DatasetError(f"calibration size must be at least 1, got {n}")

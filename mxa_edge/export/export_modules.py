@@ -21,6 +21,8 @@ import copy
 import torch
 from torch import nn
 
+from mxa_edge.models.mxa import ExportMXABlock, MXABlock
+
 # Max |export-only - timm| on a module's output (float32, unit-scale inputs).
 ATTENTION_TOLERANCE = 1e-5
 
@@ -105,8 +107,6 @@ def export_equivalent(model: nn.Module) -> nn.Module:
     ``MXABlock`` replaced by its export-only equivalent, at the map sizes the model was built
     for (timm's ``resolution``, from the run's image size); the batch stays free."""
     from timm.models.efficientvit_msra import LocalWindowAttention
-
-    from mxa_edge.models.mxa import ExportMXABlock, MXABlock
 
     out = copy.deepcopy(model).eval()
     # Each MXA block sees its stage's map, the same size as the attention beside it.

@@ -9,7 +9,9 @@ from pathlib import Path
 
 from mxa_edge.backends.spec import BackendOutput, ExportOptions
 from mxa_edge.errors import ConfigError
+from mxa_edge.export.accuracy_control import restore_float_layers
 from mxa_edge.export.onnx_graph import check_parity, export_onnx, int8_weight_extent, quantize_onnx
+from mxa_edge.export.qat import fold_weight_quantizers, qat_logits_max_diff, set_export_mode
 from mxa_edge.formats.precision import FP32, NumericFormat
 
 FP32_FILE = "model.onnx"
@@ -51,7 +53,6 @@ class OnnxExporter:
     ) -> BackendOutput:
         """INT8 retry after ``first`` failed the drift gate (``accuracy_control``: the most
         sensitive layers back to float, the gate's score on the tuning split in the loop)."""
-        from mxa_edge.export.accuracy_control import restore_float_layers
 
         out_dir = Path(out_dir)
         fp32, candidate = out_dir / "_fp32.onnx", out_dir / "_candidate.int8.onnx"
@@ -81,7 +82,6 @@ class OnnxExporter:
 
     def export_qat(self, qmodel, example, out_dir: Path) -> BackendOutput:
         """The QAT model as ONNX QuantizeLinear/DequantizeLinear, weights folded to int8."""
-        from mxa_edge.export.qat import fold_weight_quantizers, qat_logits_max_diff, set_export_mode
 
         out_dir = Path(out_dir)
         n = set_export_mode(qmodel, "qdq")

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from mxa_edge.errors import ConfigError
+from mxa_edge.export.prepare import AuxOutputs
+from mxa_edge.export.sensitivity import QUANTIZED_OP_TYPES, float_node_names
 from mxa_edge.formats.precision import Int8Scheme
 
 OPSET = 17
@@ -33,8 +35,6 @@ def export_onnx(model, example, path: Path, *, static_batch: int | None = None, 
     quantizers hook the original modules).
     """
     import torch
-
-    from mxa_edge.export.prepare import AuxOutputs
 
     if equivalent:
         from mxa_edge.export.export_modules import export_equivalent
@@ -174,8 +174,6 @@ def float_bypass(path: Path) -> int:
     """
     import onnx
 
-    from mxa_edge.export.sensitivity import QUANTIZED_OP_TYPES
-
     model = onnx.load(str(path))
     graph = model.graph
     producer = {out: node for node in graph.node for out in node.output}
@@ -254,7 +252,6 @@ def quantize_onnx(
     }
     if method not in methods:
         raise ConfigError(f"unknown calibration method {method!r}; expected one of {', '.join(methods)}")
-    from mxa_edge.export.sensitivity import QUANTIZED_OP_TYPES, float_node_names
 
     excluded = sorted(
         set(sensitive_nodes(src, softmax=exclude_softmax))

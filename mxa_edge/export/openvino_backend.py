@@ -17,7 +17,10 @@ import numpy as np
 
 from mxa_edge.backends.spec import BackendOutput, ExportOptions
 from mxa_edge.errors import ConfigError
+from mxa_edge.export.accuracy_control import restore_float_layers
 from mxa_edge.export.onnx_graph import check_parity, export_onnx
+from mxa_edge.export.qat import qat_logits_max_diff, set_export_mode
+from mxa_edge.export.sensitivity import float_node_names
 from mxa_edge.formats.precision import Int8Scheme, NumericFormat
 from mxa_edge.telemetry import disable_telemetry
 
@@ -257,8 +260,6 @@ class OpenVinoExporter:
         import openvino as ov
         from openvino._offline_transformations import compress_quantize_weights_transformation
 
-        from mxa_edge.export.qat import qat_logits_max_diff, set_export_mode
-
         out_dir = Path(out_dir)
         n = set_export_mode(qmodel, "fq")
         onnx_path = out_dir / "_qat.onnx"
@@ -293,8 +294,6 @@ class OpenVinoExporter:
         failed the drift gate: the most sensitive layers back to float with the gate's score on
         the tuning split in the loop (``accuracy_control``); the manifest lists the ops that
         left INT8."""
-        from mxa_edge.export.accuracy_control import restore_float_layers
-        from mxa_edge.export.sensitivity import float_node_names
 
         disable_telemetry()
         import openvino as ov

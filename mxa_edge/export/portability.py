@@ -25,7 +25,10 @@ import numpy as np
 from mxa_edge.formats.naming import GOLDEN_FILES
 from mxa_edge.formats.precision import Int8Scheme
 from mxa_edge.formats.records import GoldenRecord
+from mxa_edge.guard import FEATURES_OUTPUT
 from mxa_edge.machine import VNNI_CLASSES, int8_kernel_class
+from mxa_edge.runtime import kernel_paths
+from mxa_edge.runtime.verify import golden_gaps
 
 
 def check_kernel_paths(
@@ -43,9 +46,6 @@ def check_kernel_paths(
 ) -> tuple[dict, str | None]:
     """(the ``checked_on`` record, as the drift table stores it and ``records.KernelClassChecks``
     reads it, a failure line or None)."""
-    from mxa_edge.guard import FEATURES_OUTPUT
-    from mxa_edge.runtime import kernel_paths
-    from mxa_edge.runtime.verify import golden_gaps
 
     here = int8_kernel_class()
     tolerance = float(golden.tolerance.max_abs_logit)

@@ -36,7 +36,9 @@ from typing import Callable
 import numpy as np
 
 from mxa_edge.errors import MissingDependencyError
+from mxa_edge.export.onnx_graph import constant_tensors
 from mxa_edge.formats.precision import Int8Scheme
+from mxa_edge.runtime.engines import open_model_file
 from mxa_edge.telemetry import disable_telemetry
 
 # NNCF torch op names are module scopes joined by "/" plus "<function>/<call index>".
@@ -227,8 +229,6 @@ def qat_logits_max_diff(qmodel, path: Path, example, runtime: str) -> float:
     and requantize differently from NNCF's fake-quantizers; the drift gate is the check)."""
     import torch
 
-    from mxa_edge.runtime.engines import open_model_file
-
     engine = open_model_file(path, runtime, threads=1, precision="f32")
     got = engine.run(example.numpy())["logits"]
     with torch.no_grad():
@@ -246,8 +246,6 @@ def fold_weight_quantizers(path: Path) -> int:
     Returns the number of weights folded."""
     import onnx
     from onnx import numpy_helper
-
-    from mxa_edge.export.onnx_graph import constant_tensors
 
     model = onnx.load(str(path))
     graph = model.graph

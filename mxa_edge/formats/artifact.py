@@ -32,6 +32,7 @@ from mxa_edge.formats import naming
 from mxa_edge.formats.decision import DecisionRule
 from mxa_edge.formats.model_spec import ModelSpec
 from mxa_edge.formats.precision import NumericFormat, Precision
+from mxa_edge.formats.provenance import SIGNATURE_FILE, check_provenance
 from mxa_edge.formats.records import OMIT_NONE, GoldenRecord, GuardRecord, Record
 from mxa_edge.formats.run import check_header, read_manifest_json
 from mxa_edge.formats.selection import DataSelection
@@ -205,7 +206,6 @@ class ArtifactManifest:
 def hash_folder(folder) -> dict[str, str]:
     """{relative posix path: sha256} of every regular file under ``folder``, except the
     manifest and the signature (which signs the rest)."""
-    from mxa_edge.formats.provenance import SIGNATURE_FILE
 
     folder = Path(folder)
     out = {}
@@ -320,7 +320,6 @@ def load_artifact(path, *, allow_rejected: bool = False, trust=None) -> Artifact
 
     ``allow_rejected``: return an artifact whose gate failed (for investigating it); the
     caller must then say so on every result (``Artifact.gate_line``)."""
-    from mxa_edge.formats.provenance import check_provenance
 
     path = Path(path)
     previous = previous_path(path)

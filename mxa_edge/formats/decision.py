@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mxa_edge.labels import CHEXPERT_LABELS
+from mxa_edge.metrics import sigmoid
+from mxa_edge.operating import apply_platt, fit_platt, fit_thresholds, parse_policy
 
 UNCALIBRATED = "none"
 
@@ -46,7 +48,6 @@ class DecisionRule:
 
     def probabilities(self, logits) -> np.ndarray:
         """Calibrated probabilities (N, 14), float64, of raw logits (N, 14)."""
-        from mxa_edge.metrics import sigmoid
 
         z = np.asarray(logits, dtype=np.float64)
         return sigmoid(z * self._array(self.scale, 1.0) + self._array(self.bias, 0.0))
@@ -78,7 +79,6 @@ class DecisionRule:
     def fit(cls, logits, targets, mask, policy: str, *, calibrate: bool = True, fitted_on: dict | None = None):
         """Fit calibration, then thresholds on the calibrated probabilities, on ONE split (the
         tuning split; the caller passes it). ConfigError for an unknown policy."""
-        from mxa_edge.operating import apply_platt, fit_platt, fit_thresholds, parse_policy
 
         parsed = parse_policy(policy)
         if calibrate:

@@ -18,6 +18,9 @@ import os
 import re
 from pathlib import Path
 
+from mxa_edge.errors import ConfigError
+from mxa_edge.formats.precision import Precision
+
 MANIFEST = "manifest.json"
 METRICS = "metrics.json"
 WEIGHTS = "weights.safetensors"
@@ -64,7 +67,6 @@ def is_artifact(folder) -> bool:
 def artifact_dir_name(target: str, precision, static_batch: int | None = None) -> str:
     """``<target>-<precision>`` (e.g. ``openvino-int8``, ``onnx-qat-int8``); a batch fixed at export
     gets ``-b<N>`` so it sits beside, not over, the dynamic-batch export."""
-    from mxa_edge.formats.precision import Precision
 
     fixed = f"-b{static_batch}" if static_batch else ""
     return f"{target}-{Precision(precision).value}{fixed}"
@@ -102,7 +104,6 @@ def check_publish_target(folder) -> None:
     an empty folder, or an mxa-edge artifact holding only files of its own (which is then
     replaced). Never a user's folder or file, a symlink, a run, or an artifact with a user's
     file in it (``foreign_files``)."""
-    from mxa_edge.errors import ConfigError
 
     folder = Path(folder)
     for parent in reversed(folder.absolute().parents):

@@ -18,6 +18,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from mxa_edge.data.arrays import load_split_arrays
+from mxa_edge.data.chexpert import find_dataset_root, read_split, subset, targets_and_mask
+from mxa_edge.data.split import check_tune_fraction, check_tune_seed, tuning_rows
+from mxa_edge.errors import DatasetError
+
 # "train" and "tune" are rows of train.csv (the carve); "valid" is valid.csv, the held-out split.
 SPLITS = ("train", "tune", "valid")
 
@@ -35,7 +40,6 @@ class DataSelection:
     tune_seed: int = 0  # the carve's draw
 
     def __post_init__(self):
-        from mxa_edge.data.split import check_tune_fraction, check_tune_seed
 
         # A bad value fails here, at the record, not at the first read of "train".
         object.__setattr__(self, "tune_fraction", check_tune_fraction(self.tune_fraction))
@@ -76,7 +80,6 @@ class DataSelection:
     def with_root(self, root) -> DataSelection:
         """The same policy on another copy of the data (``--data DIR``): fingerprints are kept so
         a caller can tell whether the images are the ones the run saw."""
-        from mxa_edge.data.chexpert import find_dataset_root
 
         return replace(self, root=str(find_dataset_root(root)))
 
@@ -95,7 +98,6 @@ class DataSelection:
         train.csv), "valid" (valid.csv), or a CSV path (a calibration CSV in CheXpert's layout,
         read whole). DatasetError for "tune" when this selection has no tuning split.
         """
-        from mxa_edge.data.chexpert import read_split, subset
 
         if split in ("train", "tune"):
             full, rows = self._carve(split)
@@ -104,7 +106,6 @@ class DataSelection:
 
     def targets(self, split) -> tuple:
         """(targets, mask) of a ``ChexpertSplit`` under this label policy."""
-        from mxa_edge.data.chexpert import targets_and_mask
 
         return targets_and_mask(split.raw, self.uncertainty, blank=self.blank)
 
@@ -113,7 +114,6 @@ class DataSelection:
         in ``read``. "train" and "tune" read their pixels from the cache of the whole filtered
         train.csv when it exists; without one, only their own rows are decoded. ``limit`` keeps
         the first ``limit`` rows of the split."""
-        from mxa_edge.data.arrays import load_split_arrays
 
         options = dict(
             uncertainty=self.uncertainty,
@@ -133,10 +133,6 @@ class DataSelection:
     def _carve(self, split: str):
         """(the whole filtered train.csv, the int rows of it that ``split`` holds)."""
         import numpy as np
-
-        from mxa_edge.data.chexpert import read_split
-        from mxa_edge.data.split import tuning_rows
-        from mxa_edge.errors import DatasetError
 
         if split == "tune" and self.tune_fraction == 0:
             raise DatasetError(

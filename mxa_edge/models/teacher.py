@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mxa_edge.errors import ArtifactError, ConfigError
+from mxa_edge.errors import ArtifactError, ConfigError, require
 from mxa_edge.labels import CHEXPERT_LABELS, NUM_LABELS
 
 XRV_WEIGHTS_NAME = "densenet121-res224-chex"
@@ -81,7 +81,6 @@ def adapt_xrv_logits(xrv_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 
 
 def _xrv():
-    from mxa_edge.errors import require
 
     return require("torchxrayvision")
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from mxa_edge.errors import ArtifactError
 from mxa_edge.fileio import atomic_path, sha256_file
 from mxa_edge.formats import RunRecord
+from mxa_edge.models.student import build_student
 
 
 def save_weights(model, path: Path) -> str:
@@ -26,8 +27,6 @@ def save_weights(model, path: Path) -> str:
 def load_run(run, device: str = "cpu"):
     """(student in eval mode, RunRecord) from a run folder (or its loaded RunRecord)."""
     from safetensors.torch import load_file
-
-    from mxa_edge.models.student import build_student
 
     record = run if isinstance(run, RunRecord) else RunRecord.load(run)
     weights = record.weights_path
@@ -49,8 +48,6 @@ def initial_student(record: RunRecord):
     Evaluation uses its boxes as the untrained baseline of localization.
     """
     import torch
-
-    from mxa_edge.models.student import build_student
 
     seed = record.train_config.get("seed")
     if seed is None:

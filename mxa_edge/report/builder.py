@@ -22,7 +22,11 @@ from pathlib import Path
 from typing import Callable
 
 from mxa_edge.errors import ConfigError
-from mxa_edge.formats import ArtifactManifest
+from mxa_edge.fileio import atomic_path
+from mxa_edge.formats import ArtifactManifest, load_artifact
+from mxa_edge.metrics import evaluate, reliability_curve
+from mxa_edge.outputs import check_output
+from mxa_edge.report.tables import NO_RECORD, pathology_table
 
 
 @dataclass
@@ -89,11 +93,7 @@ def build_report(
     import numpy as np
 
     from mxa_edge import __version__
-    from mxa_edge.fileio import atomic_path
-    from mxa_edge.formats import load_artifact
-    from mxa_edge.outputs import check_output
     from mxa_edge.report import html, records, scores
-    from mxa_edge.report.tables import NO_RECORD, pathology_table
 
     say = progress or (lambda msg: None)
     if gallery < 0:
@@ -132,7 +132,6 @@ def build_report(
             gaps.append(f"{s.label}: {s.note}.")
 
     say("per-pathology metrics")
-    from mxa_edge.metrics import evaluate, reliability_curve
 
     labels = list(art.labels)
     thresholds = art.decision.threshold_array()

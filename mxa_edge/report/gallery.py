@@ -8,7 +8,9 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass, field
 
-from mxa_edge.labels import LABEL_ABBREVIATIONS
+from mxa_edge.labels import CHEXPERT_LABELS, LABEL_ABBREVIATIONS
+from mxa_edge.runtime.overlay import label_font, render_overlay
+from mxa_edge.runtime.predict import PredictionResult, Predictor
 
 GT_COLOUR = (0, 230, 255)
 # Boxes that span the lungs or the chest rather than a lesion (as in evaluation.roi_localization).
@@ -51,8 +53,6 @@ def _dashed_rectangle(draw, xy, colour, width: int, dash: int) -> None:
 def draw_truth(img, boxes: list) -> int:
     """Draw normalized ground-truth boxes (label, [x1, y1, x2, y2]) dashed; returns how many."""
     from PIL import ImageDraw
-
-    from mxa_edge.runtime.overlay import label_font
 
     draw = ImageDraw.Draw(img)
     sx, sy = img.width, img.height  # boxes are normalized to the saved image, whose aspect we keep
@@ -105,9 +105,6 @@ def build_gallery(
 ) -> list[GalleryItem]:
     """Overlays for ``n`` validation images; raises what Predictor raises (no engine here...).
     The caller has checked the artifact's signature; ``allow_rejected`` as it loaded it."""
-    from mxa_edge.labels import CHEXPERT_LABELS
-    from mxa_edge.runtime.overlay import render_overlay
-    from mxa_edge.runtime.predict import PredictionResult, Predictor
 
     if n <= 0:
         return []

@@ -21,9 +21,13 @@ from pathlib import Path
 import numpy as np
 
 from mxa_edge import scoring, torch_side
+from mxa_edge.data.chexpert import dataset_fingerprint
+from mxa_edge.data.ood import document_images, inverted, texture_images
 from mxa_edge.errors import ArtifactError, MissingDependencyError, MxaError
 from mxa_edge.formats import Artifact, DataSelection, DecisionRule, RunRecord, naming
+from mxa_edge.guard import load_guard
 from mxa_edge.metrics import sigmoid
+from mxa_edge.runtime.engines import open_engine, open_model_file
 
 BATCH = 32
 
@@ -100,7 +104,6 @@ def load_validation(
     """The valid split of ``data`` (default: the source run's data root), selected as the drift
     gate selected it and read with the artifact's own preprocessing. A missing default is a gap
     (``why``); a bad ``data`` raises."""
-    from mxa_edge.data.chexpert import dataset_fingerprint
     from mxa_edge.evaluation import read_boxes
 
     selection = artifact.manifest.source_run.selection() or (run.data if run is not None else None)
@@ -128,7 +131,6 @@ def load_validation(
 
 
 def exported_scores(artifact: Artifact, arrays, drift: dict | None) -> Scores:
-    from mxa_edge.runtime.engines import open_engine, open_model_file
 
     s = Scores(f"exported ({artifact.runtime}, {artifact.precision.weights})")
     try:
@@ -160,8 +162,6 @@ def exported_scores(artifact: Artifact, arrays, drift: dict | None) -> Scores:
 def _guard_scores(artifact: Artifact, engine, arrays, features) -> tuple[np.ndarray, dict]:
     """The input guard's scores on the held-out images and on a small challenge set (inverted
     held-out images, generated textures and document pages: ``mxa_edge.data.ood``)."""
-    from mxa_edge.data.ood import document_images, inverted, texture_images
-    from mxa_edge.guard import load_guard
 
     guard = load_guard(artifact)
     pp = artifact.preprocess

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from mxa_edge.drift import gate
 from mxa_edge.gate import DEFAULT_GATE, Check, GateSpec, checks, verdict
 
 PASS, FAIL, NOT_EVALUABLE, NO_RECORD = "PASS", "FAIL", "not evaluable", "no record"
@@ -176,7 +177,6 @@ def subgroup_rows(table: dict, spec: GateSpec) -> list[SubgroupRow]:
 
 def computed_drift(computed: dict, spec: GateSpec, n_boot: int, seed: int) -> dict:
     """The drift table as the export computes it, on the report's held-out images."""
-    from mxa_edge.drift import gate
 
     report = gate(
         computed["targets"],

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mxa_edge.runtime.engines import open_model_file
+
 # Haswell without the features QEMU's TCG cannot emulate (it warns about each on every start).
 QEMU_AVX2 = ("qemu-x86_64", "-cpu", "Haswell,-pcid,-x2apic,-tsc-deadline,-hle,-invpcid,-rtm")
 QEMU_HINT = "install Debian's qemu-user (apt-get install qemu-user) for qemu-x86_64"
@@ -89,7 +91,6 @@ def _child_env() -> dict:
 
 def _run(model: str, runtime: str, precision: str, src: str, dst: str, outputs: str) -> None:
     from mxa_edge.machine import int8_kernel_class
-    from mxa_edge.runtime.engines import open_model_file
 
     engine = open_model_file(model, runtime, threads=1, precision=None if precision == "-" else precision)
     got = engine.run(np.load(src, allow_pickle=False))

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mxa_edge.fileio import atomic_path
+
 # Anchor colours of a perceptually ordered dark-blue -> cyan -> yellow -> red ramp
 # (close to "turbo" at these stops), positions in [0, 1].
 _CMAP_POS = np.array([0.0, 0.15, 0.35, 0.5, 0.65, 0.85, 1.0])
@@ -152,7 +154,6 @@ def render_overlay(gray: np.ndarray, result, *, max_side: int = MAX_SIDE, top_k:
 
 def save_overlay(gray: np.ndarray, result, path, **kwargs) -> Path:
     """Render and write the overlay PNG at ``path`` (written beside it, then renamed)."""
-    from mxa_edge.fileio import atomic_path
 
     path = Path(path)
     img = render_overlay(gray, result, **kwargs)

@@ -44,9 +44,14 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from mxa_edge.dicom import is_dicom_file, read_header, skip_reason
 from mxa_edge.errors import InputImageError
-from mxa_edge.guard import load_guard
-from mxa_edge.imageio import SUPPORTED_SUFFIXES, is_supported_image, load_radiograph
+from mxa_edge.formats import load_artifact
+from mxa_edge.guard import FEATURES_OUTPUT, load_guard
+from mxa_edge.imageio import SUPPORTED_SUFFIXES, irregular_file_problem, is_supported_image, load_radiograph
+from mxa_edge.runtime.engines import open_engine
+from mxa_edge.runtime.overlay import downscale
+from mxa_edge.runtime.verify import ensure_verified
 
 STATUS_PREDICTED, STATUS_SKIPPED, STATUS_ERROR = "predicted", "skipped", "error"
 
@@ -161,8 +166,6 @@ def plan_inputs(paths: Iterable) -> list[PlannedInput]:
 
     A path that is not a regular file (a FIFO, socket, device or directory) is an error here,
     before anything opens it: opening a FIFO would block until something writes to it."""
-    from mxa_edge.dicom import is_dicom_file, read_header, skip_reason
-    from mxa_edge.imageio import irregular_file_problem
 
     planned: list[PlannedInput] = []
     keys = []
@@ -264,9 +267,6 @@ class Predictor:
         allow_rejected: bool = False,
         trust=None,
     ):
-        from mxa_edge.formats import load_artifact
-        from mxa_edge.runtime.engines import open_engine
-        from mxa_edge.runtime.verify import ensure_verified
 
         # Hashes, signature (``trust``) and the gate's verdict are checked before anything loads.
         self.artifact = load_artifact(artifact_path, allow_rejected=allow_rejected, trust=trust)
@@ -337,7 +337,6 @@ class Predictor:
 
     def _prepare(self, item: PlannedInput, keep_image: bool) -> _Prepared:
         """Decode one file and reduce it to what its batch needs; the full image is dropped on return."""
-        from mxa_edge.runtime.overlay import downscale
 
         gray = load_radiograph(item.path, frame=item.frame)
         height, width = gray.shape
@@ -363,7 +362,6 @@ class Predictor:
                 yield result
 
     def _run(self, prepared: list[_Prepared]) -> list[PredictionResult]:
-        from mxa_edge.guard import FEATURES_OUTPUT
 
         batch = np.stack([p.tensor for p in prepared]).astype(np.float32, copy=False)
         out = self.engine.run(batch)

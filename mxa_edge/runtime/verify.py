@@ -26,10 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
+from mxa_edge.data.arrays import to_model_range
 from mxa_edge.errors import ArtifactError, VerificationError
 from mxa_edge.fileio import sha256_file, write_json
 from mxa_edge.formats.naming import GOLDEN_DIR, GOLDEN_FILES
 from mxa_edge.formats.records import GoldenGuardScores, GoldenRecord, LogitTolerance
+from mxa_edge.guard import FEATURES_OUTPUT, load_guard
+from mxa_edge.paths import cache_dir
+from mxa_edge.runtime.engines import open_engine
 
 GOLDEN_N = 16
 MIN_TOLERANCE = 0.05  # logits; FP32 exports differ across CPUs by ~1e-4
@@ -133,10 +137,7 @@ def load_golden(artifact) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def verify_artifact(artifact, engine=None, threads: int | None = None) -> VerifyReport:
     """Run the golden vectors through this machine's runtime (``engine``, or one opened here)."""
-    from mxa_edge.data.arrays import to_model_range
-    from mxa_edge.guard import FEATURES_OUTPUT, load_guard
     from mxa_edge.machine import isa_line, machine_fingerprint
-    from mxa_edge.runtime.engines import open_engine
 
     images, recorded, _ = load_golden(artifact)
     rec = artifact.manifest.verification
@@ -243,7 +244,6 @@ def _kernel_class_note(report: VerifyReport, rec: GoldenRecord) -> None:
 
 def _stamp(artifact) -> Path:
     from mxa_edge.machine import machine_fingerprint
-    from mxa_edge.paths import cache_dir
 
     return cache_dir() / "verified" / f"{artifact.manifest.artifact_sha256[:24]}-{machine_fingerprint()['id']}.json"
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from mxa_edge.errors import ConfigError
+
 # The choice sets of TrainConfig's string fields that have no home elsewhere (the CLI's choices).
 TEACHER_KINDS = ("finetune", "xrv", "none")  # teacher: training.pipeline.build_teacher dispatches on these
 DEVICES = ("auto", "cpu", "cuda")  # device: resolve_device; "cuda:N" is also accepted (DDP ranks)
@@ -91,8 +93,6 @@ class TrainConfig:
 def resolve_device(device: str) -> str:
     """``auto`` -> ``cuda`` when torch sees a CUDA device, else ``cpu``; ``cuda`` without CUDA is refused."""
     import torch
-
-    from mxa_edge.errors import ConfigError
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"

@@ -24,6 +24,7 @@ from mxa_edge import scoring
 from mxa_edge.fileio import atomic_path
 from mxa_edge.models.execution import torch_runner
 from mxa_edge.progress import SILENT, Reporter
+from mxa_edge.training import distributed as ddp
 from mxa_edge.training.augment import RandAugmentGray
 
 
@@ -115,7 +116,6 @@ def run_loop(
         model.to(memory_format=torch.channels_last)
     # torch.compile wraps the module; the wrapper shares parameters, so optimizer, EMA and
     # checkpoints keep working on ``model`` itself.
-    from mxa_edge.training import distributed as ddp
 
     world, rank = ddp.world_size(), ddp.rank()
     if s.batch_size % world:

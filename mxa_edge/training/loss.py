@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mxa_edge.training.distributed import all_reduce_mean, all_reduce_sum, world_size
+
 
 class DistillationLoss(nn.Module):
     def __init__(self, alpha: float = 0.5, temperature: float = 1.0, pos_weight: torch.Tensor | None = None):
@@ -32,7 +34,6 @@ class DistillationLoss(nn.Module):
         self.register_buffer("pos_weight", pos_weight if pos_weight is not None else None, persistent=False)
 
     def supervised(self, logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        from mxa_edge.training.distributed import all_reduce_sum, world_size
 
         cell = F.binary_cross_entropy_with_logits(logits, targets, pos_weight=self.pos_weight, reduction="none")
         # Under DDP: normalise by the GLOBAL count of unmasked cells, times the world size
@@ -41,7 +42,6 @@ class DistillationLoss(nn.Module):
         return (cell * mask).sum() / count * world_size()
 
     def distillation(self, logits: torch.Tensor, teacher_logits: torch.Tensor, kd_mask: torch.Tensor) -> torch.Tensor:
-        from mxa_edge.training.distributed import all_reduce_mean
 
         tau = self.temperature
         p_t = torch.sigmoid(teacher_logits.detach() / tau)

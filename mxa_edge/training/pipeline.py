@@ -30,15 +30,20 @@ from pathlib import Path
 
 import torch
 
-from mxa_edge.data.chexpert import dataset_fingerprint
+from mxa_edge.data.chexpert import dataset_fingerprint, find_dataset_root
+from mxa_edge.data.default import default_phantom_root
 from mxa_edge.errors import ConfigError, DatasetError
 from mxa_edge.evaluation import decision_metrics
 from mxa_edge.fileio import atomic_path
 from mxa_edge.formats import DataSelection, DecisionRule, RunRecord, naming
 from mxa_edge.formats.model_spec import ModelSpec, MXAConfig
+from mxa_edge.models.pretrained import load_student_weights
+from mxa_edge.models.student import build_student
 from mxa_edge.models.weights import save_weights
+from mxa_edge.operating import parse_policy
 from mxa_edge.preprocess import Preprocess
 from mxa_edge.progress import SILENT, Reporter
+from mxa_edge.training import distributed as ddp
 from mxa_edge.training.config import TrainConfig, ema_decay_for, resolve_device
 from mxa_edge.training.loop import LoopSettings, predict_logits, refresh_attention_bias_cache, run_loop
 from mxa_edge.training.loss import DistillationLoss, class_balanced_pos_weight
@@ -56,8 +61,6 @@ from mxa_edge.training.teacher import (
 
 class _Data:
     def __init__(self, cfg: TrainConfig, reporter: Reporter):
-        from mxa_edge.data.chexpert import find_dataset_root
-        from mxa_edge.data.default import default_phantom_root
 
         if cfg.data is None:
             reporter.log("no --data given: using the embedded CXR phantom dataset (generated once, then cached)")
@@ -121,14 +124,12 @@ def build_initial_student(cfg: TrainConfig, spec: ModelSpec):
     """(the student as training starts, what it was initialised from): the spec built under the
     run's seed, then the backbone from ``--student-weights`` when given (``models/pretrained.py``).
     ``models.weights.initial_student`` rebuilds the same model for evaluation's untrained baseline."""
-    from mxa_edge.models.student import build_student
 
     with torch.random.fork_rng():  # seeded init without leaving the global RNG changed
         torch.manual_seed(cfg.seed)
         student = build_student(spec)
     if not cfg.student_weights:
         return student, {"kind": "scratch"}
-    from mxa_edge.models.pretrained import load_student_weights
 
     info = load_student_weights(student, Path(cfg.student_weights))
     return student, {**info.to_dict(), "summary": info.summary()}
@@ -183,7 +184,6 @@ def fit_decision(cfg: TrainConfig, data: _Data, student) -> DecisionRule:
 
 def train(cfg: TrainConfig, reporter: Reporter = SILENT) -> dict:
     """Run the whole training job; returns the summary also written to metrics.json."""
-    from mxa_edge.training import distributed as ddp
 
     t_start = time.perf_counter()
     if not 0 < cfg.tune_fraction <= 0.5:
@@ -191,7 +191,6 @@ def train(cfg: TrainConfig, reporter: Reporter = SILENT) -> dict:
             f"--tune-fraction must be in (0, 0.5], got {cfg.tune_fraction}: the tuning split selects the epoch and "
             "fits calibration and thresholds, and nothing may be fitted on the held-out split instead"
         )
-    from mxa_edge.operating import parse_policy
 
     parse_policy(cfg.operating_point)  # an unknown policy fails now, not after training
     cfg = replace(cfg, device=resolve_device(cfg.device))  # the run records the device it ran on

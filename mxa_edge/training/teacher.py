@@ -30,10 +30,14 @@ import torch
 from mxa_edge import __version__, scoring
 from mxa_edge.data.arrays import SplitArrays
 from mxa_edge.data.decode import decoder_identity, files_state
+from mxa_edge.data.default import PRETRAIN_ROOT_NAME, PRETRAIN_SEED, pretrain_phantom_root
+from mxa_edge.data.phantom import PHANTOM_VERSION
+from mxa_edge.data.phantom.specs import MIN_SIZE
 from mxa_edge.errors import ConfigError, DatasetError
 from mxa_edge.fileio import atomic_path, read_json, sha256_file, write_json
 from mxa_edge.formats import DataSelection
 from mxa_edge.metrics import evaluate, sigmoid
+from mxa_edge.models.teacher import Teacher, finetune_init
 from mxa_edge.paths import cache_dir
 from mxa_edge.preprocess import Preprocess, unit_to_range
 from mxa_edge.progress import Reporter
@@ -143,8 +147,6 @@ def _finite_or_none(x: float) -> float | None:
 
 
 def _pretrain_cache_key(cfg: TrainConfig, set_size: int, init_sha: str | None) -> str:
-    from mxa_edge.data.default import PRETRAIN_ROOT_NAME, PRETRAIN_SEED
-    from mxa_edge.data.phantom import PHANTOM_VERSION
 
     key = json.dumps(
         {
@@ -190,9 +192,6 @@ def pretrain_teacher(cfg: TrainConfig, densenet, init_sha: str | None, reporter:
     and ``pretrain_sha256``: the identity the fine-tuned teacher's cache key includes.
     """
     from safetensors.torch import load_file, save_file
-
-    from mxa_edge.data.default import pretrain_phantom_root
-    from mxa_edge.data.phantom.specs import MIN_SIZE
 
     n, epochs = cfg.teacher_pretrain_images, cfg.teacher_pretrain_epochs
     set_size = max(cfg.image_size, MIN_SIZE)  # decoded to image_size below
@@ -297,8 +296,6 @@ def finetune_teacher(cfg: TrainConfig, data: _Data, reporter: Reporter):
     With ``cfg.teacher_pretrain_images`` > 0 it is first pretrained on that many phantoms of a
     separate set (``pretrain_teacher``, cached on its own), then fine-tuned from there."""
     from safetensors.torch import load_file, save_file
-
-    from mxa_edge.models.teacher import Teacher, finetune_init
 
     init_path = Path(cfg.teacher_weights) if cfg.teacher_weights else None
     init_sha = sha256_file(init_path) if init_path else None
