@@ -1,6 +1,6 @@
 """Outputs never overwrite inputs: one check for every file or folder a user names as an output.
 
-Every command that writes a user-named output (predict's --csv and --overlay, report's --out,
+Every command that writes a user-named output (predict's --csv, --overlay, --sr and --sc, report's --out,
 bench's --json and --plot) calls ``check_output`` (or one ``OutputChecker`` for many files)
 BEFORE any work, and gets a ConfigError with a one-line message naming the path and the problem
 when the output:
@@ -99,6 +99,8 @@ KINDS = {
     "csv": OutputKind("predict CSV", "--csv", _is_predict_csv),
     "overlay": OutputKind("predict overlay PNG", "--overlay", lambda p: png_software(p) == OVERLAY_PNG_SOFTWARE),
     "overlay-dir": OutputKind("overlay folder", "--overlay", folder=True),
+    "sr-dir": OutputKind("DICOM SR folder", "--sr", folder=True),
+    "sc-dir": OutputKind("DICOM secondary capture folder", "--sc", folder=True),
     "html": OutputKind("report HTML", "--out", _is_report_html),
     "bench-json": OutputKind("bench JSON", "--json", _is_bench_json, run_name=naming.BENCH_JSON),
     "bench-plot": OutputKind(

@@ -33,6 +33,20 @@ def predict(
     overlay: Optional[Path] = typer.Option(
         None, "--overlay", help="Write an overlay PNG per image into this folder (ROI boxes, attention, top findings)."
     ),
+    sr_out: Optional[Path] = typer.Option(
+        None,
+        "--sr",
+        help="Write one DICOM Structured Report (TID 1500 measurement report) per study of the DICOM inputs into "
+        "this folder: per image and finding the calibrated probability, threshold, decision and policy, the input "
+        "guard's verdict, the deepest MXA ROI and the model's identity, referencing the source images. Only the "
+        "patient and study identifiers are copied from the source. Non-DICOM inputs get none.",
+    ),
+    sc_out: Optional[Path] = typer.Option(
+        None,
+        "--sc",
+        help="Write each DICOM input's overlay as an RGB DICOM Secondary Capture into this folder, in the source "
+        "study as a new series.",
+    ),
     force: bool = typer.Option(False, "--force", help=FORCE_HELP),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Inference threads. Default: all cores."),
     batch: int = typer.Option(8, "--batch", min=1, help="Images per inference batch."),
@@ -111,6 +125,9 @@ def predict(
             overlay.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise MxaError(f"{overlay}: cannot create the overlay folder ({exc.strerror or exc})") from None
+    for folder, kind in ((sr_out, "sr-dir"), (sc_out, "sc-dir")):
+        if folder is not None:
+            checker.check(folder, kind)
 
     predictor = Predictor(model, threads, verify=not no_verify, allow_rejected=allow_rejected, trust=trust)
     announce_artifact(o, predictor.artifact)
@@ -123,7 +140,9 @@ def predict(
     elif predictor.verification is not None:
         o.info(f"verified {model} on this machine ({predictor.verification.isa}): PASS")
     records, counts, overlay_names = [], Counter(), set()
-    for item in predictor.predict_files(files, batch, keep_image=overlay is not None, strict_inputs=strict_inputs):
+    studies = _StudyOutputs(predictor.artifact, sr_out, sc_out, o)
+    keep_image = overlay is not None or sc_out is not None
+    for item in predictor.predict_files(files, batch, keep_image=keep_image, strict_inputs=strict_inputs):
         record = {**item.to_dict(), **status}
         counts[record["status"]] += 1
         if isinstance(item, PredictionError):
@@ -141,13 +160,17 @@ def predict(
                 )
             if overlay is not None:
                 record["overlay"] = str(_write_overlay(item, overlay, overlay_names, checker))
-                item.image = None  # do not keep every decoded image alive
+            if studies.wanted:
+                studies.add(item, record)  # writes the previous study's SR/SC when a new study starts
+            if sc_out is None:
+                item.image = None  # do not keep every decoded image alive (--sc: until its study is written)
             if not (json_out or quiet):
                 _print_result(o.out, item, record.get("overlay"))
                 if predictor.artifact.allowed_rejected:
                     o.out.print(f"model: {status['artifact_gate']}", style="bold red", markup=False, soft_wrap=True)
         records.append(record)
 
+    studies.finish()
     if csv_out is not None:
         _write_csv(csv_out, records, predictor.labels)
     o.result(records)
@@ -160,6 +183,50 @@ def predict(
     )
     if failed:
         raise typer.Exit(EXIT_SOME_FAILED)
+
+
+class _StudyOutputs:
+    """--sr / --sc: the predicted DICOM images of a study are held until the study ends (predict_files
+    yields each study's files together), then its SR and SCs are written and the kept images dropped."""
+
+    def __init__(self, artifact, sr_out: Optional[Path], sc_out: Optional[Path], o):
+        self.artifact, self.sr_out, self.sc_out, self.o = artifact, sr_out, sc_out, o
+        self.wanted = sr_out is not None or sc_out is not None
+        self.pending: list = []  # (result, record) of the current study
+        self.not_dicom = 0
+
+    def add(self, item, record: dict) -> None:
+        study = (item.dicom or {}).get("study_uid")
+        if not study:
+            self.not_dicom += 1
+            item.image = None
+            return
+        if self.pending and self.pending[0][0].dicom["study_uid"] != study:
+            self.flush()
+        self.pending.append((item, record))
+
+    def flush(self) -> None:
+        from mxa_edge.runtime.dicom_out import study_reports, write_datasets
+
+        if self.pending:
+            results = [item for item, _ in self.pending]
+            datasets = study_reports(results, self.artifact, secondary_capture=self.sc_out is not None)
+            sr = write_datasets(datasets[:1], self.sr_out)[0] if self.sr_out is not None else None
+            scs = write_datasets(datasets[1:], self.sc_out) if self.sc_out is not None else []
+            for k, (item, record) in enumerate(self.pending):
+                if sr is not None:
+                    record["sr"] = str(sr)
+                if scs:
+                    record["sc"] = str(scs[k])
+                item.image = None
+            study = results[0].dicom["study_uid"]
+            self.o.info(f"study …{study[-12:]}: " + ", ".join(str(p) for p in ([sr] if sr else []) + scs))
+            self.pending = []
+
+    def finish(self) -> None:
+        self.flush()
+        if self.not_dicom:
+            self.o.info(f"note: {self.not_dicom} predicted input(s) are not DICOM images of a study: no SR/SC for them")
 
 
 def _stderr_line(message: str, colour: str) -> None:
