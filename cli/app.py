@@ -13,8 +13,9 @@ import sys
 import typer
 
 from mxa_edge import __version__
-from mxa_edge_cli.commands import bench, data, export, predict, report, signing, train, verify
+from mxa_edge_cli.commands import bench, data, export, predict, report, serve, signing, train, verify
 from mxa_edge_cli.commands import eval as eval_cmd
+from mxa_edge_cli.commands import monitor as monitor_cmd
 
 app = typer.Typer(
     name="mxa-edge",
@@ -48,8 +49,10 @@ app.command("eval")(eval_cmd.eval_)
 app.command("export")(export.export)
 app.command("bench")(bench.bench)
 app.command("predict")(predict.predict)
+app.command("serve")(serve.serve)
 app.command("report")(report.report)
 app.command("verify")(verify.verify)
+app.command("monitor")(monitor_cmd.monitor)
 app.command("keys")(signing.keys)
 app.command("sign")(signing.sign)
 
