@@ -63,6 +63,18 @@ def tiny_run(phantom_root, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def small_onnx_artifact(tmp_path_factory):
+    """(run, its FP32 ONNX artifact): ``quick_run(steps=10)`` exported with the default gate. Shared
+    read-only by the provenance, DICOM SR, serve and monitor tests: copy it before editing it."""
+    pytest.importorskip("torch")
+    from mxa_edge.export import export_run
+
+    tmp = tmp_path_factory.mktemp("small-onnx")
+    run = quick_run(tmp, steps=10)
+    return run, export_run(run, "onnx", tmp / "onnx-fp32", n_boot=20).artifact
+
+
 def quick_run(
     tmp: Path,
     *,

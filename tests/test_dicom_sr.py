@@ -73,17 +73,13 @@ def _dicom(path: Path, gray: np.ndarray, instance: int) -> Path:
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
+def study(small_onnx_artifact, tmp_path_factory):
     """(artifact, three phantom CR files of one study, a PNG, the CLI's JSON records, SR dir, SC dir)."""
-    from conftest import quick_run
     from PIL import Image
 
-    from mxa_edge.export import export_run
-
     tmp = tmp_path_factory.mktemp("dicom-sr")
-    run = quick_run(tmp, steps=10)
-    art = export_run(run, "onnx", tmp / "onnx-fp32", n_boot=20).artifact
-    pngs = sorted((tmp / "data").rglob("valid/*/*/view1_frontal.jpg"))[:4]  # phantom frontal views
+    run, art = small_onnx_artifact
+    pngs = sorted((run.parent / "data").rglob("valid/*/*/view1_frontal.jpg"))[:4]  # phantom frontal views
     files = []
     for k, png in enumerate(pngs[:3], start=1):
         gray = np.asarray(Image.open(png).convert("L"), dtype=np.float32) / 255.0

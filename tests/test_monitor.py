@@ -136,16 +136,10 @@ def test_user_errors(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def artifact(tmp_path_factory):
+def artifact(small_onnx_artifact):
     """A real small artifact (phantom run, FP32 ONNX export): its guard and decision rule are
     what --model reads. Needs the [train] extra to build; monitor itself stays torch-free."""
-    pytest.importorskip("torch")
-    from conftest import quick_run
-
-    from mxa_edge.export import export_run
-
-    tmp = tmp_path_factory.mktemp("monitor")
-    return export_run(quick_run(tmp, steps=10), "onnx", tmp / "onnx-fp32", n_boot=20).artifact
+    return small_onnx_artifact[1]
 
 
 @pytest.mark.slow

@@ -38,17 +38,15 @@ EXIT_REJECTED, EXIT_UNTRUSTED, EXIT_ARTIFACT = 9, 10, 6
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def exported(small_onnx_artifact, tmp_path_factory):
     """(run, published FP32 ONNX artifact, the rejected one kept as NAME.rejected, an image)."""
-    from conftest import quick_run
     from PIL import Image
 
     from mxa_edge.errors import DriftGateError
     from mxa_edge.export import export_run
 
     tmp = tmp_path_factory.mktemp("provenance")
-    run = quick_run(tmp, steps=10)
-    art = export_run(run, "onnx", tmp / "onnx-fp32", n_boot=20).artifact
+    run, art = small_onnx_artifact
     impossible = GateSpec(max_macro_drop=-1.0, max_drop=-1.0)  # an AUC gain of 1 cannot happen
     with pytest.raises(DriftGateError) as info:
         export_run(run, "onnx", tmp / "onnx-strict", gate=impossible, n_boot=0)

@@ -33,15 +33,9 @@ DX_STORAGE = "1.2.840.10008.5.1.4.1.1.1.1"
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def served(small_onnx_artifact):
     """(artifact folder, its digest, frontal phantom gray images, env for the server subprocess)."""
-    from conftest import quick_run
-
-    from mxa_edge.export import export_run
-
-    tmp = tmp_path_factory.mktemp("serve")
-    run = quick_run(tmp, steps=10)
-    art = export_run(run, "onnx", tmp / "onnx-fp32", n_boot=20).artifact
+    run, art = small_onnx_artifact
     digest = json.loads((art / "manifest.json").read_text())["artifact_sha256"]
     images = _frontal_images(run)[:40]
     env = dict(os.environ)
