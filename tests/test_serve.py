@@ -384,3 +384,44 @@ def test_port_in_use_is_one_line_error(served, tmp_path):
             env=env,
         )
     assert proc.returncode == 2 and "cannot listen on 127.0.0.1" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_a_machine_that_does_not_reproduce_the_gate_is_refused_before_listening(served, tmp_path):
+    """Golden logits that this CPU cannot reproduce (edited, every hash and the digest redone, as
+    a consistent forgery or a foreign CPU would look): serve exits 8 before it serves anything."""
+    from mxa_edge.fileio import sha256_file
+    from mxa_edge.formats.artifact import DIGEST_FIELD, manifest_digest
+
+    art, _, _, env = served
+    copy = tmp_path / "art"
+    shutil.copytree(art, copy)
+    golden = "golden/logits_exported.npy"
+    np.save(copy / golden, np.load(copy / golden) + 1.0)
+    m = json.loads((copy / "manifest.json").read_text())
+    m["files"][golden] = m["verification"]["files"][golden] = sha256_file(copy / golden)
+    m[DIGEST_FIELD] = manifest_digest(m)
+    (copy / "manifest.json").write_text(json.dumps(m))
+    port = _free_port()
+    proc = subprocess.run(
+        [
+            *CLI,
+            "serve",
+            "--model",
+            str(copy),
+            "--port",
+            str(port),
+            "--out",
+            str(tmp_path / "out"),
+            "--queue",
+            str(tmp_path / "q"),
+            "--run-seconds",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert proc.returncode == 8, proc.stdout + proc.stderr
+    assert "does not reproduce" in proc.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
