@@ -34,15 +34,15 @@ from pathlib import Path
 
 import torch
 
+from mxa_edge.decision.metrics import paired_auc_delta, sigmoid
 from mxa_edge.formats import RunRecord, is_run
 from mxa_edge.formats.model_spec import ModelSpec, MXAConfig
 from mxa_edge.labels import LABEL_ABBREVIATIONS
-from mxa_edge.metrics import paired_auc_delta, sigmoid
-from mxa_edge.models.student import build_student
-from mxa_edge.models.weights import load_run
-from mxa_edge.training.config import TrainConfig
-from mxa_edge.training.loop import predict_logits
-from mxa_edge.training.pipeline import train
+from mxa_edge.torch_side.models.student import build_student
+from mxa_edge.torch_side.models.weights import load_run
+from mxa_edge.torch_side.training.config import TrainConfig
+from mxa_edge.torch_side.training.loop import predict_logits
+from mxa_edge.torch_side.training.pipeline import train
 
 VARIANTS = {
     "baseline": dict(mxa=False, kd=False),
@@ -72,7 +72,7 @@ def latency_ratios(variant: str, size: int, rounds: int = 7, iters: int = 20) ->
         "stage": build_student(ModelSpec(variant, size, mxa=MXAConfig(placement="stage"))).eval(),
         "block": build_student(ModelSpec(variant, size, mxa=MXAConfig(placement="block"))).eval(),
     }
-    from mxa_edge.export.prepare import count_flops
+    from mxa_edge.torch_side.export.prepare import count_flops
 
     x = torch.randn(1, 1, size, size) * 500
     times = {k: [] for k in models}

@@ -4,7 +4,7 @@
 # qemu-x86_64 -cpu Haswell (Debian: apt-get install qemu-user) shows the process an AVX2 + FMA
 # CPUID, so ONNX Runtime's MLAS and oneDNN pick their AVX2 kernels, as on a real AVX2
 # workstation (ONEDNN_MAX_CPU_ISA=AVX2 restricts oneDNN only). Emulated: expect 5-50x slower.
-# /proc/cpuinfo still shows the host's flags; mxa-edge reads CPUID (mxa_edge/machine.py).
+# /proc/cpuinfo still shows the host's flags; mxa-edge reads CPUID (mxa_edge/support/machine.py).
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 py="${PYTHON:-$here/.venv/bin/python}"

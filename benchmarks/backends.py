@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from mxa_edge.bench import run_bench
-from mxa_edge.progress import Reporter
+from mxa_edge.support.progress import Reporter
 
 
 class _Log(Reporter):

@@ -38,7 +38,7 @@ def engines_for(paths, threads):
             for name, (target, int8) in STANDARD.items():
                 art_dir = p / "exports" / name
                 if not is_artifact(art_dir):
-                    from mxa_edge.export import export_run
+                    from mxa_edge.torch_side.export import export_run
 
                     print(f"exporting {name} ...", file=sys.stderr)
                     export_run(p, target, art_dir, int8=int8, max_macro_drop=1.0, max_drop=1.0)

@@ -24,10 +24,10 @@ import json
 import sys
 from pathlib import Path
 
-from mxa_edge.evaluation import _run_outputs, read_boxes, roi_localization
+from mxa_edge.decision.evaluation import _run_outputs, read_boxes, roi_localization
+from mxa_edge.decision.metrics import BOX_METRICS, paired_auc_delta
 from mxa_edge.formats import RunRecord
 from mxa_edge.labels import CHEXPERT_LABELS
-from mxa_edge.metrics import BOX_METRICS, paired_auc_delta
 
 
 def describe(run: RunRecord) -> str:

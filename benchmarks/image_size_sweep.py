@@ -72,8 +72,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from mxa_edge.formats import is_run
-    from mxa_edge.training.config import TrainConfig
-    from mxa_edge.training.pipeline import train
+    from mxa_edge.torch_side.training.config import TrainConfig
+    from mxa_edge.torch_side.training.pipeline import train
 
     reuse = {int(s): Path(r) for r, s in (item.rsplit("=", 1) for item in args.reuse)}
     results = []

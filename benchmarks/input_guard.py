@@ -51,9 +51,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from mxa_edge.data.ood import document_images, held_out_laterals, texture_images
-    from mxa_edge.imageio import load_radiograph
-    from mxa_edge.machine import isa_line
+    from mxa_edge.imaging.imageio import load_radiograph
     from mxa_edge.runtime.predict import Predictor
+    from mxa_edge.support.machine import isa_line
 
     predictor = Predictor(args.artifact, verify=False)
     selection = predictor.artifact.manifest.source_run.data

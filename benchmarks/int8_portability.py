@@ -29,9 +29,9 @@ import numpy as np
 
 
 def _export(run: Path, target: str, scheme: str, out: Path, qat: bool = False) -> Path:
-    from mxa_edge.errors import DriftGateError
-    from mxa_edge.export import export_run
     from mxa_edge.formats import naming
+    from mxa_edge.support.errors import DriftGateError
+    from mxa_edge.torch_side.export import export_run
 
     if naming.is_artifact(out):
         return out
@@ -50,8 +50,8 @@ def _export(run: Path, target: str, scheme: str, out: Path, qat: bool = False) -
 
 def _gate(ref, probs_new, decision, guard=None, features_new=None):
     """The export's own gate (default bounds), the input guard's flag-rate rise included."""
-    from mxa_edge import drift
-    from mxa_edge.guard import guard_drift
+    from mxa_edge.decision import drift
+    from mxa_edge.decision.guard import guard_drift
 
     v = ref.valid
     flags = None
@@ -100,13 +100,13 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
 
-    from mxa_edge.export.pipeline import _load, _reference
+    from mxa_edge.decision.guard import FEATURES_OUTPUT, load_guard
+    from mxa_edge.decision.scoring import engine_runner, score
     from mxa_edge.formats import load_artifact
-    from mxa_edge.guard import FEATURES_OUTPUT, load_guard
-    from mxa_edge.machine import int8_kernel_class, isa_line
     from mxa_edge.runtime import kernel_paths
     from mxa_edge.runtime.engines import open_engine
-    from mxa_edge.scoring import engine_runner, score
+    from mxa_edge.support.machine import int8_kernel_class, isa_line
+    from mxa_edge.torch_side.export.pipeline import _load, _reference
 
     run = args.run.absolute()
     out_root = (args.out or run / "exports" / "portability").absolute()
@@ -121,7 +121,7 @@ def main() -> None:
     rows, engines = [], {}
     fp32 = out_root / "onnx-fp32"
     if not (fp32 / "manifest.json").is_file():
-        from mxa_edge.export import export_run
+        from mxa_edge.torch_side.export import export_run
 
         export_run(run, "onnx", fp32, progress=lambda m: None)
     engines["ORT FP32"] = open_engine(load_artifact(fp32), args.threads)

@@ -8,7 +8,7 @@ Variants per backend (ONNX Runtime FP32 / INT8, OpenVINO f32 / INT8), each expor
 same fused model (RUN's weights, or untrained ones: speed does not depend on them):
 
 - ``timm``: the graph of timm's modules as they are (the export before issue 17);
-- ``equiv``: the export-only attention and MXA modules (``mxa_edge.export.export_modules``),
+- ``equiv``: the export-only attention and MXA modules (``mxa_edge.torch_side.export.export_modules``),
   batch axis still dynamic;
 - ``equiv-b1``: the same with the batch fixed at 1 (ONNX: traced at batch 1; OpenVINO:
   ``fix_ir_batch``).
@@ -33,10 +33,10 @@ import torch
 
 from mxa_edge.bench.profile import format_profile, profile_openvino, profile_ort
 from mxa_edge.bench.timing import measure_interleaved, paired_ratio
-from mxa_edge.export.onnx_graph import export_onnx, quantize_onnx
-from mxa_edge.export.prepare import AuxOutputs, fuse_model
-from mxa_edge.machine import isa_line, physical_cores
 from mxa_edge.runtime.engines import open_model_file
+from mxa_edge.support.machine import isa_line, physical_cores
+from mxa_edge.torch_side.export.onnx_graph import export_onnx, quantize_onnx
+from mxa_edge.torch_side.export.prepare import AuxOutputs, fuse_model
 
 BACKENDS = ("ort-fp32", "ort-int8", "ov-f32", "ov-int8")
 VARIANTS = ("timm", "equiv", "equiv-b1")
@@ -45,12 +45,12 @@ VARIANTS = ("timm", "equiv", "equiv-b1")
 def load_model(run: Path | None, variant: str, size: int, seed: int):
     if run is not None:
         from mxa_edge.formats import RunRecord
-        from mxa_edge.models.weights import load_run
+        from mxa_edge.torch_side.models.weights import load_run
 
         model, _ = load_run(RunRecord.load(run))
         return model.eval()
     from mxa_edge.formats.model_spec import ModelSpec, MXAConfig
-    from mxa_edge.models.student import build_student
+    from mxa_edge.torch_side.models.student import build_student
 
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -70,8 +70,8 @@ def export_variant(fused, example, calib, backend: str, variant: str, folder: Pa
         out = folder / "model.int8.onnx"
         quantize_onnx(onnx_path, out, calib, "minmax")
         return out, "onnxruntime"
-    from mxa_edge.export.openvino_backend import fix_ir_batch, quantize_ir
-    from mxa_edge.telemetry import disable_telemetry
+    from mxa_edge.support.telemetry import disable_telemetry
+    from mxa_edge.torch_side.export.openvino_backend import fix_ir_batch, quantize_ir
 
     disable_telemetry()
     import openvino as ov

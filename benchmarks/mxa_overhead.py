@@ -29,12 +29,12 @@ import torch
 
 from mxa_edge import backends
 from mxa_edge.bench.timing import measure_interleaved, paired_ratio
-from mxa_edge.export.prepare import AuxOutputs, count_flops, fuse_model
 from mxa_edge.formats import Precision
 from mxa_edge.formats.model_spec import ModelSpec, MXAConfig
-from mxa_edge.machine import isa_line, physical_cores
-from mxa_edge.models.student import build_student
 from mxa_edge.runtime.engines import open_model_file
+from mxa_edge.support.machine import isa_line, physical_cores
+from mxa_edge.torch_side.export.prepare import AuxOutputs, count_flops, fuse_model
+from mxa_edge.torch_side.models.student import build_student
 
 PLACEMENTS = {"none": None, "stage": "stage", "block": "block"}
 # name -> (target, int8, fixed batch): the -b1 rows are the IR with its batch fixed at 1

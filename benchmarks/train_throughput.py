@@ -36,10 +36,10 @@ from mxa_edge.data.arrays import decode_resized
 from mxa_edge.data.chexpert import read_split
 from mxa_edge.data.phantom import generate_phantom_dataset
 from mxa_edge.formats.model_spec import ModelSpec
-from mxa_edge.machine import physical_cores
-from mxa_edge.models.student import build_student
-from mxa_edge.preprocess import Preprocess
-from mxa_edge.training.augment import RandAugmentGray
+from mxa_edge.imaging.preprocess import Preprocess
+from mxa_edge.support.machine import physical_cores
+from mxa_edge.torch_side.models.student import build_student
+from mxa_edge.torch_side.training.augment import RandAugmentGray
 
 MODELS = {"M0@128": ("m0", 128), "M5@224": ("m5", 224)}
 

@@ -58,7 +58,7 @@ app.command("sign")(signing.sign)
 
 
 def main() -> None:
-    from mxa_edge.errors import MxaError
+    from mxa_edge.support.errors import MxaError
 
     try:
         app()

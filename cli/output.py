@@ -18,7 +18,7 @@ from typing import Callable
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from mxa_edge.progress import Reporter
+from mxa_edge.support.progress import Reporter
 
 
 class Output:

@@ -98,8 +98,8 @@ def _delta(value, ci, failed: bool) -> str:
 def drift_table(d: dict, title: str) -> Table:
     """Gate v2's table: per finding the AUC change and the sensitivity / specificity change at
     its threshold and the decision agreement, each with its paired CI; red where the gate's own
-    rule (``mxa_edge.gate.checks``) fails it."""
-    from mxa_edge.gate import GateSpec, checks
+    rule (``mxa_edge.decision.gate.checks``) fails it."""
+    from mxa_edge.decision.gate import GateSpec, checks
 
     spec = GateSpec.from_dict(d.get("gate") or {})
     failed = {(c.scope, c.metric) for c in checks(d, spec) if c.failed}

@@ -36,7 +36,7 @@ def phantom_root(tmp_path_factory) -> Path:
 
 
 def tiny_config(data: Path, out: Path, **overrides):
-    from mxa_edge.training.config import TrainConfig
+    from mxa_edge.torch_side.training.config import TrainConfig
 
     base = dict(
         data=str(data),
@@ -56,7 +56,7 @@ def tiny_config(data: Path, out: Path, **overrides):
 @pytest.fixture(scope="session")
 def tiny_run(phantom_root, tmp_path_factory) -> Path:
     """A real (tiny) training run: M0 + MXA + KD from a fine-tuned teacher, 64 px, 2 epochs."""
-    from mxa_edge.training.pipeline import train
+    from mxa_edge.torch_side.training.pipeline import train
 
     out = tmp_path_factory.mktemp("runs") / "tiny"
     train(tiny_config(phantom_root, out))
@@ -68,7 +68,7 @@ def small_onnx_artifact(tmp_path_factory):
     """(run, its FP32 ONNX artifact): ``quick_run(steps=10)`` exported with the default gate. Shared
     read-only by the provenance, DICOM SR, serve and monitor tests: copy it before editing it."""
     pytest.importorskip("torch")
-    from mxa_edge.export import export_run
+    from mxa_edge.torch_side.export import export_run
 
     tmp = tmp_path_factory.mktemp("small-onnx")
     run = quick_run(tmp, steps=10)
@@ -97,9 +97,9 @@ def quick_run(
     from mxa_edge.data.phantom import generate_phantom_dataset
     from mxa_edge.formats import DataSelection, RunRecord
     from mxa_edge.formats.model_spec import ModelSpec
-    from mxa_edge.models.student import MultiLabelStudent
-    from mxa_edge.models.weights import save_weights
-    from mxa_edge.preprocess import Preprocess
+    from mxa_edge.imaging.preprocess import Preprocess
+    from mxa_edge.torch_side.models.student import MultiLabelStudent
+    from mxa_edge.torch_side.models.weights import save_weights
 
     root = generate_phantom_dataset(tmp / "data", n_train=n_train, n_valid=n_valid, size=source_size, seed=seed)
     pp = Preprocess(image_size=size)
@@ -120,7 +120,7 @@ def quick_run(
         opt.step()
     model.eval()
     from mxa_edge.formats import DecisionRule
-    from mxa_edge.training.loop import predict_logits
+    from mxa_edge.torch_side.training.loop import predict_logits
 
     decision = DecisionRule.fit(  # as train does: calibration and thresholds from the tuning split
         predict_logits(model, tune.images, pp.value_range),

@@ -13,9 +13,9 @@ onnx = pytest.importorskip("onnx")
 
 from test_export import LOOSE_DECISIONS, _export, tiny_run  # noqa: E402,F401
 
-from mxa_edge.errors import DriftGateError  # noqa: E402
-from mxa_edge.export.accuracy_control import FIRST_STEP, MAX_ITERATIONS  # noqa: E402
-from mxa_edge.gate import GateSpec  # noqa: E402
+from mxa_edge.decision.gate import GateSpec  # noqa: E402
+from mxa_edge.support.errors import DriftGateError  # noqa: E402
+from mxa_edge.torch_side.export.accuracy_control import FIRST_STEP, MAX_ITERATIONS  # noqa: E402
 
 # No AUC may drop at all: the first INT8 model of the tiny run fails it somewhere, so the retry
 # runs; whether a candidate then passes on the tuning split (and the held-out gate) varies.
@@ -44,8 +44,8 @@ def _check_record(ac, n_tune):
 
 
 def test_onnx_accuracy_control_returns_sensitive_layers_to_float(tiny_run):
-    from mxa_edge.export.sensitivity import float_node_names
     from mxa_edge.formats import RunRecord
+    from mxa_edge.torch_side.export.sensitivity import float_node_names
 
     folder, m = _export_strict(tiny_run, "onnx", "onnx-int8-ac")
     ac = m["quantization"]["accuracy_control"]

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import mxa_edge
+
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "mxa_edge"
 
@@ -110,14 +112,10 @@ def test_the_cycle_check_finds_a_cycle(tmp_path, monkeypatch):
 
 # The torch side: what needs the [train] extra. Everything else in mxa_edge is the torch-free
 # core, which imports neither these packages nor torch & co., at module level or in a function,
-# except through the one door, mxa_edge/torch_side.py (itself torch-free at import).
-TORCH_SIDE = ("mxa_edge.models", "mxa_edge.training", "mxa_edge.export")
+# except through the one door, mxa_edge/torch_side/__init__.py (itself torch-free at import).
+TORCH_SIDE = "mxa_edge.torch_side."  # every subpackage and module under it; the package itself is the door
 TORCH_LIBS = frozenset({"torch", "torchvision", "timm", "torchxrayvision", "nncf", "onnxscript", "safetensors"})
 DOOR = "mxa_edge.torch_side"
-# Crossings not yet moved behind the door (issue 27). This list may only shrink.
-BOUNDARY_DEBT = {
-    "mxa_edge.backends.tensorrt": "torch allocates the TensorRT engine's CUDA buffers (GPU machines only)",
-}
 
 
 def _on_torch_side(module: str) -> bool:
@@ -139,28 +137,41 @@ def _boundary_crossings(modules: dict) -> dict[str, list[str]]:
 def test_the_core_never_imports_the_torch_side():
     modules = _modules()
     crossings = _boundary_crossings(modules)
-    new = {k: v for k, v in crossings.items() if k not in BOUNDARY_DEBT}
-    assert not new, "core modules import the torch side outside mxa_edge/torch_side.py: " + "; ".join(
-        f"{k} -> {', '.join(v)}" for k, v in new.items()
+    assert not crossings, "core modules import the torch side outside mxa_edge/torch_side/__init__.py: " + "; ".join(
+        f"{k} -> {', '.join(v)}" for k, v in crossings.items()
     )
-    paid = sorted(set(BOUNDARY_DEBT) - set(crossings))
-    assert not paid, f"no longer crossing, remove from BOUNDARY_DEBT: {paid}"
     # The door imports the torch side only inside its functions: importing it costs nothing.
     door = _import_targets(modules[DOOR], DOOR, modules, nested=False)
     assert not [t for t in door if _on_torch_side(t)], door
 
 
+# The tree shows the design: the torch side is one folder, and mxa_edge's root holds only the
+# package marker and the label list (the one source of truth everything reads); every other
+# module sits in the package named for its concern.
+ROOT_MODULES = {"__init__.py", "labels.py"}
+CORE_PACKAGES = {"formats", "decision", "imaging", "support", "data", "backends", "runtime", "report", "bench"}
+
+
+def test_the_folder_tree_shows_the_two_sides():
+    pkg = Path(mxa_edge.__file__).parent
+    assert {p.name for p in pkg.glob("*.py")} == ROOT_MODULES
+    folders = {p.name for p in pkg.iterdir() if (p / "__init__.py").is_file()}
+    assert folders == CORE_PACKAGES | {"torch_side"}, folders
+    torch_side = {p.name for p in (pkg / "torch_side").iterdir() if (p / "__init__.py").is_file()}
+    assert torch_side == {"models", "training", "export"}, torch_side
+
+
 def test_the_boundary_check_finds_a_function_level_crossing(tmp_path):
     core = tmp_path / "core.py"
-    core.write_text("def f():\n    from mxa_edge.models.weights import load_run\n    import torch\n")
-    modules = {"mxa_edge.core": core, "mxa_edge.models.weights": tmp_path / "w.py"}
-    assert _boundary_crossings(modules) == {"mxa_edge.core": ["mxa_edge.models.weights", "torch"]}
+    core.write_text("def f():\n    from mxa_edge.torch_side.models.weights import load_run\n    import torch\n")
+    modules = {"mxa_edge.core": core, "mxa_edge.torch_side.models.weights": tmp_path / "w.py"}
+    assert _boundary_crossings(modules) == {"mxa_edge.core": ["mxa_edge.torch_side.models.weights", "torch"]}
 
 
 def test_runtime_path_never_imports_torch():
     code = (
         "import sys, mxa_edge.formats, mxa_edge.backends, mxa_edge.runtime.engines, mxa_edge.runtime.predict, "
-        "mxa_edge.gate, mxa_edge.scoring, mxa_edge.bench, mxa_edge_cli.app; "
+        "mxa_edge.decision.gate, mxa_edge.decision.scoring, mxa_edge.bench, mxa_edge_cli.app; "
         "sys.exit(1 if 'torch' in sys.modules else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
@@ -201,7 +212,7 @@ def test_the_gate_comparison_exists_once():
         for i, line in enumerate(path.read_text().splitlines(), 1)
         if rule.search(line)
     ]
-    assert hits == ["mxa_edge/gate.py:" + hits[0].split(":")[1]] if hits else False, hits
+    assert hits == ["mxa_edge/decision/gate.py:" + hits[0].split(":")[1]] if hits else False, hits
 
 
 # ----------------------------------------------------------------------------- the registry
@@ -226,10 +237,10 @@ def test_a_toy_backend_goes_through_export_verify_predict_eval_and_bench(tiny_ru
     """A target defined in tests/ alone (toy_backend.py), registered through the registry, is
     exported and gated, then verified, predicted with, evaluated and benchmarked like a built-in one."""
     from mxa_edge.bench import run_bench
-    from mxa_edge.evaluation import evaluate_model
-    from mxa_edge.export import export_run
+    from mxa_edge.decision.evaluation import evaluate_model
     from mxa_edge.formats import RunRecord, load_artifact
     from mxa_edge.runtime.predict import Predictor
+    from mxa_edge.torch_side.export import export_run
 
     out = tmp_path / "toy"
     res = export_run(tiny_run, "torchscript", out, n_boot=0, **LOOSE)
@@ -263,7 +274,7 @@ def test_registry_refuses_clashes_and_unknown_targets(toy_target):
     from dataclasses import replace
 
     from mxa_edge import backends
-    from mxa_edge.errors import ConfigError
+    from mxa_edge.support.errors import ConfigError
 
     with pytest.raises(ConfigError, match="already registered"):
         backends.register(toy_target)
@@ -381,7 +392,7 @@ def _default_mismatches(params, expected: dict) -> list[str]:
 def test_train_options_default_to_train_config():
     import dataclasses
 
-    from mxa_edge.training.config import TrainConfig
+    from mxa_edge.torch_side.training.config import TrainConfig
 
     cfg, params = TrainConfig(), _cli_params("train")
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -409,9 +420,9 @@ def test_train_options_default_to_train_config():
 def test_export_options_default_to_the_gate_and_export_run():
     import inspect
 
-    from mxa_edge.export.pipeline import export_run
-    from mxa_edge.export.sensitivity import DEFAULT_BUDGET
-    from mxa_edge.gate import DEFAULT_GATE
+    from mxa_edge.decision.gate import DEFAULT_GATE
+    from mxa_edge.torch_side.export.pipeline import export_run
+    from mxa_edge.torch_side.export.sensitivity import DEFAULT_BUDGET
 
     keywords = inspect.signature(export_run).parameters
     params = _cli_params("export")
@@ -437,7 +448,7 @@ def test_the_default_check_finds_a_wrong_default():
     from enum import Enum
     from types import SimpleNamespace
 
-    from mxa_edge.gate import DEFAULT_GATE, MODES
+    from mxa_edge.decision.gate import DEFAULT_GATE, MODES
 
     Mode = Enum("Mode", {m: m for m in MODES}, type=str)
     fake = [

@@ -22,8 +22,8 @@ torch = pytest.importorskip("torch")
 from conftest import tiny_config  # noqa: E402
 
 from mxa_edge.bench import FAILED, PASS, REJECTED, UNAVAILABLE, run_bench  # noqa: E402
-from mxa_edge.errors import DriftGateError  # noqa: E402
-from mxa_edge.gate import GateSpec  # noqa: E402
+from mxa_edge.decision.gate import GateSpec  # noqa: E402
+from mxa_edge.support.errors import DriftGateError  # noqa: E402
 
 # Nothing can fail this gate: the bench tests measure, they do not judge drift.
 ANY_DRIFT = GateSpec(
@@ -35,8 +35,8 @@ QUICK = {"seconds": 0.2, "warmup": 0.05, "rounds": 2}
 
 @pytest.fixture(scope="module")
 def bench_run(phantom_root, tmp_path_factory) -> Path:
-    from mxa_edge.export import export_run
-    from mxa_edge.training.pipeline import train
+    from mxa_edge.torch_side.export import export_run
+    from mxa_edge.torch_side.training.pipeline import train
 
     out = tmp_path_factory.mktemp("bench") / "run"
     train(tiny_config(phantom_root, out, epochs=1, kd=False, teacher="none"))
@@ -254,7 +254,7 @@ def test_runtime_rows_work_without_torch(bench_run, tmp_path):
 
 
 def test_bad_arguments_are_user_errors(tmp_path):
-    from mxa_edge.errors import ArtifactError, ConfigError
+    from mxa_edge.support.errors import ArtifactError, ConfigError
 
     with pytest.raises(ArtifactError):
         run_bench([tmp_path], **QUICK)
@@ -298,7 +298,7 @@ def test_goals_are_the_ratios_of_the_rows_they_name(result, bench_run):
     """Each goal's value is computed from the rows it names: the fastest gated INT8 row's
     paired speedup and share of the INT8 bound, float p50 / INT8 p50; met follows target."""
     from mxa_edge.bench.goals import INT8_SHARE_OF_BOUND, INT8_VS_PYTORCH
-    from mxa_edge.machine import isa_line
+    from mxa_edge.support.machine import isa_line
 
     goals = result["goals"][str(bench_run)]
     assert goals["isa"] == isa_line()

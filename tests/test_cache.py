@@ -6,7 +6,7 @@ import numpy as np
 
 from mxa_edge.data.arrays import load_split_arrays
 from mxa_edge.data.cache import open_cached
-from mxa_edge.preprocess import Preprocess
+from mxa_edge.imaging.preprocess import Preprocess
 
 
 def test_cache_matches_decoding_and_is_used_automatically(phantom_root):

@@ -20,8 +20,8 @@ from mxa_edge.data.chexpert import (
     subset,
     targets_and_mask,
 )
-from mxa_edge.errors import ConfigError, DatasetError
 from mxa_edge.labels import CHEXPERT_COLUMNS, CHEXPERT_LABELS
+from mxa_edge.support.errors import ConfigError, DatasetError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 PEDIATRIC = SHARED / "data" / "pediatric-pneumonia"

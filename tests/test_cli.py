@@ -17,7 +17,7 @@ CLI = [sys.executable, "-m", "mxa_edge_cli.app"]
 def test_import_and_help_do_not_import_torch():
     code = (
         "import sys, runpy\n"
-        "import mxa_edge, mxa_edge.preprocess, mxa_edge.imageio, mxa_edge.labels\n"
+        "import mxa_edge, mxa_edge.imaging.preprocess, mxa_edge.imaging.imageio, mxa_edge.labels\n"
         "assert 'torch' not in sys.modules, 'import mxa_edge pulled in torch'\n"
         "sys.argv = ['mxa-edge', '--help']\n"
         "try:\n    runpy.run_module('mxa_edge_cli.app', run_name='__main__')\nexcept SystemExit:\n    pass\n"

@@ -281,8 +281,8 @@ def test_snomed_codes_are_the_dicom_standards():
 def test_study_reports_takes_one_study():
     from types import SimpleNamespace
 
-    from mxa_edge.errors import ConfigError
     from mxa_edge.runtime.dicom_out import group_by_study, study_reports
+    from mxa_edge.support.errors import ConfigError
 
     a = SimpleNamespace(dicom={"study_uid": "1.2.3"})
     b = SimpleNamespace(dicom={"study_uid": "1.2.4"})

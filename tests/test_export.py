@@ -18,8 +18,8 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from mxa_edge.errors import ArtifactError, DriftGateError, MissingDependencyError  # noqa: E402
-from mxa_edge.gate import GateSpec  # noqa: E402
+from mxa_edge.decision.gate import GateSpec  # noqa: E402
+from mxa_edge.support.errors import ArtifactError, DriftGateError, MissingDependencyError  # noqa: E402
 
 SIZE = 64
 # Loose gate for a 100-image validation set: per-label AUCs and decisions of a tiny model move
@@ -54,7 +54,7 @@ def tiny_run(tmp_path_factory) -> Path:
 
 def _export(run, target, name, *, reuse: bool = False, **kw):
     """export_run with test defaults; ``reuse`` returns the artifact path if already published."""
-    from mxa_edge.export import export_run
+    from mxa_edge.torch_side.export import export_run
 
     if reuse and (run / "exports" / name / "manifest.json").is_file():
         return run / "exports" / name
@@ -69,7 +69,7 @@ def _export(run, target, name, *, reuse: bool = False, **kw):
 
 
 def _model_and_input(run, batch):
-    from mxa_edge.models.weights import load_run
+    from mxa_edge.torch_side.models.weights import load_run
 
     model, _ = load_run(run)
     x = torch.rand(batch, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(batch)) * 2048 - 1024
@@ -214,9 +214,9 @@ def test_openvino_static_batch_is_gated_and_runs_any_batch(tiny_run):
     import openvino as ov
 
     from mxa_edge.bench.subjects import artifact_subjects
-    from mxa_edge.errors import ConfigError
     from mxa_edge.formats import load_artifact
     from mxa_edge.runtime.engines import open_engine
+    from mxa_edge.support.errors import ConfigError
 
     res = _export(tiny_run, "openvino", "ov-int8-b2", int8=True, static_batch=2)
     assert res.passed and res.manifest.export["static_batch"] == 2
@@ -396,8 +396,8 @@ def test_out_never_replaces_a_user_folder_or_a_run(tiny_run, tmp_path):
     first = _export(tiny_run, "onnx", "x", n_boot=0).artifact  # a published artifact to replace
     shutil.copytree(first, art)
     (art / "stray.bin").write_text("a user's file inside an artifact")
-    from mxa_edge.errors import ConfigError
-    from mxa_edge.export import export_run
+    from mxa_edge.support.errors import ConfigError
+    from mxa_edge.torch_side.export import export_run
 
     with pytest.raises(ConfigError, match="stray.bin"):  # refused before any work: never deleted
         export_run(tiny_run, "onnx", art, n_boot=0, **LOOSE)
@@ -408,8 +408,8 @@ def test_out_never_replaces_a_user_folder_or_a_run(tiny_run, tmp_path):
 
 
 def test_qat_option_errors(tiny_run):
-    from mxa_edge.errors import ConfigError
-    from mxa_edge.export import export_run
+    from mxa_edge.support.errors import ConfigError
+    from mxa_edge.torch_side.export import export_run
 
     with pytest.raises(ConfigError, match="qat"):
         export_run(tiny_run, "tensorrt", qat=True)
@@ -426,7 +426,7 @@ def test_fold_weight_quantizers_keeps_the_arithmetic(tmp_path):
     an int8 initializer: same ONNX Runtime outputs, smaller file, no float weight left."""
     from onnx import TensorProto, helper, numpy_helper
 
-    from mxa_edge.export.qat import fold_weight_quantizers
+    from mxa_edge.torch_side.export.qat import fold_weight_quantizers
 
     rng = np.random.default_rng(0)
     w1 = rng.normal(0, 0.2, (8, 3, 3, 3)).astype(np.float32)
@@ -544,8 +544,8 @@ def test_tensorrt_engine_build(tiny_run):
 
 
 def test_stratified_calibration_covers_rare_labels(tiny_run):
-    from mxa_edge.export.calibration import select_calibration, stratified_indices
     from mxa_edge.formats import RunRecord
+    from mxa_edge.torch_side.export.calibration import select_calibration, stratified_indices
 
     targets = np.zeros((100, 3), np.float32)
     targets[:2, 0] = 1  # rare
@@ -604,10 +604,10 @@ def test_verify_passes_fresh_and_catches_a_swapped_model(tiny_run, tmp_path):
     import subprocess
     import sys
 
-    from mxa_edge.errors import VerificationError
-    from mxa_edge.fileio import sha256_file
     from mxa_edge.formats import RunRecord, load_artifact
     from mxa_edge.runtime.predict import Predictor
+    from mxa_edge.support.errors import VerificationError
+    from mxa_edge.support.fileio import sha256_file
 
     art = _export(tiny_run, "onnx", "onnx-int8", int8=True, reuse=True)
     cli = [sys.executable, "-m", "mxa_edge_cli.app"]

@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from mxa_edge.export.export_modules import (
+from mxa_edge.formats.model_spec import ModelSpec, MXAConfig
+from mxa_edge.torch_side.export.export_modules import (
     ATTENTION_TOLERANCE,
     ExportLocalWindowAttention,
     export_equivalent,
 )
-from mxa_edge.export.prepare import AuxOutputs, fuse_model
-from mxa_edge.formats.model_spec import ModelSpec, MXAConfig
-from mxa_edge.models.mxa import ExportMXABlock, MXABlock
-from mxa_edge.models.student import build_student
+from mxa_edge.torch_side.export.prepare import AuxOutputs, fuse_model
+from mxa_edge.torch_side.models.mxa import ExportMXABlock, MXABlock
+from mxa_edge.torch_side.models.student import build_student
 
 
 def _randomize(module: torch.nn.Module, seed: int) -> None:
@@ -93,7 +93,7 @@ def test_onnx_graph_is_smaller_and_matches_torch(fused_m0, tmp_path):
     import onnx
     import onnxruntime as ort
 
-    from mxa_edge.export.onnx_graph import export_onnx
+    from mxa_edge.torch_side.export.onnx_graph import export_onnx
 
     fused, example = fused_m0
     export_onnx(fused, example, tmp_path / "timm.onnx", equivalent=False)
@@ -117,7 +117,7 @@ def test_int8_keeps_every_mxa_op_in_float(fused_m0, tmp_path):
     matrices and CBAM gates stay float), while most backbone convs do run in int8."""
     import onnx
 
-    from mxa_edge.export.onnx_graph import export_onnx, quantize_onnx
+    from mxa_edge.torch_side.export.onnx_graph import export_onnx, quantize_onnx
 
     fused, example = fused_m0
     export_onnx(fused, example, tmp_path / "fp32.onnx")

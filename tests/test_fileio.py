@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from mxa_edge import fileio
+from mxa_edge.support import fileio
 
 
 def _folder(path, text):

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from mxa_edge.formats.model_spec import ModelSpec, MXAConfig
-from mxa_edge.models.mxa import MXABlock, roi_align_resize, roi_paste
-from mxa_edge.models.student import build_student
+from mxa_edge.torch_side.models.mxa import MXABlock, roi_align_resize, roi_paste
+from mxa_edge.torch_side.models.student import build_student
 
 WHOLE = [0.0, 0.0, 1.0, 1.0]
 LEFT_HALF = [0.0, 0.0, 0.5, 1.0]
@@ -159,8 +159,8 @@ def test_paste_changes_the_function_zoom_is_the_default():
 def test_export_equivalent_keeps_paste_blocks_and_still_swaps_the_attention():
     from timm.models.efficientvit_msra import LocalWindowAttention
 
-    from mxa_edge.export.export_modules import ATTENTION_TOLERANCE, export_equivalent
-    from mxa_edge.export.prepare import AuxOutputs, fuse_model
+    from mxa_edge.torch_side.export.export_modules import ATTENTION_TOLERANCE, export_equivalent
+    from mxa_edge.torch_side.export.prepare import AuxOutputs, fuse_model
 
     torch.manual_seed(0)
     model = fuse_model(build_student(ModelSpec("m0", 64, mxa=MXAConfig(fusion="paste"))).eval())
@@ -179,8 +179,8 @@ def test_paste_model_exports_to_onnx_and_ort_matches_pytorch(tmp_path):
     paste blocks as they are): every output in ORT within 1e-4 of torch, at batch 1 and 3."""
     onnx = pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
-    from mxa_edge.export.onnx_graph import export_onnx
-    from mxa_edge.export.prepare import AuxOutputs, fuse_model
+    from mxa_edge.torch_side.export.onnx_graph import export_onnx
+    from mxa_edge.torch_side.export.prepare import AuxOutputs, fuse_model
 
     torch.manual_seed(0)
     model = build_student(ModelSpec("m0", 64, mxa=MXAConfig(fusion="paste"))).eval()

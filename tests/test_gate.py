@@ -1,4 +1,4 @@
-"""The drift gate's rule (mxa_edge.gate) and the one batched scoring loop (mxa_edge.scoring)."""
+"""The drift gate's rule (mxa_edge.decision.gate) and the one batched scoring loop (mxa_edge.decision.scoring)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from mxa_edge import gate, scoring
-from mxa_edge.errors import ConfigError
-from mxa_edge.gate import DEFAULT_GATE, GateSpec, gate_score, verdict
-from mxa_edge.metrics import paired_auc_delta, sigmoid
+from mxa_edge.decision import gate, scoring
+from mxa_edge.decision.gate import DEFAULT_GATE, GateSpec, gate_score, verdict
+from mxa_edge.decision.metrics import paired_auc_delta, sigmoid
+from mxa_edge.support.errors import ConfigError
 
 # ---------------------------------------------------------------------- verdict
 
@@ -163,7 +163,7 @@ def _logits(n=600, seed=0):
 def test_a_constant_shift_keeps_auc_and_fails_on_decisions():
     """The case gate v1 missed: INT8 logits of one finding shifted by a constant rank the
     images exactly as before (AUC unchanged) while the decisions near the threshold flip."""
-    from mxa_edge.drift import gate as drift_gate
+    from mxa_edge.decision.drift import gate as drift_gate
 
     y, z = _logits()
     shifted = z.copy()
@@ -178,7 +178,7 @@ def test_a_constant_shift_keeps_auc_and_fails_on_decisions():
 
 
 def test_a_transformation_that_keeps_every_decision_passes():
-    from mxa_edge.drift import gate as drift_gate
+    from mxa_edge.decision.drift import gate as drift_gate
 
     y, z = _logits(seed=1)
     # Monotone, fixes 0 (the 0.5 threshold in logit space): every decision and every rank kept.
@@ -189,7 +189,7 @@ def test_a_transformation_that_keeps_every_decision_passes():
 
 
 def test_drift_gate_reports_subgroups_and_judges_them_on_request():
-    from mxa_edge.drift import gate as drift_gate
+    from mxa_edge.decision.drift import gate as drift_gate
 
     y, z = _logits(n=400, seed=2)
     new = z.copy()
@@ -237,7 +237,7 @@ def test_validate_accepts_the_range_and_round_trips():
 
 
 def test_export_run_checks_its_bounds_with_the_spec(tmp_path):
-    from mxa_edge.export import export_run
+    from mxa_edge.torch_side.export import export_run
 
     with pytest.raises(ConfigError, match="must be >= -1"):  # before the run folder is even read
         export_run(tmp_path / "no-run", "onnx", max_macro_drop=-2.0, max_drop=0.02)
@@ -297,7 +297,7 @@ def test_score_uses_the_operating_points():
 
 
 def test_drift_gate_and_openvino_score_share_the_rule():
-    from mxa_edge.drift import gate as drift_gate
+    from mxa_edge.decision.drift import gate as drift_gate
 
     y, mask, ref, new = _scored(seed=1)
     report = drift_gate(y, mask, ref, new, n_boot=0)
@@ -308,7 +308,7 @@ def test_drift_gate_and_openvino_score_share_the_rule():
 
 
 def test_gate_and_scoring_do_not_import_torch():
-    code = "import sys, mxa_edge.gate, mxa_edge.scoring; sys.exit(1 if 'torch' in sys.modules else 0)"
+    code = "import sys, mxa_edge.decision.gate, mxa_edge.decision.scoring; sys.exit(1 if 'torch' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
@@ -367,7 +367,7 @@ def test_score_leaves_out_missing_outputs_and_builds_inputs_from_rows():
 
 def test_torch_runner_matches_the_model():
     torch = pytest.importorskip("torch")
-    from mxa_edge.models.execution import torch_runner
+    from mxa_edge.torch_side.models.execution import torch_runner
 
     class Tiny(torch.nn.Module):
         def __init__(self):
@@ -402,14 +402,14 @@ def test_torch_runner_matches_the_model():
 
 def test_predict_logits_is_the_direct_loop():
     torch = pytest.importorskip("torch")
-    from mxa_edge.training.loop import predict_logits
+    from mxa_edge.torch_side.training.loop import predict_logits
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
     images = np.random.default_rng(2).integers(0, 256, (9, 8, 8), dtype=np.uint8)
     lo, hi = -1024.0, 1024.0
     expected = []
-    with torch.no_grad():  # the loop predict_logits had before it used mxa_edge.scoring
+    with torch.no_grad():  # the loop predict_logits had before it used mxa_edge.decision.scoring
         for i in range(0, len(images), 4):
             x = torch.from_numpy(images[i : i + 4]).float().div_(255.0)
             expected.append(model((x * (hi - lo) + lo)[:, None]).float())

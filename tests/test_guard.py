@@ -1,12 +1,12 @@
-"""The input guard's arithmetic (mxa_edge.guard) and its place in the gate: no model needed."""
+"""The input guard's arithmetic (mxa_edge.decision.guard) and its place in the gate: no model needed."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from mxa_edge.gate import DEFAULT_GATE, GateSpec, checks, verdict
-from mxa_edge.guard import InputGuard, fit_guard, guard_drift
+from mxa_edge.decision.gate import DEFAULT_GATE, GateSpec, checks, verdict
+from mxa_edge.decision.guard import InputGuard, fit_guard, guard_drift
 
 
 def _gaussian(n, d, seed, shift=0.0):

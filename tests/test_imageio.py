@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mxa_edge.errors import InputImageError
-from mxa_edge.imageio import MAX_PIXELS, SUPPORTED_SUFFIXES, is_supported_image, load_radiograph
+from mxa_edge.imaging.imageio import MAX_PIXELS, SUPPORTED_SUFFIXES, is_supported_image, load_radiograph
+from mxa_edge.support.errors import InputImageError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 REAL_IMAGES = SHARED / "data" / "real-samples" / "images"

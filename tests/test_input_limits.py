@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mxa_edge.errors import InputImageError
+from mxa_edge.support.errors import InputImageError
 
 _PREDICT = "import sys; from mxa_edge_cli.app import main; sys.argv[0] = 'mxa-edge'; main()"
 
@@ -50,8 +50,8 @@ def artifact(tmp_path_factory) -> Path:
     pytest.importorskip("onnx")
     from conftest import quick_run
 
-    from mxa_edge.export import export_run
-    from mxa_edge.gate import GateSpec
+    from mxa_edge.decision.gate import GateSpec
+    from mxa_edge.torch_side.export import export_run
 
     tmp = tmp_path_factory.mktemp("input-limits")
     run = quick_run(tmp, size=64, n_train=48, n_valid=24, source_size=96, steps=8, lr=3e-3, seed=0)
@@ -117,8 +117,8 @@ def test_fifo_is_refused_without_hanging(artifact, tmp_path):
 
 
 def test_sockets_devices_and_directories_are_errors_not_opened(tmp_path):
-    from mxa_edge.dicom import is_dicom_file
-    from mxa_edge.imageio import load_radiograph
+    from mxa_edge.imaging.dicom import is_dicom_file
+    from mxa_edge.imaging.imageio import load_radiograph
     from mxa_edge.runtime.predict import plan_inputs
 
     regular = _png8(tmp_path / "ok.png")

@@ -8,9 +8,9 @@ import pickle
 import pytest
 import torch
 
-from mxa_edge.errors import ArtifactError
 from mxa_edge.labels import CHEXPERT_LABELS
-from mxa_edge.models.teacher import (
+from mxa_edge.support.errors import ArtifactError
+from mxa_edge.torch_side.models.teacher import (
     XRV_CHEX_OUTPUTS,
     Teacher,
     adapt_xrv_logits,
@@ -18,7 +18,7 @@ from mxa_edge.models.teacher import (
     finetune_init,
     load_xrv_state_dict,
 )
-from mxa_edge.training.loss import DistillationLoss
+from mxa_edge.torch_side.training.loss import DistillationLoss
 
 
 def test_adapter_maps_each_xrv_output_to_its_chexpert_label():

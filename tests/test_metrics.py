@@ -1,4 +1,4 @@
-"""Tests for mxa_edge.metrics, with scikit-learn as the reference implementation."""
+"""Tests for mxa_edge.decision.metrics, with scikit-learn as the reference implementation."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from mxa_edge import metrics
+from mxa_edge.decision import metrics
 from mxa_edge.labels import CHEXPERT_LABELS
 
 sk = pytest.importorskip("sklearn.metrics")

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 
 from mxa_edge.formats.model_spec import VARIANTS, ModelSpec, MXAConfig
 from mxa_edge.labels import NUM_LABELS
-from mxa_edge.models.mxa import ChannelAttention, MXABlock, RoiPredictor, roi_align_resize
-from mxa_edge.models.student import build_student
+from mxa_edge.torch_side.models.mxa import ChannelAttention, MXABlock, RoiPredictor, roi_align_resize
+from mxa_edge.torch_side.models.student import build_student
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
@@ -129,7 +129,7 @@ def test_channel_attention_is_appendix_d():
 
 
 def test_spec_round_trips_and_rejects_bad_values():
-    from mxa_edge.errors import ConfigError
+    from mxa_edge.support.errors import ConfigError
 
     spec = ModelSpec("m3", 224, mxa=MXAConfig(placement="block"))
     assert ModelSpec.from_dict(spec.to_dict()) == spec
@@ -141,7 +141,7 @@ def test_spec_round_trips_and_rejects_bad_values():
 
 
 def test_mxa_fusion_is_stored_old_manifests_read_as_zoom_and_zoom_names_are_unchanged():
-    from mxa_edge.errors import ConfigError
+    from mxa_edge.support.errors import ConfigError
 
     paste = ModelSpec("m0", 128, mxa=MXAConfig(fusion="paste"))
     assert ModelSpec.from_dict(paste.to_dict()) == paste and paste.to_dict()["mxa"]["fusion"] == "paste"

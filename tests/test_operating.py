@@ -1,4 +1,4 @@
-"""Tests for mxa_edge.operating: Platt calibration and operating-point thresholds."""
+"""Tests for mxa_edge.decision.operating: Platt calibration and operating-point thresholds."""
 
 from __future__ import annotations
 
@@ -9,10 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from mxa_edge import metrics, operating
-from mxa_edge.errors import ConfigError
-from mxa_edge.labels import CHEXPERT_LABELS
-from mxa_edge.operating import (
+from mxa_edge.decision import metrics, operating
+from mxa_edge.decision.operating import (
     DEFAULT_POLICY,
     OperatingPolicy,
     PlattFit,
@@ -22,6 +20,8 @@ from mxa_edge.operating import (
     fit_thresholds,
     parse_policy,
 )
+from mxa_edge.labels import CHEXPERT_LABELS
+from mxa_edge.support.errors import ConfigError
 
 pytest.importorskip("sklearn")
 
@@ -344,7 +344,7 @@ def test_threshold_fit_round_trips_through_json():
 
 def test_module_imports_without_sklearn_or_torch():
     code = (
-        "import sys, mxa_edge.operating, mxa_edge.metrics; "
+        "import sys, mxa_edge.decision.operating, mxa_edge.decision.metrics; "
         "bad = [m for m in ('sklearn', 'torch', 'scipy') if m in sys.modules]; "
         "assert not bad, bad"
     )

@@ -51,7 +51,7 @@ def _write_png(path: Path, seed: int = 0) -> Path:
 def built(tmp_path_factory):
     """(run, artifact): a quick run and its FP32 ONNX export."""
     pytest.importorskip("onnx")
-    from mxa_edge.export import export_run
+    from mxa_edge.torch_side.export import export_run
 
     base = tmp_path_factory.mktemp("outputs")
     run = quick_run(base)
@@ -114,7 +114,7 @@ def test_predict_csv_over_a_foreign_file_needs_force(art, image, tmp_path):
 
 
 def test_predict_reruns_over_its_own_csv_and_overlays(art, image, tmp_path):
-    from mxa_edge.outputs import OVERLAY_PNG_SOFTWARE, png_software
+    from mxa_edge.support.outputs import OVERLAY_PNG_SOFTWARE, png_software
 
     out, overlays = tmp_path / "out.csv", tmp_path / "overlays"
     listing = sorted(p.name for p in art.iterdir())
@@ -163,7 +163,7 @@ def test_report_out_over_the_run_weights_is_refused(built, art):
 
 
 def test_report_default_is_beside_not_inside_and_reruns(art, tmp_path):
-    from mxa_edge.outputs import REPORT_META
+    from mxa_edge.support.outputs import REPORT_META
 
     cwd = tmp_path / "here"
     cwd.mkdir()
@@ -199,9 +199,9 @@ def test_bench_outputs_are_checked_before_timing(built, art, tmp_path):
 def test_bench_markers_are_recognized(built, tmp_path):
     pytest.importorskip("matplotlib")
     from mxa_edge.bench import plot_latency_auc
-    from mxa_edge.errors import ConfigError
-    from mxa_edge.fileio import write_json
-    from mxa_edge.outputs import BENCH_PNG_SOFTWARE, check_output, png_software
+    from mxa_edge.support.errors import ConfigError
+    from mxa_edge.support.fileio import write_json
+    from mxa_edge.support.outputs import BENCH_PNG_SOFTWARE, check_output, png_software
 
     result = {
         "rows": [
@@ -238,7 +238,7 @@ def test_bench_markers_are_recognized(built, tmp_path):
 
 def _no_loading(monkeypatch):
     """Make loading the training run fail loudly: a refusal must come before it."""
-    from mxa_edge.export import pipeline
+    from mxa_edge.torch_side.export import pipeline
 
     def boom(*args, **kwargs):
         raise AssertionError("the training run was loaded before the --out check")
@@ -247,8 +247,8 @@ def _no_loading(monkeypatch):
 
 
 def test_export_out_under_a_file_is_refused_before_work(built, image, monkeypatch):
-    from mxa_edge.errors import ConfigError
-    from mxa_edge.export import export_run
+    from mxa_edge.support.errors import ConfigError
+    from mxa_edge.torch_side.export import export_run
 
     target = image / "sub"
     _refused(_cli("export", built[0], "--out", target), target, f"{image} is a file, not a folder")
@@ -266,8 +266,8 @@ def test_export_out_symlink_is_named_as_one(built, art, tmp_path):
 
 
 def test_export_over_an_artifact_with_a_foreign_file_is_refused_before_work(built, art, monkeypatch):
-    from mxa_edge.errors import ConfigError
-    from mxa_edge.export import export_run
+    from mxa_edge.support.errors import ConfigError
+    from mxa_edge.torch_side.export import export_run
 
     notes = art / "notes.txt"
     notes.write_text("sign-off notes")
@@ -282,7 +282,7 @@ def test_export_over_an_artifact_with_a_foreign_file_is_refused_before_work(buil
 
 
 def test_export_removes_its_own_stale_partials_only(built, art):
-    from mxa_edge.export import export_run
+    from mxa_edge.torch_side.export import export_run
 
     beside = art.parent
     ours = beside / f".{art.name}.abc.partial"

@@ -15,8 +15,8 @@ from mxa_edge.data.phantom import (
     render_phantom,
     sample_labels,
 )
-from mxa_edge.errors import ConfigError
 from mxa_edge.labels import CHEXPERT_COLUMNS, CHEXPERT_LABELS
+from mxa_edge.support.errors import ConfigError
 
 N_TRAIN, N_VALID = 200, 100
 

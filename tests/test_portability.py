@@ -22,8 +22,8 @@ pytest.importorskip("onnx")
 from test_export import _export, tiny_run  # noqa: E402,F401
 
 from mxa_edge.formats import Int8Scheme  # noqa: E402
-from mxa_edge.machine import VNNI_CLASSES, cpuid_flags, int8_kernel_class  # noqa: E402
 from mxa_edge.runtime import kernel_paths  # noqa: E402
+from mxa_edge.support.machine import VNNI_CLASSES, cpuid_flags, int8_kernel_class  # noqa: E402
 
 CLI = [sys.executable, "-m", "mxa_edge_cli.app"]
 
@@ -66,7 +66,9 @@ def test_isa_detection_reads_cpuid_not_only_proc_cpuinfo():
     _need_harness()
     if cpuid_flags() is None:
         pytest.skip("CPUID is not readable on this platform")
-    code = "from mxa_edge.machine import int8_kernel_class, isa_line; print(int8_kernel_class(), '|', isa_line())"
+    code = (
+        "from mxa_edge.support.machine import int8_kernel_class, isa_line; print(int8_kernel_class(), '|', isa_line())"
+    )
     out = _as_avx2(["-c", code])
     assert out.returncode == 0, out.stderr
     kernels, isa = (part.strip() for part in out.stdout.split("|"))
@@ -112,7 +114,7 @@ def test_vnni_scheme_is_recorded_at_export_and_refused_by_verify_on_avx2(tiny_ru
     the scheme and the fix."""
     _need_harness()
     _need_vnni_build_cpu()
-    from mxa_edge.errors import DriftGateError
+    from mxa_edge.support.errors import DriftGateError
 
     try:
         art = _export(tiny_run, "onnx", "onnx-int8-vnni", int8=True, int8_scheme="vnni", reuse=True)
@@ -133,8 +135,8 @@ def test_export_refuses_a_portable_model_that_moves_on_the_avx2_path(tiny_run, m
     in the quantizer settings would do)."""
     _need_harness()
     _need_vnni_build_cpu()
-    from mxa_edge.errors import DriftGateError
-    from mxa_edge.export import onnx_graph
+    from mxa_edge.support.errors import DriftGateError
+    from mxa_edge.torch_side.export import onnx_graph
 
     real = onnx_graph.quantize_onnx
 
@@ -142,7 +144,7 @@ def test_export_refuses_a_portable_model_that_moves_on_the_avx2_path(tiny_run, m
         kw["scheme"] = Int8Scheme.VNNI
         return real(*args, **kw)
 
-    monkeypatch.setattr("mxa_edge.export.onnx_backend.quantize_onnx", full_range)
+    monkeypatch.setattr("mxa_edge.torch_side.export.onnx_backend.quantize_onnx", full_range)
     with pytest.raises(DriftGateError, match="AVX2 kernel path") as info:
         _export(tiny_run, "onnx", "onnx-int8-regressed", int8=True)
     assert not (tiny_run / "exports" / "onnx-int8-regressed").exists()

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mxa_edge.errors import InputImageError
-from mxa_edge.gate import GateSpec
+from mxa_edge.decision.gate import GateSpec
 from mxa_edge.labels import CHEXPERT_LABELS
+from mxa_edge.support.errors import InputImageError
 
 SIZE = 64
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -68,7 +68,7 @@ def predict_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def onnx_fp32(predict_run) -> Path:
     pytest.importorskip("onnx")
-    from mxa_edge.export import export_run
+    from mxa_edge.torch_side.export import export_run
 
     return export_run(predict_run, "onnx", predict_run.parent / "onnx-fp32", **ANY_DRIFT).artifact
 
@@ -76,7 +76,7 @@ def onnx_fp32(predict_run) -> Path:
 @pytest.fixture(scope="session")
 def onnx_int8(predict_run) -> Path:
     pytest.importorskip("onnx")
-    from mxa_edge.export import export_run
+    from mxa_edge.torch_side.export import export_run
 
     return export_run(
         predict_run, "onnx", predict_run.parent / "onnx-int8", int8=True, calib_size=16, **ANY_DRIFT
@@ -147,9 +147,9 @@ def test_overlay_keeps_aspect_ratio_and_caps_size():
 def test_fp32_artifact_matches_pytorch(predict_run, onnx_fp32, two_images):
     import torch
 
-    from mxa_edge.imageio import load_radiograph
-    from mxa_edge.models.weights import load_run
+    from mxa_edge.imaging.imageio import load_radiograph
     from mxa_edge.runtime.predict import PredictionResult, Predictor
+    from mxa_edge.torch_side.models.weights import load_run
 
     model, run = load_run(predict_run)
     pp = run.preprocess
@@ -173,9 +173,9 @@ def test_fp32_artifact_matches_pytorch(predict_run, onnx_fp32, two_images):
 def test_int8_artifact_close_to_pytorch(predict_run, onnx_int8, two_images):
     import torch
 
-    from mxa_edge.imageio import load_radiograph
-    from mxa_edge.models.weights import load_run
+    from mxa_edge.imaging.imageio import load_radiograph
     from mxa_edge.runtime.predict import Predictor
+    from mxa_edge.torch_side.models.weights import load_run
 
     model, run = load_run(predict_run)
     pp = run.preprocess
@@ -350,12 +350,12 @@ def test_predict_applies_the_manifests_calibration_and_thresholds(predict_run, o
 
     import torch
 
-    from mxa_edge.fileio import read_json, write_json
+    from mxa_edge.decision.metrics import sigmoid
     from mxa_edge.formats.artifact import DIGEST_FIELD, manifest_digest
-    from mxa_edge.imageio import load_radiograph
-    from mxa_edge.metrics import sigmoid
-    from mxa_edge.models.weights import load_run
+    from mxa_edge.imaging.imageio import load_radiograph
     from mxa_edge.runtime.predict import Predictor
+    from mxa_edge.support.fileio import read_json, write_json
+    from mxa_edge.torch_side.models.weights import load_run
 
     art = tmp_path / "custom"
     shutil.copytree(onnx_fp32, art)
@@ -403,7 +403,7 @@ def _held_out(run: Path):
     run trained on frontal views only, so no lateral was seen)."""
     from mxa_edge.data.chexpert import read_split
     from mxa_edge.formats import RunRecord
-    from mxa_edge.imageio import load_radiograph
+    from mxa_edge.imaging.imageio import load_radiograph
 
     root = Path(RunRecord.load(run).data.root)
     valid, train = (read_split(root, name, frontal_only=False) for name in ("valid", "train"))
@@ -413,8 +413,8 @@ def _held_out(run: Path):
 
 
 def test_artifact_carries_a_fitted_gated_and_verified_input_guard(onnx_fp32):
+    from mxa_edge.decision.guard import GUARD_FILE
     from mxa_edge.formats import load_artifact
-    from mxa_edge.guard import GUARD_FILE
     from mxa_edge.runtime.verify import verify_artifact
 
     art = load_artifact(onnx_fp32)
@@ -542,7 +542,7 @@ def test_cli_dicom_study_one_prediction_per_frontal_image_rest_skipped(predict_r
     pytest.importorskip("pylibjpeg", reason="JPEG-Lossless decoding needs pylibjpeg + pylibjpeg-libjpeg")
     from pydicom.uid import generate_uid
 
-    from mxa_edge.imageio import load_radiograph
+    from mxa_edge.imaging.imageio import load_radiograph
 
     frontal, lateral = _held_out(predict_run)
     folder = tmp_path / "study"
@@ -600,7 +600,7 @@ def test_cli_dicom_study_one_prediction_per_frontal_image_rest_skipped(predict_r
 
 
 def test_undecodable_transfer_syntax_names_what_to_install(tmp_path):
-    from mxa_edge.imageio import load_radiograph
+    from mxa_edge.imaging.imageio import load_radiograph
 
     path = _dicom(tmp_path / "x.dcm", np.random.default_rng(0).random((16, 16)), "1.2.3", "1.2.3.4", 1)
     import pydicom

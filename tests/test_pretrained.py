@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mxa_edge.errors import ArtifactError
+from mxa_edge.support.errors import ArtifactError
 
 timm = pytest.importorskip("timm")
 
@@ -19,7 +19,7 @@ def timm_m0():
 
 def _student(variant="m0", size=64, seed=0):
     from mxa_edge.formats.model_spec import ModelSpec, MXAConfig
-    from mxa_edge.models.student import build_student
+    from mxa_edge.torch_side.models.student import build_student
 
     torch.manual_seed(seed)
     return build_student(ModelSpec(variant=variant, image_size=size, mxa=MXAConfig()))
@@ -37,8 +37,8 @@ def _save(state, path):
 
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
 def test_timm_checkpoint_loads_with_stem_summed_and_a_new_head(timm_m0, tmp_path, suffix):
-    from mxa_edge.fileio import sha256_file
-    from mxa_edge.models.pretrained import load_student_weights
+    from mxa_edge.support.fileio import sha256_file
+    from mxa_edge.torch_side.models.pretrained import load_student_weights
 
     state = timm_m0.state_dict()
     path = _save(state, tmp_path / f"efficientvit_m0{suffix}")
@@ -80,7 +80,7 @@ def test_timm_checkpoint_loads_with_stem_summed_and_a_new_head(timm_m0, tmp_path
 
 
 def test_smaller_image_size_resizes_attention_biases_like_timm(timm_m0, tmp_path):
-    from mxa_edge.models.pretrained import load_student_weights
+    from mxa_edge.torch_side.models.pretrained import load_student_weights
 
     path = _save(timm_m0.state_dict(), tmp_path / "m0.pth")
     student = _student(size=64)  # stage windows shrink below timm's 7 x 7
@@ -92,7 +92,7 @@ def test_smaller_image_size_resizes_attention_biases_like_timm(timm_m0, tmp_path
 
 
 def test_checkpoint_wrappers_and_module_prefix_are_unwrapped(timm_m0, tmp_path):
-    from mxa_edge.models.pretrained import read_state_dict
+    from mxa_edge.torch_side.models.pretrained import read_state_dict
 
     state = timm_m0.state_dict()
     path = _save({"model": {"module." + k: v for k, v in state.items()}, "epoch": 3}, tmp_path / "ck.pth")
@@ -100,7 +100,7 @@ def test_checkpoint_wrappers_and_module_prefix_are_unwrapped(timm_m0, tmp_path):
 
 
 def test_bad_files_fail_with_one_line_naming_the_file(timm_m0, tmp_path):
-    from mxa_edge.models.pretrained import load_student_weights
+    from mxa_edge.torch_side.models.pretrained import load_student_weights
 
     student = _student(size=64)
     with pytest.raises(ArtifactError, match=r"nope\.pth: student weights not found"):

@@ -20,7 +20,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("model_signing")
 
-from mxa_edge.errors import ArtifactError  # noqa: E402
+from mxa_edge.decision.gate import GateSpec  # noqa: E402
 from mxa_edge.formats import load_artifact  # noqa: E402
 from mxa_edge.formats.artifact import DIGEST_FIELD, RejectedArtifactError, manifest_digest  # noqa: E402
 from mxa_edge.formats.provenance import (  # noqa: E402
@@ -31,7 +31,7 @@ from mxa_edge.formats.provenance import (  # noqa: E402
     generate_key_pair,
     sign_folder,
 )
-from mxa_edge.gate import GateSpec  # noqa: E402
+from mxa_edge.support.errors import ArtifactError  # noqa: E402
 
 CLI = [sys.executable, "-m", "mxa_edge_cli.app"]
 EXIT_REJECTED, EXIT_UNTRUSTED, EXIT_ARTIFACT = 9, 10, 6
@@ -42,8 +42,8 @@ def exported(small_onnx_artifact, tmp_path_factory):
     """(run, published FP32 ONNX artifact, the rejected one kept as NAME.rejected, an image)."""
     from PIL import Image
 
-    from mxa_edge.errors import DriftGateError
-    from mxa_edge.export import export_run
+    from mxa_edge.support.errors import DriftGateError
+    from mxa_edge.torch_side.export import export_run
 
     tmp = tmp_path_factory.mktemp("provenance")
     run, art = small_onnx_artifact
@@ -79,7 +79,7 @@ def _edit_manifest(folder: Path, edit) -> None:
 
 def _rehash(folder: Path, name: str) -> None:
     """After editing ``name``, record its new hash (and the digest): a consistent forgery."""
-    from mxa_edge.fileio import sha256_file
+    from mxa_edge.support.fileio import sha256_file
 
     digest = sha256_file(folder / name)
 

@@ -30,7 +30,7 @@ pytest.importorskip("matplotlib")
 
 from conftest import tiny_config  # noqa: E402
 
-from mxa_edge.gate import GateSpec  # noqa: E402
+from mxa_edge.decision.gate import GateSpec  # noqa: E402
 from mxa_edge.labels import CHEXPERT_LABELS  # noqa: E402
 
 ONE_CLASS = "Fracture"
@@ -57,8 +57,8 @@ def _one_class_copy(root: Path, dest: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def artifact(phantom_root, tmp_path_factory) -> Path:
-    from mxa_edge.export import export_run
-    from mxa_edge.training.pipeline import train
+    from mxa_edge.torch_side.export import export_run
+    from mxa_edge.torch_side.training.pipeline import train
 
     base = tmp_path_factory.mktemp("report")
     root = _one_class_copy(phantom_root, base / "data")
@@ -261,9 +261,9 @@ def _rebuilt_drift(artifact, spec, shifted: str, shift: float = 3.0) -> dict:
     import numpy as np
 
     from mxa_edge.data.subgroups import subgroup_rows
-    from mxa_edge.drift import gate
+    from mxa_edge.decision.drift import gate
+    from mxa_edge.decision.metrics import sigmoid
     from mxa_edge.formats import load_artifact
-    from mxa_edge.metrics import sigmoid
 
     art = load_artifact(artifact)
     valid = art.manifest.source_run.selection().load("valid", art.preprocess)
@@ -289,8 +289,8 @@ def test_finding_failing_on_sensitivity_and_gated_subgroups(artifact, tmp_path):
     """drift.json where one finding's decisions moved but not its ranking: the row fails on
     sensitivity (and only there), the AUC Δ is 0, the slices are gated and fail with their
     reasons; accuracy control, recorded in the manifest, is said to be fitted on the tuning split."""
+    from mxa_edge.decision.gate import checks
     from mxa_edge.formats import ArtifactManifest
-    from mxa_edge.gate import checks
     from mxa_edge.report import build_report
 
     target = "Edema"
@@ -375,8 +375,8 @@ def test_table_judged_by_the_gate_with_its_recorded_or_default_spec():
     table is flagged, and the table's verdict is the one shown."""
     import numpy as np
 
-    from mxa_edge.drift import gate
-    from mxa_edge.gate import DEFAULT_GATE, verdict
+    from mxa_edge.decision.drift import gate
+    from mxa_edge.decision.gate import DEFAULT_GATE, verdict
     from mxa_edge.report.tables import FAIL, PASS, pathology_table
 
     rng = np.random.default_rng(1)
@@ -470,8 +470,8 @@ def test_cli_with_bench_json_rendered_defensively(artifact, tmp_path):
 
 
 def test_bad_bench_and_bad_data_are_user_errors(artifact, tmp_path):
-    from mxa_edge.errors import ConfigError, DatasetError
     from mxa_edge.report import build_report
+    from mxa_edge.support.errors import ConfigError, DatasetError
 
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(ConfigError, match="not a JSON file"):

@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("torch")
 from test_export import SIZE, _export, tiny_run  # noqa: E402,F401  (session fixture shared)
 
-from mxa_edge.errors import ArtifactError, ConfigError  # noqa: E402
+from mxa_edge.support.errors import ArtifactError, ConfigError  # noqa: E402
 
 
 def test_runtime_modules_do_not_import_torch():
@@ -57,7 +57,7 @@ def test_bad_manifests(tmp_path):
 
 
 def test_unknown_target_is_a_config_error(tiny_run):
-    from mxa_edge.export import export_run
+    from mxa_edge.torch_side.export import export_run
 
     with pytest.raises(ConfigError):
         export_run(tiny_run, "coreml")

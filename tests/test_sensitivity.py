@@ -16,8 +16,8 @@ SIZE = 64
 
 @pytest.fixture(scope="module")
 def tiny_model_and_images():
-    from mxa_edge.export.prepare import fuse_model
-    from mxa_edge.models.student import build_student
+    from mxa_edge.torch_side.export.prepare import fuse_model
+    from mxa_edge.torch_side.models.student import build_student
 
     torch.manual_seed(0)
     gen = np.random.default_rng(0)
@@ -30,7 +30,7 @@ def tiny_model_and_images():
 
 
 def test_choose_float_layers_meets_budget_and_restores_weights(tiny_model_and_images):
-    from mxa_edge.export.sensitivity import choose_float_layers
+    from mxa_edge.torch_side.export.sensitivity import choose_float_layers
 
     model, images = tiny_model_and_images
     x = torch.from_numpy(images[:4])
@@ -51,7 +51,7 @@ def test_choose_float_layers_meets_budget_and_restores_weights(tiny_model_and_im
 
 
 def test_sensitivity_skips_uniform_calibration(tiny_model_and_images):
-    from mxa_edge.export.sensitivity import choose_float_layers
+    from mxa_edge.torch_side.export.sensitivity import choose_float_layers
 
     model, images = tiny_model_and_images
     black = np.full_like(images[:16], -1024.0)
@@ -61,8 +61,8 @@ def test_sensitivity_skips_uniform_calibration(tiny_model_and_images):
 
 
 def test_float_node_names_cover_every_layer(tiny_model_and_images, tmp_path):
-    from mxa_edge.export.onnx_graph import export_onnx
-    from mxa_edge.export.sensitivity import QUANTIZED_OP_TYPES, float_node_names, node_scope
+    from mxa_edge.torch_side.export.onnx_graph import export_onnx
+    from mxa_edge.torch_side.export.sensitivity import QUANTIZED_OP_TYPES, float_node_names, node_scope
 
     model, images = tiny_model_and_images
     path = tmp_path / "m.onnx"
@@ -83,8 +83,8 @@ def test_float_node_names_cover_every_layer(tiny_model_and_images, tmp_path):
 
 
 def test_float_bypass_keeps_residual_adds_in_float(tiny_model_and_images, tmp_path):
-    from mxa_edge.export.onnx_graph import export_onnx, quantize_onnx
-    from mxa_edge.export.sensitivity import QUANTIZED_OP_TYPES
+    from mxa_edge.torch_side.export.onnx_graph import export_onnx, quantize_onnx
+    from mxa_edge.torch_side.export.sensitivity import QUANTIZED_OP_TYPES
 
     model, images = tiny_model_and_images
     src, dst = tmp_path / "m.onnx", tmp_path / "q.onnx"
@@ -115,9 +115,9 @@ def test_float_bypass_keeps_residual_adds_in_float(tiny_model_and_images, tmp_pa
 
 def test_gate_score_matches_the_gate():
     pytest.importorskip("openvino")
-    from mxa_edge.drift import gate
-    from mxa_edge.gate import GateSpec
-    from mxa_edge.gate import gate_score as make_score
+    from mxa_edge.decision.drift import gate
+    from mxa_edge.decision.gate import GateSpec
+    from mxa_edge.decision.gate import gate_score as make_score
 
     def gate_score(y, mask, ref, max_macro_drop, max_drop):
         return make_score(y, mask, ref, GateSpec(max_macro_drop, max_drop))

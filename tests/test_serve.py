@@ -46,7 +46,7 @@ def _frontal_images(run: Path) -> list[np.ndarray]:
     """Gray [0, 1] frontal images of the run's held-out split (phantoms)."""
     from mxa_edge.data.chexpert import read_split
     from mxa_edge.formats import RunRecord
-    from mxa_edge.imageio import load_radiograph
+    from mxa_edge.imaging.imageio import load_radiograph
 
     valid = read_split(Path(RunRecord.load(run).data.root), "valid", frontal_only=False)
     return [load_radiograph(p) for p, v in zip(valid.paths, valid.views) if v == "Frontal"]
@@ -389,8 +389,8 @@ def test_port_in_use_is_one_line_error(served, tmp_path):
 def test_a_machine_that_does_not_reproduce_the_gate_is_refused_before_listening(served, tmp_path):
     """Golden logits that this CPU cannot reproduce (edited, every hash and the digest redone, as
     a consistent forgery or a foreign CPU would look): serve exits 8 before it serves anything."""
-    from mxa_edge.fileio import sha256_file
     from mxa_edge.formats.artifact import DIGEST_FIELD, manifest_digest
+    from mxa_edge.support.fileio import sha256_file
 
     art, _, _, env = served
     copy = tmp_path / "art"

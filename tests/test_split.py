@@ -11,10 +11,10 @@ import pytest
 from mxa_edge.data.arrays import CachedRows, load_split_arrays
 from mxa_edge.data.chexpert import read_split
 from mxa_edge.data.split import tuning_rows
-from mxa_edge.errors import ConfigError, DatasetError
 from mxa_edge.formats import DataSelection
+from mxa_edge.imaging.preprocess import Preprocess
 from mxa_edge.labels import CHEXPERT_COLUMNS, CHEXPERT_LABELS
-from mxa_edge.preprocess import Preprocess
+from mxa_edge.support.errors import ConfigError, DatasetError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 PEDIATRIC = SHARED / "data" / "pediatric-pneumonia"
@@ -191,7 +191,7 @@ def test_selection_round_trip():
 
 def test_load_carved_splits_with_and_without_the_cache(phantom_root):
     from mxa_edge.data.cache import open_cached
-    from mxa_edge.paths import cache_dir
+    from mxa_edge.support.paths import cache_dir
 
     pp = Preprocess(image_size=40)  # a size no other test caches
     sel = DataSelection(root=str(phantom_root), uncertainty="u0")

@@ -14,10 +14,10 @@ from conftest import tiny_config
 
 import mxa_edge.data.phantom as phantom
 from mxa_edge.data.default import DEFAULT_SEED, PRETRAIN_SEED, pretrain_phantom_root
-from mxa_edge.errors import ConfigError
-from mxa_edge.progress import SILENT
-from mxa_edge.training import pipeline
-from mxa_edge.training import teacher as teacher_story
+from mxa_edge.support.errors import ConfigError
+from mxa_edge.support.progress import SILENT
+from mxa_edge.torch_side.training import pipeline
+from mxa_edge.torch_side.training import teacher as teacher_story
 
 N_PRETRAIN = 24
 

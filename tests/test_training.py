@@ -36,8 +36,8 @@ def test_run_folder_contract(tiny_run):
 
 
 def test_checkpoints_load_with_weights_only_and_reproduce_metrics(tiny_run):
-    from mxa_edge.evaluation import evaluate_model
-    from mxa_edge.models.weights import load_run
+    from mxa_edge.decision.evaluation import evaluate_model
+    from mxa_edge.torch_side.models.weights import load_run
 
     ck = torch.load(tiny_run / "checkpoint.pt", weights_only=True)
     assert ck["epoch"] == 1
@@ -63,8 +63,8 @@ def test_checkpoints_load_with_weights_only_and_reproduce_metrics(tiny_run):
 def test_tampered_weights_are_refused(tiny_run, tmp_path):
     import shutil
 
-    from mxa_edge.errors import ArtifactError
-    from mxa_edge.models.weights import load_run
+    from mxa_edge.support.errors import ArtifactError
+    from mxa_edge.torch_side.models.weights import load_run
 
     copy = tmp_path / "run"
     shutil.copytree(tiny_run, copy)
@@ -132,7 +132,7 @@ def test_sigkilled_run_resumes_to_the_same_result(phantom_root, tmp_path, tiny_r
 
 
 def test_pediatric_pneumonia_end_to_end(tmp_path):
-    from mxa_edge.training.pipeline import train
+    from mxa_edge.torch_side.training.pipeline import train
 
     root = shared_path("data", "pediatric-pneumonia")
     cfg = tiny_config(root, tmp_path / "peds", epochs=1, kd=False, teacher="none", limit_train=160, limit_valid=96)
@@ -154,8 +154,8 @@ def test_pediatric_pneumonia_end_to_end(tmp_path):
 
     # Export works from a run on real data too: INT8 calibrated on its real training images,
     # gated on its real validation images (the two findings the dataset labels).
-    from mxa_edge.export import export_run
-    from mxa_edge.gate import GateSpec
+    from mxa_edge.decision.gate import GateSpec
+    from mxa_edge.torch_side.export import export_run
 
     # A one-epoch model on 96 held-out images: loose bounds (the point is that the chain runs).
     loose = GateSpec(
@@ -175,8 +175,8 @@ def test_pediatric_pneumonia_end_to_end(tmp_path):
 
 
 def test_resolve_device():
-    from mxa_edge.errors import ConfigError
-    from mxa_edge.training.config import TrainConfig, resolve_device
+    from mxa_edge.support.errors import ConfigError
+    from mxa_edge.torch_side.training.config import TrainConfig, resolve_device
 
     assert TrainConfig().device == "auto"
     assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
@@ -193,10 +193,10 @@ def test_student_weights_start_the_run_and_are_recorded(phantom_root, tmp_path):
     the file's SHA-256 and what was loaded; eval's untrained baseline rebuilds the same start."""
     import timm
 
-    from mxa_edge.evaluation import evaluate_model
-    from mxa_edge.fileio import sha256_file
+    from mxa_edge.decision.evaluation import evaluate_model
     from mxa_edge.formats import RunRecord
-    from mxa_edge.training.pipeline import train
+    from mxa_edge.support.fileio import sha256_file
+    from mxa_edge.torch_side.training.pipeline import train
 
     weights = tmp_path / "efficientvit_m0.pth"
     torch.save(timm.create_model("efficientvit_m0", pretrained=False).state_dict(), weights)

@@ -26,7 +26,7 @@ class TorchScriptExporter:
     def export(self, model, example, out_dir: Path, opts: ExportOptions) -> BackendOutput:
         import torch
 
-        from mxa_edge.export.prepare import AuxOutputs
+        from mxa_edge.torch_side.export.prepare import AuxOutputs
 
         wrapper = AuxOutputs(model).eval()
         with torch.no_grad(), warnings.catch_warnings():

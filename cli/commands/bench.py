@@ -7,13 +7,13 @@ from typing import List, Optional
 
 import typer
 
-from mxa_edge.outputs import FORCE_HELP
+from mxa_edge.support.outputs import FORCE_HELP
 from mxa_edge_cli.options import QuietOpt, TrustOpt
 from mxa_edge_cli.output import Output, json_safe
 
 
 def _batches(text: str) -> list[int]:
-    from mxa_edge.errors import ConfigError
+    from mxa_edge.support.errors import ConfigError
 
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
@@ -78,9 +78,9 @@ def bench(
     over rounds and speedups are paired round by round against the run's PyTorch FP32 row.
     """
     from mxa_edge.bench import plot_latency_auc, run_bench
-    from mxa_edge.errors import ConfigError
     from mxa_edge.formats import naming
-    from mxa_edge.outputs import OutputChecker
+    from mxa_edge.support.errors import ConfigError
+    from mxa_edge.support.outputs import OutputChecker
 
     if json_file is None and plot is None and len(paths) == 1 and naming.is_run(paths[0]):
         json_file, plot = paths[0] / naming.BENCH_JSON, paths[0] / naming.BENCH_PLOT  # a run's results beside it
@@ -106,7 +106,7 @@ def bench(
             trust=trust,
         )
     if json_file is not None:
-        from mxa_edge.fileio import write_json
+        from mxa_edge.support.fileio import write_json
 
         write_json(json_file, json_safe(result))
         o.info(f"wrote {json_file}")
@@ -187,7 +187,7 @@ def render(console, result: dict) -> None:
             console.print(f"  [{i}] {n}", highlight=False, markup=False)
     m, cb = result["machine"], result["compute_bound"]
     flags = " ".join(k for k, v in m["flags"].items() if v)
-    from mxa_edge.machine import isa_line
+    from mxa_edge.support.machine import isa_line
 
     console.print(
         f"{m['cpu_model']} ({isa_line()}), {m['physical_cores']} physical / {m['logical_cores']} logical cores, "

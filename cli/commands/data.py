@@ -130,7 +130,7 @@ def cache(
     """
     from mxa_edge.data.cache import build_cache
     from mxa_edge.data.chexpert import find_dataset_root, read_split
-    from mxa_edge.preprocess import Preprocess
+    from mxa_edge.imaging.preprocess import Preprocess
 
     o = Output(json_out, quiet)
     root = find_dataset_root(root)

@@ -39,7 +39,7 @@ def eval_(
     Findings with one class in the split are reported as not evaluable (null in --json).
     On phantom data, also how well the MXA ROI boxes cover the ground-truth finding boxes.
     """
-    from mxa_edge.evaluation import evaluate_model
+    from mxa_edge.decision.evaluation import evaluate_model
 
     o = Output(json_out, quiet)
     metrics = evaluate_model(

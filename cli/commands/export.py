@@ -11,9 +11,9 @@ from typing import Optional
 import typer
 
 from mxa_edge import backends
-from mxa_edge.export import pipeline
+from mxa_edge.decision.gate import DEFAULT_GATE, MODES
 from mxa_edge.formats.precision import Int8Scheme
-from mxa_edge.gate import DEFAULT_GATE, MODES
+from mxa_edge.torch_side.export import pipeline
 from mxa_edge_cli.options import JsonOpt, QuietOpt, SeedOpt
 from mxa_edge_cli.output import Output
 
@@ -147,9 +147,9 @@ def export(
     fails, the artifact is NOT published under its name (it is kept as <name>.rejected/ for inspection) and the
     command exits non-zero with the drift table. Subgroup slices are always in drift.json.
     """
-    from mxa_edge.errors import DriftGateError, MissingDependencyError
-    from mxa_edge.export import export_run
-    from mxa_edge.gate import GateSpec
+    from mxa_edge.decision.gate import GateSpec
+    from mxa_edge.support.errors import DriftGateError, MissingDependencyError
+    from mxa_edge.torch_side.export import export_run
 
     o = Output(json_out, quiet)
     try:

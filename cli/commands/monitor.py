@@ -95,11 +95,11 @@ PLOT_SOFTWARE = "mxa-edge monitor"  # the PNG's Software text chunk: a rerun may
 
 def _check_plot(path: Path) -> None:
     """Before any work: --plot never goes inside an artifact or run, never over a file that is not
-    a previous monitor plot (which also keeps it off the logs). ``mxa_edge.outputs`` has no kind
+    a previous monitor plot (which also keeps it off the logs). ``mxa_edge.support.outputs`` has no kind
     for this plot yet; these are its rules 2 and 4 for this one file."""
-    from mxa_edge.errors import ConfigError
     from mxa_edge.formats import naming
-    from mxa_edge.outputs import png_software
+    from mxa_edge.support.errors import ConfigError
+    from mxa_edge.support.outputs import png_software
 
     for folder in (path.absolute(), *path.absolute().parents, *path.resolve().parents):
         if naming.is_artifact(folder) or naming.is_run(folder):

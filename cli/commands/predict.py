@@ -11,7 +11,7 @@ from typing import List, Optional
 
 import typer
 
-from mxa_edge.outputs import FORCE_HELP
+from mxa_edge.support.outputs import FORCE_HELP
 from mxa_edge_cli.options import AllowRejectedOpt, JsonOpt, QuietOpt, TrustOpt
 
 EXIT_SOME_FAILED = 3  # InputImageError's exit code: at least one file could not be predicted
@@ -97,8 +97,6 @@ def predict(
     """
     from collections import Counter
 
-    from mxa_edge.errors import MxaError
-    from mxa_edge.outputs import OutputChecker
     from mxa_edge.runtime.predict import (
         STATUS_ERROR,
         STATUS_PREDICTED,
@@ -108,6 +106,8 @@ def predict(
         Predictor,
         expand_inputs,
     )
+    from mxa_edge.support.errors import MxaError
+    from mxa_edge.support.outputs import OutputChecker
     from mxa_edge_cli.output import Output, announce_artifact, artifact_status
 
     o = Output(json_out, quiet)
@@ -256,10 +256,10 @@ def _write_overlay(item, folder: Path, used: set[str], checker) -> Path:
     """The overlay PNG, tagged as ours (``outputs.OVERLAY_PNG_SOFTWARE``) so a rerun may replace it."""
     from PIL.PngImagePlugin import PngInfo
 
-    from mxa_edge.errors import MxaError
-    from mxa_edge.fileio import atomic_path
-    from mxa_edge.outputs import OVERLAY_PNG_SOFTWARE, PNG_SOFTWARE_KEY
     from mxa_edge.runtime.overlay import render_overlay
+    from mxa_edge.support.errors import MxaError
+    from mxa_edge.support.fileio import atomic_path
+    from mxa_edge.support.outputs import OVERLAY_PNG_SOFTWARE, PNG_SOFTWARE_KEY
 
     path = checker.check(folder / _overlay_name(item.file, used), "overlay")
     info = PngInfo()
@@ -280,8 +280,8 @@ def _write_csv(path: Path, records: list[dict], labels) -> None:
     """One row per input, whatever became of it: a worklist script sees every file."""
     import csv
 
-    from mxa_edge.errors import MxaError
-    from mxa_edge.fileio import atomic_path
+    from mxa_edge.support.errors import MxaError
+    from mxa_edge.support.fileio import atomic_path
 
     try:
         with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from mxa_edge.outputs import FORCE_HELP
+from mxa_edge.support.outputs import FORCE_HELP
 from mxa_edge_cli.options import AllowRejectedOpt, JsonOpt, QuietOpt, SeedOpt, TrustOpt
 from mxa_edge_cli.output import Output
 

@@ -12,7 +12,7 @@ import typer
 # Light modules (no torch at start-up): the choices and defaults below are the library's.
 from mxa_edge.data.chexpert import Uncertainty
 from mxa_edge.formats.model_spec import MXA_FUSIONS, MXA_PLACEMENTS, VARIANTS
-from mxa_edge.training.config import AMP_MODES, DEVICES, TEACHER_KINDS, TrainConfig
+from mxa_edge.torch_side.training.config import AMP_MODES, DEVICES, TEACHER_KINDS, TrainConfig
 from mxa_edge_cli.options import DataOpt, JsonOpt, QuietOpt, SeedOpt
 from mxa_edge_cli.output import Output
 from mxa_edge_cli.render import print_metrics
@@ -192,7 +192,7 @@ def train(
     (about 10 minutes on a 2-core CPU). The paper's setting is one flag away:
     --model m5 --image-size 224.
     """
-    from mxa_edge.training.pipeline import train as run_training
+    from mxa_edge.torch_side.training.pipeline import train as run_training
 
     if amp not in AMP_MODES:
         raise typer.BadParameter(f"expected {', '.join(AMP_MODES[:-1])} or {AMP_MODES[-1]}", param_hint="--amp")
@@ -206,8 +206,8 @@ def train(
 
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise typer.BadParameter("already running under torchrun; drop --devices", param_hint="--devices")
-        from mxa_edge.training.config import resolve_device
-        from mxa_edge.training.distributed import launch
+        from mxa_edge.torch_side.training.config import resolve_device
+        from mxa_edge.torch_side.training.distributed import launch
 
         resolved = resolve_device(device.value)  # once, here: every rank gets the same device
         _check_gpus(resolved, devices)

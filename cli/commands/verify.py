@@ -30,9 +30,9 @@ def verify(
     trusted keys (--trust; exit 10 when none of them signed it) and the drift gate's verdict
     (exit 9 for a rejected artifact unless --allow-rejected).
     """
-    from mxa_edge.errors import VerificationError
     from mxa_edge.formats import load_artifact
     from mxa_edge.runtime.verify import verify_artifact
+    from mxa_edge.support.errors import VerificationError
 
     o = Output(json_out, quiet)
     art = load_artifact(artifact, allow_rejected=allow_rejected, trust=trust)

@@ -1,6 +1,6 @@
 """Target ``onnx``: an ONNX model run by ONNX Runtime's CPU provider (FP32, or static INT8 QDQ).
 
-The engine lives here (torch-free); the exporter is ``mxa_edge.export.onnx_backend``.
+The engine lives here (torch-free); the exporter is ``mxa_edge.torch_side.export.onnx_backend``.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from pathlib import Path
 
 from mxa_edge.backends.registry import register
 from mxa_edge.backends.spec import BackendSpec, Engine, check_batch
-from mxa_edge.errors import MissingDependencyError
 from mxa_edge.formats.precision import Precision
+from mxa_edge.support.errors import MissingDependencyError
 
 
 class OrtEngine(Engine):
@@ -49,7 +49,7 @@ ONNX = register(
         runtime="onnxruntime",
         display="ONNX Runtime",
         files="model.onnx or model.int8.onnx",
-        exporter="mxa_edge.export.onnx_backend:OnnxExporter",
+        exporter="mxa_edge.torch_side.export.onnx_backend:OnnxExporter",
         engine=open_ort,
         precisions=(Precision.FP32, Precision.INT8, Precision.QAT_INT8),
         cpu=True,

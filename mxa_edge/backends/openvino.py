@@ -1,6 +1,6 @@
 """Target ``openvino``: an OpenVINO IR (f32, f16, or NNCF INT8) run by OpenVINO's CPU plugin.
 
-The engine lives here (torch-free); the exporter is ``mxa_edge.export.openvino_backend``.
+The engine lives here (torch-free); the exporter is ``mxa_edge.torch_side.export.openvino_backend``.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import numpy as np
 
 from mxa_edge.backends.registry import register
 from mxa_edge.backends.spec import BackendSpec, BenchVariant, Engine, check_batch
-from mxa_edge.errors import ArtifactError, MissingDependencyError
 from mxa_edge.formats.precision import NumericFormat, Precision
-from mxa_edge.paths import cache_dir
+from mxa_edge.support.errors import ArtifactError, MissingDependencyError
+from mxa_edge.support.paths import cache_dir
 
 # OpenVINO precision names as the manifest stores them -> the hint value.
 HINTS = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16", "fp16": "f16"}
@@ -55,7 +55,7 @@ class OpenVinoEngine(Engine):
         self, model_path: Path, precision: str | None = "f32", threads: int | None = None, device="CPU", *, cache=True
     ):
         try:
-            from mxa_edge.telemetry import disable_telemetry  # stdlib only
+            from mxa_edge.support.telemetry import disable_telemetry  # stdlib only
 
             disable_telemetry()
             import openvino as ov
@@ -126,7 +126,7 @@ OPENVINO = register(
         runtime="openvino",
         display="OpenVINO",
         files="model.xml + model.bin",
-        exporter="mxa_edge.export.openvino_backend:OpenVinoExporter",
+        exporter="mxa_edge.torch_side.export.openvino_backend:OpenVinoExporter",
         engine=open_openvino,
         precisions=(Precision.FP32, Precision.FP16, Precision.INT8, Precision.QAT_INT8),
         cpu=True,

@@ -9,8 +9,8 @@ iterate this registry.
 from __future__ import annotations
 
 from mxa_edge.backends.spec import BackendSpec
-from mxa_edge.errors import ConfigError
 from mxa_edge.formats.precision import Precision
+from mxa_edge.support.errors import ConfigError
 
 _SPECS: dict[str, BackendSpec] = {}
 

@@ -25,8 +25,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from mxa_edge.errors import ConfigError
 from mxa_edge.formats.precision import Int8Scheme, NumericFormat, Precision
+from mxa_edge.support.errors import ConfigError
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 

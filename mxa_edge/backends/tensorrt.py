@@ -5,7 +5,7 @@ the engine is built at export and run by ``TensorRtEngine``.
 
 Where they do not (this project's CPU machines), the drift gate runs the ONNX through ONNX
 Runtime (``gate_runtime``) and every use of the engine fails with a clear message. The exporter
-is ``mxa_edge.export.tensorrt_backend``.
+is ``mxa_edge.torch_side.export.tensorrt_backend``.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import numpy as np
 
 from mxa_edge.backends.registry import register
 from mxa_edge.backends.spec import BackendSpec, Engine, check_batch
-from mxa_edge.errors import ConfigError, MissingDependencyError
 from mxa_edge.formats.precision import Precision
+from mxa_edge.support.errors import ConfigError, MissingDependencyError
 
 ENGINE_FILE = "model.engine"
 BUILD_FILE = "BUILD_TRT.txt"
@@ -30,8 +30,28 @@ GATED_ON_ENGINE = "tensorrt engine (model.engine, on this GPU)"
 GATED_ON_PROXY = "onnxruntime proxy of the Q/DQ graph (no TensorRT/CUDA at export; the engine itself was never run)"
 
 
+def _cudart():
+    """CUDA's runtime API from cuda-python (``cuda-bindings``), the way TensorRT's own Python samples
+    allocate and copy: the engine needs device memory and a stream, not a deep-learning framework."""
+    try:
+        from cuda.bindings import runtime as cudart  # cuda-bindings >= 12.6
+    except ImportError:
+        from cuda import cudart  # older cuda-python
+    return cudart
+
+
+def _check(result, what: str):
+    """cuda-python returns (error, *values): raise on an error, return the values."""
+    err, *values = result if isinstance(result, tuple) else (result,)
+    cudart = _cudart()
+    if err != cudart.cudaError_t.cudaSuccess:
+        name = cudart.cudaGetErrorName(err)[1]
+        raise RuntimeError(f"CUDA {what} failed: {name.decode() if isinstance(name, bytes) else name}")
+    return values[0] if len(values) == 1 else values
+
+
 def tensorrt_status() -> tuple[bool, str]:
-    """(TensorRT and a CUDA device are usable here, why not) without importing torch needlessly."""
+    """(TensorRT and a CUDA device are usable here, why not), importing nothing heavy."""
     if importlib.util.find_spec("tensorrt") is None:
         return False, "TensorRT is not installed"
     try:
@@ -43,19 +63,45 @@ def tensorrt_status() -> tuple[bool, str]:
     if version and int(version.split(".")[0]) != TENSORRT_MAJOR:
         return False, f"TensorRT {version} is installed; mxa-edge needs TensorRT {TENSORRT_MAJOR}.x"
     try:
-        if importlib.util.find_spec("torch") is None:
-            return False, "cannot check for CUDA (torch is not installed)"
-    except ValueError:
-        return False, "cannot check for CUDA (torch is not importable)"
-    import torch
-
-    if not torch.cuda.is_available():
+        cudart = _cudart()
+    except ImportError:
+        return False, "cuda-python is not installed (pip install 'mxa-edge[gpu]')"
+    err, count = cudart.cudaGetDeviceCount()
+    if err != cudart.cudaError_t.cudaSuccess or count == 0:
         return False, "no CUDA device"
     return True, ""
 
 
+class _DeviceBuffer:
+    """One tensor in device memory (cudaMalloc), freed with its owner."""
+
+    def __init__(self, shape: tuple, dtype: np.dtype):
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+        self.nbytes = int(np.prod(self.shape)) * self.dtype.itemsize
+        self.ptr = int(_check(_cudart().cudaMalloc(max(self.nbytes, 1)), "cudaMalloc"))
+
+    def upload(self, host: np.ndarray) -> None:
+        cudart = _cudart()
+        host = np.ascontiguousarray(host, self.dtype)
+        kind = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+        _check(cudart.cudaMemcpy(self.ptr, host.ctypes.data, self.nbytes, kind), "copy to the GPU")
+
+    def download(self) -> np.ndarray:
+        cudart = _cudart()
+        host = np.empty(self.shape, self.dtype)
+        kind = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        _check(cudart.cudaMemcpy(host.ctypes.data, self.ptr, self.nbytes, kind), "copy from the GPU")
+        return host
+
+    def __del__(self):
+        try:
+            _cudart().cudaFree(self.ptr)
+        except Exception:  # interpreter shutdown: the driver frees it with the context
+            pass
+
+
 class TensorRtEngine(Engine):
-    """Runs a serialized TensorRT engine (TensorRT 10 tensor-address API) on torch CUDA buffers."""
+    """Runs a serialized TensorRT engine (TensorRT 10 tensor-address API) on cudaMalloc buffers."""
 
     name = "tensorrt"
 
@@ -70,42 +116,43 @@ class TensorRtEngine(Engine):
                 f"{engine_path.parent}: no {ENGINE_FILE}; build it on the GPU machine with the command in {BUILD_FILE}"
             )
         import tensorrt as trt
-        import torch
 
-        self._trt, self._torch = trt, torch
+        self._trt = trt
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self.engine = runtime.deserialize_cuda_engine(engine_path.read_bytes())
         self.context = self.engine.create_execution_context()
-        self.stream = torch.cuda.Stream()
+        self.stream = _check(_cudart().cudaStreamCreate(), "cudaStreamCreate")
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.output_names = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         self.engine_path = engine_path
 
     def bind(self, batch: np.ndarray):
-        """Input and output buffers on the GPU for ``batch``; returns ``run() -> {name: cuda tensor}``
+        """Input and output buffers on the GPU for ``batch``; returns ``run() -> {name: device buffer}``
         (bench times this, without the host copies)."""
-        torch, trt = self._torch, self._trt
-        inp = torch.from_numpy(check_batch(batch)).cuda()
-        ctx = self.context
-        ctx.set_input_shape("image", tuple(inp.shape))
-        bufs = {}
-        for n in self.output_names:
-            dtype = torch.from_numpy(np.empty(0, trt.nptype(self.engine.get_tensor_dtype(n)))).dtype
-            bufs[n] = torch.empty(tuple(ctx.get_tensor_shape(n)), dtype=dtype, device="cuda")
+        trt, ctx = self._trt, self.context
+        batch = check_batch(batch)
+        inp = _DeviceBuffer(batch.shape, batch.dtype)
+        inp.upload(batch)
+        ctx.set_input_shape("image", batch.shape)
+        bufs = {
+            n: _DeviceBuffer(tuple(ctx.get_tensor_shape(n)), trt.nptype(self.engine.get_tensor_dtype(n)))
+            for n in self.output_names
+        }
 
         def run():
-            ctx.set_input_shape("image", tuple(inp.shape))
-            ctx.set_tensor_address("image", inp.data_ptr())
+            ctx.set_input_shape("image", batch.shape)
+            ctx.set_tensor_address("image", inp.ptr)
             for n, b in bufs.items():
-                ctx.set_tensor_address(n, b.data_ptr())
-            ctx.execute_async_v3(self.stream.cuda_stream)
-            self.stream.synchronize()
+                ctx.set_tensor_address(n, b.ptr)
+            ctx.execute_async_v3(int(self.stream))
+            _check(_cudart().cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
             return bufs
 
+        run.buffers = (inp, bufs)  # kept alive as long as run is
         return run
 
     def run(self, batch):
-        return {k: v.float().cpu().numpy() for k, v in self.bind(batch)().items()}
+        return {k: v.download().astype(np.float32) for k, v in self.bind(batch)().items()}
 
     def describe(self) -> str:
         return f"tensorrt {self._trt.__version__}; {self.engine_path.name} (precisions fixed when it was built)"
@@ -140,7 +187,7 @@ TENSORRT = register(
         runtime="tensorrt",
         display="TensorRT",
         files="model.qdq.onnx or model.onnx (+ model.engine)",
-        exporter="mxa_edge.export.tensorrt_backend:TensorRtExporter",
+        exporter="mxa_edge.torch_side.export.tensorrt_backend:TensorRtExporter",
         engine=open_tensorrt,
         precisions=(Precision.FP16, Precision.INT8),
         cpu=False,

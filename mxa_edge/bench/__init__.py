@@ -11,7 +11,7 @@ from mxa_edge.bench.peak import compute_bound
 from mxa_edge.bench.plot import plot_latency_auc
 from mxa_edge.bench.runner import collect_subjects, run_bench
 from mxa_edge.bench.subjects import FAILED, PASS, REJECTED, UNAVAILABLE
-from mxa_edge.machine import machine_record, physical_cores
+from mxa_edge.support.machine import machine_record, physical_cores
 
 __all__ = [
     "FAILED",

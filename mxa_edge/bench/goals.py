@@ -19,7 +19,7 @@ Per model (row group), from rows measured side by side in the same interleaved r
 from __future__ import annotations
 
 from mxa_edge.bench import subjects as S
-from mxa_edge.machine import cpu_flags, isa_line
+from mxa_edge.support.machine import cpu_flags, isa_line
 
 INT8_VS_PYTORCH = 4.0
 INT8_SHARE_OF_BOUND = 1.0 / 3.0

@@ -31,7 +31,7 @@ import time
 import numpy as np
 
 from mxa_edge import torch_side
-from mxa_edge.machine import cpu_flags, cpu_ghz
+from mxa_edge.support.machine import cpu_flags, cpu_ghz
 
 FP32_FLOPS_PER_CYCLE_PER_FMA_UNIT = 32  # AVX-512: 16 fp32 lanes x (multiply + add)
 FP32_FLOPS_PER_CYCLE_AVX2_UNIT = 16  # AVX2: 8 lanes x 2

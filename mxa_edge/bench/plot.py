@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mxa_edge.fileio import atomic_path
-from mxa_edge.outputs import BENCH_PNG_SOFTWARE, PNG_SOFTWARE_KEY
+from mxa_edge.support.fileio import atomic_path
+from mxa_edge.support.outputs import BENCH_PNG_SOFTWARE, PNG_SOFTWARE_KEY
 
 
 def plot_latency_auc(result: dict, path) -> Path | None:
@@ -48,6 +48,6 @@ def plot_latency_auc(result: dict, path) -> Path | None:
 
     path = Path(path)
     with atomic_path(path) as tmp:  # no half-written PNG if the process dies
-        # tagged as ours: a later bench may replace it (``mxa_edge.outputs``)
+        # tagged as ours: a later bench may replace it (``mxa_edge.support.outputs``)
         fig.savefig(tmp, dpi=120, format="png", metadata={PNG_SOFTWARE_KEY: BENCH_PNG_SOFTWARE})
     return path

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mxa_edge.telemetry import disable_telemetry
+from mxa_edge.support.telemetry import disable_telemetry
 
 MXA_SCOPE = "/mxa/"
 

@@ -25,10 +25,10 @@ from mxa_edge.bench import subjects as S
 from mxa_edge.bench.goals import goal_ratios
 from mxa_edge.bench.peak import compute_bound
 from mxa_edge.bench.timing import measure_interleaved, paired_ratio
-from mxa_edge.errors import ArtifactError, ConfigError, DriftGateError, MissingDependencyError, MxaError
 from mxa_edge.formats import Precision, RunRecord, load_artifact, naming
-from mxa_edge.machine import isa_line, machine_record, physical_cores
-from mxa_edge.progress import SILENT, Reporter
+from mxa_edge.support.errors import ArtifactError, ConfigError, DriftGateError, MissingDependencyError, MxaError
+from mxa_edge.support.machine import isa_line, machine_record, physical_cores
+from mxa_edge.support.progress import SILENT, Reporter
 
 
 def _export_missing(run_dir: Path, export_kwargs: dict, reporter: Reporter) -> list[S.Subject]:

@@ -20,7 +20,7 @@ import numpy as np
 from mxa_edge.data.cache import build_cache, open_cached
 from mxa_edge.data.chexpert import ChexpertSplit, Uncertainty, read_split, subset, targets_and_mask
 from mxa_edge.data.decode import decode_into, decode_resized
-from mxa_edge.preprocess import Preprocess, scale_to_range
+from mxa_edge.imaging.preprocess import Preprocess, scale_to_range
 
 # decode_resized lives in mxa_edge.data.decode; it stays importable from here.
 __all__ = ["CachedRows", "SplitArrays", "decode_resized", "load_split_arrays", "to_model_range"]

@@ -22,9 +22,9 @@ import numpy as np
 
 from mxa_edge.data.chexpert import ChexpertSplit, dataset_fingerprint
 from mxa_edge.data.decode import decode_into, decoder_identity, files_state
-from mxa_edge.fileio import atomic_dir
-from mxa_edge.paths import cache_dir
-from mxa_edge.preprocess import Preprocess
+from mxa_edge.imaging.preprocess import Preprocess
+from mxa_edge.support.fileio import atomic_dir
+from mxa_edge.support.paths import cache_dir
 
 IMAGES = "images.u8"
 INDEX = "index.json"

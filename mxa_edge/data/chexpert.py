@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mxa_edge.errors import ConfigError, DatasetError
 from mxa_edge.labels import CHEXPERT_LABELS
+from mxa_edge.support.errors import ConfigError, DatasetError
 
 # CheXpert's own CSVs (root/train.csv, root/valid.csv). The tuning split is carved from
 # train.csv by DataSelection; it has no CSV of its own.

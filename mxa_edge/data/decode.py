@@ -14,8 +14,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from mxa_edge.imageio import load_radiograph
-from mxa_edge.preprocess import Preprocess, center_crop_resize
+from mxa_edge.imaging.imageio import load_radiograph
+from mxa_edge.imaging.preprocess import Preprocess, center_crop_resize
 
 # Bump when decode_resized gives other pixels for the same file (decoder, crop, rounding):
 # caches keyed on it (``decoder_identity``) are then rebuilt, never reused.

@@ -15,9 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from mxa_edge.data import phantom
-from mxa_edge.errors import ConfigError
-from mxa_edge.fileio import atomic_dir
-from mxa_edge.paths import cache_dir
+from mxa_edge.support.errors import ConfigError
+from mxa_edge.support.fileio import atomic_dir
+from mxa_edge.support.paths import cache_dir
 
 DEFAULT_N_TRAIN = 2000
 DEFAULT_N_VALID = 500

@@ -23,8 +23,8 @@ import numbers
 import numpy as np
 
 from mxa_edge.data.chexpert import ChexpertSplit, patient_key
-from mxa_edge.errors import ConfigError, DatasetError
 from mxa_edge.labels import CHEXPERT_LABELS
+from mxa_edge.support.errors import ConfigError, DatasetError
 
 MAX_TUNE_FRACTION = 0.5  # beyond this the "tuning" split would be larger than the training one
 

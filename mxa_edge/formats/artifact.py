@@ -26,8 +26,6 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mxa_edge.errors import ArtifactError
-from mxa_edge.fileio import previous_path, read_json, sha256_file, write_json
 from mxa_edge.formats import naming
 from mxa_edge.formats.decision import DecisionRule
 from mxa_edge.formats.model_spec import ModelSpec
@@ -36,8 +34,10 @@ from mxa_edge.formats.provenance import SIGNATURE_FILE, check_provenance
 from mxa_edge.formats.records import OMIT_NONE, GoldenRecord, GuardRecord, Record
 from mxa_edge.formats.run import check_header, read_manifest_json
 from mxa_edge.formats.selection import DataSelection
+from mxa_edge.imaging.preprocess import Preprocess
 from mxa_edge.labels import CHEXPERT_LABELS
-from mxa_edge.preprocess import Preprocess
+from mxa_edge.support.errors import ArtifactError
+from mxa_edge.support.fileio import previous_path, read_json, sha256_file, write_json
 
 # 2: the manifest carries ``artifact_sha256``, its own digest (version 1 had none and cannot be
 # checked for edits, so it is refused rather than trusted).
@@ -97,7 +97,9 @@ class ArtifactManifest:
     outputs: list = field(default_factory=lambda: ["logits"])
     inputs: list = field(default_factory=lambda: ["image"])
     decision: DecisionRule = field(default_factory=DecisionRule.uncalibrated)
-    guard: GuardRecord | None = None  # the input guard (mxa_edge.guard): threshold, method, its file, flag rates
+    guard: GuardRecord | None = (
+        None  # the input guard (mxa_edge.decision.guard): threshold, method, its file, flag rates
+    )
     quantization: dict | None = None
     qat: dict | None = None
     calibration: dict | None = None

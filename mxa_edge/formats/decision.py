@@ -7,7 +7,7 @@ patient level; never the held-out valid.csv, on which they are then reported):
    positive scale keeps each finding's ranking, so AUC is unchanged; the probability becomes
    an estimate of how often such an image has the finding (in the tuning split's population);
 2. an operating point per finding: the threshold on that calibrated probability chosen by the
-   policy (``youden``, ``sens:0.90``, ``spec:0.90``, ``f1``; see ``mxa_edge.operating``).
+   policy (``youden``, ``sens:0.90``, ``spec:0.90``, ``f1``; see ``mxa_edge.decision.operating``).
 
 Stored in the run manifest's ``decision`` section and copied into every artifact's manifest
 (which the artifact digest covers), so train, the drift gate, eval, the report, verify and
@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mxa_edge.decision.metrics import sigmoid
+from mxa_edge.decision.operating import apply_platt, fit_platt, fit_thresholds, parse_policy
 from mxa_edge.labels import CHEXPERT_LABELS
-from mxa_edge.metrics import sigmoid
-from mxa_edge.operating import apply_platt, fit_platt, fit_thresholds, parse_policy
 
 UNCALIBRATED = "none"
 

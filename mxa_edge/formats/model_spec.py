@@ -1,16 +1,16 @@
 """Student model variants as data (the paper's Table H.1), not subclasses.
 
 This module is torch-free so the CLI, manifests and the runtime can read model configs
-without the [train] extra (so it lives in ``formats``). ``mxa_edge.models.student.build_student`` turns a ``ModelSpec``
-into a network.
+without the [train] extra (so it lives in ``formats``).
+``mxa_edge.torch_side.models.student.build_student`` turns a ``ModelSpec`` into a network.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 
-from mxa_edge.errors import ConfigError
 from mxa_edge.labels import NUM_LABELS
+from mxa_edge.support.errors import ConfigError
 
 
 @dataclass(frozen=True)

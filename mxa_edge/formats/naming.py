@@ -18,8 +18,8 @@ import os
 import re
 from pathlib import Path
 
-from mxa_edge.errors import ConfigError
 from mxa_edge.formats.precision import Precision
+from mxa_edge.support.errors import ConfigError
 
 MANIFEST = "manifest.json"
 METRICS = "metrics.json"
@@ -35,7 +35,7 @@ REJECTED_SUFFIX = ".rejected"
 PARTIAL_SUFFIX = ".partial"  # export's work folder beside the requested one: .<name>.<random>.partial
 BENCH_JSON = "bench.json"  # bench's results beside the run it measured (RUN/bench.json, RUN/bench.png)
 BENCH_PLOT = "bench.png"
-GUARD_FILE = "guard.npz"  # an artifact's input guard (mxa_edge.guard), listed in manifest ``guard.file``
+GUARD_FILE = "guard.npz"  # an artifact's input guard (mxa_edge.decision.guard), listed in manifest ``guard.file``
 GOLDEN_DIR = "golden"  # an artifact's golden vectors (runtime/verify.py), listed in ``verification.files``
 GOLDEN_FILES = {
     "images": f"{GOLDEN_DIR}/images.npy",

@@ -22,8 +22,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mxa_edge.errors import ArtifactError, ConfigError, MissingDependencyError
 from mxa_edge.formats import naming
+from mxa_edge.support.errors import ArtifactError, ConfigError, MissingDependencyError
 
 # model_signing's usual name; inside the artifact, excluded from what it signs (one name: naming.SIGNATURE)
 SIGNATURE_FILE = naming.SIGNATURE

@@ -4,7 +4,7 @@
       .tolerance     LogitTolerance
       .guard         GoldenGuardScores  the input guard's scores on the same images
       .checked_on    KernelClassChecks  the INT8 kernel classes export ran them on (export/portability.py)
-    guard          GuardRecord      the input guard (mxa_edge.guard): file, threshold, how it was fitted
+    guard          GuardRecord      the input guard (mxa_edge.decision.guard): file, threshold, how it was fitted
       .held_out      GuardFlagRates     its flag rates on the held-out split at export (guard.guard_drift)
     source_run     artifact.SourceRun  the training run (a Record too)
 

@@ -1,7 +1,7 @@
 """``RunRecord``: a training run's manifest, typed and versioned (torch-free).
 
 ``mxa-edge train`` writes it; export, eval, bench, the report and the ablation read it, and
-``mxa_edge.models.weights.load_run`` rebuilds the student from it alone, so nothing about the
+``mxa_edge.torch_side.models.weights.load_run`` rebuilds the student from it alone, so nothing about the
 model, its preprocessing or its data can silently differ between training and export.
 """
 
@@ -10,14 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mxa_edge.errors import ArtifactError
-from mxa_edge.fileio import read_json, write_json
 from mxa_edge.formats import naming
 from mxa_edge.formats.decision import DecisionRule
 from mxa_edge.formats.model_spec import ModelSpec
 from mxa_edge.formats.selection import DataSelection
+from mxa_edge.imaging.preprocess import Preprocess
 from mxa_edge.labels import CHEXPERT_LABELS
-from mxa_edge.preprocess import Preprocess
+from mxa_edge.support.errors import ArtifactError
+from mxa_edge.support.fileio import read_json, write_json
 
 # 2: the tuning split in ``data`` and the ``decision`` section (calibration + operating points)
 # replace the flat ``thresholds``; version 1 runs selected and reported on one split.

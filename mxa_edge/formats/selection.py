@@ -21,7 +21,7 @@ from pathlib import Path
 from mxa_edge.data.arrays import load_split_arrays
 from mxa_edge.data.chexpert import find_dataset_root, read_split, subset, targets_and_mask
 from mxa_edge.data.split import check_tune_fraction, check_tune_seed, tuning_rows
-from mxa_edge.errors import DatasetError
+from mxa_edge.support.errors import DatasetError
 
 # "train" and "tune" are rows of train.csv (the carve); "valid" is valid.csv, the held-out split.
 SPLITS = ("train", "tune", "valid")

@@ -7,7 +7,7 @@
    run's PyTorch weights (each may be unavailable, with the reason), both through the
    artifact's decision rule (calibrated probabilities, as ``predict`` outputs them);
 4. the gate v2 table (drift record, or computed here as the export computes it, judged by
-   ``mxa_edge.gate``), the subgroup slices, ROC small multiples, reliability before and after
+   ``mxa_edge.decision.gate``), the subgroup slices, ROC small multiples, reliability before and after
    calibration;
 5. the overlay gallery through the runtime Predictor;
 6. the optional bench JSON;
@@ -21,12 +21,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from mxa_edge.errors import ConfigError
-from mxa_edge.fileio import atomic_path
+from mxa_edge.decision.metrics import evaluate, reliability_curve
 from mxa_edge.formats import ArtifactManifest, load_artifact
-from mxa_edge.metrics import evaluate, reliability_curve
-from mxa_edge.outputs import check_output
 from mxa_edge.report.tables import NO_RECORD, pathology_table
+from mxa_edge.support.errors import ConfigError
+from mxa_edge.support.fileio import atomic_path
+from mxa_edge.support.outputs import check_output
 
 
 @dataclass
@@ -80,7 +80,7 @@ def build_report(
     ``data``: a CheXpert-layout root for the ROC/calibration/gallery images (default: the source
     run's data root from its manifest). ``bench``: a ``mxa-edge bench --json`` file (optional).
     ``out``: default ``<artifact folder name>.report.html`` in the current folder; checked by
-    ``mxa_edge.outputs`` before any work (never inside an artifact or run, never over an input,
+    ``mxa_edge.support.outputs`` before any work (never inside an artifact or run, never over an input,
     an existing file only when it is an earlier report or with ``force``). ``gallery``: overlay
     images (0: none). ``n_boot``: bootstrap resamples for the per-model AUC CIs (and for the
     whole table when the artifact has no drift.json).
@@ -217,8 +217,8 @@ def build_report(
 
     if gallery and valid.arrays is not None:
         say(f"rendering {gallery} overlays")
-        from mxa_edge.errors import MxaError
         from mxa_edge.report.gallery import build_gallery
+        from mxa_edge.support.errors import MxaError
 
         try:
             d.gallery = build_gallery(art.path, valid, gallery, allow_rejected=art.allowed_rejected)

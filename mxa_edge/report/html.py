@@ -11,10 +11,10 @@ import json
 from html import escape
 
 from mxa_edge.formats.records import KernelClassChecks
-from mxa_edge.outputs import REPORT_META
 from mxa_edge.report.figures import png_data_uri
 from mxa_edge.report.records import flatten
 from mxa_edge.report.tables import FAIL, NO_RECORD, NOT_EVALUABLE, PASS, split_name
+from mxa_edge.support.outputs import REPORT_META
 
 CSS = """
 :root { --ink:#1c2430; --muted:#5b6675; --line:#d7dce3; --pass:#137333; --fail:#b3261e; --warn:#8a5a00; --bg:#f6f7f9; }
@@ -877,7 +877,7 @@ def page(d) -> str:
     ]
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"{REPORT_META}"  # how ``mxa_edge.outputs`` knows that a later report may replace this file
+        f"{REPORT_META}"  # how ``mxa_edge.support.outputs`` knows that a later report may replace this file
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{e(d.manifest.model_id)}: validation report</title><style>{CSS}</style></head>"
         f"<body><main>{''.join(sections)}</main></body></html>\n"

@@ -9,8 +9,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mxa_edge.errors import ConfigError
 from mxa_edge.formats import Artifact
+from mxa_edge.support.errors import ConfigError
 
 
 def artifact_sha256(artifact: Artifact) -> str:

@@ -20,14 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
-from mxa_edge import scoring, torch_side
+from mxa_edge import torch_side
 from mxa_edge.data.chexpert import dataset_fingerprint
 from mxa_edge.data.ood import document_images, inverted, texture_images
-from mxa_edge.errors import ArtifactError, MissingDependencyError, MxaError
+from mxa_edge.decision import scoring
+from mxa_edge.decision.guard import load_guard
+from mxa_edge.decision.metrics import sigmoid
 from mxa_edge.formats import Artifact, DataSelection, DecisionRule, RunRecord, naming
-from mxa_edge.guard import load_guard
-from mxa_edge.metrics import sigmoid
 from mxa_edge.runtime.engines import open_engine, open_model_file
+from mxa_edge.support.errors import ArtifactError, MissingDependencyError, MxaError
 
 BATCH = 32
 
@@ -104,7 +105,7 @@ def load_validation(
     """The valid split of ``data`` (default: the source run's data root), selected as the drift
     gate selected it and read with the artifact's own preprocessing. A missing default is a gap
     (``why``); a bad ``data`` raises."""
-    from mxa_edge.evaluation import read_boxes
+    from mxa_edge.decision.evaluation import read_boxes
 
     selection = artifact.manifest.source_run.selection() or (run.data if run is not None else None)
     v = Validation(gate_fingerprint=artifact.manifest.source_run.data_fingerprint.get("valid"))

@@ -8,10 +8,10 @@ AUC CIs are not in the record: they come from a bootstrap over the report's own 
 only when those are on the very images the gate used (same valid-split fingerprint).
 
 Without drift.json the table is computed here, as the export computes it
-(``mxa_edge.drift.gate``: calibrated probabilities of both models, the artifact's
+(``mxa_edge.decision.drift.gate``: calibrated probabilities of both models, the artifact's
 per-finding thresholds, the report's held-out images and their slices).
 
-Either way every verdict is ``mxa_edge.gate``'s (``checks`` / ``verdict``) with the table's
+Either way every verdict is ``mxa_edge.decision.gate``'s (``checks`` / ``verdict``) with the table's
 own ``GateSpec``: this module never compares a number with a bound itself.
 """
 
@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from mxa_edge.drift import gate
-from mxa_edge.gate import DEFAULT_GATE, Check, GateSpec, checks, verdict
+from mxa_edge.decision.drift import gate
+from mxa_edge.decision.gate import DEFAULT_GATE, Check, GateSpec, checks, verdict
 
 PASS, FAIL, NOT_EVALUABLE, NO_RECORD = "PASS", "FAIL", "not evaluable", "no record"
 SPLIT_NAMES = {"valid": "held-out split", "tune": "tuning split", "train": "training split"}
@@ -240,7 +240,7 @@ def pathology_table(
     if not recorded:
         notes.append(
             "No gate bounds are recorded in the artifact: the verdicts use the default gate v2 bounds "
-            "(mxa_edge.gate.DEFAULT_GATE)."
+            "(mxa_edge.decision.gate.DEFAULT_GATE)."
         )
     elif drift is not None and not drift.get("gate"):
         notes.append("drift.json records no gate bounds: the verdicts use the bounds in the manifest's drift summary.")

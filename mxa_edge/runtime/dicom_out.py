@@ -53,7 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mxa_edge.errors import ConfigError, InputImageError, MissingDependencyError, MxaError
+from mxa_edge.support.errors import ConfigError, InputImageError, MissingDependencyError, MxaError
 
 PRIVATE_SCHEME = "99MXAEDGE"
 MANUFACTURER = "mxa-edge"
@@ -393,7 +393,7 @@ def study_reports(results, artifact, *, secondary_capture: bool = False) -> list
 def write_datasets(datasets, folder) -> list[Path]:
     """Write each dataset as ``FOLDER/<SOPInstanceUID>.dcm`` (a temporary name beside it, then
     renamed: a DICOM node watching the folder never sees half a file); returns the paths."""
-    from mxa_edge.fileio import atomic_path
+    from mxa_edge.support.fileio import atomic_path
 
     folder = Path(folder)
     try:

@@ -90,7 +90,7 @@ def _child_env() -> dict:
 
 
 def _run(model: str, runtime: str, precision: str, src: str, dst: str, outputs: str) -> None:
-    from mxa_edge.machine import int8_kernel_class
+    from mxa_edge.support.machine import int8_kernel_class
 
     engine = open_model_file(model, runtime, threads=1, precision=None if precision == "-" else precision)
     got = engine.run(np.load(src, allow_pickle=False))

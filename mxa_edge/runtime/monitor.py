@@ -49,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mxa_edge.errors import ConfigError, DatasetError
+from mxa_edge.support.errors import ConfigError, DatasetError
 
 ALARM_EXIT = 11
 CUSUM_SHIFT = 2.0  # the CUSUM is tuned to detect the flag rate doubling

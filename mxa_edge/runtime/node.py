@@ -52,7 +52,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from mxa_edge.errors import ConfigError, MxaError
+from mxa_edge.support.errors import ConfigError, MxaError
 
 INCOMING, READY, OUTBOX, DONE, SENT = "incoming", "ready", "outbox", "done", "sent"
 AUDIT_FILE, LOCK_FILE = "audit.jsonl", "serve.lock"

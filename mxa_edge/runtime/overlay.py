@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mxa_edge.fileio import atomic_path
+from mxa_edge.support.fileio import atomic_path
 
 # Anchor colours of a perceptually ordered dark-blue -> cyan -> yellow -> red ramp
 # (close to "turbo" at these stops), positions in [0, 1].

@@ -24,10 +24,10 @@ differ from what the model was trained and drift-checked with. The artifact's ha
 verified before the model is loaded (``load_artifact``).
 
 Inputs out of scope: the model was trained on frontal (PA/AP) chest radiographs. DICOM files
-are triaged by their header first (``mxa_edge.dicom``: modality, body part, view position;
+are triaged by their header first (``mxa_edge.imaging.dicom``: modality, body part, view position;
 skipped files are reported with the reason, never silently dropped) and grouped by study and
 series. Every predicted image is then scored by the artifact's input guard
-(``mxa_edge.guard``): ``in_distribution`` is False when its features lie farther from the
+(``mxa_edge.decision.guard``): ``in_distribution`` is False when its features lie farther from the
 training images' than the threshold, e.g. a lateral view without a ViewPosition tag, an
 inverted film, a non-chest image. With ``strict_inputs`` such an image is an error instead.
 
@@ -44,14 +44,14 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from mxa_edge.dicom import is_dicom_file, read_header, skip_reason
-from mxa_edge.errors import InputImageError
+from mxa_edge.decision.guard import FEATURES_OUTPUT, load_guard
 from mxa_edge.formats import load_artifact
-from mxa_edge.guard import FEATURES_OUTPUT, load_guard
-from mxa_edge.imageio import SUPPORTED_SUFFIXES, irregular_file_problem, is_supported_image, load_radiograph
+from mxa_edge.imaging.dicom import is_dicom_file, read_header, skip_reason
+from mxa_edge.imaging.imageio import SUPPORTED_SUFFIXES, irregular_file_problem, is_supported_image, load_radiograph
 from mxa_edge.runtime.engines import open_engine
 from mxa_edge.runtime.overlay import downscale
 from mxa_edge.runtime.verify import ensure_verified
+from mxa_edge.support.errors import InputImageError
 
 STATUS_PREDICTED, STATUS_SKIPPED, STATUS_ERROR = "predicted", "skipped", "error"
 
@@ -161,7 +161,7 @@ class PlannedInput:
 
 def plan_inputs(paths: Iterable) -> list[PlannedInput]:
     """Read the DICOM headers (not the pixels) of ``paths``, decide what is skipped and why
-    (``mxa_edge.dicom.skip_reason``), and order DICOM files by study, series and instance
+    (``mxa_edge.imaging.dicom.skip_reason``), and order DICOM files by study, series and instance
     number (each study where its first file was; other files keep their place).
 
     A path that is not a regular file (a FIFO, socket, device or directory) is an error here,

@@ -27,13 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from mxa_edge.data.arrays import to_model_range
-from mxa_edge.errors import ArtifactError, VerificationError
-from mxa_edge.fileio import sha256_file, write_json
+from mxa_edge.decision.guard import FEATURES_OUTPUT, load_guard
 from mxa_edge.formats.naming import GOLDEN_DIR, GOLDEN_FILES
 from mxa_edge.formats.records import GoldenGuardScores, GoldenRecord, LogitTolerance
-from mxa_edge.guard import FEATURES_OUTPUT, load_guard
-from mxa_edge.paths import cache_dir
 from mxa_edge.runtime.engines import open_engine
+from mxa_edge.support.errors import ArtifactError, VerificationError
+from mxa_edge.support.fileio import sha256_file, write_json
+from mxa_edge.support.paths import cache_dir
 
 GOLDEN_N = 16
 MIN_TOLERANCE = 0.05  # logits; FP32 exports differ across CPUs by ~1e-4
@@ -137,7 +137,7 @@ def load_golden(artifact) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def verify_artifact(artifact, engine=None, threads: int | None = None) -> VerifyReport:
     """Run the golden vectors through this machine's runtime (``engine``, or one opened here)."""
-    from mxa_edge.machine import isa_line, machine_fingerprint
+    from mxa_edge.support.machine import isa_line, machine_fingerprint
 
     images, recorded, _ = load_golden(artifact)
     rec = artifact.manifest.verification
@@ -180,7 +180,7 @@ def verify_artifact(artifact, engine=None, threads: int | None = None) -> Verify
             f"golden images ({len(report.flipped)} decisions changed)"
         )
     if not report.passed and rec.checked_on is not None and rec.checked_on.int8_scheme == "vnni":
-        from mxa_edge.machine import VNNI_CLASSES
+        from mxa_edge.support.machine import VNNI_CLASSES
 
         if report.int8_kernels not in VNNI_CLASSES:
             report.reason += (
@@ -225,7 +225,7 @@ def golden_gaps(logits, guard_scores, recorded_logits, rec: GoldenRecord) -> dic
 def _kernel_class_note(report: VerifyReport, rec: GoldenRecord) -> None:
     """Which CPU classes the export checked, and whether this one is among them (it is checked
     here either way: that is what verify is for)."""
-    from mxa_edge.machine import int8_kernel_class
+    from mxa_edge.support.machine import int8_kernel_class
 
     report.int8_kernels = int8_kernel_class()
     checked = rec.checked_on
@@ -243,7 +243,7 @@ def _kernel_class_note(report: VerifyReport, rec: GoldenRecord) -> None:
 
 
 def _stamp(artifact) -> Path:
-    from mxa_edge.machine import machine_fingerprint
+    from mxa_edge.support.machine import machine_fingerprint
 
     return cache_dir() / "verified" / f"{artifact.manifest.artifact_sha256[:24]}-{machine_fingerprint()['id']}.json"
 

@@ -17,8 +17,8 @@ from mxa_edge.data.phantom.exposure import apply_framing, box_to_output, expose,
 from mxa_edge.data.phantom.findings import PAINTERS, fracture_plan, paint_atelectasis, paint_lung_opacity
 from mxa_edge.data.phantom.geometry import Box, clip_box, grid, lowres_noise, ramp, union
 from mxa_edge.data.phantom.specs import DIFFICULTY, OPACITY_SOURCES, check_size_and_difficulty, finding_level
-from mxa_edge.errors import ConfigError
 from mxa_edge.labels import CHEXPERT_LABELS
+from mxa_edge.support.errors import ConfigError
 
 
 def render_phantom(

@@ -18,8 +18,8 @@ from typing import Mapping
 
 import numpy as np
 
-from mxa_edge.errors import ConfigError
 from mxa_edge.labels import CHEXPERT_LABELS
+from mxa_edge.support.errors import ConfigError
 
 PHANTOM_VERSION = "2"
 

@@ -39,8 +39,8 @@ from mxa_edge.data.phantom.specs import (
     sample_labels,
     severities_for,
 )
-from mxa_edge.errors import ConfigError
 from mxa_edge.labels import CHEXPERT_COLUMNS, CHEXPERT_LABELS
+from mxa_edge.support.errors import ConfigError
 
 
 @dataclass(frozen=True)
