@@ -335,7 +335,8 @@ TRAIN_FLAGS = {
 TRAIN_RENAMED = {}  # value options whose CLI name differs from their TrainConfig field: none today
 # Options with a default of their own, on purpose.
 TRAIN_OWN_DEFAULT = {"out"}  # None: a fresh runs/<date>-<time> per run, not TrainConfig's runs/default
-TRAIN_CLI_ONLY = {"devices", "json_out", "quiet"}  # the DDP launcher and the output sink: no field
+# the DDP launcher, the output sink, and the preset (a bundle of field values, recorded in ``extra``): no field
+TRAIN_CLI_ONLY = {"devices", "json_out", "quiet", "preset"}
 
 # `export`: gate options -> GateSpec fields; the rest map to export_run's keywords.
 EXPORT_GATE = {
@@ -415,6 +416,20 @@ def test_train_options_default_to_train_config():
         f"{sorted(fields - covered - TRAIN_FIELDS_WITHOUT_OPTION)}; listed but now an option: "
         f"{sorted(TRAIN_FIELDS_WITHOUT_OPTION & covered)}"
     )
+
+
+def test_a_preset_never_overrides_an_option_the_user_gave():
+    from mxa_edge.torch_side.training.config import PRESETS, TrainConfig, with_preset
+    from mxa_edge_cli.commands import train as train_cmd
+
+    # The CLI tells given options from defaults by their TrainConfig field: its flag map is this file's.
+    assert train_cmd._FIELD_OF_FLAG == {cli: f for cli, (f, _) in TRAIN_FLAGS.items() if cli != f}
+    preset = PRESETS["small-real"].values
+    cfg = with_preset(TrainConfig(), "small-real", given={"image_size", "kd"})
+    assert cfg.image_size == TrainConfig.image_size and cfg.kd == TrainConfig.kd  # the user's
+    assert cfg.epochs == preset["epochs"] and cfg.class_balanced == preset["class_balanced"]  # the preset's
+    assert cfg.extra["preset"] == "small-real"
+    assert set(preset) <= {f for f in TrainConfig.__dataclass_fields__}
 
 
 def test_export_options_default_to_the_gate_and_export_run():

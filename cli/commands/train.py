@@ -12,8 +12,8 @@ import typer
 # Light modules (no torch at start-up): the choices and defaults below are the library's.
 from mxa_edge.data.chexpert import Uncertainty
 from mxa_edge.formats.model_spec import MXA_FUSIONS, MXA_PLACEMENTS, VARIANTS
-from mxa_edge.torch_side.training.config import AMP_MODES, DEVICES, TEACHER_KINDS, TrainConfig
-from mxa_edge_cli.options import DataOpt, JsonOpt, QuietOpt, SeedOpt
+from mxa_edge.torch_side.training.config import AMP_MODES, DEVICES, PRESETS, TEACHER_KINDS, TrainConfig, with_preset
+from mxa_edge_cli.options import JsonOpt, QuietOpt, SeedOpt
 from mxa_edge_cli.output import Output
 from mxa_edge_cli.render import print_metrics
 
@@ -27,11 +27,38 @@ UncertaintyPolicy = Enum("UncertaintyPolicy", {u.value: u.value for u in Uncerta
 Device = Enum("Device", {d: d for d in DEVICES}, type=str)
 Placement = Enum("Placement", {p: p for p in MXA_PLACEMENTS}, type=str)
 Fusion = Enum("Fusion", {f: f for f in MXA_FUSIONS}, type=str)
+PresetName = Enum("PresetName", {p: p for p in PRESETS}, type=str)
+# The flags whose CLI name is not their TrainConfig field (what a preset must not override once given).
+_FIELD_OF_FLAG = {
+    "no_mxa": "mxa",
+    "no_kd": "kd",
+    "blank_mask": "blank",
+    "include_lateral": "frontal_only",
+    "no_calibrate": "calibrate",
+    "no_ema": "ema",
+    "compile_model": "compile",
+}
 
 
 def train(
-    data: Optional[Path] = DataOpt,
+    ctx: typer.Context,
+    data: Optional[list[Path]] = typer.Option(
+        None,
+        "--data",
+        "-d",
+        help="CheXpert-layout dataset root (holds train.csv / valid.csv). Repeat to merge datasets with different "
+        "label sets: each keeps its own tuning and held-out split, a finding a dataset never labels is masked for its "
+        "images (not taken as negative), and the gate and report judge each dataset as a slice. "
+        "Default: the embedded phantom dataset.",
+    ),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder to write. Default: runs/<date>-<time>."),
+    preset: Optional[PresetName] = typer.Option(
+        None,
+        "--preset",
+        help="A measured recipe whose settings replace the defaults of every option you do not give. "
+        + "; ".join(f"{name}: {p.why}" for name, p in PRESETS.items())
+        + ". Default: none (the phantom demo's recipe).",
+    ),
     model: Variant = typer.Option(
         Variant(_DEFAULTS.model), "--model", "-m", help="EfficientViT-MultiLabel variant (paper Table H.1)."
     ),
@@ -224,7 +251,7 @@ def train(
             argv += ["--out", str(out)]  # every rank must agree on the run folder
         raise typer.Exit(launch(devices, argv))
     cfg = TrainConfig(
-        data=str(data) if data else None,
+        data=([str(d) for d in data] if len(data) > 1 else str(data[0])) if data else None,
         out=str(out),
         model=model.value,
         image_size=image_size,
@@ -262,6 +289,10 @@ def train(
         channels_last=channels_last,
         compile=compile_model,
     )
+    if preset is not None:
+        sources = {name: ctx.get_parameter_source(name) for name in ctx.params}
+        given = {_FIELD_OF_FLAG.get(n, n) for n, src in sources.items() if src is not None and src.name != "DEFAULT"}
+        cfg = with_preset(cfg, preset.value, given)
     with o.libraries():
         result = run_training(cfg, o.reporter())
     if "metrics" not in result:  # a non-zero DDP rank: rank 0 reports

@@ -36,6 +36,11 @@ class SplitArrays:
     def __len__(self) -> int:
         return len(self.images)
 
+    def head(self, n: int) -> SplitArrays:
+        """The first ``n`` rows (``limit``)."""
+        rows = np.arange(min(max(n, 0), len(self)))
+        return SplitArrays(subset(self.split, rows), self.images[rows], self.targets[rows], self.mask[rows])
+
     def model_input(self, index, preprocess: Preprocess) -> np.ndarray:
         """float32 (n, 1, S, S) in the model's range for rows ``index``."""
         return to_model_range(self.images[index], preprocess)

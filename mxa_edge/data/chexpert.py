@@ -71,6 +71,9 @@ class ChexpertSplit:
     patients: list[str] = field(default_factory=list)  # patient_key(rel_path)
     sex: list[str] = field(default_factory=list)  # "Female" / "Male" / ..., "Unknown" when blank or absent
     age: list[float] = field(default_factory=list)  # years; NaN when blank, unparseable or absent
+    # The dataset each row came from (its root folder's name): one name for a plain split,
+    # several for a merged one (``concat_splits``), where it becomes a subgroup slice.
+    dataset: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -138,7 +141,44 @@ def read_split(root, split: str = "train", *, frontal_only: bool = True, ap_pa: 
         patients=[patient_key(r[0]) for r in rows],
         sex=[r[4] for r in rows],
         age=[r[5] for r in rows],
+        dataset=[root.name] * len(rows),
     )
+
+
+def concat_splits(splits: list[ChexpertSplit], name: str | None = None) -> ChexpertSplit:
+    """Several datasets' splits as one (``--data A --data B``): rows in the given order, every
+    per-row field concatenated. ``root`` is the first dataset's (paths are absolute, so nothing
+    reads it for images); patient keys are prefixed with the dataset's name, because two
+    datasets number their patients independently (``train/patient00001`` in both is two people).
+    """
+    if len(splits) == 1:
+        return splits[0] if name is None else replace(splits[0], name=name)
+    joined = {}
+    for f in fields(ChexpertSplit):
+        values = [getattr(s, f.name) for s in splits]
+        if f.name == "raw":
+            joined["raw"] = np.concatenate(values, axis=0)
+        elif f.name == "patients":
+            joined["patients"] = [
+                f"{s.dataset[0] if s.dataset else i}/{p}" for i, s in enumerate(splits) for p in s.patients
+            ]
+        elif isinstance(values[0], list):
+            # A field one split left empty (built by hand) cannot be lined up with its rows.
+            joined[f.name] = (
+                [v for vs in values for v in vs] if all(len(v) == len(s) for v, s in zip(values, splits)) else []
+            )
+    return ChexpertSplit(root=splits[0].root, name=name or splits[0].name, **joined)
+
+
+def never_labelled(raw: np.ndarray) -> np.ndarray:
+    """bool (14,): the findings a dataset never labels (blank on every row of ``raw``).
+
+    Such a finding is not an observed negative: the dataset's source did not look for it (NIH's
+    labels have no Fracture; a pneumonia set labels only Pneumonia and No Finding). Its rows
+    are masked for that finding (no loss, no metric) whatever the blank-label policy says.
+    """
+    raw = np.asarray(raw, dtype=np.float32)
+    return np.isnan(raw).all(axis=0) if len(raw) else np.zeros(raw.shape[1], dtype=bool)
 
 
 def _csv_for(root: Path, split: str) -> tuple[Path, str]:

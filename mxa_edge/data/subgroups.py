@@ -1,4 +1,5 @@
-"""Subgroup slices of a split from the CSV's own columns: sex, age band, projection.
+"""Subgroup slices of a split from the CSV's own columns: sex, age band, projection, and the
+dataset of each row in a merged split.
 
 A model that is good on average can be poor for one group (women, the elderly, AP films
 taken at the bedside of the sickest patients); the report shows per-slice metrics so that
@@ -39,13 +40,22 @@ _FIRST_PROJECTIONS = ("AP", "PA")
 def subgroup_rows(split: ChexpertSplit) -> dict[str, np.ndarray]:
     """{slice name: int row indices (ascending)} for every non-empty slice, in a stable order.
 
-    Names and order: "Sex: Female", "Sex: Male", then any other recorded sex (sorted);
+    Names and order: "Dataset: <name>" per dataset of a merged split (in the order given), then
+    "Sex: Female", "Sex: Male", then any other recorded sex (sorted);
     "Age: <40", "Age: 40-65" (40 <= age <= 65), "Age: >65"; "AP/PA: AP", "AP/PA: PA", then
     any other projection (sorted). Sex is compared capitalised ("female" is "Female") and
     projection upper-cased ("pa" is "PA"), as the ap_pa filter compares them.
     """
     n = len(split)
     out: dict[str, np.ndarray] = {}
+
+    # A merged split (--data A --data B): each dataset is a slice, in the order given, so the
+    # gate, the drift table and the report judge every dataset as well as the pool.
+    datasets = _column(split.dataset, n, "")
+    names = list(dict.fromkeys(d for d in datasets if d))
+    if len(names) > 1:
+        for value in names:
+            out[f"Dataset: {value}"] = _rows(d == value for d in datasets)
 
     sexes = [s.strip().capitalize() for s in _column(split.sex, n, UNKNOWN_SEX)]
     for value in _ordered(set(sexes) - {UNKNOWN_SEX, ""}, _FIRST_SEXES):

@@ -119,7 +119,7 @@ def load_validation(
             v.why = f"{run_why or 'the source run names no data root'}; pass --data DIR (a CheXpert-layout root)"
             return v
         try:
-            selection = selection.with_root(selection.root)
+            selection = selection.checked()
         except MxaError as exc:
             gone = f"{run_why}, and " if run_why else ""
             v.why = f"{gone}the source run's data root is not usable here ({exc}); pass --data DIR"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from mxa_edge.support.errors import ConfigError
 
@@ -14,7 +14,9 @@ AMP_MODES = ("auto", "bf16", "off")  # amp: amp_dtype
 
 @dataclass
 class TrainConfig:
-    data: str | None = None  # CheXpert-layout root; None = the cached default phantom dataset
+    # CheXpert-layout root, or several merged (a list: formats/selection.py says how their label
+    # sets combine); None = the cached default phantom dataset
+    data: str | list[str] | None = None
     out: str = "runs/default"
     model: str = "m0"
     # 112 px x 16 epochs: at the demo's fixed compute it beat 128 x 12, 160 x 8 and 224 x 4 on
@@ -90,6 +92,36 @@ class TrainConfig:
         return self.lr * (self.batch_size / 512) ** 0.5
 
 
+@dataclass(frozen=True)
+class Preset:
+    """A named recipe: TrainConfig values that replace the defaults the user did not set."""
+
+    values: dict
+    why: str  # what was measured, and where (shown by --help and recorded in the run)
+
+
+PRESETS: dict[str, Preset] = {
+    # A few hundred real films on 2 CPU cores (the NIH sample: 594 training, 66 tuning images).
+    # Chosen on the tuning split by benchmarks/real_films.py; README "On real radiographs" has
+    # the held-out figures with paired CIs.
+    "small-real": Preset(
+        values=dict(model="m0", image_size=128, epochs=24, class_balanced=True, kd=True, mxa=True),
+        why="few hundred real films: 128 px x 24 epochs, class-balanced loss, KD from the fine-tuned teacher "
+        "(benchmarks/real_films.py)",
+    ),
+}
+
+
+def with_preset(cfg: TrainConfig, name: str | None, given: set[str] = frozenset()) -> TrainConfig:
+    """``cfg`` with preset ``name``'s values for every field not in ``given`` (what the user set)."""
+    if name is None:
+        return cfg
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
+    values = {k: v for k, v in PRESETS[name].values.items() if k not in given}
+    return replace(cfg, **values, extra={**cfg.extra, "preset": name})
+
+
 def resolve_device(device: str) -> str:
     """``auto`` -> ``cuda`` when torch sees a CUDA device, else ``cpu``; ``cuda`` without CUDA is refused."""
     import torch
@@ -110,3 +142,10 @@ def ema_decay_for(total_steps: int, configured: float | None) -> float:
         return configured
     horizon = max(10.0, 0.1 * total_steps)
     return min(0.99996, max(0.9, 1.0 - 1.0 / horizon))
+
+
+def data_roots(data: str | list[str] | None) -> list[str]:
+    """``TrainConfig.data`` as a list of roots (empty: the default phantom dataset)."""
+    if data is None:
+        return []
+    return [data] if isinstance(data, str) else [str(d) for d in data]

@@ -28,9 +28,10 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from mxa_edge.data.chexpert import dataset_fingerprint, find_dataset_root
+from mxa_edge.data.chexpert import dataset_fingerprint, find_dataset_root, subset
 from mxa_edge.data.default import default_phantom_root
 from mxa_edge.decision.evaluation import decision_metrics
 from mxa_edge.decision.operating import parse_policy
@@ -44,7 +45,7 @@ from mxa_edge.torch_side.models.pretrained import load_student_weights
 from mxa_edge.torch_side.models.student import build_student
 from mxa_edge.torch_side.models.weights import save_weights
 from mxa_edge.torch_side.training import distributed as ddp
-from mxa_edge.torch_side.training.config import TrainConfig, ema_decay_for, resolve_device
+from mxa_edge.torch_side.training.config import TrainConfig, data_roots, ema_decay_for, resolve_device
 from mxa_edge.torch_side.training.loop import LoopSettings, predict_logits, refresh_attention_bias_cache, run_loop
 from mxa_edge.torch_side.training.loss import DistillationLoss, class_balanced_pos_weight
 from mxa_edge.torch_side.training.teacher import (
@@ -62,14 +63,16 @@ from mxa_edge.torch_side.training.teacher import (
 class _Data:
     def __init__(self, cfg: TrainConfig, reporter: Reporter):
 
-        if cfg.data is None:
+        roots = data_roots(cfg.data)
+        if not roots:
             reporter.log("no --data given: using the embedded CXR phantom dataset (generated once, then cached)")
-            self.root = default_phantom_root(progress=reporter.callback("generating phantom dataset"))
-        else:
-            self.root = find_dataset_root(Path(cfg.data))
+            roots = [default_phantom_root(progress=reporter.callback("generating phantom dataset"))]
+        roots = [find_dataset_root(Path(r)).resolve() for r in roots]
+        self.root = roots[0]
         self.pp = Preprocess(image_size=cfg.image_size)
         selection = DataSelection(
-            root=str(self.root.resolve()),
+            root=str(self.root),
+            more_roots=tuple(str(r) for r in roots[1:]),
             uncertainty=cfg.uncertainty,
             blank=cfg.blank,
             frontal_only=cfg.frontal_only,
@@ -109,7 +112,25 @@ class _Data:
             selection,
             fingerprint=self.fingerprint,
             counts={"train": len(self.train), "tune": len(self.tune), "valid": len(self.valid)},
+            dataset_fingerprints=_per_dataset_fingerprints(selection, (self.train, self.tune, self.valid)),
         )
+        for name, findings in selection.never_labelled().items():
+            if findings:
+                reporter.log(f"{name}: never labels {', '.join(findings)}: masked for its images (no loss, no metric)")
+
+
+def _per_dataset_fingerprints(selection: DataSelection, arrays) -> dict:
+    """{dataset name: {split: fingerprint}} of a merged selection (empty for one dataset)."""
+    if not selection.merged:
+        return {}
+    out = {}
+    for split_arrays in arrays:
+        split = split_arrays.split
+        names = np.asarray(split.dataset)
+        for name in dict.fromkeys(split.dataset):
+            rows = np.flatnonzero(names == name)
+            out.setdefault(name, {})[split.name] = dataset_fingerprint(subset(split, rows))
+    return out
 
 
 # ---------------------------------------------------------------- student
