@@ -19,6 +19,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from mxa_edge.support.errors import ConfigError
+
 GEOMETRIC_OPS = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y", "scale")
 INTENSITY_OPS = ("contrast", "brightness", "gamma", "sharpness", "noise")
 OPS = GEOMETRIC_OPS + INTENSITY_OPS
@@ -99,3 +101,24 @@ class RandAugmentGray:
             x = x + v(a["sharpness"]) * (x - blurred)  # >0 sharpens, <0 blurs
         x = x + v(a["noise"].abs()) * noise
         return x
+
+
+def parse_augment(spec: str) -> RandAugmentGray | None:
+    """``TrainConfig.augment`` -> the transform: 'rand-m5-mstd1' (timm-style: magnitude 5,
+    magnitude std 1) or 'none'."""
+    if spec in ("none", "", None):
+        return None
+    parts = spec.split("-")
+    if parts[0] != "rand":
+        raise ConfigError(f"unknown augmentation {spec!r}; use e.g. 'rand-m5-mstd1' or 'none'")
+    kw = {"magnitude": 5.0, "magnitude_std": 1.0, "num_ops": 2}
+    for p in parts[1:]:
+        if p.startswith("mstd"):
+            kw["magnitude_std"] = float(p[4:])
+        elif p.startswith("m"):
+            kw["magnitude"] = float(p[1:])
+        elif p.startswith("n"):
+            kw["num_ops"] = int(p[1:])
+        else:
+            raise ConfigError(f"unknown augmentation part {p!r} in {spec!r}")
+    return RandAugmentGray(**kw)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,11 @@ from typing import Callable
 import numpy as np
 import torch
 
+from mxa_edge import __version__
+from mxa_edge.data.arrays import SplitArrays
 from mxa_edge.decision import scoring
+from mxa_edge.decision.metrics import evaluate, sigmoid
+from mxa_edge.imaging.preprocess import Preprocess
 from mxa_edge.support.fileio import atomic_path
 from mxa_edge.support.progress import SILENT, Reporter
 from mxa_edge.torch_side.models.execution import torch_runner
@@ -277,3 +282,30 @@ def run_loop(
             f"{'n/a' if math.isnan(score) else f'{score:.4f}'}, {record['img_per_s']:.0f} img/s"
         )
     return LoopResult(best["state"], best["epoch"], best["score"], history)
+
+
+def tune_macro_auc(model, arrays: SplitArrays, pp: Preprocess, device: str) -> float:
+    """Macro AUC of ``model`` on ``arrays`` (the tuning split: what epoch and teacher selection score); NaN
+    when no finding has both classes."""
+    logits = predict_logits(model, arrays.images, pp.value_range, device=device)
+    m = evaluate(arrays.targets, sigmoid(logits), arrays.mask, n_boot=0)["macro_auc"]
+    return math.nan if m is None else m
+
+
+def training_versions() -> dict:
+    """The library versions a run was trained with (recorded in its manifest)."""
+    from importlib import metadata
+
+    import timm
+
+    try:
+        xrv = metadata.version("torchxrayvision")
+    except metadata.PackageNotFoundError:
+        xrv = None
+    return {
+        "mxa-edge": __version__,
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "torchxrayvision": xrv,
+        "python": platform.python_version(),
+    }

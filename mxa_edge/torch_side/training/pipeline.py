@@ -45,14 +45,19 @@ from mxa_edge.torch_side.models.pretrained import load_student_weights
 from mxa_edge.torch_side.models.student import build_student
 from mxa_edge.torch_side.models.weights import save_weights
 from mxa_edge.torch_side.training import distributed as ddp
+from mxa_edge.torch_side.training.augment import parse_augment
 from mxa_edge.torch_side.training.config import TrainConfig, data_roots, ema_decay_for, resolve_device
-from mxa_edge.torch_side.training.loop import LoopSettings, predict_logits, refresh_attention_bias_cache, run_loop
+from mxa_edge.torch_side.training.loop import (
+    LoopSettings,
+    predict_logits,
+    refresh_attention_bias_cache,
+    run_loop,
+    training_versions,
+    tune_macro_auc,
+)
 from mxa_edge.torch_side.training.loss import DistillationLoss, class_balanced_pos_weight
 from mxa_edge.torch_side.training.teacher import (
     TEACHER_METRICS,
-    _macro_auc,
-    _parse_augment,
-    _versions,
     build_teacher,
     finetune_teacher,  # noqa: F401  (re-exported: where callers found it before training/teacher.py)
     held_out_macro_auc,
@@ -263,7 +268,7 @@ def train(cfg: TrainConfig, reporter: Reporter = SILENT) -> dict:
         ema_decay=ema_decay_for(steps, cfg.ema_decay) if cfg.ema else None,
         seed=cfg.seed,
         device=cfg.device,
-        augment=_parse_augment(cfg.augment),
+        augment=parse_augment(cfg.augment),
         value_range=data.pp.value_range,
         task="student",
         checkpoint_every=cfg.checkpoint_every,
@@ -280,7 +285,7 @@ def train(cfg: TrainConfig, reporter: Reporter = SILENT) -> dict:
         data.train.targets,
         data.train.mask,
         loss,
-        lambda m: _macro_auc(m, data.tune, data.pp, cfg.device),
+        lambda m: tune_macro_auc(m, data.tune, data.pp, cfg.device),
         settings,
         kd_targets=kd_fn,
         checkpoint_path=out / naming.CHECKPOINT,
@@ -326,7 +331,7 @@ def train(cfg: TrainConfig, reporter: Reporter = SILENT) -> dict:
             if ddp.world_size() > 1
             else None
         ),
-        versions=_versions(),
+        versions=training_versions(),
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
     record.save(out)

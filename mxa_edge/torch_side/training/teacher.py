@@ -12,8 +12,8 @@ the student.
    each epoch (``kd_online`` runs it on every augmented batch instead);
 4. ``held_out_macro_auc``: its macro AUC on the held-out split, for metrics.json.
 
-``_macro_auc``, ``_parse_augment`` and ``_versions`` are shared with the student's loop
-(``training.pipeline`` imports them from here).
+(``training.pipeline`` imports them from here; the tuning-split score, the augmentation parser and
+the version record it shares with the student live in ``loop.py`` and ``augment.py``).
 """
 
 from __future__ import annotations
@@ -21,14 +21,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import platform
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
-from mxa_edge import __version__
-from mxa_edge.data.arrays import SplitArrays
 from mxa_edge.data.decode import decoder_identity, files_state
 from mxa_edge.data.default import PRETRAIN_ROOT_NAME, PRETRAIN_SEED, pretrain_phantom_root
 from mxa_edge.data.phantom import PHANTOM_VERSION
@@ -42,9 +39,9 @@ from mxa_edge.support.fileio import atomic_path, read_json, sha256_file, write_j
 from mxa_edge.support.paths import cache_dir
 from mxa_edge.support.progress import Reporter
 from mxa_edge.torch_side.models.teacher import Teacher, finetune_init
-from mxa_edge.torch_side.training.augment import RandAugmentGray
+from mxa_edge.torch_side.training.augment import parse_augment
 from mxa_edge.torch_side.training.config import TrainConfig
-from mxa_edge.torch_side.training.loop import LoopSettings, predict_logits, run_loop
+from mxa_edge.torch_side.training.loop import LoopSettings, predict_logits, run_loop, training_versions, tune_macro_auc
 from mxa_edge.torch_side.training.loss import DistillationLoss
 
 if TYPE_CHECKING:
@@ -54,50 +51,6 @@ TEACHER_INPUT_SIZE_XRV = 224
 
 
 # ---------------------------------------------------------------- shared with the student loop
-
-
-def _macro_auc(model, arrays: SplitArrays, pp: Preprocess, device: str) -> float:
-    logits = predict_logits(model, arrays.images, pp.value_range, device=device)
-    m = evaluate(arrays.targets, sigmoid(logits), arrays.mask, n_boot=0)["macro_auc"]
-    return math.nan if m is None else m
-
-
-def _parse_augment(spec: str) -> RandAugmentGray | None:
-    """'rand-m5-mstd1' (timm-style: magnitude 5, magnitude std 1) or 'none'."""
-    if spec in ("none", "", None):
-        return None
-    parts = spec.split("-")
-    if parts[0] != "rand":
-        raise ConfigError(f"unknown augmentation {spec!r}; use e.g. 'rand-m5-mstd1' or 'none'")
-    kw = {"magnitude": 5.0, "magnitude_std": 1.0, "num_ops": 2}
-    for p in parts[1:]:
-        if p.startswith("mstd"):
-            kw["magnitude_std"] = float(p[4:])
-        elif p.startswith("m"):
-            kw["magnitude"] = float(p[1:])
-        elif p.startswith("n"):
-            kw["num_ops"] = int(p[1:])
-        else:
-            raise ConfigError(f"unknown augmentation part {p!r} in {spec!r}")
-    return RandAugmentGray(**kw)
-
-
-def _versions() -> dict:
-    from importlib import metadata
-
-    import timm
-
-    try:
-        xrv = metadata.version("torchxrayvision")
-    except metadata.PackageNotFoundError:
-        xrv = None
-    return {
-        "mxa-edge": __version__,
-        "torch": torch.__version__,
-        "timm": timm.__version__,
-        "torchxrayvision": xrv,
-        "python": platform.python_version(),
-    }
 
 
 # ---------------------------------------------------------------- teacher
@@ -132,7 +85,7 @@ def _teacher_settings(cfg: TrainConfig, epochs: int, value_range, *, task: str, 
         ema_decay=None,
         seed=seed,
         device=cfg.device,
-        augment=_parse_augment(cfg.augment),
+        augment=parse_augment(cfg.augment),
         value_range=value_range,
         task=task,
     )
@@ -176,7 +129,7 @@ def _pretrain_cache_key(cfg: TrainConfig, set_size: int, init_sha: str | None) -
             "device": torch.device(cfg.device).type,
             "init": init_sha,
             "decoder": decoder_identity(),
-            "versions": _versions(),
+            "versions": training_versions(),
         },
         sort_keys=True,
     )
@@ -241,7 +194,7 @@ def pretrain_teacher(cfg: TrainConfig, densenet, init_sha: str | None, reporter:
         train_set.targets,
         train_set.mask,
         _teacher_loss(),
-        lambda mdl: _macro_auc(mdl, tune_set, pp, cfg.device),
+        lambda mdl: tune_macro_auc(mdl, tune_set, pp, cfg.device),
         _teacher_settings(cfg, epochs, pp.value_range, task="teacher pretrain", seed=cfg.seed + 29),
         reporter=reporter,
     )
@@ -283,7 +236,7 @@ def _teacher_cache_key(cfg: TrainConfig, data: _Data, init_sha: str | None, pret
         "init": init_sha,
         # And the code that decodes, builds and trains it.
         "decoder": decoder_identity(),
-        "versions": _versions(),
+        "versions": training_versions(),
     }
     if pretrain is not None:  # absent without pretraining: keys of earlier caches still hold
         # What it was pretrained on and how (the key), and the very weights it starts from.
@@ -330,7 +283,7 @@ def finetune_teacher(cfg: TrainConfig, data: _Data, reporter: Reporter):
         data.train.targets,
         data.train.mask,
         _teacher_loss(),
-        lambda mdl: _macro_auc(mdl, data.tune, data.pp, cfg.device),
+        lambda mdl: tune_macro_auc(mdl, data.tune, data.pp, cfg.device),
         _teacher_settings(cfg, cfg.teacher_epochs, data.pp.value_range, task="teacher", seed=cfg.seed + 17),
         reporter=reporter,
     )
