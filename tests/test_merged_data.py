@@ -103,6 +103,25 @@ def test_dataset_slices_and_the_record(two_sites):
         DataSelection(root=str(a), more_roots=(str(a),))
 
 
+def test_metrics_per_dataset_leave_out_what_a_dataset_never_labels(two_sites):
+    from mxa_edge.decision.evaluation import decision_metrics
+    from mxa_edge.formats.decision import DecisionRule
+
+    a, b = two_sites
+    valid = DataSelection(root=str(a), more_roots=(str(b),)).load("valid", Preprocess(image_size=32))
+    logits = np.random.default_rng(0).normal(size=valid.targets.shape) + 2 * valid.targets  # informative
+    m = decision_metrics(valid, logits, DecisionRule.uncalibrated(), n_boot=20, seed=0)
+    per = m["per_dataset"]
+    assert set(per) == {A_NAME, B_NAME}
+    assert per[A_NAME]["n_images"] + per[B_NAME]["n_images"] == len(valid)
+    for finding in NEVER:
+        assert finding not in per[B_NAME]["per_label"]  # masked: no metric for site B
+        assert m["per_label"][finding]["n_pos"] + m["per_label"][finding]["n_neg"] == per[A_NAME]["n_images"]
+    assert "per_dataset" not in decision_metrics(
+        valid.take(np.arange(5)), logits[:5], DecisionRule.uncalibrated(), n_boot=0, seed=0
+    )
+
+
 def test_the_loss_ignores_a_masked_finding():
     torch = pytest.importorskip("torch")
     from mxa_edge.torch_side.training.loss import DistillationLoss
@@ -138,6 +157,8 @@ def test_merged_nih_and_pediatric_train_export_gate(tmp_path):
     assert record.data.more_roots == (str(ped.resolve()),)
     assert set(record.data.dataset_fingerprints) == {nih.name, ped.name}
     assert all(set(v) == {"train", "tune", "valid"} for v in record.data.dataset_fingerprints.values())
+    per = record.metrics()["per_dataset"]
+    assert "Lung Opacity" in per[nih.name]["per_label"] and "Lung Opacity" not in per[ped.name]["per_label"]
     result = export_run(run, "onnx", tmp_path / "art", n_boot=20)
     drift = json.loads((result.artifact / "drift.json").read_text())
     slices = drift["subgroups"] if "subgroups" in drift else drift["table"]["subgroups"]

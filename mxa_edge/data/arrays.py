@@ -38,7 +38,11 @@ class SplitArrays:
 
     def head(self, n: int) -> SplitArrays:
         """The first ``n`` rows (``limit``)."""
-        rows = np.arange(min(max(n, 0), len(self)))
+        return self.take(np.arange(min(max(n, 0), len(self))))
+
+    def take(self, rows) -> SplitArrays:
+        """Rows ``rows`` (int indices) of every per-row field."""
+        rows = np.asarray(rows, dtype=np.intp)
         return SplitArrays(subset(self.split, rows), self.images[rows], self.targets[rows], self.mask[rows])
 
     def model_input(self, index, preprocess: Preprocess) -> np.ndarray:

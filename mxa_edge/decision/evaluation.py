@@ -126,6 +126,26 @@ def decision_metrics(arrays: SplitArrays, logits, decision, *, n_boot: int, seed
         "reliability_after": reliability_curve(arrays.targets, probs, arrays.mask),
     }
     metrics["operating_point"] = {"policy": decision.policy, "fitted_on": decision.fitted_on.get("split", "tune")}
+    datasets = list(dict.fromkeys(arrays.split.dataset))
+    if len(datasets) > 1:  # a merged split: each dataset on its own as well as pooled
+        names = np.asarray(arrays.split.dataset)
+        metrics["per_dataset"] = {}
+        for name in datasets:
+            rows = np.flatnonzero(names == name)
+            one = decision_metrics(arrays.take(rows), np.asarray(logits)[rows], decision, n_boot=n_boot, seed=seed)
+            metrics["per_dataset"][name] = {
+                "n_images": int(len(rows)),
+                "macro_auc": one["macro_auc"],
+                "macro_auc_ci": one["macro_auc_ci"],
+                "ece_before": one["calibration"]["ece_before"],
+                "ece_after": one["calibration"]["ece_after"],
+                # findings the dataset never labels are absent here: their cells are masked
+                "per_label": {
+                    k: {"auc": v["auc"], "n_pos": v["n_pos"]}
+                    for k, v in one["per_label"].items()
+                    if v["n_pos"] + v["n_neg"]
+                },
+            }
     return metrics
 
 
