@@ -26,35 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-DX_STORAGE = "1.2.840.10008.5.1.4.1.1.1.1"
+# The tests' DICOM writer (tests/dicom_factory.py): one synthetic-DICOM writer for the repository.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from dicom_factory import DX_STORAGE, smooth_image, write_study  # noqa: E402
 
 
 def _study(folder: Path, rng: np.random.Generator, images: int, size: int) -> list[Path]:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-    from scipy.ndimage import gaussian_filter
-
-    study, paths = generate_uid(), []
-    for i in range(images):
-        gray = gaussian_filter(rng.random((size, size)), size / 32)
-        gray = (gray - gray.min()) / (np.ptp(gray) or 1.0)
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = DX_STORAGE, generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID = DX_STORAGE, meta.MediaStorageSOPInstanceUID
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.InstanceNumber = study, generate_uid(), i + 1
-        ds.Modality, ds.ViewPosition, ds.BodyPartExamined = "DX", "PA", "CHEST"
-        pixels = np.round(gray * 4095).astype(np.uint16)
-        ds.Rows, ds.Columns = pixels.shape
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-        ds.PixelData = pixels.tobytes()
-        path = folder / f"{ds.SOPInstanceUID}.dcm"
-        ds.save_as(path, enforce_file_format=True)
-        paths.append(path)
-    return paths
+    return write_study(folder, [smooth_image(rng, size) for _ in range(images)])[1]
 
 
 def _send(port: int, files: list[Path]) -> float:

@@ -48,28 +48,20 @@ SECRETS = dict(
 
 
 def _dicom(path: Path, gray: np.ndarray, instance: int) -> Path:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from dicom_factory import CR_STORAGE, write_dicom
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"  # Computed Radiography Image Storage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.InstanceNumber = STUDY, SERIES, instance
-    ds.Modality, ds.BodyPartExamined, ds.ViewPosition = "CR", "CHEST", "PA"
-    ds.PatientOrientation = ["L", "F"]
-    for k, v in {**IDENTIFIERS, **SECRETS}.items():
-        setattr(ds, k, v)
-    pixels = np.round(np.asarray(gray) * 4095).astype(np.uint16)
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = pixels.tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
+    return write_dicom(
+        path,
+        gray,
+        study=STUDY,
+        series=SERIES,
+        instance=instance,
+        sop_class=CR_STORAGE,
+        chest=True,
+        PatientOrientation=["L", "F"],
+        **IDENTIFIERS,
+        **SECRETS,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +76,8 @@ def study(small_onnx_artifact, tmp_path_factory):
     for k, png in enumerate(pngs[:3], start=1):
         gray = np.asarray(Image.open(png).convert("L"), dtype=np.float32) / 255.0
         files.append(_dicom(tmp / f"img{k}.dcm", gray, k))
-    sr_dir, sc_dir = tmp / "sr", tmp / "sc"
-    args = [*files, pngs[3], "--model", art, "--json", "--sr", sr_dir, "--sc", sc_dir]
+    sr_dir, sc_dir = tmp / "sr", tmp / "sc"  # and --fhir into tmp / "fhir" (_fhir_dir)
+    args = [*files, pngs[3], "--model", art, "--json", "--sr", sr_dir, "--sc", sc_dir, "--fhir", tmp / "fhir"]
     proc = subprocess.run(CLI + ["predict", *map(str, args)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     records = json.loads(proc.stdout)
@@ -292,6 +284,91 @@ def test_study_reports_takes_one_study():
         study_reports([a, b], artifact=None)
     with pytest.raises(ConfigError, match="ONE study"):
         study_reports([a, c], artifact=None)
+
+
+def _fhir_dir(study) -> Path:
+    return study[4].parent / "fhir"
+
+
+def test_fhir_bundle_says_what_the_json_says(study):
+    """predict --fhir on the same run as --json: one R4 Bundle for the study whose DiagnosticReport,
+    Observations and Device carry every image's findings (probability, threshold, decision, policy),
+    the input guard's verdict and the model's identity; references resolve inside the Bundle; only
+    the patient and study identifiers come from the source. Validated with fhir.resources (R4B models,
+    the same elements as R4 for these resources) where installed."""
+    art, files, png, records, _, _, _ = study
+    by_file = {r["file"]: r for r in records}
+    (path,) = _fhir_dir(study).glob("*.json")
+    assert {by_file[str(f)]["fhir"] for f in files} == {str(path)} and "fhir" not in by_file[str(png)]
+    text = path.read_text()
+    bundle = json.loads(text)
+    assert bundle["resourceType"] == "Bundle" and bundle["type"] == "collection" and path.stem == bundle["id"]
+    resources = {e["fullUrl"]: e["resource"] for e in bundle["entry"]}
+    assert all(url == f"urn:uuid:{r['id']}" for url, r in resources.items())
+    by_type: dict[str, list] = {}
+    for r in resources.values():
+        by_type.setdefault(r["resourceType"], []).append(r)
+    (report,), (device,) = by_type["DiagnosticReport"], by_type["Device"]
+    observations = by_type["Observation"]
+    assert set(by_type) == {"DiagnosticReport", "Observation", "Device"}
+    assert [resources[ref["reference"]] for ref in report["result"]] == observations
+    assert all(resources[o["device"]["reference"]] is device for o in observations)
+    assert report["status"] == "preliminary" and {o["status"] for o in observations} == {"preliminary"}
+    assert report["subject"] == {"identifier": {"value": IDENTIFIERS["PatientID"]}}
+    assert report["imagingStudy"][0]["identifier"] == {"system": "urn:dicom:uid", "value": f"urn:oid:{STUDY}"}
+    assert report["basedOn"][0]["identifier"]["value"] == IDENTIFIERS["AccessionNumber"]
+    assert report["effectiveDateTime"] == "2026-12-07"
+    for secret in SECRETS.values():
+        assert secret not in text
+
+    manifest = json.loads((art / "manifest.json").read_text())
+    assert device["deviceName"] == [{"name": records[0]["model_id"], "type": "model-name"}]
+    assert device["identifier"][0]["value"] == manifest["artifact_sha256"]
+    versions = {v["type"]["text"]: v["value"] for v in device["version"]}
+    assert versions["software"].startswith("mxa-edge ") and versions["artifact_sha256"] == manifest["artifact_sha256"]
+    notes = [n["text"] for n in device["note"]]
+    assert "drift gate: passed" in notes[0] and notes[1].startswith("signature: ")
+
+    from mxa_edge.runtime.dicom_out import finding_code
+
+    def component(obs, code):
+        (value,) = [c for c in obs["component"] if c["code"]["coding"][0]["code"] == code]
+        return value
+
+    findings, guards = {}, {}
+    for obs in observations:
+        sop = component(obs, "121112")["valueString"]
+        if obs["code"]["coding"][0]["code"] == "INPUTGUARD":
+            guards[sop] = obs
+        else:
+            findings[(sop, obs["code"]["text"])] = obs
+    dicom_records = [by_file[str(f)] for f in files]
+    assert len(findings) == sum(len(r["findings"]) for r in dicom_records)
+    for record in dicom_records:
+        sop = record["dicom"]["sop_uid"]
+        for label, expected in record["findings"].items():
+            obs = findings[(sop, label)]
+            coding = obs["code"]["coding"][0]
+            assert coding["code"] == finding_code(label).value and coding["display"] == finding_code(label).meaning
+            assert obs["valueQuantity"]["value"] == pytest.approx(expected["probability"], abs=1e-12)
+            assert obs["valueQuantity"]["code"] == "1"
+            assert component(obs, "122411")["valueQuantity"]["value"] == pytest.approx(expected["threshold"], abs=1e-12)
+            assert obs["interpretation"][0]["coding"][0]["code"] == ("POS" if expected["positive"] else "NEG")
+            assert obs["method"]["text"] == f"operating point: {expected['policy']}"
+        if record["in_distribution"] is not None:
+            guard = guards[sop]
+            assert guard["valueBoolean"] == record["in_distribution"]
+            assert component(guard, "GUARDSCORE")["valueQuantity"]["value"] == pytest.approx(record["ood_score"])
+        positives = ", ".join(record["positives"]) or "no finding above its threshold"
+        assert positives in report["conclusion"]
+
+    try:
+        from fhir.resources.R4B import get_fhir_model_class
+    except ImportError:
+        return  # the structure is checked above; fhir.resources ([test] extra) adds the schema check
+    get_fhir_model_class("Bundle").model_validate(bundle)
+    for r in resources.values():
+        get_fhir_model_class(r["resourceType"]).model_validate(r)
 
 
 def test_real_dicom_sample_gets_an_sr(study, tmp_path):

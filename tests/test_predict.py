@@ -217,23 +217,10 @@ def test_cli_real_images_without_torch(onnx_fp32, tmp_path):
 
 
 def _multiframe_dicom(path: Path) -> Path:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+    from dicom_factory import SC_STORAGE, write_dicom
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality = "CR"
-    ds.Rows, ds.Columns, ds.NumberOfFrames = 32, 32, 3
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = np.random.default_rng(0).integers(0, 4095, (3, 32, 32), dtype=np.uint16).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
+    frames = np.random.default_rng(0).integers(0, 4095, (3, 32, 32), dtype=np.uint16) / 4095
+    return write_dicom(path, frames, sop_class=SC_STORAGE, Modality="CR")
 
 
 def _huge_png_header(path: Path, w: int = 100_000, h: int = 100_000) -> Path:
@@ -497,27 +484,9 @@ def test_cli_warns_on_flagged_images_and_strict_inputs_refuses_them(predict_run,
 
 
 def _dicom(path: Path, gray: np.ndarray, study: str, series: str, instance: int, **tags) -> Path:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from dicom_factory import write_dicom
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.InstanceNumber = study, series, instance
-    ds.Modality = "DX"
-    for k, v in tags.items():
-        setattr(ds, k, v)
-    pixels = np.round(np.asarray(gray) * 4095).astype(np.uint16)
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = pixels.tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
+    return write_dicom(path, gray, study=study, series=series, instance=instance, **tags)
 
 
 def _to_jpeg_lossless(path: Path) -> Path:

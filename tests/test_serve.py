@@ -24,12 +24,11 @@ pytest.importorskip("pynetdicom")
 pytest.importorskip("highdicom")  # the structured report (mxa_edge.runtime.dicom_out)
 
 import pydicom  # noqa: E402
-from pydicom.uid import generate_uid  # noqa: E402
+from dicom_factory import DX_STORAGE, write_studies  # noqa: E402
 
 from mxa_edge.runtime.node import AUDIT_FILE, report_uids  # noqa: E402
 
 CLI = [sys.executable, "-m", "mxa_edge_cli.app"]
-DX_STORAGE = "1.2.840.10008.5.1.4.1.1.1.1"
 
 
 @pytest.fixture(scope="module")
@@ -52,39 +51,9 @@ def _frontal_images(run: Path) -> list[np.ndarray]:
     return [load_radiograph(p) for p, v in zip(valid.paths, valid.views) if v == "Frontal"]
 
 
-def _cr(path: Path, gray: np.ndarray, study: str, instance: int) -> Path:
-    """A DX chest PA DICOM file of a gray [0, 1] image."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = DX_STORAGE
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.InstanceNumber = study, generate_uid(), instance
-    ds.Modality, ds.ViewPosition, ds.BodyPartExamined = "DX", "PA", "CHEST"
-    pixels = np.round(gray * 4095).astype(np.uint16)
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = pixels.tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
-
-
 def _studies(folder: Path, images: list[np.ndarray], n_studies: int, per_study: int) -> dict[str, list[Path]]:
-    folder.mkdir(parents=True, exist_ok=True)
-    out, k = {}, 0
-    for _ in range(n_studies):
-        study = generate_uid()
-        out[study] = []
-        for i in range(per_study):
-            out[study].append(_cr(folder / f"{study}-{i}.dcm", images[k % len(images)], study, i + 1))
-            k += 1
-    return out
+    """DX chest PA studies (tests/dicom_factory.py): {StudyInstanceUID: files}."""
+    return write_studies(folder, images, n_studies, per_study)
 
 
 def _free_port() -> int:
@@ -177,6 +146,19 @@ def _sr_findings(sr: pydicom.Dataset) -> dict[str, dict[str, tuple[float, bool]]
     return found
 
 
+def _fhir_findings(bundle: dict) -> dict[str, dict[str, tuple[float, bool]]]:
+    """{source SOP Instance UID: {label: (probability, positive)}} from a --fhir Bundle's Observations."""
+    found: dict = {}
+    for entry in bundle["entry"]:
+        obs = entry["resource"]
+        if obs["resourceType"] != "Observation" or "valueQuantity" not in obs:
+            continue
+        (sop,) = [c["valueString"] for c in obs["component"] if c["code"]["coding"][0]["code"] == "121112"]
+        positive = obs["interpretation"][0]["coding"][0]["code"] == "POS"
+        found.setdefault(sop, {})[obs["code"]["text"]] = (obs["valueQuantity"]["value"], positive)
+    return found
+
+
 def _reports(folder: Path) -> list[pydicom.Dataset]:
     return [pydicom.dcmread(p) for p in sorted(folder.glob("*.dcm"))]
 
@@ -185,7 +167,8 @@ def test_study_over_pynetdicom_gives_one_report_with_predicts_findings(served, t
     art, digest, images, _ = served
     study, files = next(iter(_studies(tmp_path / "in", images, 1, 2).items()))
     out, queue, log, port = tmp_path / "out", tmp_path / "q", tmp_path / "serve.log", _free_port()
-    proc = _serve(served, queue, port, "--out", out, "--max-studies", 1, "--run-seconds", 60, log=log)
+    fhir = tmp_path / "fhir"
+    proc = _serve(served, queue, port, "--out", out, "--fhir", fhir, "--max-studies", 1, "--run-seconds", 60, log=log)
     _send(port, files)
     _finish(proc, log)
 
@@ -221,6 +204,16 @@ def test_study_over_pynetdicom_gives_one_report_with_predicts_findings(served, t
             assert in_report[sop][label][0] == pytest.approx(finding["probability"], abs=1e-6)
             assert in_report[sop][label][1] == finding["positive"]
 
+    # --fhir: the same findings as a FHIR R4 Bundle, written when the SR was delivered.
+    (bundle_path,) = fhir.glob("*.json")
+    assert sent["fhir"] == str(bundle_path)
+    in_bundle = _fhir_findings(json.loads(bundle_path.read_text()))
+    assert set(in_bundle) == set(sops)
+    for sop, row in expected.items():
+        for label, finding in row["findings"].items():
+            assert in_bundle[sop][label][0] == pytest.approx(finding["probability"], abs=1e-6)
+            assert in_bundle[sop][label][1] == finding["positive"]
+
 
 def test_study_over_dcmtk_storescu(served, tmp_path):
     storescu = shutil.which("storescu")
@@ -244,42 +237,222 @@ def test_study_over_dcmtk_storescu(served, tmp_path):
     assert len(received) == 2 and {e["calling_ae"] for e in received} == {"DCMTK"}
 
 
-def test_sigkill_after_receipt_then_restart_delivers_each_study_once(served, tmp_path):
+def _send_batches(port: int, batches: list[list[str]], studies: dict[str, list[Path]], failed: list) -> None:
+    """An SCU that keeps going: one association per batch of studies; a batch whose association
+    could not be opened, stored or released is appended to ``failed`` (the node may have died)."""
+    from pydicom.uid import ExplicitVRLittleEndian
+    from pynetdicom import AE
+
+    for batch in batches:
+        ae = AE(ae_title="TESTSCU")
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
+        ae.add_requested_context(DX_STORAGE, ExplicitVRLittleEndian)
+        try:
+            assoc = ae.associate("127.0.0.1", port, ae_title="MXAEDGE")
+            ok = assoc.is_established
+            for f in (f for study in batch for f in studies[study]) if ok else ():
+                if getattr(assoc.send_c_store(pydicom.dcmread(f)), "Status", None) != 0x0000:
+                    ok = False
+                    break
+            if ok:
+                assoc.release()
+                ok = assoc.is_released
+            elif assoc.is_established:
+                assoc.abort()
+        except Exception:  # the node was killed under it
+            ok = False
+        if not ok:
+            failed.append(batch)
+
+
+def _srs_by_study(folder: Path) -> dict[str, list[str]]:
+    """{StudyInstanceUID the SR references as its evidence: [SR SOP Instance UIDs]} in ``folder``."""
+    found: dict[str, list[str]] = {}
+    for path in sorted(folder.glob("*.dcm")):
+        sr = pydicom.dcmread(path)
+        (evidence,) = sr.CurrentRequestedProcedureEvidenceSequence
+        assert evidence.StudyInstanceUID == sr.StudyInstanceUID
+        found.setdefault(str(evidence.StudyInstanceUID), []).append(str(sr.SOPInstanceUID))
+    return found
+
+
+def _queue_drained(queue: Path) -> bool:
+    return not any(any((queue / stage).iterdir()) for stage in ("incoming", "ready", "outbox"))
+
+
+def test_sigkill_mid_delivery_then_restart_delivers_each_of_50_studies_once(served, tmp_path):
+    """The issue's acceptance: 50 studies over several associations (two SCU threads), SIGKILL once
+    some but not all reports were delivered, restart on the same queue, the SCU sends again what it
+    was not sure of (the batches whose association failed), then everything once more: every study
+    has exactly one SR at the destination."""
+    import threading
+
     _, _, images, _ = served
-    n = 6
-    studies = _studies(tmp_path / "in", images, n, 1)
+    n = 50
+    studies = _studies(tmp_path / "in", images, n, 1)  # one image each: the SR's build is most of the time
+    uids = list(studies)
+    batches = [uids[i : i + 5] for i in range(0, n, 5)]  # 10 associations of 5 studies
     queue, out, log = tmp_path / "q", tmp_path / "out", tmp_path / "serve.log"
-    dead = f"NOBODY@127.0.0.1:{_free_port()}"  # destination down: nothing can be sent before the kill
+    # --idle-timeout well above a restart: what the kill cut waits for the SCU's resend rather than
+    # being completed by the idle clock first (with several images a study, a half study's SR would
+    # be followed by a second round's).
+    serve_args = ("--out", out, "--idle-timeout", 30, "--run-seconds", 120)
     port = _free_port()
-    proc = _serve(served, queue, port, "--send-to", dead, "--idle-timeout", 0.5, "--run-seconds", 120, log=log)
-    for files in studies.values():
-        _send(port, files)  # acknowledged = durably queued
+    proc = _serve(served, queue, port, *serve_args, log=log)
+    failed: list = []
+    senders = [
+        threading.Thread(target=_send_batches, args=(port, batches[k::2], studies, failed), daemon=True)
+        for k in range(2)
+    ]
+    for t in senders:
+        t.start()
+    _wait_for(lambda: out.is_dir() and any(out.glob("*.dcm")), 60, "the first report")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
-    assert not out.exists()
+    for t in senders:
+        t.join(timeout=60)
+    at_kill = len(list(out.glob("*.dcm")))
+    assert 0 < at_kill < n, f"{at_kill} reports when the node was killed"
 
     port = _free_port()
-    proc = _serve(
-        served, queue, port, "--out", out, "--max-studies", n, "--idle-timeout", 0.5, "--run-seconds", 60, log=log
-    )
+    proc = _serve(served, queue, port, *serve_args, log=log)
+    try:
+        for batch in failed:
+            _send(port, [f for study in batch for f in studies[study]])
+        _wait_for(lambda: len(_srs_by_study(out)) == n and _queue_drained(queue), 90, "every study's report")
+        # The SCU, unsure after the crash, sends every study again: nothing new is delivered.
+        before = len(_audit(queue))
+        for batch in batches:
+            _send(port, [f for study in batch for f in studies[study]])
+        _wait_for(
+            lambda: sum(e["event"] == "duplicate" for e in _audit(queue)[before:]) == n and _queue_drained(queue),
+            60,
+            "the resends handled",
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
     _finish(proc, log)
-    reports = _reports(out)
-    assert sorted(str(r.StudyInstanceUID) for r in reports) == sorted(studies)
-    for study in studies:
+
+    by_study = _srs_by_study(out)
+    assert sorted(by_study) == sorted(studies)
+    assert all(len(srs) == 1 for srs in by_study.values()), {s: v for s, v in by_study.items() if len(v) > 1}
+    for study, files in studies.items():
+        sops = [str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files]
+        assert by_study[study] == report_uids(study, served[1], sops, 1)[1]
         ledger = json.loads((queue / "sent" / f"{study}.json").read_text())
-        assert len(ledger["reports"]) == 1 and len(ledger["reports"][0]["sop_uids"]) == 1
-    assert not any((queue / "outbox").iterdir()) and not any((queue / "ready").iterdir())
+        assert [e["sop_uids"] for e in ledger["reports"]] == [by_study[study]]
+    events = _audit(queue)
+    assert {e["sop_uid"] for e in events if e["event"] == "sent"} == {u for v in by_study.values() for u in v}
+    assert not any(e["event"] == "new_round" for e in events)
+    assert _queue_drained(queue)
 
-    # The SCU, unsure after the crash, sends every study again: nothing new is delivered.
-    port = _free_port()
-    proc = _serve(
-        served, queue, port, "--out", out, "--max-studies", n, "--idle-timeout", 0.5, "--run-seconds", 60, log=log
-    )
-    for files in studies.values():
-        _send(port, files)
+
+def _predecessors(sr: pydicom.Dataset) -> list[tuple[str, str, str]]:
+    """(Series, SOP Class, SOP Instance UID) of each report the SR says it supersedes."""
+    return [
+        (str(series.SeriesInstanceUID), str(item.ReferencedSOPClassUID), str(item.ReferencedSOPInstanceUID))
+        for study in sr.get("PredecessorDocumentsSequence", [])
+        for series in study.ReferencedSeriesSequence
+        for item in series.ReferencedSOPSequence
+    ]
+
+
+def test_late_instance_starts_a_new_round_whose_sr_supersedes_the_first(served, tmp_path):
+    """An instance of a study that arrives (second association) after the study's SR was delivered:
+    round 2, a new SR of the whole study (new UIDs from all its instances, InstanceNumber 2) that
+    names the first SR as its predecessor; the same late instance sent once more changes nothing."""
+    _, digest, images, _ = served
+    study, files = next(iter(_studies(tmp_path / "in", images, 1, 2).items()))
+    sops = [str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files]
+    out, queue, log, port = tmp_path / "out", tmp_path / "q", tmp_path / "serve.log", _free_port()
+    fhir = tmp_path / "fhir"
+    proc = _serve(served, queue, port, "--out", out, "--fhir", fhir, "--max-studies", 3, "--run-seconds", 60, log=log)
+    _send(port, files[:1])
+    _wait_for(lambda: any(e["event"] == "sent" for e in _audit(queue)), 30, "the first report")
+    _send(port, files[1:])
+    _wait_for(lambda: sum(e["event"] == "sent" for e in _audit(queue)) == 2, 30, "the second report")
+    _send(port, files[1:])  # a retrying SCU: the same late instance again
     _finish(proc, log)
-    assert sorted(p.name for p in out.glob("*.dcm")) == sorted(f"{r.SOPInstanceUID}.dcm" for r in reports)
-    assert sum(e["event"] == "sent" for e in _audit(queue)) == n
+
+    series, (first_uid,) = report_uids(study, digest, sops[:1], 1)
+    _, (second_uid,) = report_uids(study, digest, sops, 1)
+    assert first_uid != second_uid
+    reports = {str(r.SOPInstanceUID): r for r in _reports(out)}
+    assert sorted(reports) == sorted([first_uid, second_uid])
+    first, second = reports[first_uid], reports[second_uid]
+    assert first.InstanceNumber == 1 and second.InstanceNumber == 2
+    assert first.SeriesInstanceUID == second.SeriesInstanceUID == series
+    assert set(_sr_findings(first)) == set(sops[:1]) and set(_sr_findings(second)) == set(sops)
+    assert _predecessors(first) == [] and _predecessors(second) == [(series, str(first.SOPClassUID), first_uid)]
+    if shutil.which("dsrdump"):
+        dump = subprocess.run(["dsrdump", str(out / f"{second_uid}.dcm")], capture_output=True, text=True, timeout=60)
+        assert dump.returncode == 0 and "Error" not in dump.stdout + dump.stderr, dump.stdout + dump.stderr
+
+    events = _audit(queue)
+    (new_round,) = [e for e in events if e["event"] == "new_round"]
+    assert new_round["study_uid"] == study and new_round["round"] == 2 and new_round["calling_ae"] == "TESTSCU"
+    assert new_round["new_instances"] == sops[1:] and new_round["instances"] == 2
+    assert new_round["supersedes"] == [first_uid]
+    sent = [(e["round"], e["sop_uid"], e.get("supersedes")) for e in events if e["event"] == "sent"]
+    assert sent == [(1, first_uid, None), (2, second_uid, [first_uid])]
+    predicted = [(e["round"], e["sop_uid"]) for e in events if e["event"] == "predicted"]
+    assert sorted(predicted) == sorted([(1, sops[0]), (2, sops[0]), (2, sops[1])])  # round 2: the whole study
+    (duplicate,) = [e for e in events if e["event"] == "duplicate"]
+    assert duplicate["sop_uid"] == second_uid
+    ledger = json.loads((queue / "sent" / f"{study}.json").read_text())["reports"]
+    assert [(e["round"], e["sop_uids"], e["instances"]) for e in ledger] == [
+        (1, [first_uid], sops[:1]),
+        (2, [second_uid], sorted(sops)),
+    ]
+    # --fhir: a Bundle per round; the second's DiagnosticReport has the first's id (a FHIR update of it).
+    bundles = [json.loads(Path(e["fhir"]).read_text()) for e in events if e["event"] == "sent"]
+    assert sorted(p.name for p in fhir.glob("*.json")) == sorted(f"{b['id']}.json" for b in bundles)
+    assert [set(_fhir_findings(b)) for b in bundles] == [set(sops[:1]), set(sops)]
+    (report1,), (report2,) = (
+        [e["resource"] for e in b["entry"] if e["resource"]["resourceType"] == "DiagnosticReport"] for b in bundles
+    )
+    assert report1["id"] == report2["id"] and bundles[0]["id"] != bundles[1]["id"]
+
+
+def test_late_instance_before_the_first_report_was_delivered_replaces_it(served, tmp_path):
+    """Destination down: round 1's SR is still in the outbox when the late instance arrives; round 2
+    replaces it there, and only the SR of the whole study (no predecessor) reaches the PACS."""
+    from pynetdicom import AE, AllStoragePresentationContexts, evt
+
+    _, digest, images, _ = served
+    study, files = next(iter(_studies(tmp_path / "in", images, 1, 2).items()))
+    sops = [str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files]
+    queue, log = tmp_path / "q", tmp_path / "serve.log"
+    dest_port, port = _free_port(), _free_port()
+    destination = f"PACS@127.0.0.1:{dest_port}"
+    proc = _serve(served, queue, port, "--send-to", destination, "--max-studies", 1, "--run-seconds", 60, log=log)
+    meta = queue / "outbox" / study / "meta.json"
+    _send(port, files[:1])
+    _wait_for(lambda: any(e["event"] == "send_failed" for e in _audit(queue)), 30, "a failed send")
+    _send(port, files[1:])
+    _wait_for(lambda: meta.is_file() and json.loads(meta.read_text())["round"] == 2, 30, "round 2 in the outbox")
+
+    received: list[pydicom.Dataset] = []
+
+    def on_store(event):
+        received.append(event.dataset)
+        return 0x0000
+
+    pacs = AE(ae_title="PACS")
+    pacs.supported_contexts = AllStoragePresentationContexts
+    server = pacs.start_server(("127.0.0.1", dest_port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    try:
+        _finish(proc, log)
+    finally:
+        server.shutdown()
+    _, (first_uid,) = report_uids(study, digest, sops[:1], 1)
+    _, (second_uid,) = report_uids(study, digest, sops, 1)
+    (sr,) = received
+    assert sr.SOPInstanceUID == second_uid and sr.InstanceNumber == 2 and _predecessors(sr) == []
+    events = _audit(queue)
+    (new_round,) = [e for e in events if e["event"] == "new_round"]
+    assert new_round["superseded_unsent"] == [first_uid] and new_round["supersedes"] == []
+    assert [e["sop_uid"] for e in events if e["event"] == "sent"] == [second_uid]
 
 
 def test_destination_down_then_up_delivers_the_backlog(served, tmp_path):

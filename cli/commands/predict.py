@@ -47,6 +47,14 @@ def predict(
         help="Write each DICOM input's overlay as an RGB DICOM Secondary Capture into this folder, in the source "
         "study as a new series.",
     ),
+    fhir_out: Optional[Path] = typer.Option(
+        None,
+        "--fhir",
+        help="Write one FHIR R4 Bundle (JSON) per study of the DICOM inputs into this folder: a DiagnosticReport "
+        "with per image and finding an Observation (calibrated probability, threshold, decision, policy), the "
+        "input guard's verdict and the model as a Device (id, version, artifact sha256): the SR's content. "
+        "Non-DICOM inputs get none.",
+    ),
     force: bool = typer.Option(False, "--force", help=FORCE_HELP),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Inference threads. Default: all cores."),
     batch: int = typer.Option(8, "--batch", min=1, help="Images per inference batch."),
@@ -125,7 +133,7 @@ def predict(
             overlay.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise MxaError(f"{overlay}: cannot create the overlay folder ({exc.strerror or exc})") from None
-    for folder, kind in ((sr_out, "sr-dir"), (sc_out, "sc-dir")):
+    for folder, kind in ((sr_out, "sr-dir"), (sc_out, "sc-dir"), (fhir_out, "fhir-dir")):
         if folder is not None:
             checker.check(folder, kind)
 
@@ -140,7 +148,7 @@ def predict(
     elif predictor.verification is not None:
         o.info(f"verified {model} on this machine ({predictor.verification.isa}): PASS")
     records, counts, overlay_names = [], Counter(), set()
-    studies = _StudyOutputs(predictor.artifact, sr_out, sc_out, o)
+    studies = _StudyOutputs(predictor.artifact, sr_out, sc_out, o, fhir_out)
     keep_image = overlay is not None or sc_out is not None
     for item in predictor.predict_files(files, batch, keep_image=keep_image, strict_inputs=strict_inputs):
         record = {**item.to_dict(), **status}
@@ -186,12 +194,13 @@ def predict(
 
 
 class _StudyOutputs:
-    """--sr / --sc: the predicted DICOM images of a study are held until the study ends (predict_files
-    yields each study's files together), then its SR and SCs are written and the kept images dropped."""
+    """--sr / --sc / --fhir: the predicted DICOM images of a study are held until the study ends (predict_files
+    yields each study's files together), then its SR, SCs and FHIR bundle are written and the kept images dropped."""
 
-    def __init__(self, artifact, sr_out: Optional[Path], sc_out: Optional[Path], o):
+    def __init__(self, artifact, sr_out: Optional[Path], sc_out: Optional[Path], o, fhir_out: Optional[Path] = None):
         self.artifact, self.sr_out, self.sc_out, self.o = artifact, sr_out, sc_out, o
-        self.wanted = sr_out is not None or sc_out is not None
+        self.fhir_out = fhir_out
+        self.wanted = sr_out is not None or sc_out is not None or fhir_out is not None
         self.pending: list = []  # (result, record) of the current study
         self.not_dicom = 0
 
@@ -210,23 +219,36 @@ class _StudyOutputs:
 
         if self.pending:
             results = [item for item, _ in self.pending]
-            datasets = study_reports(results, self.artifact, secondary_capture=self.sc_out is not None)
-            sr = write_datasets(datasets[:1], self.sr_out)[0] if self.sr_out is not None else None
-            scs = write_datasets(datasets[1:], self.sc_out) if self.sc_out is not None else []
+            sr, scs, fhir = None, [], None
+            if self.sr_out is not None or self.sc_out is not None:
+                datasets = study_reports(results, self.artifact, secondary_capture=self.sc_out is not None)
+                sr = write_datasets(datasets[:1], self.sr_out)[0] if self.sr_out is not None else None
+                scs = write_datasets(datasets[1:], self.sc_out) if self.sc_out is not None else []
+            if self.fhir_out is not None:
+                from mxa_edge.runtime.fhir_out import study_bundle, write_bundle
+
+                fhir = write_bundle(study_bundle(results, self.artifact), self.fhir_out)
             for k, (item, record) in enumerate(self.pending):
                 if sr is not None:
                     record["sr"] = str(sr)
                 if scs:
                     record["sc"] = str(scs[k])
+                if fhir is not None:
+                    record["fhir"] = str(fhir)
                 item.image = None
             study = results[0].dicom["study_uid"]
-            self.o.info(f"study …{study[-12:]}: " + ", ".join(str(p) for p in ([sr] if sr else []) + scs))
+            written = ([sr] if sr else []) + scs + ([fhir] if fhir else [])
+            self.o.info(f"study …{study[-12:]}: " + ", ".join(str(p) for p in written))
             self.pending = []
 
     def finish(self) -> None:
         self.flush()
         if self.not_dicom:
-            self.o.info(f"note: {self.not_dicom} predicted input(s) are not DICOM images of a study: no SR/SC for them")
+            dicom = ["SR/SC"] if self.sr_out is not None or self.sc_out is not None else []
+            what = "/".join(dicom + (["FHIR"] if self.fhir_out is not None else []))
+            self.o.info(
+                f"note: {self.not_dicom} predicted input(s) are not DICOM images of a study: no {what} for them"
+            )
 
 
 def _stderr_line(message: str, colour: str) -> None:

@@ -34,6 +34,13 @@ def serve(
     out: Optional[Path] = typer.Option(
         None, "--out", help="Write each report into this folder as <SOPInstanceUID>.dcm instead.", show_default=False
     ),
+    fhir: Optional[Path] = typer.Option(
+        None,
+        "--fhir",
+        help="Also write each study's report as a FHIR R4 Bundle (DiagnosticReport + Observations, JSON) into "
+        "this folder, as <Bundle.id>.json, when its SR is delivered.",
+        show_default=False,
+    ),
     queue: Path = typer.Option(
         Path("mxa-edge-queue"),
         "--queue",
@@ -100,6 +107,7 @@ def serve(
         idle_timeout=idle_timeout,
         max_studies=max_studies,
         run_seconds=run_seconds,
+        fhir=fhir,
     )
     node = Node(predictor, config, log)
     signal.signal(signal.SIGTERM, lambda *_: node.stop())

@@ -265,7 +265,21 @@ def _image_groups(result, source, algorithm, n: int) -> list:
     return groups
 
 
-def _sr(results, sources, artifact):
+def _previous_versions(study_uid: str, predecessors) -> list | None:
+    """Minimal datasets of the earlier reports this one supersedes: highdicom reads only their
+    four UIDs to fill the Predecessor Documents Sequence."""
+    from pydicom.dataset import Dataset
+
+    items = []
+    for series_uid, sop_class_uid, sop_uid in predecessors or ():
+        ds = Dataset()
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
+        ds.SOPClassUID, ds.SOPInstanceUID = sop_class_uid, sop_uid
+        items.append(ds)
+    return items or None
+
+
+def _sr(results, sources, artifact, predecessors=None):
     hd = _hd()
     from pydicom.sr.codedict import codes
 
@@ -300,6 +314,7 @@ def _sr(results, sources, artifact):
         is_complete=True,
         is_final=False,  # an algorithm's output, verified by no one
         is_verified=False,
+        previous_versions=_previous_versions(str(sources[0].StudyInstanceUID), predecessors),
     )
     sr.SeriesDescription = f"mxa-edge findings ({artifact.manifest.model_id})"
     sr.SoftwareVersions = _software_version()
@@ -368,11 +383,14 @@ def _secondary_captures(results, sources, artifact) -> list:
     return captures
 
 
-def study_reports(results, artifact, *, secondary_capture: bool = False) -> list:
+def study_reports(results, artifact, *, secondary_capture: bool = False, predecessors=None) -> list:
     """The DICOM outputs of ONE study's predicted DICOM images: the SR first, then (with
     ``secondary_capture``) one Secondary Capture of each image's overlay, in the source study
     (same StudyInstanceUID, a new series). Each result's ``file`` must still be its DICOM file;
-    ``secondary_capture`` needs the results' kept images (``predict_files(keep_image=True)``)."""
+    ``secondary_capture`` needs the results' kept images (``predict_files(keep_image=True)``).
+    ``predecessors``: ``(SeriesInstanceUID, SOPClassUID, SOPInstanceUID)`` of earlier SRs of the
+    study that this one supersedes (it covers their images and more): listed in the SR's
+    Predecessor Documents Sequence, as PS3.3 C.17.2 asks of a report that includes earlier ones."""
     results = list(results)
     if not results:
         raise ConfigError("no predicted DICOM images: a study report needs at least one")
@@ -384,7 +402,7 @@ def study_reports(results, artifact, *, secondary_capture: bool = False) -> list
         )
     _hd()
     sources = [_source_header(r) for r in results]
-    datasets = [_sr(results, sources, artifact)]
+    datasets = [_sr(results, sources, artifact, predecessors)]
     if secondary_capture:
         datasets.extend(_secondary_captures(results, sources, artifact))
     return datasets

@@ -10,6 +10,7 @@ fsync, rename) *before* the SCP answers 0x0000. The queue folder::
     QUEUE/incoming/<StudyInstanceUID>/<SOPInstanceUID>.dcm   received, study not yet predicted
     QUEUE/ready/<StudyInstanceUID>                           marker: the study is complete
     QUEUE/outbox/<StudyInstanceUID>/{report-*.dcm,meta.json} predicted, report not yet delivered
+                                                             (and fhir.json with --fhir)
     QUEUE/done/<StudyInstanceUID>/<SOPInstanceUID>.dcm       instances whose report was made
     QUEUE/sent/<StudyInstanceUID>.json                       ledger: every report UID delivered
     QUEUE/audit.jsonl                                        one JSON object per event
@@ -24,10 +25,20 @@ one at a time, and delivers reports (the Predictor is used from that thread only
 Idempotency: a report's SOP/Series Instance UIDs are derived from the study, the artifact digest
 and the SOP Instance UIDs it covers (``report_uids``), so re-predicting the same study after a crash
 gives the same UIDs, and the ledger ``sent/<study>.json`` stops a second delivery of a UID. A study
-sent again by a retrying SCU (same instances) therefore yields nothing new; an instance that arrives
-after its study was reported starts a new round covering the whole study, with new UIDs. The only
-window left is a crash between a successful delivery and the ledger write: the report is sent again
-with the SAME UID (a file of the same name in ``--out``; a duplicate UID a PACS recognises).
+sent again by a retrying SCU (same instances) therefore yields nothing new (audit ``duplicate``; it
+is not even predicted again). The only window left is a crash between a successful delivery and the
+ledger write: the report is sent again with the SAME UID (a file of the same name in ``--out``; a
+duplicate UID a PACS recognises).
+
+A late instance (one that arrives, on any association, after its study's report was made) starts a
+new ROUND: the whole study (earlier instances from ``done/`` predicted again, plus the new ones) gets
+a new report whose UIDs derive from all the instances it covers, whose InstanceNumber is the round,
+and whose Predecessor Documents Sequence names the delivered report(s) of the earlier rounds: it
+supersedes them, so a consumer keeps the latest SR of the study. The audit has ``new_round`` (round,
+the new instances, the superseded report UIDs) and ``round`` on ``predicted`` and ``sent``; the
+ledger records each round. An earlier round whose report was not yet delivered (destination down)
+is replaced in the outbox by the new one (``superseded_unsent`` in the audit): only the report of
+the whole study is sent.
 
 A destination that is down: retried with exponential backoff (``retry_initial`` doubling up to
 ``retry_cap`` seconds); the study stays in the outbox and the backlog is logged. On start everything
@@ -55,7 +66,7 @@ from typing import Callable
 from mxa_edge.support.errors import ConfigError, MxaError
 
 INCOMING, READY, OUTBOX, DONE, SENT = "incoming", "ready", "outbox", "done", "sent"
-AUDIT_FILE, LOCK_FILE = "audit.jsonl", "serve.lock"
+AUDIT_FILE, LOCK_FILE, FHIR_FILE = "audit.jsonl", "serve.lock", "fhir.json"
 DEFAULT_AE_TITLE, DEFAULT_PORT, DEFAULT_HOST = "MXAEDGE", 11112, "127.0.0.1"
 DEFAULT_QUEUE, DEFAULT_IDLE_TIMEOUT = "mxa-edge-queue", 10.0
 STATUS_SUCCESS, STATUS_CANNOT_UNDERSTAND, STATUS_OUT_OF_RESOURCES = 0x0000, 0xC000, 0xA700
@@ -108,6 +119,7 @@ class NodeConfig:
     retry_cap: float = 60.0
     network_timeout: float = 30.0
     status_every: float = 30.0  # seconds between periodic status lines
+    fhir: Path | None = None  # also write each report as a FHIR R4 Bundle (fhir_out) into this folder
 
 
 def report_uids(study_uid: str, artifact_sha256: str, sop_uids, n: int) -> tuple[str, list[str]]:
@@ -269,12 +281,15 @@ class StudyQueue:
         ledger["reports"].append(entry)
         _fsync_write(self.stage(SENT) / f"{study}.json", (json.dumps(ledger, indent=2) + "\n").encode())
 
-    def write_outbox(self, study: str, datasets: list, meta: dict) -> None:
+    def write_outbox(self, study: str, datasets: list, meta: dict, files: dict[str, bytes] | None = None) -> None:
+        """The study's report datasets, ``meta.json`` and any other ``files`` (name: bytes), all or nothing."""
         box = self.stage(OUTBOX, study)
         tmp = Path(tempfile.mkdtemp(prefix=f".{study}.", suffix=".partial", dir=self.stage(OUTBOX)))
         try:
             for i, ds in enumerate(datasets):
                 _fsync_write(tmp / f"report-{i}.dcm", _dataset_bytes(ds))
+            for name, data in (files or {}).items():
+                _fsync_write(tmp / name, data)
             _fsync_write(tmp / "meta.json", (json.dumps(meta, indent=2) + "\n").encode())
             if box.exists():
                 shutil.rmtree(box)
@@ -283,6 +298,11 @@ class StudyQueue:
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
+
+    def outbox_meta(self, study: str) -> dict | None:
+        """The meta of the study's report waiting in the outbox, or None."""
+        path = self.stage(OUTBOX, study) / "meta.json"
+        return json.loads(path.read_text()) if path.is_file() else None
 
     def read_outbox(self, study: str) -> tuple[list[Path], dict]:
         box = self.stage(OUTBOX, study)
@@ -312,11 +332,12 @@ class StudyQueue:
         }
 
 
-def build_reports(results: list, artifact) -> list:
-    """The structured report datasets (SR first) for one study's predicted instances."""
+def build_reports(results: list, artifact, predecessors=None) -> list:
+    """The structured report datasets (SR first) for one study's predicted instances;
+    ``predecessors`` as ``dicom_out.study_reports`` (the earlier reports this one supersedes)."""
     from mxa_edge.runtime.dicom_out import study_reports
 
-    return study_reports(results, artifact)
+    return study_reports(results, artifact, predecessors=predecessors)
 
 
 @dataclass
@@ -522,8 +543,27 @@ class Node:
         # An instance sent again (an SCU retrying after a crash) replaces its earlier copy: same set, same UIDs.
         by_sop = {p.name: p for p in old} | {p.name: p for p in new}
         files = [by_sop[name] for name in sorted(by_sop)]
+        instances = [p.stem for p in files]
         with self._arrivals.lock:
             calling = self._arrivals.calling_ae.pop(study, None)
+        ledger = self.queue.ledger(study)["reports"]
+        delivered = {uid for entry in ledger for uid in entry.get("sop_uids", [])}
+        series, (sr_uid,) = report_uids(study, self.artifact_sha256, instances, 1)  # serve sends the SR only
+        if sr_uid in delivered:  # the same instances again (a retrying SCU): this report was delivered
+            self.queue.retire(study, new)
+            self.audit.write(
+                "duplicate",
+                calling_ae=calling,
+                study_uid=study,
+                sop_uid=sr_uid,
+                instances=len(instances),
+                artifact_sha256=self.artifact_sha256,
+                model_id=self.model_id,
+            )
+            self.log({"level": "info", "event": "duplicate", "message": f"study {study}: already reported ({sr_uid})"})
+            self._finish()
+            return
+        round_no, supersedes = self._round(study, ledger, sr_uid, calling, new, old)
         results = []
         for item in self.predictor.predict_files(files):
             sop = Path(item.file).stem
@@ -534,6 +574,7 @@ class Node:
                     calling_ae=calling,
                     study_uid=study,
                     sop_uid=sop,
+                    round=round_no,
                     reason=reason,
                     artifact_sha256=self.artifact_sha256,
                     model_id=self.model_id,
@@ -545,6 +586,7 @@ class Node:
                 calling_ae=calling,
                 study_uid=study,
                 sop_uid=sop,
+                round=round_no,
                 artifact_sha256=self.artifact_sha256,
                 model_id=self.model_id,
                 in_distribution=item.in_distribution,
@@ -555,12 +597,14 @@ class Node:
             )
         last_received = max(p.stat().st_mtime for p in new)
         if not results:
+            self.queue.clear_outbox(study)  # an unsent earlier round of the study is superseded too
             self.queue.record_sent(
                 study,
                 {
                     "time": utc_now(),
+                    "round": round_no,
                     "sop_uids": [],
-                    "instances": [p.stem for p in files],
+                    "instances": instances,
                     "reason": "no frontal chest radiograph in the study",
                 },
             )
@@ -568,19 +612,70 @@ class Node:
             self.log({"level": "info", "event": "skipped", "message": f"study {study}: nothing to predict"})
             self._finish()
             return
-        datasets = build_reports(results, self.predictor.artifact)
-        series, uids = report_uids(study, self.artifact_sha256, [p.stem for p in files], len(datasets))
+        predecessors = [(e["series_uid"], e["sop_class_uid"], e["sop_uids"][0]) for e in supersedes]
+        datasets = build_reports(results, self.predictor.artifact, predecessors)
+        series, uids = report_uids(study, self.artifact_sha256, instances, len(datasets))
         for ds, uid in zip(datasets, uids):
-            ds.SOPInstanceUID, ds.SeriesInstanceUID = uid, series
+            ds.SOPInstanceUID, ds.SeriesInstanceUID, ds.InstanceNumber = uid, series, round_no
+        extra, bundle_id = {}, None
+        if self.config.fhir is not None:
+            from mxa_edge.runtime.fhir_out import bundle_bytes, study_bundle
+
+            bundle = study_bundle(results, self.predictor.artifact)
+            extra[FHIR_FILE], bundle_id = bundle_bytes(bundle), bundle["id"]
         meta = {
             "study_uid": study,
+            "round": round_no,
+            "series_uid": series,
+            "sop_class_uid": str(datasets[0].SOPClassUID),
             "sop_uids": uids,
-            "instances": [p.stem for p in files],
+            "supersedes": [e["sop_uids"][0] for e in supersedes],
+            "instances": instances,
             "last_received": last_received,
             "calling_ae": calling,
+            "fhir_bundle": bundle_id,
         }
-        self.queue.write_outbox(study, datasets, meta)
+        self.queue.write_outbox(study, datasets, meta, extra)
         self.queue.retire(study, new)
+
+    def _round(self, study: str, ledger: list[dict], sr_uid: str, calling, new, old) -> tuple[int, list[dict]]:
+        """(this report's round, the delivered reports it supersedes). Round 1 is the study's first
+        report; an instance arriving after a report was made starts the next round: a report of the
+        whole study (earlier instances predicted again) with UIDs of its own, naming the delivered
+        reports it supersedes, and an audit event ``new_round``. Re-predicting the same round after
+        a crash gives the same number; an unsent report of an earlier round is replaced in the outbox."""
+        rounds = [entry.get("round", i + 1) for i, entry in enumerate(ledger)]
+        # Delivered SRs (a ledger from before rounds were recorded lacks their series: not referenced).
+        supersedes = [e for e in ledger if e.get("sop_uids") and e.get("series_uid") and e.get("sop_class_uid")]
+        unsent = self.queue.outbox_meta(study)
+        if unsent is not None and sr_uid in unsent.get("sop_uids", []):
+            return unsent.get("round", 1), supersedes
+        if unsent is not None:
+            rounds.append(unsent.get("round", len(ledger) + 1))
+        round_no = max(rounds, default=0) + 1
+        if round_no > 1:
+            earlier = {p.name for p in old}
+            self.audit.write(
+                "new_round",
+                calling_ae=calling,
+                study_uid=study,
+                round=round_no,
+                new_instances=sorted(p.stem for p in new if p.name not in earlier),
+                instances=len(earlier | {p.name for p in new}),
+                supersedes=[e["sop_uids"][0] for e in supersedes],
+                superseded_unsent=unsent["sop_uids"] if unsent is not None else None,
+                artifact_sha256=self.artifact_sha256,
+                model_id=self.model_id,
+            )
+            self.log(
+                {
+                    "level": "info",
+                    "event": "new_round",
+                    "message": f"study {study}: instance(s) after its report: round {round_no}, a new report "
+                    f"of the whole study superseding {len(supersedes)} delivered report(s)",
+                }
+            )
+        return round_no, supersedes
 
     def _finish(self) -> None:
         with self._finished_lock:
@@ -622,6 +717,11 @@ class Node:
         already = {uid for entry in self.queue.ledger(study)["reports"] for uid in entry.get("sop_uids", [])}
         todo = [(p, uid) for p, uid in zip(paths, meta["sop_uids"]) if uid not in already]
         if todo:
+            fhir = None
+            if self.config.fhir is not None and meta.get("fhir_bundle"):
+                # Before the SR: written again (same name, same bytes) if the SR's delivery is retried.
+                fhir = self.config.fhir / f"{meta['fhir_bundle']}.json"
+                _fsync_write(fhir, (self.queue.stage(OUTBOX, study) / FHIR_FILE).read_bytes())
             if self.config.destination.folder is not None:
                 for p, uid in todo:
                     _fsync_write(self.config.destination.folder / f"{uid}.dcm", p.read_bytes())
@@ -631,7 +731,10 @@ class Node:
                 study,
                 {
                     "time": utc_now(),
+                    "round": meta.get("round", 1),
                     "sop_uids": [u for _, u in todo],
+                    "series_uid": meta.get("series_uid"),
+                    "sop_class_uid": meta.get("sop_class_uid"),
                     "instances": meta["instances"],
                     "destination": str(self.config.destination),
                 },
@@ -642,9 +745,12 @@ class Node:
                 calling_ae=meta.get("calling_ae"),
                 study_uid=study,
                 sop_uid=todo[0][1],
+                round=meta.get("round", 1),
+                supersedes=meta.get("supersedes") or None,
                 artifact_sha256=self.artifact_sha256,
                 model_id=self.model_id,
                 destination=str(self.config.destination),
+                fhir=str(fhir) if fhir is not None else None,
                 latency_s=round(latency, 3),
             )
             self.log(

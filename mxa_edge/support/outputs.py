@@ -101,6 +101,7 @@ KINDS = {
     "overlay-dir": OutputKind("overlay folder", "--overlay", folder=True),
     "sr-dir": OutputKind("DICOM SR folder", "--sr", folder=True),
     "sc-dir": OutputKind("DICOM secondary capture folder", "--sc", folder=True),
+    "fhir-dir": OutputKind("FHIR bundle folder", "--fhir", folder=True),
     "html": OutputKind("report HTML", "--out", _is_report_html),
     "bench-json": OutputKind("bench JSON", "--json", _is_bench_json, run_name=naming.BENCH_JSON),
     "bench-plot": OutputKind(
