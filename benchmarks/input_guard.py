@@ -11,7 +11,10 @@ engine and guard, exactly as ``predict``), on images the export's own challenge 
 * lateral views of the same held-out CSV; the same frontal images inverted; generated
   textures and document pages: should be flagged;
 * the real radiographs in ``../shared/data/real-samples`` (when present): for a model trained
-  on phantoms, real films are out of distribution, and flagging them is the guard working.
+  on phantoms, real films are out of distribution, and flagging them is the guard working;
+* ``--population NAME=ROOT`` (repeatable): the held-out frontals of another CheXpert-layout
+  root, e.g. another population (pediatric films for an adult model) or phantoms for a model
+  trained on real films: what a site should expect if such images reach the box.
 
 Prints the flag rate per kind with a Wilson 95% interval, and the score quantiles.
 """
@@ -48,9 +51,17 @@ def main(argv=None) -> int:
     ap.add_argument("artifact", type=Path)
     ap.add_argument("--n", type=int, default=200, help="images per generated kind and held-out frontals")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument(
+        "--population",
+        action="append",
+        default=[],
+        metavar="NAME=ROOT",
+        help="also score the held-out frontals of this CheXpert-layout root (up to --n of them)",
+    )
     args = ap.parse_args(argv)
 
     from mxa_edge.data.ood import document_images, held_out_laterals, texture_images
+    from mxa_edge.formats import DataSelection
     from mxa_edge.imaging.imageio import load_radiograph
     from mxa_edge.runtime.predict import Predictor
     from mxa_edge.support.machine import isa_line
@@ -68,6 +79,12 @@ def main(argv=None) -> int:
         "texture": list(texture_images(args.n, 256, seed=7)),
         "document": list(document_images(args.n, 256, seed=7)),
     }
+    for spec in args.population:
+        name, _, root = spec.partition("=")
+        if not root:
+            ap.error(f"--population {spec!r}: expected NAME=ROOT")
+        other = DataSelection(root=root).load("valid", pp, limit=args.n)
+        kinds[name] = gray_of(np.asarray(other.images))
     if REAL_SAMPLES.is_dir():
         real = []
         for p in sorted(REAL_SAMPLES.iterdir()):
