@@ -53,6 +53,7 @@ RECIPES: dict[str, dict] = {
     "stronger augment": dict(augment="rand-m9-mstd1"),
     "equal compute, larger images": "equal-compute",  # filled in by recipes()
     "2x epochs": "2x-epochs",
+    "224 px x 16 epochs (the deployment size, 2x compute)": dict(image_size=224, epochs=16),
     # does phantom pretraining transfer to real films? (the teacher sees 5,000 separate phantoms first)
     "teacher pretrained on phantoms": dict(teacher_pretrain_images=5000),
 }
@@ -85,7 +86,8 @@ def train_recipe(name: str, values: dict, args, **extra) -> tuple[Path, float | 
     cfg = TrainConfig(data=str(args.data), out=str(out), seed=args.seed, **{**values, **extra})
     if args.skip_train and is_run(out):
         done = RunRecord.load(out).train_config
-        if all(done.get(k) == v for k, v in cfg.to_dict().items() if k not in ("out", "extra")):
+        # "device" is recorded resolved ("auto" -> "cpu"); "out" and "extra" say nothing of the recipe
+        if all(done.get(k) == v for k, v in cfg.to_dict().items() if k not in ("out", "extra", "device")):
             return out, None
     if out.exists():
         shutil.rmtree(out)

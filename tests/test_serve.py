@@ -417,7 +417,6 @@ def test_late_instance_starts_a_new_round_whose_sr_supersedes_the_first(served, 
 def test_late_instance_before_the_first_report_was_delivered_replaces_it(served, tmp_path):
     """Destination down: round 1's SR is still in the outbox when the late instance arrives; round 2
     replaces it there, and only the SR of the whole study (no predecessor) reaches the PACS."""
-    from pynetdicom import AE, AllStoragePresentationContexts, evt
 
     _, digest, images, _ = served
     study, files = next(iter(_studies(tmp_path / "in", images, 1, 2).items()))
@@ -432,6 +431,22 @@ def test_late_instance_before_the_first_report_was_delivered_replaces_it(served,
     _send(port, files[1:])
     _wait_for(lambda: meta.is_file() and json.loads(meta.read_text())["round"] == 2, 30, "round 2 in the outbox")
 
+    received = _destination_returns(dest_port, proc, log)
+    _, (first_uid,) = report_uids(study, digest, sops[:1], 1)
+    _, (second_uid,) = report_uids(study, digest, sops, 1)
+    (sr,) = received
+    assert sr.SOPInstanceUID == second_uid and sr.InstanceNumber == 2 and _predecessors(sr) == []
+    events = _audit(queue)
+    (new_round,) = [e for e in events if e["event"] == "new_round"]
+    assert new_round["superseded_unsent"] == [first_uid] and new_round["supersedes"] == []
+    assert [e["sop_uid"] for e in events if e["event"] == "sent"] == [second_uid]
+
+
+def _destination_returns(dest_port: int, proc, log) -> list[pydicom.Dataset]:
+    """The destination PACS comes up on ``dest_port`` (127.0.0.1) and takes what the node sends until
+    the node stops by itself; returns the datasets it received."""
+    from pynetdicom import AE, AllStoragePresentationContexts, evt
+
     received: list[pydicom.Dataset] = []
 
     def on_store(event):
@@ -445,18 +460,10 @@ def test_late_instance_before_the_first_report_was_delivered_replaces_it(served,
         _finish(proc, log)
     finally:
         server.shutdown()
-    _, (first_uid,) = report_uids(study, digest, sops[:1], 1)
-    _, (second_uid,) = report_uids(study, digest, sops, 1)
-    (sr,) = received
-    assert sr.SOPInstanceUID == second_uid and sr.InstanceNumber == 2 and _predecessors(sr) == []
-    events = _audit(queue)
-    (new_round,) = [e for e in events if e["event"] == "new_round"]
-    assert new_round["superseded_unsent"] == [first_uid] and new_round["supersedes"] == []
-    assert [e["sop_uid"] for e in events if e["event"] == "sent"] == [second_uid]
+    return received
 
 
 def test_destination_down_then_up_delivers_the_backlog(served, tmp_path):
-    from pynetdicom import AE, AllStoragePresentationContexts, evt
 
     _, _, images, _ = served
     n = 3
@@ -479,19 +486,7 @@ def test_destination_down_then_up_delivers_the_backlog(served, tmp_path):
         _send(port, files)
     _wait_for(lambda: any(e["event"] == "send_failed" for e in _audit(queue)), 60, "a failed send")
 
-    received: list[pydicom.Dataset] = []
-
-    def on_store(event):
-        received.append(event.dataset)
-        return 0x0000
-
-    pacs = AE(ae_title="PACS")
-    pacs.supported_contexts = AllStoragePresentationContexts
-    server = pacs.start_server(("127.0.0.1", dest_port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
-    try:
-        _finish(proc, log)
-    finally:
-        server.shutdown()
+    received = _destination_returns(dest_port, proc, log)
     assert sorted(str(ds.StudyInstanceUID) for ds in received) == sorted(studies)
     assert len({str(ds.SOPInstanceUID) for ds in received}) == n
     events = _audit(queue)
