@@ -167,7 +167,7 @@ def main() -> None:
             {
                 "variant": name,
                 "artifact": str(art_dir),
-                "max_abs_int8_weight": (art.manifest.quantization or {}).get("max_abs_int8_weight"),
+                "max_abs_int8_weight": getattr(art.manifest.quantization, "max_abs_int8_weight", None),
                 "max_abs_logit_between_paths": float(np.abs(native - avx2).max()),
                 "classes": verdicts,
             }

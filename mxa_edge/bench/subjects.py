@@ -224,7 +224,7 @@ def artifact_subjects(
         **meta,
     )
     row.notes.append(f"signature: {art.provenance.describe()}")
-    gated_with = (m.export or {}).get("gated_with")
+    gated_with = m.export.gated_with
     if gated_with and gated_with != m.runtime:
         row.notes.append(f"AUC from the drift gate, gated with the {gated_with}")
     elif spec.gate_runtime and not gated_with:  # artifacts from before gated_with was recorded

@@ -31,7 +31,16 @@ from mxa_edge.formats.decision import DecisionRule
 from mxa_edge.formats.model_spec import ModelSpec
 from mxa_edge.formats.precision import NumericFormat, Precision
 from mxa_edge.formats.provenance import SIGNATURE_FILE, check_provenance
-from mxa_edge.formats.records import OMIT_NONE, GoldenRecord, GuardRecord, Record
+from mxa_edge.formats.records import (
+    OMIT_NONE,
+    CalibrationRecord,
+    ExportSettings,
+    GoldenRecord,
+    GuardRecord,
+    QatRecord,
+    QuantizationRecord,
+    Record,
+)
 from mxa_edge.formats.run import check_header, read_manifest_json
 from mxa_edge.formats.selection import DataSelection
 from mxa_edge.imaging.preprocess import Preprocess
@@ -93,22 +102,21 @@ class ArtifactManifest:
     preprocess: Preprocess
     precision: NumericFormat
     model: ModelSpec
-    target: str  # the export target (backend registry name)
     outputs: list = field(default_factory=lambda: ["logits"])
     inputs: list = field(default_factory=lambda: ["image"])
     decision: DecisionRule = field(default_factory=DecisionRule.uncalibrated)
     guard: GuardRecord | None = (
         None  # the input guard (mxa_edge.decision.guard): threshold, method, its file, flag rates
     )
-    quantization: dict | None = None
-    qat: dict | None = None
-    calibration: dict | None = None
+    quantization: QuantizationRecord | None = None  # INT8: the tool's settings
+    qat: QatRecord | None = None  # quantization-aware fine-tuning
+    calibration: CalibrationRecord | None = None  # INT8: the calibration images
     source_run: SourceRun = field(default_factory=SourceRun)
     flops: int | None = None
     macs: int | None = None
     params: int | None = None
     drift: dict | None = None  # the gate's summary (drift.json has the full table)
-    export: dict = field(default_factory=dict)  # target, onnx_opset, static_batch, backend notes
+    export: ExportSettings = field(default_factory=ExportSettings)  # target, onnx_opset, static_batch, notes
     verification: GoldenRecord | None = None  # golden vectors for ``mxa-edge verify`` (runtime/verify.py)
     versions: dict = field(default_factory=dict)
     created: str | None = None
@@ -119,12 +127,17 @@ class ArtifactManifest:
         return CHEXPERT_LABELS
 
     @property
+    def target(self) -> str:
+        """The export target (backend registry name)."""
+        return self.export.target
+
+    @property
     def export_precision(self) -> Precision:
         return self.precision.precision(qat=self.qat is not None)
 
     @property
     def static_batch(self) -> int | None:
-        return self.export.get("static_batch")
+        return self.export.static_batch
 
     def to_dict(self) -> dict:
         return {
@@ -141,9 +154,9 @@ class ArtifactManifest:
             "guard": self.guard.to_dict() if self.guard is not None else None,
             "preprocess": self.preprocess.to_dict(),
             "precision": self.precision.to_dict(),
-            "quantization": self.quantization,
-            "qat": self.qat,
-            "calibration": self.calibration,
+            "quantization": self.quantization.to_dict() if self.quantization is not None else None,
+            "qat": self.qat.to_dict() if self.qat is not None else None,
+            "calibration": self.calibration.to_dict() if self.calibration is not None else None,
             "source_run": self.source_run.to_dict(),
             "model": self.model.to_dict(),
             # FP32 model at batch 1, torch FlopCounterMode: conv/linear/matmul only, 2 FLOPs per MAC.
@@ -151,7 +164,7 @@ class ArtifactManifest:
             "macs": self.macs,
             "params": self.params,
             "drift": self.drift,
-            "export": {"target": self.target, **{k: v for k, v in self.export.items() if k != "target"}},
+            "export": self.export.to_dict(),
             "verification": self.verification.to_dict() if self.verification is not None else None,
             "versions": self.versions,
             "created": self.created,
@@ -161,7 +174,8 @@ class ArtifactManifest:
     @classmethod
     def from_dict(cls, d: dict, where="manifest") -> ArtifactManifest:
         try:
-            export = dict(d.get("export") or {})
+            export = ExportSettings.from_dict(d.get("export") or {})
+            export.target = export.target or d["backend"]
             return cls(
                 model_id=d["model_id"],
                 runtime=d["backend"],
@@ -170,14 +184,13 @@ class ArtifactManifest:
                 preprocess=Preprocess.from_dict(d["preprocess"]),
                 precision=NumericFormat.from_dict(d.get("precision")),
                 model=ModelSpec.from_dict(d["model"]),
-                target=export.get("target") or d["backend"],
                 outputs=list(d.get("outputs") or ["logits"]),
                 inputs=list(d.get("inputs") or ["image"]),
                 decision=DecisionRule.from_dict(d.get("decision")),
                 guard=GuardRecord.optional(d.get("guard")),
-                quantization=d.get("quantization"),
-                qat=d.get("qat"),
-                calibration=d.get("calibration"),
+                quantization=_read_section(QuantizationRecord, d.get("quantization")),
+                qat=_read_section(QatRecord, d.get("qat")),
+                calibration=_read_section(CalibrationRecord, d.get("calibration")),
                 source_run=SourceRun.from_dict(d.get("source_run") or {}),
                 flops=d.get("flops"),
                 macs=d.get("macs"),
@@ -203,6 +216,11 @@ class ArtifactManifest:
         d.pop(DIGEST_FIELD, None)
         self.artifact_sha256 = manifest_digest(d)
         write_json(Path(folder) / naming.MANIFEST, {**d, DIGEST_FIELD: self.artifact_sha256})
+
+
+def _read_section(cls, d):
+    """A section that is null (or absent) when the export had none; ``{}`` reads back as ``{}``."""
+    return cls.from_dict(d) if d is not None else None
 
 
 def hash_folder(folder) -> dict[str, str]:

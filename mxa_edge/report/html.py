@@ -142,17 +142,19 @@ def provenance(d) -> str:
 
 def accuracy_control_line(d) -> str | None:
     """When OpenVINO accuracy control ran: on which split it was fitted."""
-    ac = (d.manifest.quantization or {}).get("accuracy_control")
-    if not isinstance(ac, dict):
+    q = d.manifest.quantization
+    ac = q.accuracy_control if q is not None else None
+    if ac is None:
         return None
-    split = ac.get("split")
-    parts = [f"{ac['n_images']} images" if ac.get("n_images") is not None else None]
+    split = ac.split
+    parts = [f"{ac.n_images} images" if ac.n_images is not None else None]
     fp = d.manifest.source_run.data_fingerprint.get(split) if split else None
     if fp:
         parts.append(f"fingerprint {fp}")
     extra = ", ".join(p for p in parts if p)
+    tool = ac.tool if ac.tool is not None else "NNCF"
     return (
-        f"Accuracy control ({ac.get('tool', 'NNCF')}) re-quantized the model with the gate's score, fitted on the "
+        f"Accuracy control ({tool}) re-quantized the model with the gate's score, fitted on the "
         f"{split_name(split)}{': ' + extra if extra else ''}; the verdict is the held-out gate's, run afterwards."
     )
 
@@ -775,27 +777,29 @@ def export_settings(d) -> str:
     cal = m.calibration
     q = m.quantization
     pairs = [("Precision", value_html(m.precision.to_dict()))]
-    if cal:
+    if cal is not None:
         pairs += [
-            ("Calibration set source", value_html(cal.get("source"))),
-            ("Calibration set size", value_html(cal.get("n"))),
-            ("Calibration set fingerprint", f"<code>{e(cal.get('fingerprint'))}</code>"),
+            ("Calibration set source", value_html(cal.source)),
+            ("Calibration set size", value_html(cal.n)),
+            ("Calibration set fingerprint", f"<code>{e(cal.fingerprint)}</code>"),
         ]
     else:
         pairs.append(("Calibration set", '<span class="ne">none (no post-training quantization)</span>'))
-    kept_float = {k: v for k, v in (q or {}).items() if any(w in k for w in ("exclu", "ignor", "revert", "float"))}
+    # Every setting the target recorded, as the manifest has it (its keys differ per tool).
+    settings = q.to_dict() if q is not None else {}
+    kept_float = {k: v for k, v in settings.items() if any(w in k for w in ("exclu", "ignor", "revert", "float"))}
     for k, v in kept_float.items():
         pairs.append((f"Kept in float: {k}", value_html(v)))
-    for k, v in (q or {}).items():
+    for k, v in settings.items():
         if k not in kept_float:
             pairs.append((f"Quantization: {k}", value_html(v)))
-    if not q:
+    if not settings:
         pairs.append(("Quantization", '<span class="ne">none</span>'))
     ac = accuracy_control_line(d)
     if ac:
         pairs.append(("Accuracy control fitted on", e(ac)))
-    pairs.append(("QAT", value_html(m.qat)))
-    for k, v in m.to_dict()["export"].items():
+    pairs.append(("QAT", value_html(m.qat.to_dict() if m.qat is not None else None)))
+    for k, v in m.export.to_dict().items():
         pairs.append((f"Export: {k}", value_html(v)))
     spec = t.spec
     pairs += [

@@ -155,7 +155,7 @@ def verify_artifact(artifact, engine=None, threads: int | None = None) -> Verify
             "gate_isa": rec.gate_isa,
             "executed_precision": rec.executed_precision,
             "gated_runtime": rec.gated_runtime,
-            "gated_with": (artifact.manifest.export or {}).get("gated_with") or rec.gated_runtime,
+            "gated_with": artifact.manifest.export.gated_with or rec.gated_runtime,
         },
     )
     _kernel_class_note(report, rec)

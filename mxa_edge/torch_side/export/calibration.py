@@ -18,6 +18,7 @@ import numpy as np
 
 from mxa_edge.data.arrays import decode_resized, to_model_range
 from mxa_edge.formats import RunRecord
+from mxa_edge.formats.records import CalibrationRecord
 from mxa_edge.imaging.imageio import is_supported_image
 from mxa_edge.imaging.preprocess import Preprocess
 from mxa_edge.support.errors import DatasetError
@@ -37,8 +38,9 @@ class CalibrationSet:
 
         return to_model_range(self.images, preprocess)
 
-    def summary(self) -> dict:
-        return {"source": self.source, "n": len(self), "fingerprint": self.fingerprint}
+    def summary(self) -> CalibrationRecord:
+        """The manifest's ``calibration`` section."""
+        return CalibrationRecord(source=self.source, n=len(self), fingerprint=self.fingerprint)
 
 
 def fingerprint(rel_paths) -> str:

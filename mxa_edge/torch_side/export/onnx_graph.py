@@ -216,7 +216,8 @@ def quantize_onnx(
     float_layers=(),
     scheme: Int8Scheme = Int8Scheme.PORTABLE,
 ) -> dict:
-    """Static INT8 QDQ quantization of ``src`` into ``dst``; returns the settings used.
+    """Static INT8 QDQ quantization of ``src`` into ``dst``; returns the settings used (the
+    manifest's ``quantization``: keys of ``records.QuantizationRecord``).
 
     Only Conv, Gemm and weight MatMuls run in INT8 (the ops with int8 kernels that pay);
     element-wise ops and the attention's activation x activation MatMuls

@@ -51,7 +51,13 @@ from mxa_edge import backends
 from mxa_edge.backends import BackendOutput, BackendSpec, ExportOptions
 from mxa_edge.decision.gate import DEFAULT_GATE, GateSpec
 from mxa_edge.formats import ArtifactManifest, Int8Scheme, Precision, RunRecord, SourceRun, naming
-from mxa_edge.formats.records import GoldenRecord, KernelClassChecks
+from mxa_edge.formats.records import (
+    ExportSettings,
+    GoldenRecord,
+    KernelClassChecks,
+    MixedPrecisionRecord,
+    QuantizationRecord,
+)
 from mxa_edge.support.errors import ConfigError, DriftGateError, MissingDependencyError
 from mxa_edge.support.fileio import default_mode, replace_dir, sha256_file, write_json
 from mxa_edge.torch_side.export.sensitivity import DEFAULT_BUDGET as DEFAULT_NOISE_BUDGET
@@ -375,7 +381,7 @@ def _write_model(ex: _Export):
             float_layers=opts.float_layers,
             scheme=opts.int8_scheme,
         )
-        qat_info["mixed_precision"] = opts.notes.pop("mixed_precision", None)
+        qat_info.mixed_precision = MixedPrecisionRecord.optional(opts.notes.pop("mixed_precision", None))
         say(f"exporting the QAT model to {req.spec.name}")
         out = ex.exporter.export_qat(qmodel, loaded.example, ex.work)
     else:
@@ -544,9 +550,10 @@ def _records(ex: _Export, out: BackendOutput, report, qat_info, golden: GoldenRe
     write_json(work / naming.DRIFT, report.table)
     spec = loaded.run.model
     drift.plot(report, work / naming.DRIFT_PLOT, f"{spec.name} -> {req.spec.name} {out.precision.weights}")
-    quantization = out.quantization
+    # The exporter's settings (a dict: BackendOutput is the targets' interface), typed here.
+    quantization = QuantizationRecord.from_dict(out.quantization) if out.quantization is not None else None
     if quantization is not None and "mixed_precision" in opts.notes:
-        quantization = {**quantization, "mixed_precision": opts.notes["mixed_precision"]}
+        quantization.mixed_precision = MixedPrecisionRecord.from_dict(opts.notes["mixed_precision"])
     manifest = ArtifactManifest(
         model_id=f"{spec.name}-{req.spec.name}-{'qat-' if req.precision.qat else ''}{out.precision.weights}",
         runtime=req.spec.runtime,
@@ -555,7 +562,6 @@ def _records(ex: _Export, out: BackendOutput, report, qat_info, golden: GoldenRe
         preprocess=loaded.run.preprocess,
         precision=out.precision,
         model=spec,
-        target=req.spec.name,
         outputs=export_output_names(spec.mxa is not None),
         decision=loaded.run.decision,
         guard=guard.record(
@@ -576,11 +582,15 @@ def _records(ex: _Export, out: BackendOutput, report, qat_info, golden: GoldenRe
         params=loaded.cost["params"],
         drift=report.summary(),
         verification=golden,
-        export={
-            "onnx_opset": ONNX_OPSET,
-            **{k: v for k, v in opts.notes.items() if k != "mixed_precision"},
-            **out.extra,
-        },
+        # from_dict: the target's notes and extra are free-form (ExportSettings.extra keeps the rest)
+        export=ExportSettings.from_dict(
+            {
+                "target": req.spec.name,
+                "onnx_opset": ONNX_OPSET,
+                **{k: v for k, v in opts.notes.items() if k != "mixed_precision"},
+                **out.extra,
+            }
+        ),
         versions=_versions(),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )

@@ -36,6 +36,7 @@ from typing import Callable
 import numpy as np
 
 from mxa_edge.formats.precision import Int8Scheme
+from mxa_edge.formats.records import QatEpoch, QatRecord
 from mxa_edge.runtime.engines import open_model_file
 from mxa_edge.support.errors import MissingDependencyError
 from mxa_edge.support.telemetry import disable_telemetry
@@ -101,7 +102,7 @@ def qat_finetune(
     float_layers=(),
     scheme: Int8Scheme = Int8Scheme.PORTABLE,
 ):
-    """(fake-quantized fine-tuned copy of ``fused``, manifest ``qat`` block).
+    """(fake-quantized fine-tuned copy of ``fused``, the manifest's ``qat`` record).
 
     ``train`` is the run's TRAIN split as ``mxa_edge.data.arrays`` split arrays (uint8 images,
     targets, mask); ``calibration`` the float32 (N, 1, S, S) calibration images.
@@ -152,7 +153,7 @@ def qat_finetune(
     history = []
     for epoch in range(epochs):
         order = torch.randperm(n, generator=gen)
-        sums = {"loss": 0.0}
+        total = 0.0
         for step in range(steps):
             idx = order[step * batch_size : (step + 1) * batch_size].numpy()
             x = torch.from_numpy(train.model_input(idx, preprocess))
@@ -163,31 +164,31 @@ def qat_finetune(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            sums["loss"] += float(loss.detach())
-        record = {"epoch": epoch + 1, **{k: v / steps for k, v in sums.items()}}
+            total += float(loss.detach())
+        record = QatEpoch(epoch=epoch + 1, loss=total / steps)
         history.append(record)
-        say(f"QAT epoch {epoch + 1}/{epochs}: distillation loss {record['loss']:.4f}")
+        say(f"QAT epoch {epoch + 1}/{epochs}: distillation loss {record.loss:.4f}")
     prime_attention_cache(qmodel, example)
-    info = {
-        "tool": f"nncf.quantize (torch) {nncf.__version__} + fine-tuning",
-        "epochs": int(epochs),
-        "lr": float(lr),
-        "batch_size": int(batch_size),
-        "steps_per_epoch": int(steps),
-        "n_train": int(n),
-        "optimizer": "AdamW (weight decay 0)",
-        "loss": "BCE(logits, FP32 probabilities)",
-        "losses": history,
-        "model_type": "transformer",
-        "preset": "mixed (symmetric weights, asymmetric activations)",
-        "int8_scheme": scheme.value,
-        "seven_bit_weight_quantizers": n_seven_bit,
-        "bias_correction": False,
-        "smooth_quant": False,
-        "ignored_patterns": patterns,
-        "ignored_types": list(IGNORED_TYPES),
-        "n_calibration": int(len(calibration)),
-    }
+    info = QatRecord(
+        tool=f"nncf.quantize (torch) {nncf.__version__} + fine-tuning",
+        epochs=int(epochs),
+        lr=float(lr),
+        batch_size=int(batch_size),
+        steps_per_epoch=int(steps),
+        n_train=int(n),
+        optimizer="AdamW (weight decay 0)",
+        loss="BCE(logits, FP32 probabilities)",
+        losses=history,
+        model_type="transformer",
+        preset="mixed (symmetric weights, asymmetric activations)",
+        int8_scheme=scheme.value,
+        seven_bit_weight_quantizers=n_seven_bit,
+        bias_correction=False,
+        smooth_quant=False,
+        ignored_patterns=patterns,
+        ignored_types=list(IGNORED_TYPES),
+        n_calibration=int(len(calibration)),
+    )
     return qmodel, info
 
 
