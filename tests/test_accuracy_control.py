@@ -15,7 +15,7 @@ from test_export import LOOSE_DECISIONS, _export, tiny_run  # noqa: E402,F401
 
 from mxa_edge.decision.gate import GateSpec  # noqa: E402
 from mxa_edge.support.errors import DriftGateError  # noqa: E402
-from mxa_edge.torch_side.export.accuracy_control import FIRST_STEP, MAX_ITERATIONS  # noqa: E402
+from mxa_edge.torch_side.export.accuracy_control import FIRST_STEP, MAX_FLOAT_SHARE, MAX_ITERATIONS  # noqa: E402
 
 # No AUC may drop at all: the first INT8 model of the tiny run fails it somewhere, so the retry
 # runs; whether a candidate then passes on the tuning split (and the held-out gate) varies.
@@ -30,15 +30,21 @@ def _export_strict(tiny_run, target, name):
     return folder, json.loads((folder / "manifest.json").read_text())
 
 
-def _check_record(ac, n_tune):
+def _check_record(ac, n_tune, mixed=None):
     assert ac["split"] == "tune" and ac["n_images"] == n_tune and ac["max_iterations"] == MAX_ITERATIONS
+    assert ac["max_float_share"] == MAX_FLOAT_SHARE
     added = [h["float_layers_added"] for h in ac["history"]]
     assert added[0] == 0 and added[1] == FIRST_STEP and added == sorted(added) and len(set(added)) == len(added)
     assert 2 <= len(ac["history"]) <= MAX_ITERATIONS + 1
     scores = [h["tune_gate_score"] for h in ac["history"]]
-    # It stops at the first candidate that passes on the tuning split, or after MAX_ITERATIONS.
+    # It stops at the first candidate that passes on the tuning split, after MAX_ITERATIONS, or when
+    # half the quantizable layers are float: never an "INT8" model that is float throughout.
     assert all(s < 0 for s in scores[:-1])
-    assert scores[-1] >= 0 or len(scores) == MAX_ITERATIONS + 1
+    bound = None
+    if mixed and mixed.get("n_quantizable"):
+        bound = int(MAX_FLOAT_SHARE * mixed["n_quantizable"]) - len(mixed.get("float_layers") or [])
+        assert added[-1] <= bound
+    assert scores[-1] >= 0 or len(scores) == MAX_ITERATIONS + 1 or added[-1] == bound
     assert len(ac["reverted_to_float"]) == added[-1]
     assert ac["first_gate"]["passed"] is False and ac["first_gate"]["split"] == "valid"
 
@@ -50,7 +56,7 @@ def test_onnx_accuracy_control_returns_sensitive_layers_to_float(tiny_run):
     folder, m = _export_strict(tiny_run, "onnx", "onnx-int8-ac")
     ac = m["quantization"]["accuracy_control"]
     n_tune = len(RunRecord.load(tiny_run).data.read("tune").paths)
-    _check_record(ac, n_tune)
+    _check_record(ac, n_tune, m["quantization"]["mixed_precision"])
     # The reverted layers really run in float: their weights are not dequantized int8.
     graph = onnx.load(str(folder / "model.int8.onnx")).graph
     producers = {out: node.op_type for node in graph.node for out in node.output}
@@ -71,6 +77,6 @@ def test_openvino_accuracy_control_is_bounded_and_recorded(tiny_run):
 
     _, m = _export_strict(tiny_run, "openvino", "ov-int8-ac")
     ac = m["quantization"]["accuracy_control"]
-    _check_record(ac, len(RunRecord.load(tiny_run).data.read("tune").paths))
+    _check_record(ac, len(RunRecord.load(tiny_run).data.read("tune").paths), m["quantization"].get("mixed_precision"))
     assert ac["reverted_ops"] and m["quantization"]["int8_scheme"] == "portable"
     assert m["quantization"]["grid_inputs_in_float"]  # the MXA blocks stay float after the retry
