@@ -160,7 +160,7 @@ def _evidence(source):
     return ds
 
 
-def _software_version() -> str:
+def software_version() -> str:
     from mxa_edge import __version__
 
     return f"mxa-edge {__version__}"
@@ -172,7 +172,7 @@ def _algorithm(artifact):
     provenance = getattr(artifact, "provenance", None)
     return hd.sr.AlgorithmIdentification(
         name=manifest.model_id,
-        version=_software_version(),
+        version=software_version(),
         parameters=[
             f"artifact_sha256={manifest.artifact_sha256 or 'none'}",
             f"drift gate: {artifact.gate_line()}",
@@ -317,7 +317,7 @@ def _sr(results, sources, artifact, predecessors=None):
         previous_versions=_previous_versions(str(sources[0].StudyInstanceUID), predecessors),
     )
     sr.SeriesDescription = f"mxa-edge findings ({artifact.manifest.model_id})"
-    sr.SoftwareVersions = _software_version()
+    sr.SoftwareVersions = software_version()
     return sr
 
 
@@ -362,7 +362,7 @@ def _secondary_captures(results, sources, artifact) -> list:
             patient_orientation=("L", "F"),
         )
         sc.SeriesDescription = f"mxa-edge overlay ({artifact.manifest.model_id})"
-        sc.SoftwareVersions = _software_version()
+        sc.SoftwareVersions = software_version()
         # The overlay keeps the source's orientation: copy it (PatientOrientation is type 2C in the
         # General Image module, so an unknown one is written empty rather than guessed).
         orientation = source.get("PatientOrientation")

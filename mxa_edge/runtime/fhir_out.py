@@ -43,7 +43,9 @@ import json
 import uuid
 from pathlib import Path
 
-from mxa_edge.support.errors import ConfigError, MxaError
+from mxa_edge.runtime.dicom_out import FINDING_CODES, MANUFACTURER, group_by_study, software_version
+from mxa_edge.support.errors import ConfigError, InputImageError, MxaError
+from mxa_edge.support.fileio import atomic_path
 
 FHIR_VERSION = "4.0.1"  # R4
 SCT = "http://snomed.info/sct"
@@ -74,7 +76,6 @@ def _uuid(*parts: str) -> str:
 
 
 def _finding_coding(label: str) -> dict:
-    from mxa_edge.runtime.dicom_out import FINDING_CODES
 
     scheme, value, meaning = FINDING_CODES.get(label, ("", label.upper().replace(" ", ""), label))
     return {"system": SCT if scheme == "SCT" else PRIVATE_FINDING, "code": value, "display": meaning}
@@ -83,8 +84,6 @@ def _finding_coding(label: str) -> dict:
 def _header(result) -> dict:
     """The study identifiers of the result's source file (read again, without pixels)."""
     import pydicom
-
-    from mxa_edge.support.errors import InputImageError
 
     try:
         ds = pydicom.dcmread(result.file, stop_before_pixels=True, force=True)
@@ -104,7 +103,6 @@ def _quantity(value: float) -> dict:
 
 
 def _device(artifact, device_id: str) -> dict:
-    from mxa_edge.runtime.dicom_out import MANUFACTURER, _software_version
 
     manifest = artifact.manifest
     digest = manifest.artifact_sha256 or "none"
@@ -116,7 +114,7 @@ def _device(artifact, device_id: str) -> dict:
         "manufacturer": MANUFACTURER,
         "deviceName": [{"name": manifest.model_id, "type": "model-name"}],
         "version": [
-            {"type": {"text": "software"}, "value": _software_version()},
+            {"type": {"text": "software"}, "value": software_version()},
             {"type": {"text": "artifact_sha256"}, "value": digest},
         ],
         "note": [
@@ -145,7 +143,6 @@ def _observation(obs_id: str, code: dict, text: str, common: dict, sop: str, **f
 
 def study_bundle(results, artifact) -> dict:
     """The FHIR R4 Bundle (a dict, ready for ``json.dumps``) of ONE study's predicted DICOM images."""
-    from mxa_edge.runtime.dicom_out import group_by_study
 
     results = list(results)
     studies = group_by_study(results)
@@ -257,7 +254,6 @@ def bundle_bytes(bundle: dict) -> bytes:
 
 def write_bundle(bundle: dict, folder) -> Path:
     """``FOLDER/<Bundle.id>.json`` (a temporary name beside it, then renamed); returns the path."""
-    from mxa_edge.support.fileio import atomic_path
 
     folder = Path(folder)
     path = folder / f"{bundle['id']}.json"

@@ -33,6 +33,7 @@ from mxa_edge.formats.records import GoldenGuardScores, GoldenRecord, LogitToler
 from mxa_edge.runtime.engines import open_engine
 from mxa_edge.support.errors import ArtifactError, VerificationError
 from mxa_edge.support.fileio import sha256_file, write_json
+from mxa_edge.support.machine import VNNI_CLASSES, int8_kernel_class, isa_line, machine_fingerprint
 from mxa_edge.support.paths import cache_dir
 
 GOLDEN_N = 16
@@ -137,7 +138,6 @@ def load_golden(artifact) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def verify_artifact(artifact, engine=None, threads: int | None = None) -> VerifyReport:
     """Run the golden vectors through this machine's runtime (``engine``, or one opened here)."""
-    from mxa_edge.support.machine import isa_line, machine_fingerprint
 
     images, recorded, _ = load_golden(artifact)
     rec = artifact.manifest.verification
@@ -180,8 +180,6 @@ def verify_artifact(artifact, engine=None, threads: int | None = None) -> Verify
             f"golden images ({len(report.flipped)} decisions changed)"
         )
     if not report.passed and rec.checked_on is not None and rec.checked_on.int8_scheme == "vnni":
-        from mxa_edge.support.machine import VNNI_CLASSES
-
         if report.int8_kernels not in VNNI_CLASSES:
             report.reason += (
                 f"; the artifact was exported with --int8-scheme vnni (full-range int8 weights), whose 16-bit "
@@ -225,7 +223,6 @@ def golden_gaps(logits, guard_scores, recorded_logits, rec: GoldenRecord) -> dic
 def _kernel_class_note(report: VerifyReport, rec: GoldenRecord) -> None:
     """Which CPU classes the export checked, and whether this one is among them (it is checked
     here either way: that is what verify is for)."""
-    from mxa_edge.support.machine import int8_kernel_class
 
     report.int8_kernels = int8_kernel_class()
     checked = rec.checked_on
@@ -243,7 +240,6 @@ def _kernel_class_note(report: VerifyReport, rec: GoldenRecord) -> None:
 
 
 def _stamp(artifact) -> Path:
-    from mxa_edge.support.machine import machine_fingerprint
 
     return cache_dir() / "verified" / f"{artifact.manifest.artifact_sha256[:24]}-{machine_fingerprint()['id']}.json"
 
