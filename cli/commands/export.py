@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
 import os
 from enum import Enum
 from pathlib import Path
@@ -13,7 +13,7 @@ import typer
 from mxa_edge import backends
 from mxa_edge.decision.gate import DEFAULT_GATE, MODES
 from mxa_edge.formats.precision import Int8Scheme
-from mxa_edge.torch_side.export import pipeline
+from mxa_edge.torch_side.export.settings import EXPORT_DEFAULTS
 from mxa_edge_cli.options import JsonOpt, QuietOpt, SeedOpt
 from mxa_edge_cli.output import Output
 
@@ -22,10 +22,10 @@ GateMode = Enum("GateMode", {mode: mode for mode in MODES}, type=str)
 Target = Enum("Target", {name: name for name in backends.names()}, type=str)
 CalibMethod = Enum("CalibMethod", {name: name for name in backends.CALIB_METHODS}, type=str)
 TARGET_HELP = "; ".join(f"{s.name}: {s.display} ({s.files})" for s in backends.all_specs())
-# The defaults too: the gate's bounds are DEFAULT_GATE's, the rest export_run's keyword defaults (the pipeline
-# module is light at import: torch loads when an export runs). On/off flags are off unless given;
+# The defaults too: the gate's bounds are DEFAULT_GATE's, the rest ExportConfig's (export_run's keyword
+# defaults; torch-free, so `mxa-edge` starts without the pipeline). On/off flags are off unless given;
 # tests/test_architecture.py checks that leaving each one off means the library's default.
-_RUN = {name: p.default for name, p in inspect.signature(pipeline.export_run).parameters.items()}
+_RUN = dataclasses.asdict(EXPORT_DEFAULTS)
 
 
 def export(

@@ -49,8 +49,14 @@ from typing import Callable
 
 from mxa_edge import backends
 from mxa_edge.backends import BackendOutput, BackendSpec, ExportOptions
+from mxa_edge.data.ood import generated_challenge, held_out_laterals
+from mxa_edge.data.subgroups import subgroup_rows
+from mxa_edge.decision import drift
 from mxa_edge.decision.gate import DEFAULT_GATE, GateSpec
+from mxa_edge.decision.guard import FEATURES_OUTPUT, MAX_FIT_IMAGES, fit_guard, flag_rate, guard_drift
+from mxa_edge.decision.scoring import engine_runner, score
 from mxa_edge.formats import ArtifactManifest, Int8Scheme, Precision, RunRecord, SourceRun, naming
+from mxa_edge.formats.provenance import sign_folder, signing_key_fingerprint
 from mxa_edge.formats.records import (
     ExportSettings,
     GoldenRecord,
@@ -58,9 +64,20 @@ from mxa_edge.formats.records import (
     MixedPrecisionRecord,
     QuantizationRecord,
 )
+from mxa_edge.runtime.engines import open_model_file
+from mxa_edge.runtime.verify import golden_indices, write_golden
 from mxa_edge.support.errors import ConfigError, DriftGateError, MissingDependencyError
 from mxa_edge.support.fileio import default_mode, replace_dir, sha256_file, write_json
-from mxa_edge.torch_side.export.sensitivity import DEFAULT_BUDGET as DEFAULT_NOISE_BUDGET
+from mxa_edge.support.machine import isa_line, machine_fingerprint
+from mxa_edge.support.telemetry import disable_telemetry
+from mxa_edge.torch_side.export.calibration import select_calibration
+from mxa_edge.torch_side.export.portability import check_kernel_paths
+from mxa_edge.torch_side.export.prepare import count_flops, export_output_names, fuse_model
+from mxa_edge.torch_side.export.qat import qat_finetune
+from mxa_edge.torch_side.export.sensitivity import choose_float_layers
+from mxa_edge.torch_side.export.settings import EXPORT_DEFAULTS
+from mxa_edge.torch_side.models.execution import torch_runner
+from mxa_edge.torch_side.models.weights import load_run
 
 ONNX_OPSET = 17
 
@@ -72,17 +89,17 @@ class ExportRequest:
     spec: BackendSpec
     precision: Precision
     gate: GateSpec = DEFAULT_GATE
-    fp16: bool = False
+    fp16: bool = EXPORT_DEFAULTS.fp16
     calib: object = None
-    calib_size: int = 300
-    calib_method: str = "minmax"
-    seed: int = 0
-    qat_epochs: int = 1
-    qat_lr: float = 1e-5
-    n_boot: int = 1000
-    max_noise: float = DEFAULT_NOISE_BUDGET
-    static_batch: int | None = None
-    int8_scheme: Int8Scheme = Int8Scheme.PORTABLE
+    calib_size: int = EXPORT_DEFAULTS.calib_size
+    calib_method: str = EXPORT_DEFAULTS.calib_method
+    seed: int = EXPORT_DEFAULTS.seed
+    qat_epochs: int = EXPORT_DEFAULTS.qat_epochs
+    qat_lr: float = EXPORT_DEFAULTS.qat_lr
+    n_boot: int = EXPORT_DEFAULTS.n_boot
+    max_noise: float = EXPORT_DEFAULTS.max_noise
+    static_batch: int | None = EXPORT_DEFAULTS.static_batch
+    int8_scheme: Int8Scheme = Int8Scheme(EXPORT_DEFAULTS.int8_scheme)
 
     def validate(self) -> ExportRequest:
         backends.check_options(self.spec, self.precision, fp16=self.fp16, static_batch=self.static_batch)
@@ -145,8 +162,6 @@ def _quiet_nncf(load: bool):
     results): quiet it for this call and restore the caller's level afterwards. NNCF sets its
     logger to INFO when first imported, so import it first (telemetry off) when it will be used."""
     if load:
-        from mxa_edge.support.telemetry import disable_telemetry
-
         disable_telemetry()
         try:
             import nncf  # noqa: F401
@@ -176,9 +191,6 @@ class _Loaded:
 def _load(run_dir: Path, seed: int) -> _Loaded:
     import torch
 
-    from mxa_edge.torch_side.export.prepare import count_flops, fuse_model
-    from mxa_edge.torch_side.models.weights import load_run
-
     model, run = load_run(run_dir)
     gen = torch.Generator().manual_seed(seed)
     s = run.model.image_size
@@ -189,8 +201,6 @@ def _load(run_dir: Path, seed: int) -> _Loaded:
 
 def _quantization_plan(req: ExportRequest, loaded: _Loaded, opts: ExportOptions, say):
     """Calibration set and, for PTQ, the layers kept in float; returns the calibration set."""
-    from mxa_edge.torch_side.export.calibration import select_calibration
-    from mxa_edge.torch_side.export.sensitivity import choose_float_layers
 
     say("selecting calibration images")
     calib_set = select_calibration(loaded.run, req.calib, n=req.calib_size, seed=req.seed)
@@ -221,8 +231,6 @@ class _Reference:
 def _reference(loaded: _Loaded, say, split: str = "valid") -> _Reference:
     """The fused model is the reference: equal to the trained one within 1e-4 (checked by
     fuse_model), and faster."""
-    from mxa_edge.decision.scoring import score
-    from mxa_edge.torch_side.models.execution import torch_runner
 
     say("reading the held-out split" if split == "valid" else f"reading the {split} split")
     arrays = loaded.run.data.load(split, loaded.run.preprocess)
@@ -236,9 +244,6 @@ def _fit_input_guard(loaded: _Loaded, say):
     """The input guard (``mxa_edge.decision.guard``): mean and covariance of the FP32 model's features on
     (at most MAX_FIT_IMAGES) training images, threshold from the tuning split. Returns the guard
     and the tuning reference (accuracy control reuses it)."""
-    from mxa_edge.decision.guard import MAX_FIT_IMAGES, fit_guard
-    from mxa_edge.decision.scoring import score
-    from mxa_edge.torch_side.models.execution import torch_runner
 
     pp = loaded.run.preprocess
     say("input guard: features of the training images")
@@ -264,8 +269,6 @@ def _challenge_inputs(loaded: _Loaded, ref: _Reference, n: int = 48) -> _Challen
     """Held-out laterals (when the CSV has any), inverted held-out frontals, and generated
     textures and document pages, each prepared by the run's own preprocessing."""
     import numpy as np
-
-    from mxa_edge.data.ood import generated_challenge, held_out_laterals
 
     pp = loaded.run.preprocess
     inputs = {}
@@ -306,8 +309,6 @@ def _refuse_early(req: ExportRequest, out_dir: Path, sign_key, sign_password):
     exporter cannot run here, an output folder (or its ``.rejected`` sibling) this tool may not
     replace. Returns the exporter."""
     if sign_key is not None:  # an unusable key fails now, not after the export's minutes
-        from mxa_edge.formats.provenance import signing_key_fingerprint
-
         signing_key_fingerprint(sign_key, sign_password)
     exporter = req.spec.make_exporter()
     ok, reason = exporter.available()
@@ -364,8 +365,6 @@ def _write_model(ex: _Export):
     req, loaded, opts, say = ex.req, ex.loaded, ex.opts, ex.say
     qat_info = None
     if req.precision.qat:
-        from mxa_edge.torch_side.export.qat import qat_finetune
-
         say("reading the training split (QAT)")
         train = loaded.run.data.load("train", loaded.run.preprocess)
         qmodel, qat_info = qat_finetune(
@@ -407,11 +406,6 @@ def _gate(ex: _Export, out: BackendOutput):
     """The drift report, the exported model's logits and features on the held-out split (the
     golden vectors are rows of them: one engine, one pass), and the guard's flag rate on each
     challenge kind through the same engine."""
-    from mxa_edge.data.subgroups import subgroup_rows
-    from mxa_edge.decision import drift
-    from mxa_edge.decision.guard import FEATURES_OUTPUT, flag_rate, guard_drift
-    from mxa_edge.decision.scoring import engine_runner, score
-    from mxa_edge.runtime.engines import open_model_file
 
     req, ref, guard, decision = ex.req, ex.ref, ex.guard, ex.loaded.run.decision
     ex.say("drift gate")
@@ -495,9 +489,6 @@ def _golden(work: Path, ref: _Reference, exported_logits, exported_features, gua
     machine."""
     import numpy as np
 
-    from mxa_edge.runtime.verify import golden_indices, write_golden
-    from mxa_edge.support.machine import isa_line, machine_fingerprint
-
     idx = golden_indices(len(ref.valid))
     return write_golden(
         work,
@@ -515,8 +506,6 @@ def _golden(work: Path, ref: _Reference, exported_logits, exported_features, gua
 def _check_kernel_paths(ex: _Export, out: BackendOutput, golden, report):
     """The CPU classes this artifact was checked on (``portability.check_kernel_paths``); a
     PORTABLE INT8 export whose other-class outputs leave verify's tolerance fails the gate here."""
-    from mxa_edge.runtime.verify import golden_indices
-    from mxa_edge.torch_side.export.portability import check_kernel_paths
 
     req = ex.req
     idx = golden_indices(len(ex.ref.valid))
@@ -543,8 +532,6 @@ def _check_kernel_paths(ex: _Export, out: BackendOutput, golden, report):
 
 def _records(ex: _Export, out: BackendOutput, report, qat_info, golden: GoldenRecord):
     """drift.json, drift.png and the ``ArtifactManifest``, written into the work folder."""
-    from mxa_edge.decision import drift
-    from mxa_edge.torch_side.export.prepare import export_output_names
 
     req, loaded, opts, work, guard = ex.req, ex.loaded, ex.opts, ex.work, ex.guard
     write_json(work / naming.DRIFT, report.table)
@@ -600,7 +587,6 @@ def _records(ex: _Export, out: BackendOutput, report, qat_info, golden: GoldenRe
 
 def _sign(ex: _Export, sign_key, sign_password) -> str:
     """Sign the finished work folder (``formats.provenance``); returns the key's fingerprint."""
-    from mxa_edge.formats.provenance import sign_folder
 
     ex.say("signing")
     return sign_folder(ex.work, sign_key, sign_password)
@@ -656,25 +642,25 @@ def _check_engine_built(out: BackendOutput, out_dir: Path, result: ExportResult)
 @_stdout_to_stderr
 def export_run(
     run_dir,
-    target: str = "onnx",
+    target: str = EXPORT_DEFAULTS.target,
     out_dir=None,
     *,
-    int8: bool = False,
-    qat: bool = False,
+    int8: bool = EXPORT_DEFAULTS.int8,
+    qat: bool = EXPORT_DEFAULTS.qat,
     calib=None,
-    calib_size: int = 300,
-    calib_method: str = "minmax",
+    calib_size: int = EXPORT_DEFAULTS.calib_size,
+    calib_method: str = EXPORT_DEFAULTS.calib_method,
     max_macro_drop: float = DEFAULT_GATE.max_macro_drop,
     max_drop: float = DEFAULT_GATE.max_drop,
     gate: GateSpec | None = None,
-    fp16: bool = False,
-    seed: int = 0,
-    qat_epochs: int = 1,
-    qat_lr: float = 1e-5,
-    n_boot: int = 1000,
-    max_noise: float = DEFAULT_NOISE_BUDGET,
-    static_batch: int | None = None,
-    int8_scheme: Int8Scheme | str = Int8Scheme.PORTABLE,
+    fp16: bool = EXPORT_DEFAULTS.fp16,
+    seed: int = EXPORT_DEFAULTS.seed,
+    qat_epochs: int = EXPORT_DEFAULTS.qat_epochs,
+    qat_lr: float = EXPORT_DEFAULTS.qat_lr,
+    n_boot: int = EXPORT_DEFAULTS.n_boot,
+    max_noise: float = EXPORT_DEFAULTS.max_noise,
+    static_batch: int | None = EXPORT_DEFAULTS.static_batch,
+    int8_scheme: Int8Scheme | str = EXPORT_DEFAULTS.int8_scheme,
     sign_key=None,
     sign_password: str | None = None,
     progress: Callable[[str], None] | None = None,
