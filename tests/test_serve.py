@@ -525,32 +525,38 @@ def test_only_allowed_callers_and_json_log_lines(served, tmp_path):
     assert records[-1]["finished"] == 0 and not any(e["event"] == "received" for e in _audit(queue))
 
 
+def _serve_briefly(model, port: int, tmp_path, env) -> subprocess.CompletedProcess:
+    """``mxa-edge serve`` on 127.0.0.1:``port`` for at most 5 s (out and queue under ``tmp_path``):
+    for the checks that must refuse before it listens."""
+    return subprocess.run(
+        [
+            *CLI,
+            "serve",
+            "--model",
+            str(model),
+            "--port",
+            str(port),
+            "--out",
+            str(tmp_path / "out"),
+            "--queue",
+            str(tmp_path / "q"),
+            "--run-seconds",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+
+
 def test_port_in_use_is_one_line_error(served, tmp_path):
     art, _, _, env = served
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        proc = subprocess.run(
-            [
-                *CLI,
-                "serve",
-                "--model",
-                str(art),
-                "--port",
-                str(port),
-                "--out",
-                str(tmp_path / "out"),
-                "--queue",
-                str(tmp_path / "q"),
-                "--run-seconds",
-                "5",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env=env,
-        )
+        proc = _serve_briefly(art, port, tmp_path, env)
     assert proc.returncode == 2 and "cannot listen on 127.0.0.1" in proc.stderr, proc.stderr[-2000:]
 
 
@@ -570,26 +576,7 @@ def test_a_machine_that_does_not_reproduce_the_gate_is_refused_before_listening(
     m[DIGEST_FIELD] = manifest_digest(m)
     (copy / "manifest.json").write_text(json.dumps(m))
     port = _free_port()
-    proc = subprocess.run(
-        [
-            *CLI,
-            "serve",
-            "--model",
-            str(copy),
-            "--port",
-            str(port),
-            "--out",
-            str(tmp_path / "out"),
-            "--queue",
-            str(tmp_path / "q"),
-            "--run-seconds",
-            "5",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+    proc = _serve_briefly(copy, port, tmp_path, env)
     assert proc.returncode == 8, proc.stdout + proc.stderr
     assert "does not reproduce" in proc.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -566,29 +566,23 @@ class Node:
         round_no, supersedes = self._round(study, ledger, sr_uid, calling, new, old)
         results = []
         for item in self.predictor.predict_files(files):
-            sop = Path(item.file).stem
+            # what every audit line of this instance says: who sent it, which study and round, which model
+            about = dict(
+                calling_ae=calling,
+                study_uid=study,
+                sop_uid=Path(item.file).stem,
+                round=round_no,
+                artifact_sha256=self.artifact_sha256,
+                model_id=self.model_id,
+            )
             if isinstance(item, (PredictionSkipped, PredictionError)):
                 reason = item.reason if isinstance(item, PredictionSkipped) else item.problem
-                self.audit.write(
-                    "skipped",
-                    calling_ae=calling,
-                    study_uid=study,
-                    sop_uid=sop,
-                    round=round_no,
-                    reason=reason,
-                    artifact_sha256=self.artifact_sha256,
-                    model_id=self.model_id,
-                )
+                self.audit.write("skipped", **about, reason=reason)
                 continue
             results.append(item)
             self.audit.write(
                 "predicted",
-                calling_ae=calling,
-                study_uid=study,
-                sop_uid=sop,
-                round=round_no,
-                artifact_sha256=self.artifact_sha256,
-                model_id=self.model_id,
+                **about,
                 in_distribution=item.in_distribution,
                 ood_score=item.ood_score,
                 positives=list(item.positives),
