@@ -6,8 +6,9 @@ Through the torch-free runtime (``Predictor.predict_arrays``: the artifact's pre
 engine and guard, exactly as ``predict``), on images the export's own challenge set did not use
 (other seeds; every lateral of the held-out CSV):
 
-* held-out frontal images of the artifact's run (``valid.csv``): should NOT be flagged (~1-2%:
-  the threshold is the tuning split's 99th percentile);
+* held-out frontal images of the artifact's run (``valid.csv``; for a merged run, each
+  dataset's too): should NOT be flagged (~1-2%: the threshold is the tuning split's 99th
+  percentile);
 * lateral views of the same held-out CSV; the same frontal images inverted; generated
   textures and document pages: should be flagged;
 * the real radiographs in ``../shared/data/real-samples`` (when present): for a model trained
@@ -72,8 +73,13 @@ def main(argv=None) -> int:
     valid = selection.load("valid", pp)
     frontal = gray_of(np.asarray(valid.images))
     laterals = held_out_laterals(selection, pp, limit=len(valid) + 1)  # every lateral of valid.csv
-    kinds = {
-        "held-out frontal (should pass)": frontal,
+    kinds = {"held-out frontal (should pass)": frontal}
+    names = np.asarray(valid.split.dataset)
+    if len(set(names)) > 1:  # a merged run: each dataset's held-out films too
+        kinds.update(
+            {f"  of which {name}": [frontal[i] for i in np.flatnonzero(names == name)] for name in dict.fromkeys(names)}
+        )
+    kinds |= {
         "lateral": gray_of(np.asarray(laterals.images)) if laterals is not None else [],
         "inverted frontal": [1.0 - g for g in frontal[: args.n]],
         "texture": list(texture_images(args.n, 256, seed=7)),

@@ -56,7 +56,9 @@ def _gate(ref, probs_new, decision, guard=None, features_new=None):
     v = ref.valid
     flags = None
     if guard is not None and features_new is not None:
-        flags = guard_drift(guard.score(ref.features), guard.score(features_new), guard.threshold, n_boot=200, seed=0)
+        flags = guard_drift(
+            guard.score(ref.features, ref.x), guard.score(features_new, ref.x), guard.threshold, n_boot=200, seed=0
+        )
     return drift.gate(
         v.targets,
         v.mask,

@@ -168,3 +168,10 @@ def test_merged_nih_and_pediatric_train_export_gate(tmp_path):
     assert ped_lo["n_pos"] == ped_lo["n_neg"] == 0 and ped_lo["auc_new"] is None  # masked: no metric
     nih_lo = nih_slice["table"]["per_label"]["Lung Opacity"]
     assert nih_lo["n_pos"] > 0 and nih_lo["auc_new"] is not None
+    # The input guard: its threshold is the larger of the two datasets' tuning percentiles, and
+    # even this one-epoch model's guard flags inverted real films and documents (the image
+    # statistics see them whatever the features learned).
+    guard = json.loads((result.artifact / "manifest.json").read_text())["guard"]
+    assert f"the largest of each dataset's ({nih.name}, {ped.name})" in guard["threshold_rule"]
+    assert guard["challenge"]["inverted"]["flagged"] >= 0.9 and guard["challenge"]["document"]["flagged"] >= 0.9
+    assert guard["held_out"]["flag_rate_ref"] <= 0.1

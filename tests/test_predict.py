@@ -408,8 +408,9 @@ def test_artifact_carries_a_fitted_gated_and_verified_input_guard(onnx_fp32):
     m = art.manifest
     assert m.outputs[-1] == "features" and GUARD_FILE in m.files
     g = m.guard
-    assert g.fitted_on == {"mean_covariance": "train", "threshold": "tune"} and g.percentile == 99.0
+    assert g.fitted_on == {"mean_covariance": "train", "scales": "tune", "threshold": "tune"} and g.percentile == 99.0
     assert g.feature_dim == 64 + 128 + 192  # M0's three stage widths, pooled and concatenated
+    assert g.image_dim == 6 * 6 + 7 + 4 + 1  # layout, gray-level percentiles, edge energy, symmetry
     assert g.tune_scores["p99"] == pytest.approx(g.threshold)
     held = g.held_out
     # FP32 export: the same features as PyTorch, so the same flags.

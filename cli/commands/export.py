@@ -222,7 +222,7 @@ def _render(console, result) -> None:
             f"{kind} {v['flagged']:.0%} of {v['n']}" for kind, v in (guard.get("challenge") or {}).items()
         )
         console.print(
-            f"input guard (threshold {guard['threshold']:.1f}): flags {guard['flag_rate_ref']:.1%} of held-out images "
+            f"input guard (threshold {guard['threshold']:.2f}): flags {guard['flag_rate_ref']:.1%} of held-out images "
             f"with FP32, {guard['flag_rate_new']:.1%} exported (agreement {guard['agreement']:.1%}); flags {challenge}"
         )
     checked = d.get("checked_on")

@@ -162,7 +162,7 @@ def predict(
                 counts["flagged"] += 1
                 _stderr_line(
                     f"warning: {item.file}: not like the frontal chest radiographs the model was trained on "
-                    f"(input-guard score {item.ood_score:.1f} > threshold {item.ood_threshold:.1f}); "
+                    f"(input-guard score {item.ood_score:.2f} > threshold {item.ood_threshold:.2f}); "
                     "its findings are not reliable",
                     typer.colors.YELLOW,
                 )

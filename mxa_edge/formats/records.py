@@ -223,6 +223,10 @@ class GuardRecord(Record):
     n_threshold: int = 0  # tuning images of the threshold
     shrinkage: float | None = None
     tune_scores: dict[str, float] = field(default_factory=dict)  # quantiles of the tuning scores
+    # The fused guard's image part (absent for a guard of the features alone, before it existed):
+    image_statistics: str | None = field(default=None, metadata=OMIT_NONE)  # what they are
+    image_dim: int | None = field(default=None, metadata=OMIT_NONE)
+    scales: dict[str, float] | None = field(default=None, metadata=OMIT_NONE)  # part -> tuning median distance
     held_out: GuardFlagRates | None = field(default=None, metadata=OMIT_NONE)
     challenge: dict[str, dict] | None = field(default=None, metadata=OMIT_NONE)  # kind -> {"n", "flagged"}
 

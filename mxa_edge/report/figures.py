@@ -148,9 +148,9 @@ def guard_histogram(held_out: np.ndarray, challenge: dict, threshold: float) -> 
     ax.hist(held_out, bins=bins, color=NEW_COLOUR, alpha=0.85, label=f"held-out frontal (n={len(held_out)})")
     for (kind, scores), colour in zip(challenge.items(), ("#b2182b", "#7570b3", "#e7298a", "#66a61e")):
         ax.hist(scores, bins=bins, histtype="step", lw=1.5, color=colour, label=f"{kind} (n={len(scores)})")
-    ax.axvline(threshold, color="black", ls="--", lw=1.0, label=f"threshold {threshold:.1f}")
+    ax.axvline(threshold, color="black", ls="--", lw=1.0, label=f"threshold {threshold:.2f}")
     ax.set_xscale("log")
-    ax.set_xlabel("input-guard score (Mahalanobis distance of the pooled features)")
+    ax.set_xlabel("input-guard score (features and image statistics; ~1 for a typical training image)")
     ax.set_ylabel("images")
     ax.legend(fontsize=7, loc="upper right")
     return _figure_png(fig, dpi=90)

@@ -633,8 +633,12 @@ def input_guard(d) -> str:
         ("Threshold", e(f"{num(g.threshold, '.2f')}: {g.threshold_rule}")),
         (
             "Fitted on",
-            e(f"training images ({g.n_fit}) for mean and covariance; tuning split ({g.n_threshold}) for the threshold"),
+            e(
+                f"training images ({g.n_fit}) for means and covariances; tuning split ({g.n_threshold}) for the "
+                + ("scales and the threshold" if g.scales else "threshold")
+            ),
         ),
+        *([("Image statistics", e(f"{g.image_statistics} ({g.image_dim} numbers)"))] if g.image_statistics else []),
         (
             "Held-out images flagged (at export)",
             e(

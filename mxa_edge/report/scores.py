@@ -24,7 +24,7 @@ from mxa_edge import torch_side
 from mxa_edge.data.chexpert import dataset_fingerprint
 from mxa_edge.data.ood import document_images, inverted, texture_images
 from mxa_edge.decision import scoring
-from mxa_edge.decision.guard import load_guard
+from mxa_edge.decision.guard import FEATURES_OUTPUT, IMAGE_STATISTICS, load_guard, with_image_statistics
 from mxa_edge.decision.metrics import sigmoid
 from mxa_edge.formats import Artifact, DataSelection, DecisionRule, RunRecord, naming
 from mxa_edge.runtime.engines import open_engine, open_model_file
@@ -151,18 +151,20 @@ def exported_scores(artifact: Artifact, arrays, drift: dict | None) -> Scores:
         s.why = str(exc)
         return s
     to_input = functools.partial(arrays.model_input, preprocess=artifact.preprocess)
+    run = with_image_statistics(scoring.engine_runner(engine), artifact.preprocess.value_range)
     out = scoring.score(
-        scoring.engine_runner(engine), arrays, batch=BATCH, to_input=to_input, outputs=("logits", "features")
+        run, arrays, batch=BATCH, to_input=to_input, outputs=("logits", FEATURES_OUTPUT, IMAGE_STATISTICS)
     )
     s.set_logits(out["logits"], artifact.decision)
-    if artifact.manifest.guard and "features" in out:
-        s.guard_scores, s.challenge_scores = _guard_scores(artifact, engine, arrays, out["features"])
+    if artifact.manifest.guard and FEATURES_OUTPUT in out:
+        s.guard_scores, s.challenge_scores = _guard_scores(artifact, engine, arrays, out)
     return s
 
 
-def _guard_scores(artifact: Artifact, engine, arrays, features) -> tuple[np.ndarray, dict]:
-    """The input guard's scores on the held-out images and on a small challenge set (inverted
-    held-out images, generated textures and document pages: ``mxa_edge.data.ood``)."""
+def _guard_scores(artifact: Artifact, engine, arrays, held_out: dict) -> tuple[np.ndarray, dict]:
+    """The input guard's scores on the held-out images (``held_out``: their scored outputs,
+    features and image statistics) and on a small challenge set (inverted held-out images,
+    generated textures and document pages: ``mxa_edge.data.ood``)."""
 
     guard = load_guard(artifact)
     pp = artifact.preprocess
@@ -176,8 +178,8 @@ def _guard_scores(artifact: Artifact, engine, arrays, features) -> tuple[np.ndar
     for kind, grays in challenge.items():
         batch = np.stack([pp(g) for g in grays]).astype(np.float32)
         feats = scoring.score(scoring.engine_runner(engine), batch, batch=BATCH, outputs=("features",))["features"]
-        scored[kind] = guard.score(feats)
-    return guard.score(features), scored
+        scored[kind] = guard.score(feats, batch)
+    return guard.score(held_out[FEATURES_OUTPUT], statistics=held_out[IMAGE_STATISTICS]), scored
 
 
 def fp32_scores(artifact: Artifact, arrays, run: RunRecord | None, run_why: str | None) -> Scores:

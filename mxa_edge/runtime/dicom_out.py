@@ -92,7 +92,7 @@ FINDING_CODES: dict[str, tuple[str, str, str]] = {
     "Support Devices": (PRIVATE_SCHEME, "SUPPORTDEVICES", "Support Devices"),
 }
 GUARD_CODE = (PRIVATE_SCHEME, "INPUTGUARD", "Input guard (frontal chest radiograph like the training images)")
-GUARD_SCORE_CODE = (PRIVATE_SCHEME, "GUARDSCORE", "Input guard score (Mahalanobis distance)")
+GUARD_SCORE_CODE = (PRIVATE_SCHEME, "GUARDSCORE", "Input guard score (scaled Mahalanobis distance)")
 IN_DISTRIBUTION_CODE = (PRIVATE_SCHEME, "INDISTRIBUTION", "In distribution")
 ROI_CODE = (PRIVATE_SCHEME, "MXAROI", "MXA region of interest (deepest block)")
 POLICY_SCHEME_PREFIX = "operating point: "

@@ -64,7 +64,7 @@ GUARD_CODE = {"system": PRIVATE_FINDING, "code": "INPUTGUARD", "display": "Input
 GUARD_SCORE_CODE = {
     "system": PRIVATE_FINDING,
     "code": "GUARDSCORE",
-    "display": "Input guard score (Mahalanobis distance)",
+    "display": "Input guard score (scaled Mahalanobis distance)",
 }
 THRESHOLD_CODE = {"system": DCM, "code": "122411", "display": "Threshold Value"}
 SOURCE_CODE = {"system": DCM, "code": "121112", "display": "Source of Measurement"}

@@ -27,7 +27,7 @@ Inputs out of scope: the model was trained on frontal (PA/AP) chest radiographs.
 are triaged by their header first (``mxa_edge.imaging.dicom``: modality, body part, view position;
 skipped files are reported with the reason, never silently dropped) and grouped by study and
 series. Every predicted image is then scored by the artifact's input guard
-(``mxa_edge.decision.guard``): ``in_distribution`` is False when its features lie farther from the
+(``mxa_edge.decision.guard``): ``in_distribution`` is False when its features and image statistics lie farther from the
 training images' than the threshold, e.g. a lateral view without a ViewPosition tag, an
 inverted film, a non-chest image. With ``strict_inputs`` such an image is an error instead.
 
@@ -72,7 +72,7 @@ class PredictionResult:
     roi_boxes: list[list[float]]  # one per MXA block, shallow to deep (last = deepest); [] without MXA
     policies: dict[str, str] = field(default_factory=dict)  # label -> what set its threshold
     in_distribution: bool | None = None  # the input guard's verdict (None: artifact without a guard)
-    ood_score: float | None = None  # the guard's Mahalanobis distance; flagged above ood_threshold
+    ood_score: float | None = None  # the guard's score (~1 for a typical training image); flagged above ood_threshold
     ood_threshold: float | None = None
     dicom: dict | None = None  # UIDs, Modality, BodyPartExamined, ViewPosition, frame used (DICOM inputs)
     attention_box: list[float] | None = None  # the frame of ``attention`` in image pixels
@@ -354,8 +354,8 @@ class Predictor:
             if strict_inputs and result.in_distribution is False:
                 yield PredictionError(
                     result.file,
-                    f"not like the images the model was trained on (input-guard score {result.ood_score:.1f} > "
-                    f"threshold {result.ood_threshold:.1f}); not predicted (--strict-inputs)",
+                    f"not like the images the model was trained on (input-guard score {result.ood_score:.2f} > "
+                    f"threshold {result.ood_threshold:.2f}); not predicted (--strict-inputs)",
                     result.dicom,
                 )
             else:
@@ -369,7 +369,7 @@ class Predictor:
         positive = self.decision.decisions(probs)
         roi = out.get("roi")
         att, att_box = out.get("attention"), out.get("attention_box")
-        ood = self.guard.score(out[FEATURES_OUTPUT]) if self.guard is not None else None
+        ood = self.guard.score(out[FEATURES_OUTPUT], batch) if self.guard is not None else None
         results = []
         for i, prep in enumerate(prepared):
             item, h, w = prep.item, prep.height, prep.width

@@ -82,8 +82,9 @@ def write_golden(
 def _guard_record(exported, fp32) -> GoldenGuardScores:
     exported, fp32 = np.asarray(exported, np.float64), np.asarray(fp32, np.float64)
     gap = float(np.abs(exported - fp32).max()) if exported.size else 0.0
-    # Relative floor: guard scores are distances in the hundreds' range of sqrt(D); an FP32
-    # artifact moves them by ~1e-4 relative across CPUs.
+    # Relative floor: guard scores are distances (about 1 for a typical image in a fused guard,
+    # ~sqrt(D) in a guard of the features alone); an FP32 artifact moves them by ~1e-4 relative
+    # across CPUs.
     floor = GUARD_MIN_RELATIVE * float(np.abs(exported).max()) if exported.size else 0.0
     return GoldenGuardScores(
         scores_exported=[float(v) for v in exported],
@@ -161,12 +162,13 @@ def verify_artifact(artifact, engine=None, threads: int | None = None) -> Verify
     _kernel_class_note(report, rec)
     engine = engine or open_engine(artifact, threads)
     report.executed_precision = engine.describe()
-    outputs = engine.run(to_model_range(images, artifact.preprocess))
+    x = to_model_range(images, artifact.preprocess)
+    outputs = engine.run(x)
     logits = np.asarray(outputs["logits"], np.float64)
     guard = None
     if rec.guard is not None and artifact.manifest.guard is not None:
         guard = load_guard(artifact)
-        scores = guard.score(outputs[FEATURES_OUTPUT])
+        scores = guard.score(outputs[FEATURES_OUTPUT], x)
     gaps = golden_gaps(logits, scores if guard is not None else None, recorded, rec)
     report.max_abs_logit = gaps["max_abs_logit"]
     rule = artifact.decision  # the calibration and thresholds predict applies

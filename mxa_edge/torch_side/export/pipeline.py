@@ -6,8 +6,9 @@
 3. ``_reference``: the held-out split (the run's ``valid.csv``, read by its ``DataSelection``;
    nothing is fitted on it), its subgroup slices, and the FP32 model's calibrated probabilities
    on it (the run's ``DecisionRule``, fitted on the tuning split);
-   ``_fit_input_guard``: the input guard (``mxa_edge.decision.guard``: Mahalanobis distance of the pooled
-   features; mean/covariance from training images, threshold from the tuning split) and
+   ``_fit_input_guard``: the input guard (``mxa_edge.decision.guard``: Mahalanobis distances of the
+   pooled features and of the image statistics, fused; means/covariances from training images,
+   scales and threshold from the tuning split) and
    ``_challenge_inputs``: images it must flag (laterals, inverted films, textures, documents);
 4. ``_write_model``: the target's exporter writes its model file(s) into a hidden temporary
    folder; with ``qat`` the fake-quantized model is first fine-tuned on the TRAIN split,
@@ -53,7 +54,16 @@ from mxa_edge.data.ood import generated_challenge, held_out_laterals
 from mxa_edge.data.subgroups import subgroup_rows
 from mxa_edge.decision import drift
 from mxa_edge.decision.gate import DEFAULT_GATE, GateSpec
-from mxa_edge.decision.guard import FEATURES_OUTPUT, MAX_FIT_IMAGES, fit_guard, flag_rate, guard_drift
+from mxa_edge.decision.guard import (
+    FEATURES_OUTPUT,
+    IMAGE_STATISTICS,
+    MAX_FIT_IMAGES,
+    fit_guard,
+    flag_rate,
+    guard_drift,
+    image_statistics,
+    with_image_statistics,
+)
 from mxa_edge.decision.scoring import engine_runner, score
 from mxa_edge.formats import ArtifactManifest, Int8Scheme, Precision, RunRecord, SourceRun, naming
 from mxa_edge.formats.provenance import sign_folder, signing_key_fingerprint
@@ -246,16 +256,24 @@ def _fit_input_guard(loaded: _Loaded, say):
     and the tuning reference (accuracy control reuses it)."""
 
     pp = loaded.run.preprocess
-    say("input guard: features of the training images")
+    say("input guard: features and image statistics of the training images")
     train = loaded.run.data.load("train", pp, limit=MAX_FIT_IMAGES)
-    f_train = score(
-        torch_runner(loaded.fused, aux=True),
+    fitted = score(
+        with_image_statistics(torch_runner(loaded.fused, aux=True), pp.value_range),
         train,
         to_input=lambda rows: train.model_input(rows, pp),
-        outputs=("features",),
-    )["features"]
+        outputs=(FEATURES_OUTPUT, IMAGE_STATISTICS),
+    )
     tune = _reference(loaded, say, split="tune")
-    return fit_guard(f_train, tune.features), tune
+    guard = fit_guard(
+        fitted[FEATURES_OUTPUT],
+        tune.features,
+        train_statistics=fitted[IMAGE_STATISTICS],
+        tune_statistics=image_statistics(tune.x, pp.value_range),
+        value_range=pp.value_range,
+        tune_groups=tune.valid.split.dataset,
+    )
+    return guard, tune
 
 
 @dataclass
@@ -423,7 +441,7 @@ def _gate(ex: _Export, out: BackendOutput):
         kind: {
             "n": int(len(x)),
             "flagged": flag_rate(
-                guard.flags(score(engine_runner(engine), x, outputs=(FEATURES_OUTPUT,))[FEATURES_OUTPUT])
+                guard.flags(score(engine_runner(engine), x, outputs=(FEATURES_OUTPUT,))[FEATURES_OUTPUT], x)
             ),
         }
         for kind, x in ex.challenge.inputs.items()
@@ -443,7 +461,11 @@ def _gate(ex: _Export, out: BackendOutput):
         subgroups=subgroup_rows(v.split),
         split=ref.split,
         guard=guard_drift(
-            guard.score(ref.features), guard.score(features), guard.threshold, n_boot=req.n_boot, seed=req.seed
+            guard.score(ref.features, ref.x),
+            guard.score(features, ref.x),
+            guard.threshold,
+            n_boot=req.n_boot,
+            seed=req.seed,
         ),
     )
     report.table.update(
@@ -495,7 +517,7 @@ def _golden(work: Path, ref: _Reference, exported_logits, exported_features, gua
         np.asarray(ref.valid.images[idx]),
         exported_logits[idx],
         ref.logits[idx],
-        guard_scores=(guard.score(exported_features[idx]), guard.score(ref.features[idx])),
+        guard_scores=(guard.score(exported_features[idx], ref.x[idx]), guard.score(ref.features[idx], ref.x[idx])),
         gated_runtime=report.table["gated_runtime"],
         executed_precision=report.table["executed_precision"],
         gate_isa=isa_line(),

@@ -81,7 +81,7 @@ def check_kernel_paths(
         say(f"AVX2 kernel path not checked: {missing}")
         return record, None
     outputs, seen_class = result
-    scores = guard.score(outputs[FEATURES_OUTPUT]) if FEATURES_OUTPUT in outputs else None
+    scores = guard.score(outputs[FEATURES_OUTPUT], x) if FEATURES_OUTPUT in outputs else None
     gaps = golden_gaps(outputs["logits"], scores, np.load(Path(model).parent / GOLDEN_FILES["exported"]), golden)
     diff = gaps["max_abs_logit"]
     entry = {"how": kernel_paths.avx2_description(), "checked": True, "detected_class": seen_class, **gaps}
