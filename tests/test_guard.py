@@ -7,6 +7,7 @@ import pytest
 
 from mxa_edge.decision.gate import DEFAULT_GATE, GateSpec, checks, verdict
 from mxa_edge.decision.guard import InputGuard, fit_guard, guard_drift
+from mxa_edge.support.errors import ArtifactError
 
 
 def _gaussian(n, d, seed, shift=0.0):
@@ -193,6 +194,13 @@ def test_fused_guard_round_trips_and_says_what_it_is(tmp_path, phantom_root):
     assert back.fused and back.value_range == pp.value_range
     assert record.method == FUSED_METHOD and record.image_dim == stats.shape[1]
     assert set(record.scales) == {"features", "image"} and record.fitted_on["scales"] == "tune"
+    # A guard fitted on other image statistics is refused, never scored with these.
+    with np.load(tmp_path / "guard.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    with open(tmp_path / "guard.npz", "wb") as f:
+        np.savez(f, **{**arrays, "statistics_version": np.asarray(99.0)})
+    with pytest.raises(ArtifactError, match="image statistics version 99"):
+        InputGuard.load(tmp_path, record)
     # A guard of the features alone (an artifact exported before the image part) says nothing of it.
     plain = fit_guard(_gaussian(80, 8, 0), _gaussian(40, 8, 1)).record().to_dict()
     assert not {"image_statistics", "image_dim", "scales"} & set(plain)

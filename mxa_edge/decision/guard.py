@@ -70,6 +70,7 @@ FUSED_METHOD = (
 LAYOUT_GRID = 6  # block means on a 6x6 grid: where the film is light and dark
 QUANTILES = (2, 10, 25, 50, 75, 90, 98)  # gray-level histogram, as percentiles
 COARSE = 32  # the second scale of edge energy and the mirror symmetry
+IMAGE_STATISTICS_VERSION = 1  # in guard.npz: a guard fitted on other statistics is refused, never mis-scored
 IMAGE_STATISTICS_RULE = (
     f"{LAYOUT_GRID}x{LAYOUT_GRID} block means, gray-level percentiles {list(QUANTILES)}, log edge energy "
     f"(|dx|, |dy|) at the model's size and at {COARSE} px, left-right mirror correlation"
@@ -239,6 +240,7 @@ class InputGuard:
                 image_whitening=self.image.whitening,
                 scales=np.asarray(self.scales),
                 value_range=np.asarray(self.value_range),
+                statistics_version=np.asarray(IMAGE_STATISTICS_VERSION),
             )
         with open(path, "wb") as f:  # np.savez would append .npz to a name without it
             np.savez(f, **{k: np.asarray(v, dtype=np.float64) for k, v in arrays.items()})
@@ -254,6 +256,13 @@ class InputGuard:
             features = Mahalanobis(arrays["mean"], arrays["whitening"], record.shrinkage)
             image = None
             if "image_mean" in arrays:
+                version = int(arrays["statistics_version"])
+                if version != IMAGE_STATISTICS_VERSION:
+                    raise ArtifactError(
+                        f"{path}: input guard fitted on image statistics version {version}, this mxa-edge "
+                        f"computes version {IMAGE_STATISTICS_VERSION}; re-export the model or use the mxa-edge "
+                        "that exported it"
+                    )
                 image = Mahalanobis(arrays["image_mean"], arrays["image_whitening"])
                 scales, value_range = tuple(map(float, arrays["scales"])), tuple(map(float, arrays["value_range"]))
         except (OSError, KeyError, ValueError) as exc:
